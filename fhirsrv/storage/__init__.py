@@ -1,0 +1,1 @@
+"""Versioned resource storage (SQLite and PostgreSQL through SQLAlchemy Core)."""

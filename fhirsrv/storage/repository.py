@@ -1,0 +1,251 @@
+"""Versioned resource repository: the only code that writes `resource` and `resource_version`.
+
+The server owns `id`, `meta.versionId` and `meta.lastUpdated`: they are stamped here, into the
+JSON that is stored, so a read sends the stored text as it is. Updates are optimistic:
+`UPDATE ... WHERE version_id = :expected` and a zero row count means another writer got there
+first, which is how two concurrent If-Match updates can never both succeed, on either database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from fhirsrv.errors import Conflict, PreconditionFailed
+from fhirsrv.storage.jsonfmt import dumps, format_instant, later_than, utcnow
+from fhirsrv.storage.schema import resource, resource_version
+
+
+@dataclass(frozen=True)
+class StoredResource:
+    rid: int
+    res_type: str
+    res_id: str
+    version_id: int
+    last_updated: datetime
+    deleted: bool
+    content: str | None
+    method: str = ""
+
+    @property
+    def etag(self) -> str:
+        return f'W/"{self.version_id}"'
+
+
+class ConcurrentUpdate(PreconditionFailed):
+    """Another transaction changed the resource between our read and our write."""
+
+
+_CURRENT_COLS = (
+    resource.c.rid,
+    resource.c.res_type,
+    resource.c.res_id,
+    resource.c.version_id,
+    resource.c.last_updated,
+    resource.c.deleted,
+    resource.c.content,
+)
+_VERSION_COLS = (
+    resource_version.c.rid,
+    resource_version.c.res_type,
+    resource_version.c.res_id,
+    resource_version.c.version_id,
+    resource_version.c.last_updated,
+    resource_version.c.deleted,
+    resource_version.c.content,
+    resource_version.c.method,
+)
+
+
+def _row(row: Any) -> StoredResource:
+    return StoredResource(*row)
+
+
+def stamp(res: dict[str, Any], res_id: str, version_id: int, when: datetime) -> dict[str, Any]:
+    """Set the server-owned fields; keeps `resourceType` and `id` first as clients expect."""
+    meta = dict(res.get("meta") or {})
+    meta["versionId"] = str(version_id)
+    meta["lastUpdated"] = format_instant(when)
+    body = {k: v for k, v in res.items() if k not in ("resourceType", "id", "meta")}
+    return {"resourceType": res["resourceType"], "id": res_id, "meta": meta, **body}
+
+
+def get_current(conn: Connection, res_type: str, res_id: str) -> StoredResource | None:
+    row = conn.execute(
+        select(*_CURRENT_COLS).where(resource.c.res_type == res_type, resource.c.res_id == res_id)
+    ).first()
+    return _row(row) if row else None
+
+
+def get_version(conn: Connection, res_type: str, res_id: str, version_id: int) -> StoredResource | None:
+    row = conn.execute(
+        select(*_VERSION_COLS).where(
+            resource_version.c.res_type == res_type,
+            resource_version.c.res_id == res_id,
+            resource_version.c.version_id == version_id,
+        )
+    ).first()
+    return _row(row) if row else None
+
+
+def get_many(conn: Connection, rids: Sequence[int]) -> list[StoredResource]:
+    """Current versions for a list of row ids, in the order asked (one query, no N+1)."""
+    if not rids:
+        return []
+    rows = conn.execute(select(*_CURRENT_COLS).where(resource.c.rid.in_(list(rids)))).all()
+    by_rid = {r.rid: _row(r) for r in rows}
+    return [by_rid[rid] for rid in rids if rid in by_rid]
+
+
+def get_by_keys(conn: Connection, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], StoredResource]:
+    keys = list(set(keys))
+    if not keys:
+        return {}
+    found: dict[tuple[str, str], StoredResource] = {}
+    for start in range(0, len(keys), 500):
+        chunk = keys[start : start + 500]
+        cond = or_(*(and_(resource.c.res_type == t, resource.c.res_id == i) for t, i in chunk))
+        for row in conn.execute(select(*_CURRENT_COLS).where(cond)):
+            found[(row.res_type, row.res_id)] = _row(row)
+    return found
+
+
+def _write_version(conn: Connection, stored: StoredResource) -> None:
+    conn.execute(
+        insert(resource_version).values(
+            rid=stored.rid,
+            version_id=stored.version_id,
+            res_type=stored.res_type,
+            res_id=stored.res_id,
+            last_updated=stored.last_updated,
+            deleted=stored.deleted,
+            method=stored.method,
+            content=stored.content,
+        )
+    )
+
+
+def create(conn: Connection, res: dict[str, Any], res_id: str, method: str = "create") -> StoredResource:
+    """Insert version 1 of a new (type, id); Conflict if the id is already taken."""
+    now = utcnow()
+    body = stamp(res, res_id, 1, now)
+    content = dumps(body)
+    try:
+        with conn.begin_nested():
+            rid = conn.execute(
+                insert(resource)
+                .values(
+                    res_type=res["resourceType"],
+                    res_id=res_id,
+                    version_id=1,
+                    last_updated=now,
+                    deleted=False,
+                    content=content,
+                )
+                .returning(resource.c.rid)
+            ).scalar_one()
+    except IntegrityError as exc:
+        raise Conflict(f"{res['resourceType']}/{res_id} already exists") from exc
+    stored = StoredResource(rid, res["resourceType"], res_id, 1, now, False, content, method)
+    _write_version(conn, stored)
+    return stored
+
+
+def replace(
+    conn: Connection, current: StoredResource, res: dict[str, Any] | None, method: str
+) -> StoredResource:
+    """Write the next version of `current` (res=None writes a deletion marker)."""
+    now = later_than(current.last_updated, utcnow())
+    version_id = current.version_id + 1
+    content = dumps(stamp(res, current.res_id, version_id, now)) if res is not None else None
+    result = conn.execute(
+        update(resource)
+        .where(resource.c.rid == current.rid, resource.c.version_id == current.version_id)
+        .values(version_id=version_id, last_updated=now, deleted=res is None, content=content)
+    )
+    if result.rowcount != 1:
+        raise ConcurrentUpdate(
+            f"{current.res_type}/{current.res_id} was changed by another request "
+            f"(version {current.version_id} is no longer current); read it again and retry"
+        )
+    stored = StoredResource(
+        current.rid, current.res_type, current.res_id, version_id, now, res is None, content, method
+    )
+    _write_version(conn, stored)
+    return stored
+
+
+@dataclass(frozen=True)
+class HistoryCursor:
+    """Position after the last entry of a history page: (last_updated, rid, version_id)."""
+
+    last_updated: datetime
+    rid: int
+    version_id: int
+
+
+def history(
+    conn: Connection,
+    *,
+    res_type: str | None = None,
+    res_id: str | None = None,
+    since: datetime | None = None,
+    at: datetime | None = None,
+    after: HistoryCursor | None = None,
+    limit: int = 20,
+) -> list[StoredResource]:
+    """Versions newest first; keyset paging so a page never shifts when writes happen."""
+    rv = resource_version.c
+    query = select(*_VERSION_COLS)
+    if res_type is not None:
+        query = query.where(rv.res_type == res_type)
+    if res_id is not None:
+        query = query.where(rv.res_id == res_id)
+    if since is not None:
+        query = query.where(rv.last_updated >= since)
+    if at is not None:
+        # The version of each resource that was current at `at`.
+        latest = (
+            select(rv.rid, func.max(rv.version_id).label("vid"))
+            .where(rv.last_updated <= at)
+            .group_by(rv.rid)
+            .subquery()
+        )
+        query = query.join(latest, and_(latest.c.rid == rv.rid, latest.c.vid == rv.version_id))
+    if after is not None:
+        query = query.where(
+            or_(
+                rv.last_updated < after.last_updated,
+                and_(rv.last_updated == after.last_updated, rv.rid < after.rid),
+                and_(
+                    rv.last_updated == after.last_updated,
+                    rv.rid == after.rid,
+                    rv.version_id < after.version_id,
+                ),
+            )
+        )
+    query = query.order_by(rv.last_updated.desc(), rv.rid.desc(), rv.version_id.desc()).limit(limit)
+    return [_row(r) for r in conn.execute(query)]
+
+
+def count_history(
+    conn: Connection, *, res_type: str | None = None, res_id: str | None = None, since: datetime | None = None
+) -> int:
+    rv = resource_version.c
+    query = select(func.count()).select_from(resource_version)
+    if res_type is not None:
+        query = query.where(rv.res_type == res_type)
+    if res_id is not None:
+        query = query.where(rv.res_id == res_id)
+    if since is not None:
+        query = query.where(rv.last_updated >= since)
+    return int(conn.execute(query).scalar_one())
+
+
+def is_empty(conn: Connection) -> bool:
+    return conn.execute(select(resource.c.rid).limit(1)).first() is None

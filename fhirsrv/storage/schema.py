@@ -1,0 +1,176 @@
+"""The database schema: current and historical resource versions, plus search index tables.
+
+`resource` holds the current version of each (type, id) with a surrogate integer key `rid` that
+the index tables use: joining on one integer is what keeps chained searches cheap. The JSON is
+stored as the exact text served to clients (meta included), so a read never re-parses it.
+Index tables are written in the same transaction as the resource, from the SearchParameter
+FHIRPath expressions (see fhirsrv/search/extract.py).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+# SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL wants BIGINT for large directories.
+RowId = BigInteger().with_variant(Integer(), "sqlite")
+
+resource = Table(
+    "resource",
+    metadata,
+    Column("rid", RowId, primary_key=True, autoincrement=True),
+    Column("res_type", String(64), nullable=False),
+    Column("res_id", String(64), nullable=False),
+    Column("version_id", Integer, nullable=False),
+    Column("last_updated", DateTime, nullable=False),
+    Column("deleted", Boolean, nullable=False, default=False),
+    Column("content", Text, nullable=True),
+    UniqueConstraint("res_type", "res_id", name="uq_resource_type_id"),
+    Index("ix_resource_type_updated", "res_type", "last_updated"),
+)
+
+resource_version = Table(
+    "resource_version",
+    metadata,
+    Column("rid", RowId, ForeignKey("resource.rid"), primary_key=True),
+    Column("version_id", Integer, primary_key=True),
+    Column("res_type", String(64), nullable=False),
+    Column("res_id", String(64), nullable=False),
+    Column("last_updated", DateTime, nullable=False),
+    Column("deleted", Boolean, nullable=False, default=False),
+    # create | update | patch | delete: what produced this version (Bundle.entry.request.method).
+    Column("method", String(8), nullable=False),
+    Column("content", Text, nullable=True),
+    Index("ix_version_updated", "last_updated"),
+    Index("ix_version_type_updated", "res_type", "last_updated"),
+)
+
+# ---------------------------------------------------------------------------- search indexes
+# Every index row carries (rid, res_type, param): a search parameter compiles to
+# `rid IN (SELECT rid FROM idx_x WHERE res_type = :t AND param = :p AND <value test>)`.
+
+
+def _index_table(name: str, *columns: Column, indexes: tuple[tuple[str, ...], ...] = ()) -> Table:
+    table = Table(
+        name,
+        metadata,
+        Column("rid", RowId, ForeignKey("resource.rid", ondelete="CASCADE"), nullable=False),
+        Column("res_type", String(64), nullable=False),
+        Column("param", String(64), nullable=False),
+        *columns,
+        Index(f"ix_{name}_rid", "rid"),
+    )
+    for cols in indexes:
+        Index(f"ix_{name}_{'_'.join(cols)}", *cols, _table=table)
+    return table
+
+
+idx_string = _index_table(
+    "idx_string",
+    # value_norm: lower-cased, accents stripped (search default); value_exact: as written.
+    Column("value_norm", String(512), nullable=False),
+    Column("value_exact", String(512), nullable=False),
+    indexes=(("res_type", "param", "value_norm"),),
+)
+
+idx_token = _index_table(
+    "idx_token",
+    Column("system", String(512), nullable=True),
+    Column("code", String(256), nullable=True),
+    # Normalised display / text, for the :text modifier.
+    Column("text_norm", String(512), nullable=True),
+    indexes=(("res_type", "param", "code", "system"),),
+)
+
+idx_reference = _index_table(
+    "idx_reference",
+    Column("target_type", String(64), nullable=True),
+    Column("target_id", String(64), nullable=True),
+    # Absolute or canonical URL when the reference is not local (and canonical version, if any).
+    Column("url", String(1024), nullable=True),
+    # Reference.identifier for the :identifier modifier.
+    Column("ident_system", String(512), nullable=True),
+    Column("ident_value", String(256), nullable=True),
+    indexes=(("res_type", "param", "target_type", "target_id"), ("target_type", "target_id", "param")),
+)
+
+idx_date = _index_table(
+    "idx_date",
+    # The instant range [low, high] that the indexed value covers (a partial date is a range).
+    Column("low", DateTime, nullable=False),
+    Column("high", DateTime, nullable=False),
+    indexes=(("res_type", "param", "low"), ("res_type", "param", "high")),
+)
+
+idx_number = _index_table(
+    "idx_number",
+    # number and quantity: the value with its implicit precision range; quantity system/code.
+    Column("value", Numeric(asdecimal=False), nullable=False),
+    Column("low", Numeric(asdecimal=False), nullable=False),
+    Column("high", Numeric(asdecimal=False), nullable=False),
+    Column("system", String(512), nullable=True),
+    Column("code", String(128), nullable=True),
+    indexes=(("res_type", "param", "value"),),
+)
+
+idx_uri = _index_table(
+    "idx_uri",
+    Column("value", String(1024), nullable=False),
+    indexes=(("res_type", "param", "value"),),
+)
+
+idx_geo = _index_table(
+    "idx_geo",
+    Column("latitude", Float, nullable=False),
+    Column("longitude", Float, nullable=False),
+    indexes=(("res_type", "latitude", "longitude"),),
+)
+
+# Ordering key per (resource, sort parameter): the smallest value, so _sort is one join.
+idx_sort = _index_table(
+    "idx_sort",
+    Column("value_text", String(512), nullable=True),
+    Column("value_num", Float, nullable=True),
+    Column("value_date", DateTime, nullable=True),
+    indexes=(("res_type", "param", "value_text"),),
+)
+
+# ------------------------------------------------------------------------------- terminology
+# Subsumption closure: (system, ancestor, descendant), including each code with itself.
+code_closure = Table(
+    "code_closure",
+    metadata,
+    Column("system", String(512), nullable=False),
+    Column("ancestor", String(256), nullable=False),
+    Column("descendant", String(256), nullable=False),
+    Index("ix_code_closure_anc", "system", "ancestor"),
+    Index("ix_code_closure_desc", "system", "descendant"),
+)
+
+# --------------------------------------------------------------------------------- server state
+server_state = Table(
+    "server_state",
+    metadata,
+    Column("key", String(128), primary_key=True),
+    Column("value", Text, nullable=True),
+    Column("blob", LargeBinary, nullable=True),
+)
+
+INDEX_TABLES = (idx_string, idx_token, idx_reference, idx_date, idx_number, idx_uri, idx_geo, idx_sort)

@@ -1,0 +1,68 @@
+"""Shared fixtures: every storage-touching test runs on SQLite, and on PostgreSQL when
+FHIRSRV_TEST_DATABASE_URL is set (each xdist worker gets its own PostgreSQL schema)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+
+from fhirsrv.storage.engine import make_engine, normalise_url
+from fhirsrv.storage.schema import metadata
+
+PG_URL = os.environ.get("FHIRSRV_TEST_DATABASE_URL", "")
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)] if PG_URL else ["sqlite"]
+
+
+def _pg_schema_url(worker: str) -> tuple[str, str]:
+    schema = f"fhirsrv_test_{worker}"
+    base = normalise_url(PG_URL)
+    sep = "&" if "?" in base else "?"
+    return schema, f"{base}{sep}options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture(scope="session")
+def _pg_engine(worker_id: str) -> Iterator[Engine | None]:
+    if not PG_URL:
+        yield None
+        return
+    schema, url = _pg_schema_url(worker_id)
+    admin = make_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    admin.dispose()
+    engine = make_engine(url)
+    metadata.create_all(engine)
+    yield engine
+    engine.dispose()
+
+
+def _truncate_all(engine: Engine) -> None:
+    names = ", ".join(f'"{t.name}"' for t in reversed(metadata.sorted_tables))
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path, _pg_engine: Engine | None) -> str:
+    """A database URL with an empty, migrated schema, for each back-end under test."""
+    if request.param == "postgres":
+        assert _pg_engine is not None
+        _truncate_all(_pg_engine)
+        return _pg_engine.url.render_as_string(hide_password=False)
+    url = f"sqlite:///{tmp_path / 'test.sqlite3'}"
+    engine = make_engine(url)
+    metadata.create_all(engine)
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    engine = make_engine(db_url)
+    yield engine
+    engine.dispose()

@@ -1,0 +1,37 @@
+"""Versioned repository: server-owned meta, optimistic locking, history order."""
+
+from __future__ import annotations
+
+import pytest
+
+from fhirsrv.errors import Conflict
+from fhirsrv.storage import repository as repo
+from fhirsrv.storage.engine import read_transaction, write_transaction
+from fhirsrv.storage.jsonfmt import loads
+
+
+def test_create_stamps_meta_and_keeps_versions(engine):
+    with write_transaction(engine) as conn:
+        first = repo.create(conn, {"resourceType": "Organization", "name": "Ligue"}, "org1")
+    with write_transaction(engine) as conn:
+        second = repo.replace(conn, first, {"resourceType": "Organization", "name": "Ligue 29"}, "update")
+    assert second.version_id == 2 and second.last_updated > first.last_updated
+    body = loads(second.content)
+    assert list(body)[:3] == ["resourceType", "id", "meta"]
+    assert body["meta"]["versionId"] == "2"
+    with read_transaction(engine) as conn:
+        assert loads(repo.get_version(conn, "Organization", "org1", 1).content)["name"] == "Ligue"
+        assert [v.version_id for v in repo.history(conn, res_type="Organization", res_id="org1")] == [2, 1]
+
+
+def test_duplicate_id_conflicts_and_stale_update_fails(engine):
+    with write_transaction(engine) as conn:
+        first = repo.create(conn, {"resourceType": "Location"}, "loc")
+    with pytest.raises(Conflict), write_transaction(engine) as conn:
+        repo.create(conn, {"resourceType": "Location"}, "loc")
+    with write_transaction(engine) as conn:
+        repo.replace(conn, first, {"resourceType": "Location", "name": "a"}, "update")
+    with pytest.raises(repo.ConcurrentUpdate), write_transaction(engine) as conn:
+        repo.replace(conn, first, {"resourceType": "Location", "name": "b"}, "update")
+    with read_transaction(engine) as conn:
+        assert loads(repo.get_current(conn, "Location", "loc").content)["name"] == "a"
