@@ -1,0 +1,168 @@
+"""Registry of FHIR operations ($lookup, $expand, $validate, ...) and their input Parameters.
+
+Operations register themselves with @operation; api/routes.py dispatches GET and POST on
+`[Type/[id/]]$name` here, and the CapabilityStatement lists exactly what is registered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fhirsrv.errors import BadRequest, MethodNotAllowed, NotFound
+from fhirsrv.interactions.context import RequestInfo, Result, Services
+
+
+@dataclass
+class OperationCall:
+    """One invocation: where it was called and its input Parameters (GET args or POST body)."""
+
+    res_type: str | None
+    res_id: str | None
+    parameters: list[dict[str, Any]] = field(default_factory=list)
+    # A POST body that is a resource rather than Parameters (e.g. $validate of a resource).
+    body_resource: dict[str, Any] | None = None
+    method: str = "GET"
+
+    @classmethod
+    def from_query(
+        cls, res_type: str | None, res_id: str | None, args: list[tuple[str, str]]
+    ) -> OperationCall:
+        params = [{"name": k, "valueString": v} for k, v in args if not k.startswith("_")]
+        return cls(res_type, res_id, params, None, "GET")
+
+    @classmethod
+    def from_body(
+        cls, res_type: str | None, res_id: str | None, body: dict[str, Any], args: list[tuple[str, str]]
+    ) -> OperationCall:
+        call = cls.from_query(res_type, res_id, args)
+        call.method = "POST"
+        if body.get("resourceType") == "Parameters":
+            call.parameters.extend(body.get("parameter") or [])
+        else:
+            call.body_resource = body
+        return call
+
+    def all(self, name: str) -> list[dict[str, Any]]:
+        return [p for p in self.parameters if p.get("name") == name]
+
+    def value(self, name: str) -> Any:
+        """The first parameter's value whatever its value[x] type (string from GET)."""
+        for param in self.all(name):
+            for key, val in param.items():
+                if key.startswith("value"):
+                    return val
+        return None
+
+    def resource(self, name: str) -> dict[str, Any] | None:
+        for param in self.all(name):
+            if "resource" in param:
+                return param["resource"]
+        return None
+
+    def string(self, name: str) -> str | None:
+        val = self.value(name)
+        return None if val is None else str(val)
+
+    def boolean(self, name: str, default: bool = False) -> bool:
+        val = self.value(name)
+        if val is None:
+            return default
+        if isinstance(val, bool):
+            return val
+        if str(val).lower() in ("true", "false"):
+            return str(val).lower() == "true"
+        raise BadRequest(f"Parameter '{name}' must be true or false, not '{val}'")
+
+    def integer(self, name: str, default: int | None = None) -> int | None:
+        val = self.value(name)
+        if val is None:
+            return default
+        try:
+            return int(val)
+        except (TypeError, ValueError) as exc:
+            raise BadRequest(f"Parameter '{name}' must be an integer, not '{val}'") from exc
+
+    def coding(self, name: str) -> dict[str, Any] | None:
+        for param in self.all(name):
+            if "valueCoding" in param:
+                return param["valueCoding"]
+        return None
+
+
+OperationFunc = Callable[[Services, RequestInfo, OperationCall], Result]
+
+
+@dataclass(frozen=True)
+class OperationDef:
+    name: str  # without the leading $
+    func: OperationFunc
+    resource_types: tuple[str, ...]  # empty: a system-level operation
+    type_level: bool
+    instance_level: bool
+    system_level: bool
+    affects_state: bool
+    definition: str | None
+    documentation: str
+
+
+_REGISTRY: dict[str, list[OperationDef]] = {}
+
+
+def operation(
+    name: str,
+    *,
+    types: tuple[str, ...] = (),
+    type_level: bool = True,
+    instance_level: bool = False,
+    system_level: bool = False,
+    affects_state: bool = False,
+    definition: str | None = None,
+) -> Callable[[OperationFunc], OperationFunc]:
+    def register(func: OperationFunc) -> OperationFunc:
+        doc = (func.__doc__ or "").strip().splitlines()
+        _REGISTRY.setdefault(name, []).append(
+            OperationDef(
+                name,
+                func,
+                types,
+                type_level,
+                instance_level,
+                system_level,
+                affects_state,
+                definition,
+                doc[0] if doc else "",
+            )
+        )
+        return func
+
+    return register
+
+
+def registered() -> list[OperationDef]:
+    return [op for ops in _REGISTRY.values() for op in ops]
+
+
+def resolve(name: str, res_type: str | None, instance: bool, http_method: str) -> OperationDef:
+    candidates = _REGISTRY.get(name, [])
+    for op in candidates:
+        if res_type is None and op.system_level:
+            break
+        if (
+            res_type is not None
+            and res_type in op.resource_types
+            and (op.instance_level if instance else op.type_level)
+        ):
+            break
+    else:
+        where = f"{res_type}{'/[id]' if instance else ''}" if res_type else "system level"
+        raise NotFound(f"Operation ${name} is not supported at {where}", code="not-supported")
+    if http_method == "GET" and op.affects_state:
+        raise MethodNotAllowed(f"Operation ${name} changes state and must be invoked with POST")
+    return op
+
+
+def parameters(*params: dict[str, Any]) -> dict[str, Any]:
+    """Build an output Parameters resource."""
+    return {"resourceType": "Parameters", "parameter": [p for p in params if p]}
