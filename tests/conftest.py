@@ -8,9 +8,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from flask import Flask
+from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
 
+from fhirsrv.app import create_app
+from fhirsrv.settings import Settings
 from fhirsrv.storage.engine import make_engine, normalise_url
+from fhirsrv.storage.migrate import ensure_schema
 from fhirsrv.storage.schema import metadata
 
 PG_URL = os.environ.get("FHIRSRV_TEST_DATABASE_URL", "")
@@ -36,7 +41,7 @@ def _pg_engine(worker_id: str) -> Iterator[Engine | None]:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     admin.dispose()
     engine = make_engine(url)
-    metadata.create_all(engine)
+    ensure_schema(engine)
     yield engine
     engine.dispose()
 
@@ -56,7 +61,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path, _pg_engine: Engine | 
         return _pg_engine.url.render_as_string(hide_password=False)
     url = f"sqlite:///{tmp_path / 'test.sqlite3'}"
     engine = make_engine(url)
-    metadata.create_all(engine)
+    ensure_schema(engine)
     engine.dispose()
     return url
 
@@ -66,3 +71,21 @@ def engine(db_url: str) -> Iterator[Engine]:
     engine = make_engine(db_url)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def settings(db_url: str) -> Settings:
+    """Settings for an app on the test database, without demo data (tests create their own)."""
+    return Settings.from_env(database_url=db_url, load_demo=False, base_url="http://fhir.test/fhir")
+
+
+@pytest.fixture
+def app(settings: Settings) -> Iterator[Flask]:
+    app = create_app(settings)
+    yield app
+    app.extensions["fhirsrv"].engine.dispose()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()

@@ -1,0 +1,143 @@
+"""Content negotiation and response rendering: Accept/_format, Prefer, _pretty, _summary,
+_elements, and the ETag / Last-Modified / Location headers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+from flask import Request, Response
+from werkzeug.http import http_date, parse_date
+
+from fhirsrv.errors import NotAcceptable, UnsupportedMediaType
+from fhirsrv.interactions.context import Result
+from fhirsrv.interactions.shaping import parse_elements, parse_summary, shape
+from fhirsrv.storage.jsonfmt import loads
+
+FHIR_JSON = "application/fhir+json; charset=utf-8"
+_JSON_FORMATS = {"json", "application/json", "application/fhir+json", "application/json+fhir", "text/json"}
+_XML_FORMATS = {"xml", "application/xml", "application/fhir+xml", "application/xml+fhir", "text/xml"}
+_ANY = {"*/*", "application/*", "text/html", "text/*"}
+PATCH_JSON = "application/json-patch+json"
+
+
+@dataclass(frozen=True)
+class Presentation:
+    """How the client wants its answer shaped."""
+
+    pretty: bool = False
+    summary: str | None = None
+    elements: list[str] | None = None
+    prefer_return: str | None = None
+
+
+def check_accept(request: Request) -> None:
+    wanted = request.args.get("_format")
+    if wanted:
+        fmt = wanted.split(";")[0].strip().lower().replace(" ", "+")  # "+" arrives as a space
+        if fmt in _JSON_FORMATS:
+            return
+        raise NotAcceptable(f"_format '{wanted}' is not supported; this server speaks application/fhir+json")
+    accept = request.accept_mimetypes
+    if not accept or not list(accept.values()):
+        return
+    for mimetype, quality in accept:
+        if quality > 0 and (mimetype.lower() in _JSON_FORMATS or mimetype.lower() in _ANY):
+            return
+    raise NotAcceptable(
+        f"Accept '{request.headers.get('Accept')}' names no format this server produces (application/fhir+json)"
+    )
+
+
+def check_content_type(request: Request, *, patch: bool = False) -> None:
+    mimetype = (request.mimetype or "").lower()
+    if patch:
+        if mimetype == PATCH_JSON:
+            return
+        raise UnsupportedMediaType(f"PATCH accepts {PATCH_JSON} (JSON Patch), not '{mimetype or 'none'}'")
+    if mimetype in _JSON_FORMATS:
+        return
+    if mimetype in _XML_FORMATS:
+        raise UnsupportedMediaType("XML is not supported; send application/fhir+json")
+    raise UnsupportedMediaType(
+        f"Content-Type '{mimetype or 'none'}' is not supported; send application/fhir+json"
+    )
+
+
+def prefer(request: Request) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for header in request.headers.getlist("Prefer"):
+        for part in header.split(","):
+            part = part.strip()
+            if "=" in part:
+                key, value = part.split("=", 1)
+                values[key.strip().lower()] = value.strip().strip('"')
+    return values
+
+
+def presentation(request: Request) -> Presentation:
+    pretty = request.args.get("_pretty", "false").lower() == "true"
+    return Presentation(
+        pretty=pretty,
+        summary=parse_summary(request.args.get("_summary")),
+        elements=parse_elements(request.args.getlist("_elements")),
+        prefer_return=prefer(request).get("return"),
+    )
+
+
+def if_modified_since(request: Request):  # type: ignore[no-untyped-def]
+    value = request.headers.get("If-Modified-Since")
+    if not value:
+        return None
+    parsed = parse_date(value)
+    return parsed.replace(tzinfo=None) if parsed else None
+
+
+def render(result: Result, how: Presentation, base_url: str, *, shape_body: bool = True) -> Response:
+    headers: dict[str, str] = dict(result.headers)
+    stored = result.stored
+    if stored is not None and not (stored.deleted and result.status == 204):
+        headers["ETag"] = stored.etag
+        headers["Last-Modified"] = http_date(stored.last_updated)
+    if stored is not None and result.status in (200, 201) and result.resource is not None:
+        where = f"{base_url}/{stored.res_type}/{stored.res_id}/_history/{stored.version_id}"
+        headers["Content-Location"] = where
+        if result.status == 201:
+            headers["Location"] = where
+    if result.status == 304 or result.resource is None:
+        return Response(status=result.status, headers=headers)
+    is_write_answer = result.status in (200, 201) and how.prefer_return is not None and stored is not None
+    if is_write_answer and how.prefer_return == "minimal":
+        return Response(status=result.status, headers=headers)
+    if is_write_answer and how.prefer_return == "OperationOutcome":
+        body = {
+            "resourceType": "OperationOutcome",
+            "issue": [
+                {
+                    "severity": "information",
+                    "code": "informational",
+                    "diagnostics": f"{stored.res_type}/{stored.res_id} is at version {stored.version_id}",
+                }
+            ],
+        }
+        return Response(orjson.dumps(body), status=result.status, headers=headers, content_type=FHIR_JSON)
+    return Response(
+        _body(result.resource, how, shape_body), status=result.status, headers=headers, content_type=FHIR_JSON
+    )
+
+
+def _body(resource: object, how: Presentation, shape_body: bool) -> bytes:
+    reshape = shape_body and (how.summary is not None or how.elements)
+    if isinstance(resource, orjson.Fragment) and not reshape and not how.pretty:
+        return orjson.dumps(resource)
+    if reshape or how.pretty:
+        # Only here is stored JSON parsed again: the client asked for another shape.
+        plain = loads(orjson.dumps(resource))
+        if (
+            reshape
+            and isinstance(plain, dict)
+            and plain.get("resourceType") not in ("Bundle", "OperationOutcome")
+        ):
+            plain = shape(plain, how.summary, how.elements)
+        return orjson.dumps(plain, option=orjson.OPT_INDENT_2 if how.pretty else 0)
+    return orjson.dumps(resource)

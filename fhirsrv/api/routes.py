@@ -1,0 +1,200 @@
+"""URL map: each FHIR REST URL pattern to its interaction or operation."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from flask import Blueprint, Response, current_app, request
+from werkzeug.datastructures import MultiDict
+
+from fhirsrv.api import negotiation
+from fhirsrv.errors import BadRequest, MethodNotAllowed, NotFound
+from fhirsrv.interactions import bundle, capabilities, history, operations, read
+from fhirsrv.interactions import create as create_mod
+from fhirsrv.interactions import delete as delete_mod
+from fhirsrv.interactions import patch as patch_mod
+from fhirsrv.interactions import update as update_mod
+from fhirsrv.interactions.context import RequestInfo, Result, Services
+from fhirsrv.interactions.resources import check_type, parse_json, parse_resource
+
+fhir = Blueprint("fhir", __name__)
+
+# Parameters that shape the answer rather than select resources.
+_PRESENTATION = {"_format", "_pretty"}
+
+
+def services() -> Services:
+    return current_app.extensions["fhirsrv"]
+
+
+def base_url() -> str:
+    configured = services().settings.base_url
+    return configured.rstrip("/") if configured else request.url_root.rstrip("/") + "/fhir"
+
+
+def request_info() -> RequestInfo:
+    prefs = negotiation.prefer(request)
+    handling = prefs.get("handling", "lenient")
+    if handling not in ("lenient", "strict"):
+        handling = "lenient"
+    return RequestInfo(
+        base_url=base_url(),
+        prefer_return=prefs.get("return"),
+        prefer_handling=handling,
+        if_match=request.headers.get("If-Match"),
+        if_none_match=request.headers.get("If-None-Match"),
+        if_modified_since=negotiation.if_modified_since(request),
+        if_none_exist=request.headers.get("If-None-Exist"),
+    )
+
+
+def query_params(source: MultiDict | None = None) -> list[tuple[str, str]]:
+    args = source if source is not None else request.args
+    return [(k, v) for k, v in args.items(multi=True) if k not in _PRESENTATION]
+
+
+def answer(result: Result, *, shape: bool = True) -> Response:
+    return negotiation.render(result, negotiation.presentation(request), base_url(), shape_body=shape)
+
+
+def _criteria() -> str | None:
+    params = query_params()
+    return urlencode(params) if params else None
+
+
+def _search(res_type: str | None, params: list[tuple[str, str]]) -> Response:
+    from fhirsrv.interactions.search import search
+
+    return answer(search(services(), request_info(), res_type, params), shape=False)
+
+
+# ------------------------------------------------------------------------------------ system
+
+
+@fhir.get("/metadata")
+def metadata() -> Response:
+    return answer(capabilities.capability_statement(services(), request_info()))
+
+
+@fhir.route("/", methods=["GET", "POST"], strict_slashes=False)
+def system() -> Response:
+    if request.method == "GET":
+        return _search(None, query_params())
+    negotiation.check_content_type(request)
+    body = parse_json(request.get_data())
+    return answer(bundle.process(services(), request_info(), body))
+
+
+@fhir.get("/_history")
+def system_history() -> Response:
+    return answer(history.history(services(), request_info(), None, None, query_params()))
+
+
+# -------------------------------------------------------------------------------------- type
+
+
+@fhir.route("/<res_type>", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
+def type_level(res_type: str) -> Response:
+    if res_type.startswith("$"):
+        return _operation(res_type[1:], None, None)
+    info = request_info()
+    if request.method == "GET":
+        check_type(res_type)
+        return _search(res_type, query_params())
+    if request.method == "POST":
+        negotiation.check_content_type(request)
+        res = parse_resource(request.get_data(), res_type)
+        return answer(create_mod.create(services(), info, res_type, res))
+    criteria = _criteria()
+    if criteria is None:
+        raise MethodNotAllowed(
+            f"{request.method} on {res_type} needs search criteria (a conditional {request.method})"
+        )
+    if request.method == "PUT":
+        negotiation.check_content_type(request)
+        res = parse_resource(request.get_data(), res_type)
+        return answer(update_mod.update(services(), info, res_type, None, res, criteria=criteria))
+    if request.method == "PATCH":
+        negotiation.check_content_type(request, patch=True)
+        return answer(
+            patch_mod.patch(
+                services(), info, res_type, None, parse_json(request.get_data()), criteria=criteria
+            )
+        )
+    return answer(delete_mod.delete(services(), info, res_type, None, criteria=criteria))
+
+
+@fhir.post("/<res_type>/_search")
+def type_search_post(res_type: str) -> Response:
+    check_type(res_type)
+    if request.mimetype != "application/x-www-form-urlencoded":
+        raise BadRequest("POST _search takes an application/x-www-form-urlencoded body", status=415)
+    params = query_params() + query_params(request.form)
+    return _search(res_type, params)
+
+
+@fhir.get("/<res_type>/_history")
+def type_history(res_type: str) -> Response:
+    return answer(history.history(services(), request_info(), res_type, None, query_params()))
+
+
+# ---------------------------------------------------------------------------------- instance
+
+
+@fhir.route("/<res_type>/<res_id>", methods=["GET", "PUT", "DELETE", "PATCH", "POST"])
+def instance(res_type: str, res_id: str) -> Response:
+    if res_id.startswith("$"):
+        return _operation(res_id[1:], res_type, None)
+    if request.method == "POST":
+        raise MethodNotAllowed(
+            f"POST is not allowed on {res_type}/{res_id}; use PUT to update it",
+            headers={"Allow": "GET, HEAD, PUT, PATCH, DELETE"},
+        )
+    info = request_info()
+    if request.method == "GET":
+        return answer(read.read(services(), info, res_type, res_id))
+    if request.method == "PUT":
+        negotiation.check_content_type(request)
+        res = parse_resource(request.get_data(), res_type)
+        return answer(update_mod.update(services(), info, res_type, res_id, res))
+    if request.method == "PATCH":
+        negotiation.check_content_type(request, patch=True)
+        return answer(patch_mod.patch(services(), info, res_type, res_id, parse_json(request.get_data())))
+    return answer(delete_mod.delete(services(), info, res_type, res_id))
+
+
+@fhir.get("/<res_type>/<res_id>/_history")
+def instance_history(res_type: str, res_id: str) -> Response:
+    return answer(history.history(services(), request_info(), res_type, res_id, query_params()))
+
+
+@fhir.get("/<res_type>/<res_id>/_history/<version>")
+def instance_vread(res_type: str, res_id: str, version: str) -> Response:
+    return answer(read.vread(services(), request_info(), res_type, res_id, version))
+
+
+@fhir.route("/<res_type>/<res_id>/<op>", methods=["GET", "POST"])
+def instance_operation(res_type: str, res_id: str, op: str) -> Response:
+    if not op.startswith("$"):
+        raise NotFound(f"Unknown path segment '{op}'")
+    return _operation(op[1:], res_type, res_id)
+
+
+def _operation(name: str, res_type: str | None, res_id: str | None) -> Response:
+    if request.method not in ("GET", "POST"):
+        raise MethodNotAllowed(
+            f"Operation ${name} is invoked with GET or POST", headers={"Allow": "GET, POST"}
+        )
+    if res_type is not None:
+        check_type(res_type)
+    op = operations.resolve(name, res_type, res_id is not None, request.method)
+    args = query_params()
+    if request.method == "POST":
+        negotiation.check_content_type(request)
+        body = parse_json(request.get_data())
+        if not isinstance(body, dict):
+            raise BadRequest("An operation body is a Parameters resource (or the resource it acts on)")
+        call = operations.OperationCall.from_body(res_type, res_id, body, args)
+    else:
+        call = operations.OperationCall.from_query(res_type, res_id, args)
+    return answer(op.func(services(), request_info(), call))

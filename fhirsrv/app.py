@@ -1,0 +1,75 @@
+"""create_app(settings) -> Flask. Nothing happens at import time."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException
+
+from fhirsrv.api import negotiation, outcome
+from fhirsrv.api.routes import fhir
+from fhirsrv.errors import FhirError, Issue
+from fhirsrv.interactions.context import Services
+from fhirsrv.settings import Settings
+from fhirsrv.storage.engine import make_engine
+from fhirsrv.storage.migrate import ensure_schema
+
+
+def build_services(settings: Settings) -> Services:
+    from fhirsrv.search.engine import SearchEngine
+
+    engine = make_engine(settings.database_url, echo=settings.sql_echo)
+    ensure_schema(engine)
+    services = Services(settings=settings, engine=engine, search=SearchEngine(settings))
+    from fhirsrv.storage.engine import read_transaction
+
+    with read_transaction(engine) as conn:
+        services.search.load_stored_parameters(conn)
+    _install_extensions(services)
+    return services
+
+
+def _install_extensions(services: Services) -> None:
+    """Optional modules (terminology, validation, auth) hook themselves in here when present."""
+    from fhirsrv import wiring
+
+    wiring.install(services)
+
+
+def create_app(settings: Settings | None = None, services: Services | None = None) -> Flask:
+    settings = settings or Settings.from_env()
+    services = services or build_services(settings)
+    app = Flask("fhirsrv")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["fhirsrv"] = services
+    app.register_blueprint(fhir, url_prefix="/fhir")
+
+    @app.before_request
+    def _guard() -> Response | None:
+        if len(request.query_string) > settings.max_query_length:
+            return outcome.respond(
+                414,
+                [
+                    Issue(
+                        "error",
+                        "too-costly",
+                        f"The query string is longer than {settings.max_query_length} bytes",
+                    )
+                ],
+            )
+        if request.path.startswith("/fhir"):
+            negotiation.check_accept(request)
+        return None
+
+    @app.after_request
+    def _headers(response: Response) -> Response:
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return response
+
+    app.register_error_handler(FhirError, outcome.from_fhir_error)
+    app.register_error_handler(HTTPException, outcome.from_http_exception)
+    app.register_error_handler(Exception, outcome.from_unexpected)
+    logging.getLogger("fhirsrv").setLevel(logging.INFO)
+    return app

@@ -1,0 +1,117 @@
+"""The `fhirsrv` command: serve, load, db, reindex, seed."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from fhirsrv.settings import Settings
+
+log = logging.getLogger("fhirsrv")
+
+
+def _settings(database: str | None, **extra: object) -> Settings:
+    return Settings.from_env(database_url=database, **extra)
+
+
+def _services(settings: Settings):  # type: ignore[no-untyped-def]
+    from fhirsrv.app import build_services
+
+    return build_services(settings)
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log SQL-free debug information.")
+def main(verbose: bool) -> None:
+    """fhirsrv: FHIR R4 server of a regional directory of cancer supportive care (SOS)."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(message)s")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=int)
+@click.option(
+    "--database", default=None, help="SQLAlchemy URL (default: FHIRSRV_DATABASE_URL or embedded SQLite)."
+)
+@click.option("--no-demo", is_flag=True, help="Do not load the demo region into an empty database.")
+@click.option("--threads", default=8, show_default=True, type=int)
+def serve(host: str, port: int, database: str | None, no_demo: bool, threads: int) -> None:
+    """Serve the FHIR API under /fhir."""
+    from waitress import serve as waitress_serve
+
+    from fhirsrv.app import create_app
+    from fhirsrv.interactions.load import load_initial_content
+
+    settings = _settings(database, load_demo=False if no_demo else None)
+    services = _services(settings)
+    report = load_initial_content(services, demo=settings.load_demo)
+    if report is not None:
+        log.info(
+            "empty database: loaded %s resources from %s files (%s)",
+            sum(report.counts.values()),
+            report.files,
+            ", ".join(f"{t} {n}" for t, n in sorted(report.counts.items())),
+        )
+    app = create_app(settings, services)
+    log.info(
+        "fhirsrv serving http://%s:%s/fhir (database %s)", host, port, services.engine.url.render_as_string()
+    )
+    waitress_serve(app, host=host, port=port, threads=threads, ident="fhirsrv")
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--database", default=None)
+def load(paths: tuple[Path, ...], database: str | None) -> None:
+    """Load JSON resources, Bundles and NDJSON files or folders (one transaction per file)."""
+    from fhirsrv.interactions.load import LoadError, load_paths
+
+    services = _services(_settings(database))
+    try:
+        report = load_paths(services, list(paths))
+    except LoadError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    for res_type, count in sorted(report.counts.items()):
+        click.echo(f"{res_type}\t{count}")
+    click.echo(
+        f"total\t{sum(report.counts.values())} written, {report.unchanged} unchanged, {report.files} files"
+    )
+
+
+@main.group()
+def db() -> None:
+    """Database schema management (Alembic)."""
+
+
+@db.command()
+@click.option("--database", default=None)
+def upgrade(database: str | None) -> None:
+    """Apply every migration up to the latest."""
+    from fhirsrv.storage.engine import make_engine
+    from fhirsrv.storage.migrate import current, ensure_schema
+
+    engine = make_engine(_settings(database).database_url)
+    ensure_schema(engine)
+    click.echo(f"database at revision {current(engine)}")
+
+
+@main.command()
+@click.option("--database", default=None)
+@click.option("--type", "res_type", default=None, help="Only this resource type.")
+def reindex(database: str | None, res_type: str | None) -> None:
+    """Rebuild the search indexes (after a SearchParameter was added or changed)."""
+    from fhirsrv.storage.engine import write_transaction
+
+    services = _services(_settings(database))
+    with write_transaction(services.engine) as conn:
+        count = services.search.reindex(conn, res_type)
+    click.echo(json.dumps({"reindexed": count}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,350 @@
+"""batch and transaction Bundles (POST /fhir).
+
+A transaction runs in one database transaction: ids are assigned to every POST first,
+`urn:uuid:` and conditional references are rewritten to them, entries are processed in the
+order the specification gives (DELETE, POST, PUT/PATCH, GET) and one failing entry rolls all
+back, with an OperationOutcome naming it. A batch runs each entry on its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from sqlalchemy import Connection
+
+from fhirsrv.errors import BadRequest, FhirError, Issue, PayloadTooLarge
+from fhirsrv.interactions import create as create_mod
+from fhirsrv.interactions import delete as delete_mod
+from fhirsrv.interactions import patch as patch_mod
+from fhirsrv.interactions import read as read_mod
+from fhirsrv.interactions import update as update_mod
+from fhirsrv.interactions.context import RequestInfo, Result, Services
+from fhirsrv.interactions.preconditions import match_one
+from fhirsrv.interactions.resources import check_resource, check_type
+from fhirsrv.interactions.writes import new_id
+from fhirsrv.storage.engine import write_transaction
+from fhirsrv.storage.jsonfmt import format_instant
+
+_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
+_REASON = {
+    200: "OK",
+    201: "Created",
+    204: "No Content",
+    304: "Not Modified",
+    400: "Bad Request",
+    404: "Not Found",
+    409: "Conflict",
+    410: "Gone",
+    412: "Precondition Failed",
+    422: "Unprocessable Entity",
+}
+
+
+@dataclass
+class Entry:
+    index: int
+    method: str
+    url: str
+    resource: dict[str, Any] | None
+    full_url: str | None
+    if_match: str | None = None
+    if_none_exist: str | None = None
+    if_none_match: str | None = None
+    assigned_id: str | None = None
+    result: Result | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"Bundle.entry[{self.index}] ({self.method} {self.url})"
+
+
+@dataclass
+class Target:
+    res_type: str
+    res_id: str | None = None
+    version: str | None = None
+    query: str | None = None
+
+
+def _parse_target(url: str) -> Target:
+    parts = urlsplit(url)
+    path = parts.path.strip("/")
+    segments = path.split("/") if path else []
+    if not segments:
+        raise BadRequest("The entry request url names no resource type")
+    target = Target(segments[0], query=parts.query or None)
+    if len(segments) >= 2:
+        target.res_id = segments[1]
+    if len(segments) == 4 and segments[2] == "_history":
+        target.version = segments[3]
+    elif len(segments) > 2:
+        raise BadRequest(f"Unsupported entry request url '{url}'")
+    return target
+
+
+def _parse_entries(bundle: dict[str, Any], max_entries: int) -> list[Entry]:
+    raw = bundle.get("entry") or []
+    if not isinstance(raw, list):
+        raise BadRequest("Bundle.entry must be an array", expression=["Bundle.entry"])
+    if len(raw) > max_entries:
+        raise PayloadTooLarge(f"The Bundle has {len(raw)} entries; this server accepts at most {max_entries}")
+    entries = []
+    for i, item in enumerate(raw):
+        where = f"Bundle.entry[{i}]"
+        request = item.get("request") if isinstance(item, dict) else None
+        if not isinstance(request, dict) or not request.get("method") or not request.get("url"):
+            raise BadRequest(
+                f"{where} has no request.method and request.url", expression=[f"{where}.request"]
+            )
+        method = str(request["method"]).upper()
+        if method not in _ORDER:
+            raise BadRequest(f"{where}: unsupported method {method}", expression=[f"{where}.request.method"])
+        resource = item.get("resource")
+        if method in ("POST", "PUT", "PATCH") and resource is None:
+            raise BadRequest(f"{where} ({method}) has no resource", expression=[f"{where}.resource"])
+        entries.append(
+            Entry(
+                i,
+                method,
+                str(request["url"]),
+                resource,
+                item.get("fullUrl"),
+                request.get("ifMatch"),
+                request.get("ifNoneExist"),
+                request.get("ifNoneMatch"),
+            )
+        )
+    return entries
+
+
+def process(services: Services, info: RequestInfo, bundle: dict[str, Any]) -> Result:
+    check_resource(bundle, "Bundle")
+    kind = bundle.get("type")
+    if kind not in ("batch", "transaction"):
+        raise BadRequest(
+            f"POST to the base accepts batch or transaction Bundles, not '{kind}'", expression=["Bundle.type"]
+        )
+    entries = _parse_entries(bundle, services.settings.max_bundle_entries)
+    if kind == "transaction":
+        _run_transaction(services, info, entries)
+    else:
+        _run_batch(services, info, entries)
+    return Result(
+        status=200,
+        resource={
+            "resourceType": "Bundle",
+            "type": f"{kind}-response",
+            "link": [{"relation": "self", "url": info.base_url}],
+            "entry": [_response_entry(info, e) for e in entries],
+        },
+    )
+
+
+def _run_transaction(services: Services, info: RequestInfo, entries: list[Entry]) -> None:
+    with write_transaction(services.engine) as conn:
+        mapping = _assign_ids(services, conn, entries)
+        for entry in entries:
+            if entry.resource is not None and mapping:
+                entry.resource = _rewrite(entry.resource, mapping)
+        for entry in entries:
+            if entry.resource is not None:
+                _resolve_conditional_refs(services, conn, entry)
+        for entry in sorted(entries, key=lambda e: (_ORDER[e.method], e.index)):
+            try:
+                entry.result = entry.result or _execute(services, info, entry, conn)
+            except FhirError as exc:
+                raise _for_entry(entry, exc) from exc
+
+
+def _run_batch(services: Services, info: RequestInfo, entries: list[Entry]) -> None:
+    for entry in sorted(entries, key=lambda e: (_ORDER[e.method], e.index)):
+        try:
+            with write_transaction(services.engine) as conn:
+                _resolve_conditional_refs(services, conn, entry)
+                entry.result = _execute(services, info, entry, conn)
+        except FhirError as exc:
+            entry.result = Result(status=exc.status, resource=_outcome(_for_entry(entry, exc).issues))
+
+
+def _assign_ids(services: Services, conn: Connection, entries: list[Entry]) -> dict[str, str]:
+    """fullUrl -> 'Type/id' for every entry whose resource others may point to."""
+    mapping: dict[str, str] = {}
+    for entry in entries:
+        if entry.resource is None or entry.method not in ("POST", "PUT"):
+            continue
+        target = _parse_target(entry.url)
+        if entry.method == "POST":
+            existing = None
+            if entry.if_none_exist:
+                try:
+                    existing = match_one(
+                        services, conn, target.res_type, entry.if_none_exist, "Conditional create"
+                    )
+                except FhirError as exc:
+                    raise _for_entry(entry, exc) from exc
+            if existing is not None:
+                entry.result = read_mod.served(existing, 200)
+                entry.assigned_id = existing.res_id
+            else:
+                entry.assigned_id = new_id()
+        elif target.res_id is not None:
+            entry.assigned_id = target.res_id
+        elif target.query is not None:
+            try:
+                found = match_one(services, conn, target.res_type, target.query, "Conditional update")
+            except FhirError as exc:
+                raise _for_entry(entry, exc) from exc
+            entry.assigned_id = found.res_id if found else (entry.resource.get("id") or new_id())
+            entry.extra["conditional_id"] = entry.assigned_id
+        if entry.full_url and entry.assigned_id:
+            mapping[entry.full_url] = f"{target.res_type}/{entry.assigned_id}"
+    return mapping
+
+
+def _rewrite(value: Any, mapping: dict[str, str]) -> Any:
+    if isinstance(value, dict):
+        return {k: _rewrite(v, mapping) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rewrite(v, mapping) for v in value]
+    if isinstance(value, str):
+        return mapping.get(value, value)
+    return value
+
+
+def _resolve_conditional_refs(services: Services, conn: Connection, entry: Entry) -> None:
+    """Reference.reference of the form 'Type?criteria' becomes the one resource it matches."""
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, dict):
+            out = {}
+            for k, v in value.items():
+                if k == "reference" and isinstance(v, str) and "?" in v and "/" not in v.split("?", 1)[0]:
+                    res_type, query = v.split("?", 1)
+                    check_type(res_type)
+                    found = match_one(services, conn, res_type, query, f"Conditional reference '{v}'")
+                    if found is None:
+                        raise BadRequest(f"Conditional reference '{v}' matches no {res_type}")
+                    out[k] = f"{res_type}/{found.res_id}"
+                else:
+                    out[k] = walk(v)
+            return out
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        return value
+
+    try:
+        entry.resource = walk(entry.resource) if entry.resource is not None else None
+    except FhirError as exc:
+        raise _for_entry(entry, exc) from exc
+
+
+def _execute(services: Services, info: RequestInfo, entry: Entry, conn: Connection) -> Result:
+    target = _parse_target(entry.url)
+    sub = replace(info, if_match=entry.if_match, if_none_exist=None, if_none_match=entry.if_none_match)
+    if entry.method == "POST":
+        if entry.if_none_exist and entry.assigned_id is None:
+            sub = replace(sub, if_none_exist=entry.if_none_exist)
+        return create_mod.create(
+            services, sub, target.res_type, entry.resource, conn, res_id=entry.assigned_id
+        )
+    if entry.method == "PUT":
+        if target.res_id is None and "conditional_id" in entry.extra:
+            res = dict(entry.resource)
+            res.setdefault("id", entry.extra["conditional_id"])
+            return update_mod.update(services, sub, target.res_type, res["id"], res, conn)
+        return update_mod.update(
+            services,
+            sub,
+            target.res_type,
+            target.res_id,
+            entry.resource,
+            conn,
+            criteria=target.query if target.res_id is None else None,
+        )
+    if entry.method == "PATCH":
+        operations = _patch_operations(entry.resource)
+        return patch_mod.patch(
+            services,
+            sub,
+            target.res_type,
+            target.res_id,
+            operations,
+            conn,
+            criteria=target.query if target.res_id is None else None,
+        )
+    if entry.method == "DELETE":
+        return delete_mod.delete(
+            services,
+            sub,
+            target.res_type,
+            target.res_id,
+            conn,
+            criteria=target.query if target.res_id is None else None,
+        )
+    # GET / HEAD: read, vread or search.
+    if target.version is not None:
+        return read_mod.vread(services, sub, target.res_type, target.res_id, target.version, conn)
+    if target.res_id is not None:
+        return read_mod.read(services, sub, target.res_type, target.res_id, conn)
+    from fhirsrv.interactions.search import search
+
+    return search(services, sub, target.res_type, parse_qsl(target.query or "", keep_blank_values=True))
+
+
+def _patch_operations(resource: dict[str, Any] | None) -> Any:
+    """In a Bundle a JSON Patch travels as a Binary resource (base64 data) per the spec."""
+    import base64
+
+    import orjson
+
+    if resource and resource.get("resourceType") == "Binary" and resource.get("data"):
+        try:
+            return orjson.loads(base64.b64decode(resource["data"]))
+        except (ValueError, orjson.JSONDecodeError) as exc:
+            raise BadRequest("The Binary of a PATCH entry does not hold a JSON Patch document") from exc
+    raise BadRequest(
+        "A PATCH entry carries its JSON Patch as a Binary resource (contentType application/json-patch+json)"
+    )
+
+
+def _for_entry(entry: Entry, exc: FhirError) -> FhirError:
+    """The same error, its messages and expressions prefixed by the entry they come from."""
+    issues = [
+        Issue(
+            i.severity,
+            i.code,
+            f"{entry.label}: {i.diagnostics}",
+            [f"Bundle.entry[{entry.index}]", *i.expression],
+        )
+        for i in exc.issues
+    ]
+    err = FhirError(
+        issues[0].diagnostics if issues else entry.label, status=exc.status, code=exc.code, issues=issues
+    )
+    return err
+
+
+def _outcome(issues: list[Issue]) -> dict[str, Any]:
+    return {"resourceType": "OperationOutcome", "issue": [i.to_fhir() for i in issues]}
+
+
+def _response_entry(info: RequestInfo, entry: Entry) -> dict[str, Any]:
+    result = entry.result or Result(status=200)
+    response: dict[str, Any] = {"status": f"{result.status} {_REASON.get(result.status, '')}".strip()}
+    out: dict[str, Any] = {}
+    stored = result.stored
+    if stored is not None:
+        out["fullUrl"] = f"{info.base_url}/{stored.res_type}/{stored.res_id}"
+        if entry.method in ("POST", "PUT", "PATCH") or (entry.method == "DELETE" and stored.deleted):
+            response["location"] = f"{stored.res_type}/{stored.res_id}/_history/{stored.version_id}"
+        response["etag"] = stored.etag
+        response["lastModified"] = format_instant(stored.last_updated)
+    if result.status >= 400:
+        response["outcome"] = result.resource
+    elif result.resource is not None and info.prefer_return != "minimal":
+        out["resource"] = result.resource
+    out["response"] = response
+    return out

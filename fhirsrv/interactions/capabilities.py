@@ -1,0 +1,138 @@
+"""The CapabilityStatement, generated from what the server really registers.
+
+Types and interactions come from interactions/resources.py, search parameters from the live
+search registry (standard, SOS and any SearchParameter posted at run time), operations from the
+operation registry, supported profiles from the StructureDefinitions stored in the database.
+Nothing here is a hand-kept list of features.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+
+from fhirsrv import FHIR_VERSION, __version__
+from fhirsrv.interactions import operations
+from fhirsrv.interactions.context import RequestInfo, Result, Services
+from fhirsrv.interactions.resources import SERVER_WRITTEN_TYPES, SUPPORTED_TYPES
+from fhirsrv.storage.engine import read_transaction
+from fhirsrv.storage.jsonfmt import format_instant, loads, utcnow
+from fhirsrv.storage.schema import resource
+
+_WRITE = ("create", "update", "patch", "delete")
+_READ = ("read", "vread", "history-instance", "history-type", "search-type")
+
+
+def _profiles_by_type(services: Services) -> dict[str, list[str]]:
+    """Stored constraint profiles per type; cached until a StructureDefinition changes."""
+    with read_transaction(services.engine) as conn:
+        key_rows = conn.execute(
+            select(resource.c.rid, resource.c.version_id).where(
+                resource.c.res_type == "StructureDefinition", resource.c.deleted.is_(False)
+            )
+        ).all()
+        key = tuple(sorted((r.rid, r.version_id) for r in key_rows))
+        cached = services.extras.get("_profiles_cache")
+        if cached and cached[0] == key:
+            return cached[1]
+        by_type: dict[str, list[str]] = {}
+        rows = conn.execute(
+            select(resource.c.content).where(
+                resource.c.res_type == "StructureDefinition", resource.c.deleted.is_(False)
+            )
+        )
+        for (content,) in rows:
+            sd = loads(content)
+            if sd.get("kind") == "resource" and sd.get("derivation") == "constraint" and sd.get("url"):
+                by_type.setdefault(sd.get("type", ""), []).append(sd["url"])
+    for urls in by_type.values():
+        urls.sort()
+    services.extras["_profiles_cache"] = (key, by_type)
+    return by_type
+
+
+def _search_params(services: Services, res_type: str) -> tuple[list[dict[str, Any]], list[str], list[str]]:
+    params, includes, revincludes = [], [], []
+    for p in services.search.registry.for_type(res_type):
+        entry = {"name": p.code, "type": p.type}
+        if getattr(p, "url", None):
+            entry["definition"] = p.url
+        if getattr(p, "description", None):
+            entry["documentation"] = p.description
+        params.append(entry)
+        if p.type == "reference":
+            includes.append(f"{res_type}:{p.code}")
+    for other in SUPPORTED_TYPES:
+        for p in services.search.registry.for_type(other):
+            if p.type == "reference" and (not getattr(p, "target", None) or res_type in p.target):
+                revincludes.append(f"{other}:{p.code}")
+    return sorted(params, key=lambda e: e["name"]), sorted(set(includes)), sorted(set(revincludes))
+
+
+def _operation_entry(op: operations.OperationDef) -> dict[str, Any]:
+    entry = {"name": op.name, "definition": op.definition or f"urn:fhirsrv:operation:{op.name}"}
+    if op.documentation:
+        entry["documentation"] = op.documentation
+    return entry
+
+
+def capability_statement(services: Services, info: RequestInfo) -> Result:
+    profiles = _profiles_by_type(services)
+    ops = operations.registered()
+    resources = []
+    for res_type in SUPPORTED_TYPES:
+        interactions = _READ if res_type in SERVER_WRITTEN_TYPES else _READ + _WRITE
+        params, includes, revincludes = _search_params(services, res_type)
+        entry: dict[str, Any] = {
+            "type": res_type,
+            "profile": f"http://hl7.org/fhir/StructureDefinition/{res_type}",
+        }
+        if profiles.get(res_type):
+            entry["supportedProfile"] = profiles[res_type]
+        entry.update(
+            {
+                "interaction": [{"code": code} for code in interactions],
+                "versioning": "versioned-update",
+                "readHistory": True,
+                "updateCreate": res_type not in SERVER_WRITTEN_TYPES,
+                "conditionalCreate": res_type not in SERVER_WRITTEN_TYPES,
+                "conditionalRead": "full-support",
+                "conditionalUpdate": res_type not in SERVER_WRITTEN_TYPES,
+                "conditionalDelete": "single" if res_type not in SERVER_WRITTEN_TYPES else "not-supported",
+                "referencePolicy": ["literal", "local"],
+                "searchInclude": includes,
+                "searchRevInclude": revincludes,
+                "searchParam": params,
+            }
+        )
+        type_ops = [_operation_entry(op) for op in ops if res_type in op.resource_types]
+        if type_ops:
+            entry["operation"] = type_ops
+        resources.append(entry)
+    rest: dict[str, Any] = {
+        "mode": "server",
+        "documentation": "Regional directory of cancer supportive care (SOS), ROR-compatible",
+        "resource": resources,
+        "interaction": [{"code": c} for c in ("transaction", "batch", "search-system", "history-system")],
+    }
+    system_ops = [_operation_entry(op) for op in ops if op.system_level]
+    if system_ops:
+        rest["operation"] = system_ops
+    security = services.extras.get("security_section")
+    if security:
+        rest["security"] = security
+    statement = {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": format_instant(utcnow()),
+        "publisher": "fhirsrv",
+        "kind": "instance",
+        "software": {"name": "fhirsrv", "version": __version__},
+        "implementation": {"description": "fhirsrv SOS directory", "url": info.base_url},
+        "fhirVersion": FHIR_VERSION,
+        "format": ["application/fhir+json", "json"],
+        "patchFormat": ["application/json-patch+json"],
+        "rest": [rest],
+    }
+    return Result(status=200, resource=statement)

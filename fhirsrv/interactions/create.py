@@ -1,0 +1,51 @@
+"""create (POST), with conditional create (If-None-Exist)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection
+
+from fhirsrv.interactions import writes
+from fhirsrv.interactions.context import RequestInfo, Result, Services
+from fhirsrv.interactions.preconditions import match_one
+from fhirsrv.interactions.read import served
+from fhirsrv.interactions.resources import check_resource, check_type
+from fhirsrv.storage.engine import write_transaction
+
+
+def create(
+    services: Services,
+    info: RequestInfo,
+    res_type: str,
+    res: dict[str, Any],
+    conn: Connection | None = None,
+    res_id: str | None = None,
+) -> Result:
+    """Create with a server-assigned id (a client id in the body is ignored, as R4 says).
+
+    `res_id` is only for transactions, where a urn:uuid entry got its id before processing.
+    """
+    check_type(res_type, writable=True)
+    check_resource(res, res_type)
+    writes.validate(services, res)
+    if conn is None:
+        with write_transaction(services.engine) as own:
+            return _create(services, info, res_type, res, own, res_id)
+    return _create(services, info, res_type, res, conn, res_id)
+
+
+def _create(
+    services: Services,
+    info: RequestInfo,
+    res_type: str,
+    res: dict[str, Any],
+    conn: Connection,
+    res_id: str | None,
+) -> Result:
+    if info.if_none_exist:
+        existing = match_one(services, conn, res_type, info.if_none_exist, "Conditional create")
+        if existing is not None:
+            return served(existing, 200)
+    stored = writes.create(services, conn, res, res_id, validated=True)
+    return served(stored, 201)

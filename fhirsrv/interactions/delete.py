@@ -1,0 +1,49 @@
+"""delete and conditional delete: a deletion is a new version; history keeps all the others."""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection
+
+from fhirsrv.interactions import writes
+from fhirsrv.interactions.context import RequestInfo, Result, Services
+from fhirsrv.interactions.preconditions import check_if_match, match_one
+from fhirsrv.interactions.resources import check_id, check_type
+from fhirsrv.storage import repository
+from fhirsrv.storage.engine import write_transaction
+
+
+def delete(
+    services: Services,
+    info: RequestInfo,
+    res_type: str,
+    res_id: str | None,
+    conn: Connection | None = None,
+    criteria: str | None = None,
+) -> Result:
+    """Delete is idempotent: deleting an unknown or deleted resource succeeds (204)."""
+    check_type(res_type, writable=True)
+    if res_id is not None:
+        check_id(res_id)
+    if conn is None:
+        with write_transaction(services.engine) as own:
+            return _delete(services, info, res_type, res_id, own, criteria)
+    return _delete(services, info, res_type, res_id, conn, criteria)
+
+
+def _delete(
+    services: Services,
+    info: RequestInfo,
+    res_type: str,
+    res_id: str | None,
+    conn: Connection,
+    criteria: str | None,
+) -> Result:
+    if criteria is not None:
+        current = match_one(services, conn, res_type, criteria, "Conditional delete")
+    else:
+        current = repository.get_current(conn, res_type, res_id)
+    check_if_match(current, info.if_match)
+    if current is None or current.deleted:
+        return Result(status=204, stored=current)
+    stored = writes.delete(services, conn, current)
+    return Result(status=204, stored=stored)

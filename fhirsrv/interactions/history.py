@@ -1,0 +1,116 @@
+"""history at instance, type and system level, with _since, _at, _count and keyset paging."""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from urllib.parse import urlencode
+
+import orjson
+
+from fhirsrv.errors import BadRequest, NotFound
+from fhirsrv.interactions.context import RequestInfo, Result, Services
+from fhirsrv.interactions.instants import parse_instant
+from fhirsrv.interactions.resources import check_id, check_type
+from fhirsrv.storage import repository
+from fhirsrv.storage.engine import read_transaction
+from fhirsrv.storage.jsonfmt import format_instant
+from fhirsrv.storage.repository import HistoryCursor, StoredResource
+
+_HTTP = {"create": "POST", "update": "PUT", "patch": "PATCH", "delete": "DELETE"}
+_STATUS = {"create": "201 Created", "update": "200 OK", "patch": "200 OK", "delete": "204 No Content"}
+_KNOWN = {"_since", "_at", "_count", "_cursor", "_format", "_pretty", "_summary", "_elements"}
+
+
+def _encode_cursor(last: StoredResource) -> str:
+    raw = f"{last.last_updated.isoformat()}|{last.rid}|{last.version_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(token: str) -> HistoryCursor:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        when, rid, version = raw.split("|")
+        return HistoryCursor(datetime.fromisoformat(when), int(rid), int(version))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest("_cursor is not a paging token issued by this server") from exc
+
+
+def _entry(info: RequestInfo, stored: StoredResource) -> dict:
+    key = f"{stored.res_type}/{stored.res_id}"
+    entry: dict = {"fullUrl": f"{info.base_url}/{key}"}
+    if not stored.deleted and stored.content is not None:
+        entry["resource"] = orjson.Fragment(stored.content)
+    method = stored.method or "update"
+    entry["request"] = {
+        "method": _HTTP.get(method, "PUT"),
+        "url": stored.res_type if method == "create" else key,
+    }
+    entry["response"] = {
+        "status": _STATUS.get(method, "200 OK"),
+        "etag": stored.etag,
+        "lastModified": format_instant(stored.last_updated),
+    }
+    return entry
+
+
+def history(
+    services: Services,
+    info: RequestInfo,
+    res_type: str | None,
+    res_id: str | None,
+    params: list[tuple[str, str]],
+) -> Result:
+    if res_type is not None:
+        check_type(res_type)
+    if res_id is not None:
+        check_id(res_id)
+    args = dict(params)
+    unknown = sorted({k for k, _ in params} - _KNOWN)
+    if unknown and info.prefer_handling == "strict":
+        raise BadRequest(f"Unknown history parameter(s): {', '.join(unknown)}")
+    since = parse_instant(args["_since"], "_since") if "_since" in args else None
+    at = parse_instant(args["_at"], "_at", end_of_period=True) if "_at" in args else None
+    count = _count(services, args.get("_count"))
+    cursor = _decode_cursor(args["_cursor"]) if "_cursor" in args else None
+    with read_transaction(services.engine) as conn:
+        if res_id is not None and repository.get_current(conn, res_type, res_id) is None:
+            raise NotFound(f"{res_type}/{res_id} is not known")
+        rows = repository.history(
+            conn, res_type=res_type, res_id=res_id, since=since, at=at, after=cursor, limit=count + 1
+        )
+        total = (
+            repository.count_history(conn, res_type=res_type, res_id=res_id, since=since)
+            if res_id is not None and at is None
+            else None
+        )
+    page, more = rows[:count], len(rows) > count
+    path = "/".join(p for p in (res_type, res_id, "_history") if p)
+    base_query = [(k, v) for k, v in params if k != "_cursor"]
+    links = [{"relation": "self", "url": _url(info, path, params)}]
+    if more and page:
+        links.append(
+            {
+                "relation": "next",
+                "url": _url(info, path, [*base_query, ("_cursor", _encode_cursor(page[-1]))]),
+            }
+        )
+    bundle: dict = {"resourceType": "Bundle", "type": "history"}
+    if total is not None:
+        bundle["total"] = total
+    bundle["link"] = links
+    bundle["entry"] = [_entry(info, s) for s in page]
+    return Result(status=200, resource=bundle)
+
+
+def _count(services: Services, value: str | None) -> int:
+    if value is None:
+        return services.settings.default_count
+    if not value.isdigit():
+        raise BadRequest(f"_count must be a non-negative integer, not '{value}'")
+    return min(int(value), services.settings.max_count)
+
+
+def _url(info: RequestInfo, path: str, params: list[tuple[str, str]]) -> str:
+    query = urlencode(params)
+    return f"{info.base_url}/{path}" + (f"?{query}" if query else "")

@@ -1,0 +1,167 @@
+"""Loading resources from files: JSON resources, Bundles and NDJSON, one file = one transaction.
+
+Used by `fhirsrv load` and by the first start of `fhirsrv serve` (conformance, terminology and
+demo content). A bad resource stops its file with an error naming the file and the entry (or
+NDJSON line), and nothing of that file is written.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection
+
+from fhirsrv.errors import FhirError
+from fhirsrv.interactions import bundle, writes
+from fhirsrv.interactions.context import RequestInfo, Services
+from fhirsrv.interactions.resources import check_resource, check_type
+from fhirsrv.settings import Settings
+from fhirsrv.storage import repository
+from fhirsrv.storage.engine import write_transaction
+
+DEFAULT_CANONICAL_BASE = Settings.canonical_base
+
+
+class LoadError(Exception):
+    """A file could not be loaded; nothing of it was written."""
+
+
+@dataclass
+class LoadReport:
+    counts: Counter[str] = field(default_factory=Counter)
+    files: int = 0
+    unchanged: int = 0
+
+
+def iter_files(path: Path, exclude: tuple[str, ...] = ()) -> Iterator[Path]:
+    if path.is_dir():
+        for child in sorted(path.rglob("*")):
+            rel = child.relative_to(path).parts
+            if (
+                child.is_file()
+                and child.suffix in (".json", ".ndjson")
+                and not any(p in exclude for p in rel)
+            ):
+                yield child
+    elif path.is_file():
+        yield path
+    else:
+        raise LoadError(f"{path}: no such file or directory")
+
+
+def _read_text(path: Path, canonical_base: str) -> str:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise LoadError(f"{path}: not UTF-8 text ({exc})") from exc
+    if canonical_base != DEFAULT_CANONICAL_BASE:
+        text = text.replace(DEFAULT_CANONICAL_BASE, canonical_base.rstrip("/"))
+    return text
+
+
+def _resources(path: Path, text: str) -> Iterator[tuple[str, Any]]:
+    """(where, parsed JSON) for each resource of the file."""
+    if path.suffix == ".ndjson":
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    yield f"{path}, line {number}", orjson.loads(line)
+                except orjson.JSONDecodeError as exc:
+                    raise LoadError(f"{path}, line {number}: invalid JSON ({exc})") from exc
+        return
+    try:
+        yield str(path), orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise LoadError(f"{path}: invalid JSON ({exc})") from exc
+
+
+def upsert(services: Services, conn: Connection, res: dict[str, Any]) -> bool:
+    """Create or update `res` under its own id; False when the stored version is identical."""
+    check_type(res["resourceType"], writable=True)
+    res_id = res.get("id")
+    if not res_id:
+        writes.create(services, conn, res)
+        return True
+    current = repository.get_current(conn, res["resourceType"], str(res_id))
+    if current is None:
+        writes.create(services, conn, res, str(res_id))
+        return True
+    if writes.unchanged(current, res):
+        return False
+    writes.replace(services, conn, current, res)
+    return True
+
+
+def load_file(services: Services, path: Path, report: LoadReport) -> None:
+    text = _read_text(path, services.settings.canonical_base)
+    info = RequestInfo(base_url=services.settings.base_url or "urn:fhirsrv", prefer_return="minimal")
+    counts: Counter[str] = Counter()
+    unchanged = 0
+    try:
+        with write_transaction(services.engine) as conn:
+            for where, item in _resources(path, text):
+                if (
+                    isinstance(item, dict)
+                    and item.get("resourceType") == "Bundle"
+                    and item.get("type") in ("transaction", "batch")
+                ):
+                    result = bundle.process(services, info, {**item, "type": "transaction"})
+                    for entry in result.resource["entry"]:
+                        counts[entry.get("fullUrl", "/").rsplit("/", 2)[-2]] += 1
+                    continue
+                items = (
+                    [
+                        (f"{where}, entry {i}", e.get("resource"))
+                        for i, e in enumerate(item.get("entry") or [])
+                    ]
+                    if isinstance(item, dict) and item.get("resourceType") == "Bundle"
+                    else [(where, item)]
+                )
+                for label, res in items:
+                    try:
+                        check_resource(res)
+                        changed = upsert(services, conn, res)
+                    except FhirError as exc:
+                        raise LoadError(f"{label}: {exc.diagnostics}") from exc
+                    if changed:
+                        counts[res["resourceType"]] += 1
+                    else:
+                        unchanged += 1
+    except FhirError as exc:
+        raise LoadError(f"{path}: {exc.diagnostics}") from exc
+    report.counts.update(counts)
+    report.unchanged += unchanged
+    report.files += 1
+
+
+def load_paths(services: Services, paths: list[Path], exclude: tuple[str, ...] = ()) -> LoadReport:
+    report = LoadReport()
+    for root in paths:
+        for path in iter_files(root, exclude):
+            load_file(services, path, report)
+    return report
+
+
+def load_initial_content(services: Services, *, demo: bool) -> LoadReport | None:
+    """On an empty database: conformance and terminology content, then the demo region."""
+    from fhirsrv.storage.engine import read_transaction
+
+    with read_transaction(services.engine) as conn:
+        if not repository.is_empty(conn):
+            return None
+    settings = services.settings
+    paths = [p for p in (settings.terminology_dir, settings.profiles_dir) if p.exists()]
+    # profiles/r4 holds the specification's own definitions, built in rather than stored;
+    # examples are test material, not conformance content.
+    report = load_paths(services, paths, exclude=("r4", "examples", "ror-examples"))
+    demo_dir = settings.seed_dir / "demo"
+    if demo and demo_dir.exists():
+        demo_report = load_paths(services, [demo_dir])
+        report.counts.update(demo_report.counts)
+        report.files += demo_report.files
+    return report

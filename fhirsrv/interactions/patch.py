@@ -1,0 +1,86 @@
+"""PATCH with JSON Patch (RFC 6902), applied to the current version then validated like a PUT."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jsonpatch
+from sqlalchemy import Connection
+
+from fhirsrv.errors import BadRequest, BusinessRuleViolation, Gone, NotFound
+from fhirsrv.interactions import writes
+from fhirsrv.interactions.context import RequestInfo, Result, Services
+from fhirsrv.interactions.preconditions import check_if_match, match_one
+from fhirsrv.interactions.read import served
+from fhirsrv.interactions.resources import check_id, check_type
+from fhirsrv.storage import repository
+from fhirsrv.storage.engine import write_transaction
+from fhirsrv.storage.jsonfmt import loads
+
+
+def _compile(operations: Any) -> jsonpatch.JsonPatch:
+    if not isinstance(operations, list):
+        raise BadRequest("A JSON Patch document is a JSON array of operations")
+    try:
+        return jsonpatch.JsonPatch(operations)
+    except (jsonpatch.InvalidJsonPatch, TypeError, KeyError) as exc:
+        raise BadRequest(f"Invalid JSON Patch document: {exc}") from exc
+
+
+def patch(
+    services: Services,
+    info: RequestInfo,
+    res_type: str,
+    res_id: str | None,
+    operations: Any,
+    conn: Connection | None = None,
+    criteria: str | None = None,
+) -> Result:
+    check_type(res_type, writable=True)
+    if res_id is not None:
+        check_id(res_id)
+    compiled = _compile(operations)
+    if conn is None:
+        with write_transaction(services.engine) as own:
+            return _patch(services, info, res_type, res_id, compiled, own, criteria)
+    return _patch(services, info, res_type, res_id, compiled, conn, criteria)
+
+
+def _patch(
+    services: Services,
+    info: RequestInfo,
+    res_type: str,
+    res_id: str | None,
+    compiled: jsonpatch.JsonPatch,
+    conn: Connection,
+    criteria: str | None,
+) -> Result:
+    if criteria is not None:
+        current = match_one(services, conn, res_type, criteria, "Conditional patch")
+        if current is None:
+            raise NotFound(f"No {res_type} matches '{criteria}'")
+    else:
+        current = repository.get_current(conn, res_type, res_id)
+        if current is None:
+            raise NotFound(f"{res_type}/{res_id} is not known")
+    if current.deleted:
+        raise Gone(f"{res_type}/{current.res_id} was deleted and cannot be patched")
+    check_if_match(current, info.if_match)
+    try:
+        patched = compiled.apply(loads(current.content))
+    except jsonpatch.JsonPatchTestFailed as exc:
+        raise BusinessRuleViolation(f"JSON Patch test failed: {exc}") from exc
+    except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as exc:
+        raise BusinessRuleViolation(
+            f"The patch cannot be applied to {res_type}/{current.res_id}: {exc}"
+        ) from exc
+    if (
+        not isinstance(patched, dict)
+        or patched.get("resourceType") != res_type
+        or patched.get("id") != current.res_id
+    ):
+        raise BusinessRuleViolation("A patch may not change the resourceType or id of a resource")
+    writes.validate(services, patched)
+    if writes.unchanged(current, patched):
+        return served(current, 200)
+    return served(writes.replace(services, conn, current, patched, "patch", validated=True), 200)

@@ -1,0 +1,67 @@
+"""What the server serves: resource types, id rules, and reading a request body as a resource."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+
+from fhirsrv.errors import BadRequest, InvalidResource, NotFound
+
+# Directory content, and the conformance/terminology content it is described with.
+DIRECTORY_TYPES = (
+    "Organization",
+    "HealthcareService",
+    "Location",
+    "PractitionerRole",
+    "Practitioner",
+    "Endpoint",
+)
+CONFORMANCE_TYPES = ("CodeSystem", "ValueSet", "ConceptMap", "StructureDefinition", "SearchParameter")
+# Written by the server only: clients may read and search them, never write them.
+SERVER_WRITTEN_TYPES = ("AuditEvent",)
+SUPPORTED_TYPES = DIRECTORY_TYPES + CONFORMANCE_TYPES + SERVER_WRITTEN_TYPES
+
+_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+
+
+def check_type(res_type: str, *, writable: bool = False) -> None:
+    if res_type not in SUPPORTED_TYPES:
+        raise NotFound(f"Resource type '{res_type}' is not supported by this server", code="not-supported")
+    if writable and res_type in SERVER_WRITTEN_TYPES:
+        raise BadRequest(f"{res_type} resources are written by the server only", code="not-supported")
+
+
+def check_id(res_id: str) -> None:
+    if not _ID.match(res_id):
+        raise BadRequest(f"'{res_id}' is not a valid FHIR id ([A-Za-z0-9-.]{{1,64}})")
+
+
+def parse_json(body: bytes) -> Any:
+    """Parse a request body; invalid UTF-8, bad JSON and absurd nesting are all 400."""
+    if not body:
+        raise BadRequest("The request has no body")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"The body is not valid JSON: {exc}", code="structure") from exc
+
+
+def parse_resource(body: bytes, expected_type: str | None = None) -> dict[str, Any]:
+    res = parse_json(body)
+    return check_resource(res, expected_type)
+
+
+def check_resource(res: Any, expected_type: str | None = None, where: str = "") -> dict[str, Any]:
+    if not isinstance(res, dict):
+        raise InvalidResource(f"{where}The body must be a JSON object (a FHIR resource)")
+    res_type = res.get("resourceType")
+    if not isinstance(res_type, str):
+        raise InvalidResource(f"{where}The resource has no resourceType", expression=["resourceType"])
+    if expected_type is not None and res_type != expected_type:
+        raise BadRequest(
+            f"{where}The resourceType is '{res_type}' but the URL is for '{expected_type}'",
+            expression=["resourceType"],
+        )
+    return res

@@ -1,0 +1,80 @@
+"""update (PUT), create-on-update with a client id, conditional update, If-Match."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection
+
+from fhirsrv.errors import BadRequest
+from fhirsrv.interactions import writes
+from fhirsrv.interactions.context import RequestInfo, Result, Services
+from fhirsrv.interactions.preconditions import check_if_match, match_one
+from fhirsrv.interactions.read import served
+from fhirsrv.interactions.resources import check_id, check_resource, check_type
+from fhirsrv.storage import repository
+from fhirsrv.storage.engine import write_transaction
+
+
+def update(
+    services: Services,
+    info: RequestInfo,
+    res_type: str,
+    res_id: str | None,
+    res: dict[str, Any],
+    conn: Connection | None = None,
+    criteria: str | None = None,
+) -> Result:
+    """PUT Type/id, or PUT Type?criteria when `criteria` is given (res_id is then None)."""
+    check_type(res_type, writable=True)
+    check_resource(res, res_type)
+    body_id = res.get("id")
+    if criteria is None:
+        assert res_id is not None
+        check_id(res_id)
+        if body_id is None:
+            raise BadRequest(
+                "The resource has no id; an update must carry the id of its URL", expression=["id"]
+            )
+        if body_id != res_id:
+            raise BadRequest(
+                f"The resource id '{body_id}' differs from the URL id '{res_id}'", expression=["id"]
+            )
+    elif body_id is not None:
+        check_id(str(body_id))
+    writes.validate(services, res)
+    if conn is None:
+        with write_transaction(services.engine) as own:
+            return _update(services, info, res_type, res_id, res, own, criteria)
+    return _update(services, info, res_type, res_id, res, conn, criteria)
+
+
+def _update(
+    services: Services,
+    info: RequestInfo,
+    res_type: str,
+    res_id: str | None,
+    res: dict[str, Any],
+    conn: Connection,
+    criteria: str | None,
+) -> Result:
+    if criteria is not None:
+        current = match_one(services, conn, res_type, criteria, "Conditional update")
+        if current is not None and res.get("id") not in (None, current.res_id):
+            raise BadRequest(
+                f"The criteria match {res_type}/{current.res_id} but the body's id is '{res['id']}'",
+                expression=["id"],
+            )
+        res_id = current.res_id if current is not None else res.get("id")
+        if res_id is None:
+            check_if_match(None, info.if_match)
+            return served(writes.create(services, conn, res, validated=True), 201)
+    else:
+        current = repository.get_current(conn, res_type, res_id)
+    check_if_match(current, info.if_match)
+    if current is None:
+        return served(writes.create(services, conn, res, res_id, validated=True), 201)
+    if writes.unchanged(current, res):
+        return served(current, 200)
+    stored = writes.replace(services, conn, current, res, "update", validated=True)
+    return served(stored, 201 if current.deleted else 200)

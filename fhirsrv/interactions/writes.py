@@ -1,0 +1,107 @@
+"""The single write path: validate, store the next version, index it, run write hooks.
+
+Every interaction that changes data (create, update, patch, delete, transaction entries, the
+loader) goes through here, so a structurally invalid resource can never be stored, and the
+index rows always change in the same database transaction as the resource itself.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import Connection
+
+from fhirsrv.errors import InvalidResource
+from fhirsrv.interactions.context import Services
+from fhirsrv.storage import repository
+from fhirsrv.storage.jsonfmt import loads
+from fhirsrv.storage.repository import StoredResource
+from fhirsrv.validation.structure import validate_structure
+
+# Called after a resource is written (res is None for a deletion), inside the transaction:
+# e.g. the terminology closure for CodeSystems, the search registry for SearchParameters.
+WriteHook = Callable[[Connection, StoredResource, "dict[str, Any] | None"], None]
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def validate(services: Services, res: dict[str, Any]) -> None:
+    """Structural validation by the R4 models; profile validation joins here when configured."""
+    issues = [i for i in validate_structure(res) if i.severity in ("error", "fatal")]
+    if issues:
+        raise InvalidResource(issues[0].diagnostics, issues=issues)
+    profile_check = services.extras.get("profile_check")
+    if profile_check is not None:
+        profile_check(res)
+
+
+def _after_write(
+    services: Services, conn: Connection, stored: StoredResource, res: dict[str, Any] | None
+) -> None:
+    if res is None:
+        services.search.unindex(conn, stored.rid)
+    else:
+        services.search.index(conn, stored, res)
+    for hook in services.extras.get("write_hooks", ()):
+        hook(conn, stored, res)
+
+
+def create(
+    services: Services,
+    conn: Connection,
+    res: dict[str, Any],
+    res_id: str | None = None,
+    *,
+    validated: bool = False,
+) -> StoredResource:
+    if not validated:
+        validate(services, res)
+    stored = repository.create(conn, res, res_id or new_id())
+    _after_write(services, conn, stored, loads(stored.content or "{}"))
+    return stored
+
+
+def replace(
+    services: Services,
+    conn: Connection,
+    current: StoredResource,
+    res: dict[str, Any],
+    method: str = "update",
+    *,
+    validated: bool = False,
+) -> StoredResource:
+    if not validated:
+        validate(services, res)
+    stored = repository.replace(conn, current, res, method)
+    _after_write(services, conn, stored, loads(stored.content or "{}"))
+    return stored
+
+
+def delete(services: Services, conn: Connection, current: StoredResource) -> StoredResource:
+    stored = repository.replace(conn, current, None, "delete")
+    _after_write(services, conn, stored, None)
+    return stored
+
+
+def unchanged(current: StoredResource, res: dict[str, Any]) -> bool:
+    """True when `res` has the same content as the current version (meta stamps aside).
+
+    A client that PUTs what it read (a sync platform re-sending its copy) should not create
+    versions nobody can tell apart, nor wake up every other syncing client.
+    """
+    if current.deleted or current.content is None:
+        return False
+    old = loads(current.content)
+    return _comparable(old) == _comparable(res)
+
+
+def _comparable(res: dict[str, Any]) -> dict[str, Any]:
+    meta = {k: v for k, v in (res.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")}
+    body = {k: v for k, v in res.items() if k != "meta"}
+    if meta:
+        body["meta"] = meta
+    return body

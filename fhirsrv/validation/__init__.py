@@ -1,0 +1,1 @@
+"""Validation: structural (R4 models) and profile (StructureDefinitions) checks."""

@@ -1,0 +1,41 @@
+"""Structural validation of a resource by the fhir.resources R4B models (R4 for our types).
+
+Pydantic reports locations as tuples; they are turned into FHIRPath-like expressions
+(HealthcareService.telecom[0].system) so a client sees where its resource is wrong.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fhir.resources.R4B import get_fhir_model_class
+from pydantic import ValidationError
+
+from fhirsrv.errors import Issue
+
+
+def _expression(res_type: str, loc: tuple[Any, ...]) -> str:
+    path = res_type
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif str(part) != "__root__":
+            path += f".{part}"
+    return path
+
+
+def validate_structure(res: dict[str, Any]) -> list[Issue]:
+    res_type = res.get("resourceType", "")
+    try:
+        model = get_fhir_model_class(res_type)
+    except (KeyError, ValueError):
+        return [Issue("error", "not-supported", f"Unknown resource type '{res_type}'", ["resourceType"])]
+    try:
+        model.model_validate(res)
+    except ValidationError as exc:
+        issues = []
+        for err in exc.errors():
+            where = _expression(res_type, tuple(err.get("loc", ())))
+            issues.append(Issue("error", "structure", f"{where}: {err.get('msg')}", [where]))
+        return issues
+    return []

@@ -1,0 +1,54 @@
+"""Connects the optional services to the write path and the operation registry.
+
+Kept apart from app.py so that the CLI loader and the HTTP app install the very same hooks:
+a CodeSystem loaded from a file gets its closure table exactly as one PUT over HTTP does.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Any
+
+from sqlalchemy import Connection
+
+from fhirsrv.interactions.context import Services
+from fhirsrv.storage.repository import StoredResource
+
+log = logging.getLogger("fhirsrv")
+
+# Modules that register @operation functions when imported.
+OPERATION_MODULES = ("fhirsrv.interactions.terminology_ops", "fhirsrv.interactions.validate_op")
+
+
+def _optional(module: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and module.startswith(exc.name):
+            return None
+        raise
+
+
+def install(services: Services) -> None:
+    hooks = []
+    closure = _optional("fhirsrv.terminology.closure")
+    if closure is not None:
+
+        def _closure_hook(conn: Connection, stored: StoredResource, res: dict[str, Any] | None) -> None:
+            if stored.res_type == "CodeSystem":
+                if res is None:
+                    closure.drop_closure(conn, stored) if hasattr(closure, "drop_closure") else None
+                else:
+                    closure.rebuild_closure(conn, res)
+
+        hooks.append(_closure_hook)
+
+    def _search_parameter_hook(conn: Connection, stored: StoredResource, res: dict[str, Any] | None) -> None:
+        if stored.res_type == "SearchParameter":
+            services.search.load_stored_parameters(conn)
+
+    hooks.append(_search_parameter_hook)
+    services.extras["write_hooks"] = hooks
+    for module in OPERATION_MODULES:
+        _optional(module)

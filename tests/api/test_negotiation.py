@@ -1,0 +1,82 @@
+"""Formats, media types, _pretty, _summary, _elements and the error statuses of bad requests."""
+
+from __future__ import annotations
+
+from tests.api.helpers import FHIR, count_rows, org, post
+
+
+def test_json_formats_accepted_xml_refused_with_406(client):
+    oid = post(client, org()).get_json()["id"]
+    for fmt in ("json", "application/fhir+json", "application/json"):
+        assert client.get(f"/fhir/Organization/{oid}?_format={fmt}").status_code == 200
+    assert client.get(f"/fhir/Organization/{oid}?_format=xml").status_code == 406
+    assert (
+        client.get(f"/fhir/Organization/{oid}", headers={"Accept": "application/fhir+xml"}).status_code == 406
+    )
+    browser = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+    assert client.get(f"/fhir/Organization/{oid}", headers={"Accept": browser}).status_code == 200
+
+
+def test_unsupported_content_type_is_415(client):
+    res = client.post(
+        "/fhir/Organization", data="<Organization/>", headers={"Content-Type": "application/fhir+xml"}
+    )
+    assert res.status_code == 415
+    res = client.post("/fhir/Organization", data="name=x", headers={"Content-Type": "text/plain"})
+    assert res.status_code == 415
+    assert count_rows(client) == (0, 0)
+
+
+def test_malformed_json_and_invalid_utf8_are_400(client):
+    for body in (b"{not json", b'{"resourceType": "Organization", "name": "\xff\xfe"}', b"[1, 2]", b""):
+        res = client.post("/fhir/Organization", data=body, headers={"Content-Type": FHIR})
+        assert res.status_code == 400, body
+        assert res.get_json()["resourceType"] == "OperationOutcome"
+    deep = b'{"resourceType": "Organization", "extension": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    assert client.post("/fhir/Organization", data=deep, headers={"Content-Type": FHIR}).status_code == 400
+    assert count_rows(client) == (0, 0)
+
+
+def test_body_too_large_is_413(app, client):
+    limit = app.extensions["fhirsrv"].settings.max_body_bytes
+    big = org(name="x" * (limit + 10))
+    res = post(client, big)
+    assert res.status_code == 413
+    assert res.get_json()["resourceType"] == "OperationOutcome"
+
+
+def test_method_not_allowed_is_405_with_allow(client):
+    oid = post(client, org()).get_json()["id"]
+    res = client.post(f"/fhir/Organization/{oid}", json=org(), headers={"Content-Type": FHIR})
+    assert res.status_code == 405
+    assert "PUT" in res.headers["Allow"]
+    assert client.delete("/fhir/Organization").status_code == 405
+
+
+def test_pretty_summary_and_elements(client):
+    full = org(
+        "Centre Eugène Marquis",
+        text={"status": "generated", "div": '<div xmlns="http://www.w3.org/1999/xhtml">CEM</div>'},
+        telecom=[{"system": "phone", "value": "02 99 00 00 00"}],
+        alias=["CEM"],
+    )
+    oid = post(client, full).get_json()["id"]
+    pretty = client.get(f"/fhir/Organization/{oid}?_pretty=true")
+    assert b'\n  "resourceType"' in pretty.data
+    summary = client.get(f"/fhir/Organization/{oid}?_summary=true").get_json()
+    assert summary["name"] == "Centre Eugène Marquis" and "telecom" not in summary and "text" not in summary
+    assert any(t["code"] == "SUBSETTED" for t in summary["meta"]["tag"])
+    text = client.get(f"/fhir/Organization/{oid}?_summary=text").get_json()
+    assert "text" in text and "name" not in text
+    data = client.get(f"/fhir/Organization/{oid}?_summary=data").get_json()
+    assert "text" not in data and data["telecom"]
+    elements = client.get(f"/fhir/Organization/{oid}?_elements=alias").get_json()
+    assert set(elements) == {"resourceType", "id", "meta", "alias"}
+    assert client.get(f"/fhir/Organization/{oid}?_summary=maybe").status_code == 400
+
+
+def test_unknown_endpoint_is_404_operation_outcome(client):
+    res = client.get("/fhir/Organization/1/whatever")
+    assert res.status_code == 404
+    assert res.get_json()["resourceType"] == "OperationOutcome"
+    assert client.get("/fhir/$no-such-operation").status_code == 404
