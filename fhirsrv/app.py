@@ -68,6 +68,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         return response
 
+    from fhirsrv import wiring
+
+    wiring.install_http(app, services)
     app.register_error_handler(FhirError, outcome.from_fhir_error)
     app.register_error_handler(HTTPException, outcome.from_http_exception)
     app.register_error_handler(Exception, outcome.from_unexpected)

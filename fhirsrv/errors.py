@@ -62,6 +62,20 @@ class InvalidResource(FhirError):
     status, code = 400, "structure"
 
 
+class Unauthorized(FhirError):
+    """No or bad credentials on a protected call (the api adds WWW-Authenticate)."""
+
+    status, code = 401, "login"
+
+
+class Forbidden(FhirError):
+    status, code = 403, "forbidden"
+
+
+class TooManyRequests(FhirError):
+    status, code = 429, "throttled"
+
+
 class NotFound(FhirError):
     status, code = 404, "not-found"
 

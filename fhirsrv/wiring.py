@@ -52,3 +52,10 @@ def install(services: Services) -> None:
     services.extras["write_hooks"] = hooks
     for module in OPERATION_MODULES:
         _optional(module)
+
+
+def install_http(app: Any, services: Services) -> None:
+    """HTTP-level extensions: the OAuth 2 server and resource protection, when present."""
+    auth = _optional("fhirsrv.auth")
+    if auth is not None and hasattr(auth, "install"):
+        auth.install(app, services)

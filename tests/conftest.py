@@ -89,3 +89,13 @@ def app(settings: Settings) -> Iterator[Flask]:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # type: ignore[no-untyped-def]
+    """Say plainly how many tests ran against PostgreSQL, so a CI log shows both back-ends ran."""
+    passed = [r for r in terminalreporter.stats.get("passed", []) if "[postgres" in r.nodeid]
+    failed = [r for r in terminalreporter.stats.get("failed", []) if "[postgres" in r.nodeid]
+    if PG_URL:
+        terminalreporter.write_line(f"PostgreSQL back-end: {len(passed)} tests passed, {len(failed)} failed")
+    else:
+        terminalreporter.write_line("PostgreSQL back-end: not configured (FHIRSRV_TEST_DATABASE_URL unset)")

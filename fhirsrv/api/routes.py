@@ -65,6 +65,10 @@ def _criteria() -> str | None:
 def _search(res_type: str | None, params: list[tuple[str, str]]) -> Response:
     from fhirsrv.interactions.search import search
 
+    guard = services().extras.get("search_guard")
+    if guard is not None:
+        # Restrictions for the caller (e.g. anonymous: published entries only) become criteria.
+        params = guard(res_type, params)
     return answer(search(services(), request_info(), res_type, params), shape=False)
 
 

@@ -120,7 +120,10 @@ def _parse_entries(bundle: dict[str, Any], max_entries: int) -> list[Entry]:
     return entries
 
 
-def process(services: Services, info: RequestInfo, bundle: dict[str, Any]) -> Result:
+def process(
+    services: Services, info: RequestInfo, bundle: dict[str, Any], conn: Connection | None = None
+) -> Result:
+    """`conn`: run a transaction inside a caller's database transaction (the file loader)."""
     check_resource(bundle, "Bundle")
     kind = bundle.get("type")
     if kind not in ("batch", "transaction"):
@@ -128,7 +131,9 @@ def process(services: Services, info: RequestInfo, bundle: dict[str, Any]) -> Re
             f"POST to the base accepts batch or transaction Bundles, not '{kind}'", expression=["Bundle.type"]
         )
     entries = _parse_entries(bundle, services.settings.max_bundle_entries)
-    if kind == "transaction":
+    if kind == "transaction" and conn is not None:
+        _transaction_entries(services, info, entries, conn)
+    elif kind == "transaction":
         _run_transaction(services, info, entries)
     else:
         _run_batch(services, info, entries)
@@ -145,18 +150,24 @@ def process(services: Services, info: RequestInfo, bundle: dict[str, Any]) -> Re
 
 def _run_transaction(services: Services, info: RequestInfo, entries: list[Entry]) -> None:
     with write_transaction(services.engine) as conn:
-        mapping = _assign_ids(services, conn, entries)
-        for entry in entries:
-            if entry.resource is not None and mapping:
-                entry.resource = _rewrite(entry.resource, mapping)
-        for entry in entries:
-            if entry.resource is not None:
-                _resolve_conditional_refs(services, conn, entry)
-        for entry in sorted(entries, key=lambda e: (_ORDER[e.method], e.index)):
-            try:
-                entry.result = entry.result or _execute(services, info, entry, conn)
-            except FhirError as exc:
-                raise _for_entry(entry, exc) from exc
+        _transaction_entries(services, info, entries, conn)
+
+
+def _transaction_entries(
+    services: Services, info: RequestInfo, entries: list[Entry], conn: Connection
+) -> None:
+    mapping = _assign_ids(services, conn, entries)
+    for entry in entries:
+        if entry.resource is not None and mapping:
+            entry.resource = _rewrite(entry.resource, mapping)
+    for entry in entries:
+        if entry.resource is not None:
+            _resolve_conditional_refs(services, conn, entry)
+    for entry in sorted(entries, key=lambda e: (_ORDER[e.method], e.index)):
+        try:
+            entry.result = entry.result or _execute(services, info, entry, conn)
+        except FhirError as exc:
+            raise _for_entry(entry, exc) from exc
 
 
 def _run_batch(services: Services, info: RequestInfo, entries: list[Entry]) -> None:

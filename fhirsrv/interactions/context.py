@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,11 @@ if TYPE_CHECKING:
     from fhirsrv.search.engine import SearchEngine
 
 
+# Who is calling, set by the api layer for the duration of a request (None: anonymous or no
+# auth configured). A context variable, so interactions stay free of any HTTP framework.
+current_principal: ContextVar[Any | None] = ContextVar("fhirsrv_principal", default=None)
+
+
 @dataclass
 class Services:
     """The long-lived objects an app is made of; built once by create_app()."""
@@ -22,6 +28,8 @@ class Services:
     settings: Settings
     engine: Engine
     search: SearchEngine
+    # Optional hooks installed by wiring.py / auth: write_hooks, write_guard, read_guard,
+    # search_guard, profile_check, security_section.
     extras: dict[str, Any] = field(default_factory=dict)
 
 

@@ -85,6 +85,8 @@ def history(
             else None
         )
     page, more = rows[:count], len(rows) > count
+    guard = services.extras.get("read_guard")
+    shown = [s for s in page if guard is None or s.deleted or guard(s)]
     path = "/".join(p for p in (res_type, res_id, "_history") if p)
     base_query = [(k, v) for k, v in params if k != "_cursor"]
     links = [{"relation": "self", "url": _url(info, path, params)}]
@@ -99,7 +101,7 @@ def history(
     if total is not None:
         bundle["total"] = total
     bundle["link"] = links
-    bundle["entry"] = [_entry(info, s) for s in page]
+    bundle["entry"] = [_entry(info, s) for s in shown]
     return Result(status=200, resource=bundle)
 
 

@@ -110,7 +110,7 @@ def load_file(services: Services, path: Path, report: LoadReport) -> None:
                     and item.get("resourceType") == "Bundle"
                     and item.get("type") in ("transaction", "batch")
                 ):
-                    result = bundle.process(services, info, {**item, "type": "transaction"})
+                    result = bundle.process(services, info, {**item, "type": "transaction"}, conn)
                     for entry in result.resource["entry"]:
                         counts[entry.get("fullUrl", "/").rsplit("/", 2)[-2]] += 1
                     continue

@@ -23,6 +23,12 @@ def _not_modified(stored: StoredResource, info: RequestInfo) -> bool:
     return False
 
 
+def visible(services: Services, stored: StoredResource) -> bool:
+    """Whether the caller may see this version (the auth read guard; everyone when absent)."""
+    guard = services.extras.get("read_guard")
+    return guard is None or stored.deleted or guard(stored)
+
+
 def served(stored: StoredResource, status: int = 200) -> Result:
     return Result(status=status, resource=orjson.Fragment(stored.content), stored=stored)
 
@@ -38,7 +44,7 @@ def read(
             stored = repository.get_current(own, res_type, res_id)
     else:
         stored = repository.get_current(conn, res_type, res_id)
-    if stored is None:
+    if stored is None or not visible(services, stored):
         raise NotFound(f"{res_type}/{res_id} is not known")
     if stored.deleted:
         raise Gone(
@@ -67,6 +73,8 @@ def vread(
             return vread(services, info, res_type, res_id, version, own)
     stored = repository.get_version(conn, res_type, res_id, int(version))
     exists = stored is not None or repository.get_current(conn, res_type, res_id) is not None
+    if stored is not None and not visible(services, stored):
+        stored, exists = None, False
     if stored is None:
         what = (
             f"{res_type}/{res_id} has no version {version}" if exists else f"{res_type}/{res_id} is not known"

@@ -39,6 +39,19 @@ def validate(services: Services, res: dict[str, Any]) -> None:
         profile_check(res)
 
 
+def _guard(
+    services: Services,
+    conn: Connection,
+    res_type: str,
+    current: StoredResource | None,
+    new: dict[str, Any] | None,
+) -> None:
+    """The authorization hook: may raise Forbidden before anything is written."""
+    guard = services.extras.get("write_guard")
+    if guard is not None:
+        guard(conn, res_type, current, new)
+
+
 def _after_write(
     services: Services, conn: Connection, stored: StoredResource, res: dict[str, Any] | None
 ) -> None:
@@ -60,6 +73,7 @@ def create(
 ) -> StoredResource:
     if not validated:
         validate(services, res)
+    _guard(services, conn, res["resourceType"], None, res)
     stored = repository.create(conn, res, res_id or new_id())
     _after_write(services, conn, stored, loads(stored.content or "{}"))
     return stored
@@ -76,12 +90,14 @@ def replace(
 ) -> StoredResource:
     if not validated:
         validate(services, res)
+    _guard(services, conn, current.res_type, current, res)
     stored = repository.replace(conn, current, res, method)
     _after_write(services, conn, stored, loads(stored.content or "{}"))
     return stored
 
 
 def delete(services: Services, conn: Connection, current: StoredResource) -> StoredResource:
+    _guard(services, conn, current.res_type, current, None)
     stored = repository.replace(conn, current, None, "delete")
     _after_write(services, conn, stored, None)
     return stored

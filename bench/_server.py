@@ -1,0 +1,31 @@
+"""A fhirsrv app plus one fixed-bytes route, served by the same stack as `fhirsrv serve`.
+
+The fixed route is the benchmark's baseline: whatever the HTTP stack (waitress, Flask routing,
+the response object) costs, it costs there too, so the ratio isolates fhirsrv's own work.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from flask import Response
+from waitress import serve
+
+from fhirsrv.app import create_app
+from fhirsrv.settings import Settings
+
+
+def main(database_url: str, port: int, fixed_size: int) -> None:
+    settings = Settings.from_env(database_url=database_url, load_demo=False)
+    app = create_app(settings)
+    payload = b'{"resourceType":"Basic","text":"' + b"x" * max(0, fixed_size - 40) + b'"}'
+
+    @app.get("/baseline/fixed")
+    def fixed() -> Response:
+        return Response(payload, content_type="application/fhir+json")
+
+    serve(app, host="127.0.0.1", port=port, threads=4, ident="fhirsrv-bench", _quiet=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))

@@ -1,0 +1,97 @@
+"""The `fhirsrv` command: load (atomic per file, clear errors), db upgrade, serve."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from fhirsrv.cli import main
+from fhirsrv.storage.engine import make_engine
+from fhirsrv.storage.schema import resource
+from sqlalchemy import func, select
+
+
+def _count(db_url: str) -> int:
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        n = conn.execute(select(func.count()).select_from(resource)).scalar_one()
+    engine.dispose()
+    return n
+
+
+def test_load_resources_bundles_and_ndjson(db_url: str, tmp_path: Path):
+    (tmp_path / "org.json").write_text(json.dumps({"resourceType": "Organization", "id": "o1", "name": "A"}))
+    (tmp_path / "locs.ndjson").write_text(
+        "\n".join(json.dumps({"resourceType": "Location", "id": f"l{i}", "name": f"L{i}"}) for i in range(3))
+    )
+    (tmp_path / "tx.json").write_text(json.dumps({
+        "resourceType": "Bundle", "type": "transaction",
+        "entry": [{"fullUrl": "urn:uuid:0b3c1e5e-0000-4000-8000-000000000001",
+                   "resource": {"resourceType": "Endpoint", "status": "active", "address": "mailto:a@b.fr",
+                                "connectionType": {"code": "direct-project"}, "payloadType": [{"text": "x"}]},
+                   "request": {"method": "POST", "url": "Endpoint"}}],
+    }))
+    result = CliRunner().invoke(main, ["load", str(tmp_path), "--database", db_url])
+    assert result.exit_code == 0, result.output
+    assert "Location\t3" in result.output and "Organization\t1" in result.output and "Endpoint\t1" in result.output
+    assert _count(db_url) == 5
+    again = CliRunner().invoke(main, ["load", str(tmp_path / "org.json"), "--database", db_url])
+    assert "1 unchanged" in again.output
+
+
+def test_load_bad_file_names_file_and_entry_and_writes_nothing_of_it(db_url: str, tmp_path: Path):
+    bad = tmp_path / "bad.ndjson"
+    bad.write_text(
+        json.dumps({"resourceType": "Organization", "id": "ok1"}) + "\n"
+        + json.dumps({"resourceType": "Organization", "id": "ko", "active": "maybe"}) + "\n"
+    )
+    result = CliRunner().invoke(main, ["load", str(bad), "--database", db_url])
+    assert result.exit_code == 1
+    assert f"{bad}, line 2" in result.output
+    assert _count(db_url) == 0
+
+
+def test_db_upgrade_reports_revision(tmp_path: Path):
+    url = f"sqlite:///{tmp_path / 'fresh.sqlite3'}"
+    result = CliRunner().invoke(main, ["db", "upgrade", "--database", url])
+    assert result.exit_code == 0 and "revision 0001" in result.output
+    again = CliRunner().invoke(main, ["db", "upgrade", "--database", url])
+    assert again.exit_code == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_answers_metadata_on_an_embedded_database(tmp_path: Path):
+    port = _free_port()
+    env = {"FHIRSRV_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fhirsrv.cli", "serve", "--port", str(port), "--no-demo"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/fhir/metadata", timeout=2) as res:
+                    statement = json.loads(res.read())
+                break
+            except OSError:
+                if time.time() > deadline or proc.poll() is not None:
+                    raise AssertionError(proc.stdout.read().decode() if proc.poll() is not None else "timeout")
+                time.sleep(0.3)
+        assert statement["resourceType"] == "CapabilityStatement"
+        assert (tmp_path / "fhirsrv.sqlite3").exists()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
