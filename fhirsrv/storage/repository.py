@@ -249,3 +249,56 @@ def count_history(
 
 def is_empty(conn: Connection) -> bool:
     return conn.execute(select(resource.c.rid).limit(1)).first() is None
+
+
+def create_many(conn: Connection, items: Sequence[tuple[dict[str, Any], str]]) -> list[StoredResource]:
+    """Insert version 1 of many new resources in two multi-row statements (the bulk load path).
+
+    Row ids come back through RETURNING in insertion order ("insertmanyvalues" on both
+    back-ends), so the caller can index them in bulk too. Any id already taken fails the
+    whole batch with Conflict, like `create` does for one.
+    """
+    if not items:
+        return []
+    now = utcnow()
+    rows = []
+    for res, res_id in items:
+        rows.append(
+            {
+                "res_type": res["resourceType"],
+                "res_id": res_id,
+                "version_id": 1,
+                "last_updated": now,
+                "deleted": False,
+                "content": dumps(stamp(res, res_id, 1, now)),
+            }
+        )
+    try:
+        with conn.begin_nested():
+            result = conn.execute(
+                insert(resource).returning(resource.c.rid, sort_by_parameter_order=True), rows
+            )
+            rids = [r.rid for r in result]
+    except IntegrityError as exc:
+        raise Conflict("Some of these resources already exist (same type and id)") from exc
+    stored = [
+        StoredResource(rid, row["res_type"], row["res_id"], 1, now, False, row["content"], "create")
+        for rid, row in zip(rids, rows, strict=True)
+    ]
+    conn.execute(
+        insert(resource_version),
+        [
+            {
+                "rid": s.rid,
+                "version_id": 1,
+                "res_type": s.res_type,
+                "res_id": s.res_id,
+                "last_updated": now,
+                "deleted": False,
+                "method": "create",
+                "content": s.content,
+            }
+            for s in stored
+        ],
+    )
+    return stored

@@ -35,3 +35,20 @@ def test_duplicate_id_conflicts_and_stale_update_fails(engine):
         repo.replace(conn, first, {"resourceType": "Location", "name": "b"}, "update")
     with read_transaction(engine) as conn:
         assert loads(repo.get_current(conn, "Location", "loc").content)["name"] == "a"
+
+
+def test_create_many_returns_row_ids_in_order(engine):
+    items = [({"resourceType": "Location", "name": f"L{i}"}, f"loc-{i}") for i in range(250)]
+    with write_transaction(engine) as conn:
+        stored = repo.create_many(conn, items)
+    assert [s.res_id for s in stored] == [f"loc-{i}" for i in range(250)]
+    with read_transaction(engine) as conn:
+        again = repo.get_many(conn, [s.rid for s in stored])
+        assert [loads(s.content)["name"] for s in again] == [f"L{i}" for i in range(250)]
+        assert repo.get_version(conn, "Location", "loc-42", 1) is not None
+    with pytest.raises(Conflict), write_transaction(engine) as conn:
+        repo.create_many(
+            conn, [({"resourceType": "Location"}, "loc-new"), ({"resourceType": "Location"}, "loc-7")]
+        )
+    with read_transaction(engine) as conn:
+        assert repo.get_current(conn, "Location", "loc-new") is None
