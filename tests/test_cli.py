@@ -31,16 +31,34 @@ def test_load_resources_bundles_and_ndjson(db_url: str, tmp_path: Path):
     (tmp_path / "locs.ndjson").write_text(
         "\n".join(json.dumps({"resourceType": "Location", "id": f"l{i}", "name": f"L{i}"}) for i in range(3))
     )
-    (tmp_path / "tx.json").write_text(json.dumps({
-        "resourceType": "Bundle", "type": "transaction",
-        "entry": [{"fullUrl": "urn:uuid:0b3c1e5e-0000-4000-8000-000000000001",
-                   "resource": {"resourceType": "Endpoint", "status": "active", "address": "mailto:a@b.fr",
-                                "connectionType": {"code": "direct-project"}, "payloadType": [{"text": "x"}]},
-                   "request": {"method": "POST", "url": "Endpoint"}}],
-    }))
+    (tmp_path / "tx.json").write_text(
+        json.dumps(
+            {
+                "resourceType": "Bundle",
+                "type": "transaction",
+                "entry": [
+                    {
+                        "fullUrl": "urn:uuid:0b3c1e5e-0000-4000-8000-000000000001",
+                        "resource": {
+                            "resourceType": "Endpoint",
+                            "status": "active",
+                            "address": "mailto:a@b.fr",
+                            "connectionType": {"code": "direct-project"},
+                            "payloadType": [{"text": "x"}],
+                        },
+                        "request": {"method": "POST", "url": "Endpoint"},
+                    }
+                ],
+            }
+        )
+    )
     result = CliRunner().invoke(main, ["load", str(tmp_path), "--database", db_url])
     assert result.exit_code == 0, result.output
-    assert "Location\t3" in result.output and "Organization\t1" in result.output and "Endpoint\t1" in result.output
+    assert (
+        "Location\t3" in result.output
+        and "Organization\t1" in result.output
+        and "Endpoint\t1" in result.output
+    )
     assert _count(db_url) == 5
     again = CliRunner().invoke(main, ["load", str(tmp_path / "org.json"), "--database", db_url])
     assert "1 unchanged" in again.output
@@ -49,8 +67,10 @@ def test_load_resources_bundles_and_ndjson(db_url: str, tmp_path: Path):
 def test_load_bad_file_names_file_and_entry_and_writes_nothing_of_it(db_url: str, tmp_path: Path):
     bad = tmp_path / "bad.ndjson"
     bad.write_text(
-        json.dumps({"resourceType": "Organization", "id": "ok1"}) + "\n"
-        + json.dumps({"resourceType": "Organization", "id": "ko", "active": "maybe"}) + "\n"
+        json.dumps({"resourceType": "Organization", "id": "ok1"})
+        + "\n"
+        + json.dumps({"resourceType": "Organization", "id": "ko", "active": "maybe"})
+        + "\n"
     )
     result = CliRunner().invoke(main, ["load", str(bad), "--database", db_url])
     assert result.exit_code == 1
@@ -77,7 +97,9 @@ def test_serve_answers_metadata_on_an_embedded_database(tmp_path: Path):
     env = {"FHIRSRV_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "fhirsrv.cli", "serve", "--port", str(port), "--no-demo"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     try:
         deadline = time.time() + 60
@@ -88,7 +110,9 @@ def test_serve_answers_metadata_on_an_embedded_database(tmp_path: Path):
                 break
             except OSError:
                 if time.time() > deadline or proc.poll() is not None:
-                    raise AssertionError(proc.stdout.read().decode() if proc.poll() is not None else "timeout")
+                    raise AssertionError(
+                        proc.stdout.read().decode() if proc.poll() is not None else "timeout"
+                    )
                 time.sleep(0.3)
         assert statement["resourceType"] == "CapabilityStatement"
         assert (tmp_path / "fhirsrv.sqlite3").exists()
