@@ -11,11 +11,11 @@ import urllib.request
 from pathlib import Path
 
 from click.testing import CliRunner
+from sqlalchemy import func, select
 
 from fhirsrv.cli import main
 from fhirsrv.storage.engine import make_engine
 from fhirsrv.storage.schema import resource
-from sqlalchemy import func, select
 
 
 def _count(db_url: str) -> int:
@@ -108,11 +108,11 @@ def test_serve_answers_metadata_on_an_embedded_database(tmp_path: Path):
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/fhir/metadata", timeout=2) as res:
                     statement = json.loads(res.read())
                 break
-            except OSError:
+            except OSError as exc:
                 if time.time() > deadline or proc.poll() is not None:
                     raise AssertionError(
                         proc.stdout.read().decode() if proc.poll() is not None else "timeout"
-                    )
+                    ) from exc
                 time.sleep(0.3)
         assert statement["resourceType"] == "CapabilityStatement"
         assert (tmp_path / "fhirsrv.sqlite3").exists()

@@ -6,7 +6,7 @@ from sqlalchemy import Connection
 
 from fhirsrv.interactions import writes
 from fhirsrv.interactions.context import RequestInfo, Result, Services
-from fhirsrv.interactions.preconditions import check_if_match, match_one
+from fhirsrv.interactions.preconditions import check_if_match, lost_race_is_conflict, match_one
 from fhirsrv.interactions.resources import check_id, check_type
 from fhirsrv.storage import repository
 from fhirsrv.storage.engine import write_transaction
@@ -45,5 +45,6 @@ def _delete(
     check_if_match(current, info.if_match)
     if current is None or current.deleted:
         return Result(status=204, stored=current)
-    stored = writes.delete(services, conn, current)
+    with lost_race_is_conflict(info):
+        stored = writes.delete(services, conn, current)
     return Result(status=204, stored=stored)

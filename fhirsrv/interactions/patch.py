@@ -10,7 +10,7 @@ from sqlalchemy import Connection
 from fhirsrv.errors import BadRequest, BusinessRuleViolation, Gone, NotFound
 from fhirsrv.interactions import writes
 from fhirsrv.interactions.context import RequestInfo, Result, Services
-from fhirsrv.interactions.preconditions import check_if_match, match_one
+from fhirsrv.interactions.preconditions import check_if_match, lost_race_is_conflict, match_one
 from fhirsrv.interactions.read import served
 from fhirsrv.interactions.resources import check_id, check_type
 from fhirsrv.storage import repository
@@ -83,4 +83,6 @@ def _patch(
     writes.validate(services, patched)
     if writes.unchanged(current, patched):
         return served(current, 200)
-    return served(writes.replace(services, conn, current, patched, "patch", validated=True), 200)
+    with lost_race_is_conflict(info):
+        stored = writes.replace(services, conn, current, patched, "patch", validated=True)
+    return served(stored, 200)

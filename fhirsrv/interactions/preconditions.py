@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import parse_qsl
 
 from sqlalchemy import Connection
 
-from fhirsrv.errors import BadRequest, PreconditionFailed
-from fhirsrv.interactions.context import Services
-from fhirsrv.storage.repository import StoredResource
+from fhirsrv.errors import BadRequest, Conflict, PreconditionFailed
+from fhirsrv.interactions.context import RequestInfo, Services
+from fhirsrv.storage.repository import ConcurrentUpdate, StoredResource
 
 
 def expected_version(if_match: str | None) -> int | None:
@@ -52,3 +54,15 @@ def match_one(
     if len(found) > 1:
         raise PreconditionFailed(f"{what}: the criteria '{query}' match more than one {res_type}")
     return found[0] if found else None
+
+
+@contextmanager
+def lost_race_is_conflict(info: RequestInfo) -> Iterator[None]:
+    """A write that lost a race: 412 if the client set If-Match (its precondition failed),
+    409 otherwise (a version conflict it could not have foreseen; it should read and retry)."""
+    try:
+        yield
+    except ConcurrentUpdate as exc:
+        if info.if_match is not None:
+            raise
+        raise Conflict(f"{exc.diagnostics}", headers=exc.headers) from exc

@@ -6,10 +6,10 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from fhirsrv.errors import BadRequest
+from fhirsrv.errors import BadRequest, Conflict
 from fhirsrv.interactions import writes
 from fhirsrv.interactions.context import RequestInfo, Result, Services
-from fhirsrv.interactions.preconditions import check_if_match, match_one
+from fhirsrv.interactions.preconditions import check_if_match, lost_race_is_conflict, match_one
 from fhirsrv.interactions.read import served
 from fhirsrv.interactions.resources import check_id, check_resource, check_type
 from fhirsrv.storage import repository
@@ -73,8 +73,15 @@ def _update(
         current = repository.get_current(conn, res_type, res_id)
     check_if_match(current, info.if_match)
     if current is None:
-        return served(writes.create(services, conn, res, res_id, validated=True), 201)
+        try:
+            return served(writes.create(services, conn, res, res_id, validated=True), 201)
+        except Conflict:
+            # Another request created this id since we looked: this PUT becomes its update.
+            current = repository.get_current(conn, res_type, res_id)
+            if current is None:
+                raise
     if writes.unchanged(current, res):
         return served(current, 200)
-    stored = writes.replace(services, conn, current, res, "update", validated=True)
+    with lost_race_is_conflict(info):
+        stored = writes.replace(services, conn, current, res, "update", validated=True)
     return served(stored, 201 if current.deleted else 200)
