@@ -80,21 +80,66 @@ def _resources(path: Path, text: str) -> Iterator[tuple[str, Any]]:
         raise LoadError(f"{path}: invalid JSON ({exc})") from exc
 
 
-def upsert(services: Services, conn: Connection, res: dict[str, Any]) -> bool:
+def upsert(services: Services, conn: Connection, res: dict[str, Any], *, validated: bool = False) -> bool:
     """Create or update `res` under its own id; False when the stored version is identical."""
     check_type(res["resourceType"], writable=True)
     res_id = res.get("id")
     if not res_id:
-        writes.create(services, conn, res)
+        writes.create(services, conn, res, validated=validated)
         return True
     current = repository.get_current(conn, res["resourceType"], str(res_id))
     if current is None:
-        writes.create(services, conn, res, str(res_id))
+        writes.create(services, conn, res, str(res_id), validated=validated)
         return True
     if writes.unchanged(current, res):
         return False
-    writes.replace(services, conn, current, res)
+    writes.replace(services, conn, current, res, validated=validated)
     return True
+
+
+BATCH = 500
+
+
+def _store_batch(
+    services: Services, conn: Connection, batch: list[tuple[str, Any]], counts: Counter[str]
+) -> int:
+    """Validate then write a batch: new ids in one bulk insert, existing ones one by one.
+
+    Returns how many were identical to what is stored (and so not written again)."""
+    unchanged = 0
+    fresh: list[tuple[dict[str, Any], str]] = []
+    keyed: list[tuple[str, dict[str, Any]]] = []
+    for label, res in batch:
+        try:
+            check_resource(res)
+            check_type(res["resourceType"], writable=True)
+            writes.validate(services, res)
+        except FhirError as exc:
+            raise LoadError(f"{label}: {exc.diagnostics}") from exc
+        keyed.append((label, res))
+    existing = repository.get_by_keys(
+        conn, [(r["resourceType"], str(r["id"])) for _, r in keyed if r.get("id")]
+    )
+    seen: set[tuple[str, str]] = set()
+    for label, res in keyed:
+        key = (res["resourceType"], str(res.get("id") or ""))
+        try:
+            if res.get("id") and key not in existing and key not in seen:
+                seen.add(key)
+                fresh.append((res, key[1]))
+                counts[key[0]] += 1
+            elif upsert(services, conn, res, validated=True):
+                counts[key[0]] += 1
+            else:
+                unchanged += 1
+        except FhirError as exc:
+            raise LoadError(f"{label}: {exc.diagnostics}") from exc
+    if fresh:
+        try:
+            writes.create_many(services, conn, fresh)
+        except FhirError as exc:
+            raise LoadError(f"{batch[0][0]} and following: {exc.diagnostics}") from exc
+    return unchanged
 
 
 def load_file(services: Services, path: Path, report: LoadReport) -> None:
@@ -104,34 +149,33 @@ def load_file(services: Services, path: Path, report: LoadReport) -> None:
     unchanged = 0
     try:
         with write_transaction(services.engine) as conn:
+            batch: list[tuple[str, Any]] = []
             for where, item in _resources(path, text):
                 if (
                     isinstance(item, dict)
                     and item.get("resourceType") == "Bundle"
-                    and item.get("type") in ("transaction", "batch")
+                    and item.get("type")
+                    in (
+                        "transaction",
+                        "batch",
+                    )
                 ):
                     result = bundle.process(services, info, {**item, "type": "transaction"}, conn)
                     for entry in result.resource["entry"]:
                         counts[entry.get("fullUrl", "/").rsplit("/", 2)[-2]] += 1
                     continue
-                items = (
-                    [
+                if isinstance(item, dict) and item.get("resourceType") == "Bundle":
+                    batch += [
                         (f"{where}, entry {i}", e.get("resource"))
                         for i, e in enumerate(item.get("entry") or [])
                     ]
-                    if isinstance(item, dict) and item.get("resourceType") == "Bundle"
-                    else [(where, item)]
-                )
-                for label, res in items:
-                    try:
-                        check_resource(res)
-                        changed = upsert(services, conn, res)
-                    except FhirError as exc:
-                        raise LoadError(f"{label}: {exc.diagnostics}") from exc
-                    if changed:
-                        counts[res["resourceType"]] += 1
-                    else:
-                        unchanged += 1
+                else:
+                    batch.append((where, item))
+                if len(batch) >= BATCH:
+                    unchanged += _store_batch(services, conn, batch, counts)
+                    batch = []
+            if batch:
+                unchanged += _store_batch(services, conn, batch, counts)
     except FhirError as exc:
         raise LoadError(f"{path}: {exc.diagnostics}") from exc
     report.counts.update(counts)

@@ -79,6 +79,25 @@ def create(
     return stored
 
 
+def create_many(
+    services: Services, conn: Connection, items: list[tuple[dict[str, Any], str]]
+) -> list[StoredResource]:
+    """Bulk create of validated resources with their ids (the loader's path for new content)."""
+    for res, _ in items:
+        _guard(services, conn, res["resourceType"], None, res)
+    stored = repository.create_many(conn, items)
+    bulk_index = getattr(services.search, "index_many", None)
+    if bulk_index is not None:
+        bulk_index(conn, [(s, loads(s.content or "{}")) for s in stored])
+        for s in stored:
+            for hook in services.extras.get("write_hooks", ()):
+                hook(conn, s, loads(s.content or "{}"))
+    else:
+        for s in stored:
+            _after_write(services, conn, s, loads(s.content or "{}"))
+    return stored
+
+
 def replace(
     services: Services,
     conn: Connection,
