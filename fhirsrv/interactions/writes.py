@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from fhirsrv.errors import InvalidResource
+from fhirsrv.errors import BusinessRuleViolation, InvalidResource, Issue
 from fhirsrv.interactions.context import Services
 from fhirsrv.storage import repository
 from fhirsrv.storage.jsonfmt import loads
@@ -29,14 +29,29 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
+def validation_issues(services: Services, res: dict[str, Any], profiles: tuple[str, ...] = ()) -> list[Issue]:
+    """Everything a write checks: structure (R4 models), then the profiles that apply.
+
+    `$validate` answers with exactly these issues, so it never disagrees with a write.
+    """
+    issues = validate_structure(res)
+    if any(i.severity in ("error", "fatal") for i in issues):
+        return issues
+    profile_issues = services.extras.get("profile_issues")
+    if profile_issues is not None:
+        issues += profile_issues(res, profiles)
+    return issues
+
+
 def validate(services: Services, res: dict[str, Any]) -> None:
-    """Structural validation by the R4 models; profile validation joins here when configured."""
-    issues = [i for i in validate_structure(res) if i.severity in ("error", "fatal")]
-    if issues:
-        raise InvalidResource(issues[0].diagnostics, issues=issues)
-    profile_check = services.extras.get("profile_check")
-    if profile_check is not None:
-        profile_check(res)
+    """Raise when the resource may not be stored: 400 for structure, 422 for profile rules."""
+    issues = validation_issues(services, res)
+    errors = [i for i in issues if i.severity in ("error", "fatal")]
+    if not errors:
+        return
+    if any(i.code == "structure" for i in errors):
+        raise InvalidResource(errors[0].diagnostics, issues=errors)
+    raise BusinessRuleViolation(errors[0].diagnostics, issues=errors)
 
 
 def _guard(

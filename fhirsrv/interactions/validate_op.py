@@ -1,0 +1,59 @@
+"""$validate at type and instance level (modes create, update, delete; `profile`)."""
+
+from __future__ import annotations
+
+from fhirsrv.errors import BadRequest, Issue, NotFound
+from fhirsrv.interactions import writes
+from fhirsrv.interactions.context import RequestInfo, Result, Services
+from fhirsrv.interactions.operations import OperationCall, operation
+from fhirsrv.interactions.resources import CONFORMANCE_TYPES, DIRECTORY_TYPES, check_resource
+from fhirsrv.storage import repository
+from fhirsrv.storage.engine import read_transaction
+from fhirsrv.storage.jsonfmt import loads
+
+_MODES = ("create", "update", "delete")
+
+
+def _outcome(issues: list[Issue]) -> dict:
+    if not any(i.severity in ("error", "fatal", "warning") for i in issues):
+        issues = [*issues, Issue("information", "informational", "No problem found: the resource is valid")]
+    return {"resourceType": "OperationOutcome", "issue": [i.to_fhir() for i in issues]}
+
+
+@operation(
+    "validate",
+    types=DIRECTORY_TYPES + CONFORMANCE_TYPES,
+    type_level=True,
+    instance_level=True,
+    definition="http://hl7.org/fhir/OperationDefinition/Resource-validate",
+)
+def validate(services: Services, info: RequestInfo, call: OperationCall) -> Result:
+    """Validate a resource as a write would, answering the OperationOutcome the write would give."""
+    mode = call.string("mode")
+    if mode is not None and mode not in _MODES:
+        raise BadRequest(f"mode must be one of {', '.join(_MODES)}, not '{mode}'")
+    if mode in ("update", "delete") and call.res_id is None:
+        raise BadRequest(f"mode={mode} is only meaningful at instance level ([type]/[id]/$validate)")
+    profile = call.string("profile")
+    res = call.resource("resource") or call.body_resource
+    current = None
+    if call.res_id is not None:
+        with read_transaction(services.engine) as conn:
+            current = repository.get_current(conn, call.res_type, call.res_id)
+        if current is None or current.deleted:
+            raise NotFound(f"{call.res_type}/{call.res_id} is not known")
+    if mode == "delete":
+        # Nothing forbids deleting a directory entry: references to it stay resolvable
+        # through history (the DCC's citations never break).
+        return Result(resource=_outcome([]))
+    if res is None:
+        if current is None:
+            raise BadRequest("No resource to validate: send it as the body or as the 'resource' parameter")
+        res = loads(current.content)
+    check_resource(res, call.res_type)
+    if mode == "update" and res.get("id") != call.res_id:
+        return Result(
+            resource=_outcome([Issue("error", "invalid", "The resource id differs from the URL id", ["id"])])
+        )
+    issues = writes.validation_issues(services, res, (profile,) if profile else ())
+    return Result(resource=_outcome(issues))
