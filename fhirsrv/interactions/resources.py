@@ -8,20 +8,12 @@ from typing import Any
 import orjson
 
 from fhirsrv.errors import BadRequest, InvalidResource, NotFound
-
-# Directory content, and the conformance/terminology content it is described with.
-DIRECTORY_TYPES = (
-    "Organization",
-    "HealthcareService",
-    "Location",
-    "PractitionerRole",
-    "Practitioner",
-    "Endpoint",
+from fhirsrv.resource_types import (  # noqa: F401 - re-exported for interactions
+    CONFORMANCE_TYPES,
+    DIRECTORY_TYPES,
+    SERVER_WRITTEN_TYPES,
+    SUPPORTED_TYPES,
 )
-CONFORMANCE_TYPES = ("CodeSystem", "ValueSet", "ConceptMap", "StructureDefinition", "SearchParameter")
-# Written by the server only: clients may read and search them, never write them.
-SERVER_WRITTEN_TYPES = ("AuditEvent",)
-SUPPORTED_TYPES = DIRECTORY_TYPES + CONFORMANCE_TYPES + SERVER_WRITTEN_TYPES
 
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 

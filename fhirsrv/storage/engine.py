@@ -7,6 +7,7 @@ so two writers queue on the database lock instead of both reading then failing t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -55,6 +56,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
+        _register_math(dbapi_connection)
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
@@ -62,6 +64,14 @@ def _configure_sqlite(engine: Engine) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         else:
             conn.exec_driver_sql("BEGIN")
+
+
+def _register_math(dbapi_connection) -> None:  # type: ignore[no-untyped-def]
+    """The SQL functions PostgreSQL has built in and the `near` search uses."""
+    for name, fn in (("sin", math.sin), ("cos", math.cos), ("acos", math.acos), ("radians", math.radians)):
+        dbapi_connection.create_function(name, 1, fn, deterministic=True)
+    dbapi_connection.create_function("least", 2, min, deterministic=True)
+    dbapi_connection.create_function("greatest", 2, max, deterministic=True)
 
 
 @contextmanager

@@ -1,0 +1,15 @@
+"""The resource types this server holds (the bottom of the import graph: everyone may use it)."""
+
+# Directory content, and the conformance/terminology content it is described with.
+DIRECTORY_TYPES = (
+    "Organization",
+    "HealthcareService",
+    "Location",
+    "PractitionerRole",
+    "Practitioner",
+    "Endpoint",
+)
+CONFORMANCE_TYPES = ("CodeSystem", "ValueSet", "ConceptMap", "StructureDefinition", "SearchParameter")
+# Written by the server only: clients may read and search them, never write them.
+SERVER_WRITTEN_TYPES = ("AuditEvent",)
+SUPPORTED_TYPES = DIRECTORY_TYPES + CONFORMANCE_TYPES + SERVER_WRITTEN_TYPES

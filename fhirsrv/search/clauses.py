@@ -1,0 +1,141 @@
+"""The SQL test of one value against one index table, per search parameter type.
+
+Each function returns a boolean SQL expression over the columns of its index table; compile.py
+wraps it in `rid IN (SELECT rid FROM idx_x WHERE res_type = … AND param = … AND <test>)`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import ColumnElement, and_, false, literal, or_
+
+from fhirsrv.errors import BadRequest
+from fhirsrv.search.normalize import date_range, fold, now_utc, number_range
+from fhirsrv.search.parameters import prefix_of, split_token
+from fhirsrv.storage.schema import idx_date, idx_number, idx_reference, idx_string, idx_token, idx_uri
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def string_test(value: str, modifier: str | None) -> ColumnElement[bool]:
+    if modifier == "exact":
+        return idx_string.c.value_exact == value
+    folded = _like_escape(fold(value))
+    if modifier == "contains":
+        return idx_string.c.value_norm.like(f"%{folded}%", escape="\\")
+    if modifier in (None, ""):
+        return idx_string.c.value_norm.like(f"{folded}%", escape="\\")
+    raise BadRequest(f"Modifier :{modifier} is not supported on string parameters")
+
+
+def token_test(value: str, modifier: str | None) -> ColumnElement[bool]:
+    if modifier == "text":
+        return idx_token.c.text_norm.like(f"{_like_escape(fold(value))}%", escape="\\")
+    system, code = split_token(value)
+    if system is None:
+        return idx_token.c.code == code
+    if code == "":
+        return idx_token.c.system == system
+    if system == "":
+        return and_(idx_token.c.system.is_(None), idx_token.c.code == code)
+    return and_(idx_token.c.system == system, idx_token.c.code == code)
+
+
+def reference_test(
+    value: str, modifier: str | None, targets: tuple[str, ...], base_url: str
+) -> ColumnElement[bool]:
+    if modifier == "identifier":
+        system, code = split_token(value)
+        if system is None:
+            return idx_reference.c.ident_value == code
+        return and_(idx_reference.c.ident_system == system, idx_reference.c.ident_value == code)
+    if base_url and value.startswith(base_url + "/"):
+        value = value[len(base_url) + 1 :]
+    if "://" in value or value.startswith("urn:"):
+        url = value.split("|", 1)[0]
+        return or_(
+            idx_reference.c.url == url, idx_reference.c.url.like(f"{_like_escape(url)}|%", escape="\\")
+        )
+    parts = value.split("/")
+    if len(parts) >= 2:
+        return and_(idx_reference.c.target_type == parts[-2], idx_reference.c.target_id == parts[-1])
+    if modifier and modifier[:1].isupper():
+        return and_(idx_reference.c.target_type == modifier, idx_reference.c.target_id == value)
+    if targets:
+        return and_(idx_reference.c.target_type.in_(targets), idx_reference.c.target_id == value)
+    return idx_reference.c.target_id == value
+
+
+def date_test(value: str) -> ColumnElement[bool]:
+    prefix, text = prefix_of(value)
+    parsed = date_range(text)
+    if parsed is None:
+        raise BadRequest(f"'{value}' is not a valid date search value (e.g. ge2024-01-01)")
+    low, high = parsed
+    t_low, t_high = idx_date.c.low, idx_date.c.high
+    contained = and_(t_low >= low, t_high <= high)
+    if prefix == "eq":
+        return contained
+    if prefix == "ne":
+        return ~contained
+    if prefix == "gt":
+        return t_high > high
+    if prefix == "lt":
+        return t_low < low
+    if prefix == "ge":
+        return or_(t_high > high, contained)
+    if prefix == "le":
+        return or_(t_low < low, contained)
+    if prefix == "sa":
+        return t_low > high
+    if prefix == "eb":
+        return t_high < low
+    # ap: within 10% of the distance between now and the searched value (at least a day).
+    margin = max(abs(now_utc() - low) * 0.1, timedelta(days=1))
+    return and_(t_low <= high + margin, t_high >= low - margin)
+
+
+def number_test(value: str, quantity: bool = False) -> ColumnElement[bool]:
+    prefix, text = prefix_of(value)
+    system = code = None
+    if quantity and "|" in text:
+        text, system, code = (text.split("|") + ["", ""])[:3]
+    parsed = number_range(text)
+    if parsed is None:
+        raise BadRequest(f"'{value}' is not a valid number search value")
+    number, low, high = parsed
+    col = idx_number.c.value
+    tests = {
+        "eq": and_(col >= low, col < high),
+        "ne": ~and_(col >= low, col < high),
+        "gt": col > number,
+        "lt": col < number,
+        "ge": col >= number,
+        "le": col <= number,
+        "sa": col > number,
+        "eb": col < number,
+        "ap": and_(col >= number - abs(number) * 0.1, col <= number + abs(number) * 0.1),
+    }
+    test = tests[prefix]
+    if system:
+        test = and_(test, idx_number.c.system == system)
+    if code:
+        test = and_(test, idx_number.c.code == code)
+    return test
+
+
+def uri_test(value: str, modifier: str | None) -> ColumnElement[bool]:
+    col = idx_uri.c.value
+    if modifier == "below":
+        return col.like(f"{_like_escape(value)}%", escape="\\")
+    if modifier == "above":
+        return literal(value).like(col + "%")
+    if modifier in (None, ""):
+        return col == value
+    raise BadRequest(f"Modifier :{modifier} is not supported on uri parameters")
+
+
+NOTHING = false()

@@ -1,0 +1,283 @@
+"""Compile parsed criteria into SQL conditions on a resource row id.
+
+Every criterion becomes `rid IN (indexed subquery)`: AND across criteria intersects, OR within
+one (comma values) unites. Chains and `_has` are joins on the reference index; `:below`,
+`:above` and `:in` on tokens go through the terminology closure table and expansions.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Protocol
+
+from sqlalchemy import ColumnElement, Connection, and_, func, or_, select, tuple_
+from sqlalchemy.sql.elements import ColumnClause
+
+from fhirsrv.errors import BadRequest
+from fhirsrv.search import clauses
+from fhirsrv.search.parameters import Criterion, parse, split_token
+from fhirsrv.search.registry import SearchParamDef, SearchParamRegistry
+from fhirsrv.storage.schema import (
+    code_closure,
+    idx_date,
+    idx_geo,
+    idx_number,
+    idx_reference,
+    idx_string,
+    idx_token,
+    idx_uri,
+    resource,
+)
+
+_TABLES = {
+    "string": idx_string,
+    "token": idx_token,
+    "reference": idx_reference,
+    "date": idx_date,
+    "number": idx_number,
+    "quantity": idx_number,
+    "uri": idx_uri,
+}
+_MODIFIERS = {
+    "string": {"exact", "contains", "missing"},
+    "token": {"text", "not", "missing", "below", "above", "in", "not-in", "of-type"},
+    "reference": {"identifier", "missing"},
+    "date": {"missing"},
+    "number": {"missing"},
+    "quantity": {"missing"},
+    "uri": {"below", "above", "missing"},
+    "special": {"missing"},
+}
+EARTH_KM = 6371.0088
+_UNITS = {"km": 1.0, "m": 0.001, "mi": 1.609344, "[mi_i]": 1.609344, "mi_i": 1.609344}
+
+
+class CodeExpander(Protocol):
+    """What the search engine needs from terminology for :in / :not-in (a ValueSet's codes)."""
+
+    def valueset_codes(self, conn: Connection, url: str) -> list[tuple[str, str]]: ...
+
+
+class Compiler:
+    def __init__(
+        self,
+        registry: SearchParamRegistry,
+        conn: Connection,
+        base_url: str = "",
+        expander: CodeExpander | None = None,
+    ) -> None:
+        self.registry = registry
+        self.conn = conn
+        self.base_url = base_url
+        self.expander = expander
+
+    # ------------------------------------------------------------------------------ entry points
+    def condition(self, res_type: str, crit: Criterion, rid: ColumnClause | Any) -> ColumnElement[bool]:
+        if crit.name == "_has":
+            return self._has(res_type, crit, rid)
+        param = self.param(res_type, crit.name)
+        if crit.chain:
+            return self._chain(res_type, param, crit, rid)
+        if param.type == "special" or param.code == "near":
+            return self._near(res_type, crit, rid)
+        modifier = crit.modifier
+        typed_reference = param.type == "reference" and bool(modifier) and modifier[:1].isupper()
+        if modifier and not typed_reference and modifier not in _MODIFIERS.get(param.type, set()):
+            raise BadRequest(
+                f"Modifier :{modifier} is not supported on {param.type} parameter '{param.code}'"
+            )
+        table = _TABLES[param.type]
+        if modifier == "missing":
+            missing = crit.values[0].lower()
+            if missing not in ("true", "false"):
+                raise BadRequest(f"{crit.raw_name} takes true or false, not '{crit.values[0]}'")
+            present = select(table.c.rid).where(table.c.res_type == res_type, table.c.param == param.code)
+            return rid.in_(present) if missing == "false" else ~rid.in_(present)
+        if modifier in ("not", "not-in"):
+            positive = Criterion(
+                crit.raw_name, crit.name, None if modifier == "not" else "in", None, crit.values
+            )
+            return ~self.condition(res_type, positive, rid)
+        param_code = f"{param.code}:of-type" if modifier == "of-type" else param.code
+        tests = [self._value_test(param, modifier, value) for value in crit.values if value != ""]
+        if not tests:
+            raise BadRequest(f"Parameter '{crit.raw_name}' has no value")
+        sub = select(table.c.rid).where(
+            table.c.res_type == res_type, table.c.param == param_code, or_(*tests)
+        )
+        return rid.in_(sub)
+
+    def param(self, res_type: str, code: str) -> SearchParamDef:
+        param = self.registry.get(res_type, code)
+        if param is None:
+            raise BadRequest(f"Unknown search parameter '{code}' for {res_type}")
+        return param
+
+    # ---------------------------------------------------------------------------------- values
+    def _value_test(self, param: SearchParamDef, modifier: str | None, value: str) -> ColumnElement[bool]:
+        kind = param.type
+        if kind == "string":
+            return clauses.string_test(value, modifier)
+        if kind == "token":
+            if modifier in ("below", "above"):
+                return self._subsumption(value, modifier)
+            if modifier == "in":
+                return self._in_valueset(value)
+            if modifier == "of-type":
+                parts = value.split("|")
+                if len(parts) != 3:
+                    raise BadRequest(f":of-type takes system|code|value, not '{value}'")
+                return and_(idx_token.c.system == parts[0], idx_token.c.code == f"{parts[1]}|{parts[2]}")
+            return clauses.token_test(value, modifier)
+        if kind == "reference":
+            return clauses.reference_test(value, modifier, param.target, self.base_url)
+        if kind == "date":
+            return clauses.date_test(value)
+        if kind in ("number", "quantity"):
+            return clauses.number_test(value, quantity=kind == "quantity")
+        if kind == "uri":
+            return clauses.uri_test(value, modifier)
+        raise BadRequest(f"Parameter '{param.code}' of type {kind} is not searchable here")
+
+    def _subsumption(self, value: str, modifier: str) -> ColumnElement[bool]:
+        system, code = split_token(value)
+        if not system or not code:
+            raise BadRequest(f":{modifier} needs system|code, not '{value}'")
+        known = self.conn.execute(
+            select(code_closure.c.system).where(code_closure.c.system == system).limit(1)
+        ).first()
+        if known is None:
+            raise BadRequest(f"The code system '{system}' is not known to this server's terminology service")
+        if modifier == "below":
+            codes = select(code_closure.c.descendant).where(
+                code_closure.c.system == system, code_closure.c.ancestor == code
+            )
+        else:
+            codes = select(code_closure.c.ancestor).where(
+                code_closure.c.system == system, code_closure.c.descendant == code
+            )
+        return and_(idx_token.c.system == system, idx_token.c.code.in_(codes))
+
+    def _in_valueset(self, url: str) -> ColumnElement[bool]:
+        if self.expander is None:
+            raise BadRequest(
+                "The :in and :not-in modifiers need the terminology service, which is not installed"
+            )
+        pairs = self.expander.valueset_codes(self.conn, url)
+        if not pairs:
+            return clauses.NOTHING
+        return tuple_(idx_token.c.system, idx_token.c.code).in_(pairs)
+
+    # ---------------------------------------------------------------------- chains and _has
+    def _targets(self, param: SearchParamDef, modifier: str | None) -> list[str]:
+        if modifier and modifier[:1].isupper():
+            return [modifier]
+        known = self.registry.known_types
+        targets = [t for t in param.target if t in known] if param.target else sorted(known)
+        if not targets:
+            raise BadRequest(f"'{param.code}' refers to no resource type this server holds")
+        return targets
+
+    def _chain(self, res_type: str, param: SearchParamDef, crit: Criterion, rid: Any) -> ColumnElement[bool]:
+        if param.type != "reference":
+            raise BadRequest(f"'{crit.name}' is not a reference parameter and cannot be chained")
+        inner_name, _, _rest = crit.chain.partition("=") if crit.chain else ("", "", "")
+        options = []
+        for target in self._targets(param, crit.modifier):
+            inner = parse(inner_name, ",".join(v.replace(",", "\\,") for v in crit.values))
+            if self.registry.get(target, inner.name) is None and inner.name != "_has":
+                continue
+            t = resource.alias()
+            joined = (
+                select(idx_reference.c.rid)
+                .join(
+                    t,
+                    and_(
+                        t.c.res_type == idx_reference.c.target_type, t.c.res_id == idx_reference.c.target_id
+                    ),
+                )
+                .where(
+                    idx_reference.c.res_type == res_type,
+                    idx_reference.c.param == param.code,
+                    t.c.res_type == target,
+                    t.c.deleted.is_(False),
+                    self.condition(target, inner, t.c.rid),
+                )
+            )
+            options.append(rid.in_(joined))
+        if not options:
+            raise BadRequest(f"Unknown chained parameter '{crit.raw_name}' for {res_type}")
+        return or_(*options)
+
+    def _has(self, res_type: str, crit: Criterion, rid: Any) -> ColumnElement[bool]:
+        # _has:Type:refparam:param[:modifier]=value (the raw name keeps every colon).
+        parts = crit.raw_name.split(":", 3)
+        if len(parts) < 4:
+            raise BadRequest(f"'{crit.raw_name}' must read _has:Type:reference-parameter:parameter")
+        _, other, ref_code, rest = parts
+        if other not in self.registry.known_types:
+            raise BadRequest(f"_has names an unknown resource type '{other}'")
+        ref = self.param(other, ref_code)
+        if ref.type != "reference":
+            raise BadRequest(f"_has: '{ref_code}' is not a reference parameter of {other}")
+        inner = parse(rest, ",".join(v.replace(",", "\\,") for v in crit.values))
+        me = resource.alias()
+        pointing = (
+            select(me.c.rid)
+            .join(
+                idx_reference,
+                and_(idx_reference.c.target_type == me.c.res_type, idx_reference.c.target_id == me.c.res_id),
+            )
+            .where(
+                me.c.res_type == res_type,
+                idx_reference.c.res_type == other,
+                idx_reference.c.param == ref_code,
+                self.condition(other, inner, idx_reference.c.rid),
+            )
+        )
+        return rid.in_(pointing)
+
+    # ------------------------------------------------------------------------------------ near
+    def _near(self, res_type: str, crit: Criterion, rid: Any) -> ColumnElement[bool]:
+        if res_type != "Location":
+            raise BadRequest("near is a Location parameter (chain it: location.near=…)")
+        options = [self._near_one(value, rid) for value in crit.values]
+        return or_(*options)
+
+    def _near_one(self, value: str, rid: Any) -> ColumnElement[bool]:
+        lat, lon, dist, unit = parse_near(value)
+        d_lat = dist / 111.32
+        d_lon = dist / max(111.32 * math.cos(math.radians(lat)), 1e-6)
+        g = idx_geo.c
+        sub = select(g.rid).where(
+            g.res_type == "Location",
+            g.latitude.between(lat - d_lat, lat + d_lat),
+            g.longitude.between(lon - d_lon, lon + d_lon),
+            distance_km(lat, lon) <= dist,
+        )
+        return rid.in_(sub)
+
+
+def parse_near(value: str) -> tuple[float, float, float, str]:
+    parts = value.split("|")
+    try:
+        lat, lon = float(parts[0]), float(parts[1])
+        dist = float(parts[2]) if len(parts) > 2 and parts[2] else 10.0
+    except (ValueError, IndexError) as exc:
+        raise BadRequest(f"near takes latitude|longitude|distance|unit, not '{value}'") from exc
+    unit = parts[3] if len(parts) > 3 and parts[3] else "km"
+    if unit not in _UNITS:
+        raise BadRequest(f"near: unsupported distance unit '{unit}' (km, m, mi)")
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        raise BadRequest(f"near: '{value}' is not a valid position")
+    return lat, lon, dist * _UNITS[unit], unit
+
+
+def distance_km(lat: float, lon: float) -> ColumnElement[float]:
+    """Great-circle distance from (lat, lon) to idx_geo's point (spherical law of cosines)."""
+    g = idx_geo.c
+    rlat = math.radians(lat)
+    cos_angle = math.sin(rlat) * func.sin(func.radians(g.latitude)) + math.cos(rlat) * func.cos(
+        func.radians(g.latitude)
+    ) * func.cos(func.radians(g.longitude) - math.radians(lon))
+    return EARTH_KM * func.acos(func.least(1.0, func.greatest(-1.0, cos_angle)))

@@ -1,0 +1,247 @@
+"""The search engine: indexing on write, and queries compiled to indexed SQL."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, delete, func, insert, or_, select
+
+from fhirsrv.errors import BadRequest, Issue
+from fhirsrv.resource_types import SUPPORTED_TYPES
+from fhirsrv.search import include, paging
+from fhirsrv.search.compile import CodeExpander, Compiler
+from fhirsrv.search.extract import extract
+from fhirsrv.search.parameters import CONTROL, Criterion, parse
+from fhirsrv.search.registry import SearchParamRegistry, build_registry, stored_definitions
+from fhirsrv.settings import Settings
+from fhirsrv.storage import repository
+from fhirsrv.storage.jsonfmt import loads
+from fhirsrv.storage.repository import StoredResource
+from fhirsrv.storage.schema import INDEX_TABLES, resource
+
+_TABLES = {t.name: t for t in INDEX_TABLES}
+TOTAL_MODES = ("none", "estimate", "accurate")
+
+
+@dataclass
+class SearchRequest:
+    res_types: list[str]
+    criteria: list[Criterion] = field(default_factory=list)
+    sort: list[paging.SortKey] = field(default_factory=list)
+    count: int = 20
+    cursor: str | None = None
+    total: str = "accurate"
+    includes: list[include.IncludeSpec] = field(default_factory=list)
+    summary: str | None = None
+    elements: list[str] | None = None
+    issues: list[Issue] = field(default_factory=list)  # ignored parameters (lenient handling)
+    used: list[tuple[str, str]] = field(default_factory=list)  # the parameters applied, for links
+
+
+@dataclass
+class SearchPage:
+    matches: list[StoredResource]
+    included: list[StoredResource]
+    total: int | None
+    next_cursor: str | None
+    previous_cursor: str | None
+
+
+class SearchEngine:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.types = SUPPORTED_TYPES
+        self.registry: SearchParamRegistry = build_registry(settings, self.types)
+        self.expander: CodeExpander | None = None
+        self.base_url = settings.base_url.rstrip("/")
+
+    # ---------------------------------------------------------------------------- registry
+    def load_stored_parameters(self, conn: Connection) -> None:
+        """Rebuild the registry from the shipped definitions plus the stored SearchParameters."""
+        registry = build_registry(self.settings, self.types)
+        for sp in stored_definitions(conn):
+            registry.add_definition(sp, self.types)
+        self.registry = registry
+
+    # ---------------------------------------------------------------------------- indexing
+    def _insert(self, conn: Connection, rows_by_table: dict[str, list[dict[str, Any]]]) -> None:
+        for name, rows in rows_by_table.items():
+            if rows:
+                conn.execute(insert(_TABLES[name]), rows)
+
+    def index(self, conn: Connection, stored: StoredResource, res: dict[str, Any]) -> None:
+        if stored.version_id > 1:
+            self.unindex(conn, stored.rid)
+        self.index_many(conn, [(stored, res)], fresh=True)
+
+    def index_many(
+        self, conn: Connection, items: list[tuple[StoredResource, dict[str, Any]]], fresh: bool = True
+    ) -> None:
+        """Index many new resources with one multi-row INSERT per table."""
+        batch: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for stored, res in items:
+            for table, rows in extract(self.registry, res, self.base_url).items():
+                for row in rows:
+                    row["rid"] = stored.rid
+                    row["res_type"] = stored.res_type
+                    batch[table].append(row)
+        self._insert(conn, batch)
+
+    def unindex(self, conn: Connection, rid: int) -> None:
+        for table in INDEX_TABLES:
+            conn.execute(delete(table).where(table.c.rid == rid))
+
+    def reindex(self, conn: Connection, res_type: str | None = None) -> int:
+        query = select(resource.c.rid).where(resource.c.deleted.is_(False))
+        if res_type is not None:
+            query = query.where(resource.c.res_type == res_type)
+        rids = [r for (r,) in conn.execute(query.order_by(resource.c.rid))]
+        for start in range(0, len(rids), 500):
+            chunk = rids[start : start + 500]
+            for table in INDEX_TABLES:
+                conn.execute(delete(table).where(table.c.rid.in_(chunk)))
+            stored = repository.get_many(conn, chunk)
+            self.index_many(conn, [(s, loads(s.content)) for s in stored])
+        return len(rids)
+
+    # ----------------------------------------------------------------------------- queries
+    def prepare(self, res_type: str | None, params: list[tuple[str, str]], *, strict: bool) -> SearchRequest:
+        settings = self.settings
+        request = SearchRequest(res_types=[res_type] if res_type else [], count=settings.default_count)
+        controls: dict[str, list[str]] = defaultdict(list)
+        include_values: dict[bool, list[tuple[str, bool]]] = {False: [], True: []}
+        for name, value in params:
+            base = name.split(":", 1)[0]
+            if base in ("_include", "_revinclude"):
+                include_values[base == "_revinclude"].append((value, name.endswith(":iterate")))
+                request.used.append((name, value))
+            elif base in CONTROL:
+                controls[base].append(value)
+                if base not in ("_cursor", "_format", "_pretty"):
+                    request.used.append((name, value))
+            else:
+                request.criteria.append(parse(name, value))
+                request.used.append((name, value))
+        if res_type is None:
+            types = [t for v in controls.get("_type", []) for t in v.split(",") if t]
+            unknown = [t for t in types if t not in self.types]
+            if unknown:
+                raise BadRequest(f"_type names unknown resource types: {', '.join(unknown)}")
+            request.res_types = types or list(self.types)
+        if "_contained" in controls or "_containedType" in controls:
+            raise BadRequest(
+                "_contained is not supported: this server does not search contained resources",
+                code="not-supported",
+            )
+        if "_filter" in controls:
+            from fhirsrv.search.filter import filter_criteria
+
+            request.criteria.extend(filter_criteria(v) for v in controls["_filter"])
+        if len(request.criteria) > settings.max_search_params:
+            raise BadRequest(
+                f"Too many search parameters (at most {settings.max_search_params})", code="too-costly"
+            )
+        count = controls.get("_count", [None])[-1]
+        if count is not None:
+            if not count.isdigit():
+                raise BadRequest(f"_count must be a non-negative integer, not '{count}'")
+            request.count = min(int(count), settings.max_count)
+        total = controls.get("_total", ["accurate"])[-1]
+        if total not in TOTAL_MODES:
+            raise BadRequest(f"_total must be one of {', '.join(TOTAL_MODES)}")
+        request.total = total
+        request.sort = paging.parse_sort(controls.get("_sort", []))
+        request.cursor = controls.get("_cursor", [None])[-1]
+        request.summary = controls.get("_summary", [None])[-1]
+        request.elements = [e for v in controls.get("_elements", []) for e in v.split(",") if e] or None
+        for reverse in (False, True):
+            values = include_values[reverse]
+            request.includes += include.parse_includes(
+                [v for v, _ in values], reverse, [i for _, i in values]
+            )
+        self._check_criteria(request, strict)
+        return request
+
+    def _check_criteria(self, request: SearchRequest, strict: bool) -> None:
+        """Unknown parameters: an error when strict, else dropped and reported."""
+        kept = []
+        for crit in request.criteria:
+            if crit.name.startswith("_has") or crit.name.startswith("_filter"):
+                kept.append(crit)
+                continue
+            if all(self.registry.get(t, crit.name) is not None for t in request.res_types):
+                kept.append(crit)
+                continue
+            message = f"Unknown search parameter '{crit.name}' for {', '.join(request.res_types)}"
+            if strict:
+                raise BadRequest(message)
+            request.issues.append(Issue("warning", "not-supported", f"{message}: ignored"))
+            request.used = [(k, v) for k, v in request.used if k != crit.raw_name]
+        request.criteria = kept
+
+    def _filtered(self, conn: Connection, request: SearchRequest):  # type: ignore[no-untyped-def]
+        compiler = Compiler(self.registry, conn, self.base_url, self.expander)
+        query = select(resource.c.rid).where(resource.c.deleted.is_(False))
+        if len(request.res_types) == 1:
+            query = query.where(resource.c.res_type == request.res_types[0])
+        else:
+            query = query.where(resource.c.res_type.in_(request.res_types))
+        for crit in request.criteria:
+            conditions = [compiler.condition(t, crit, resource.c.rid) for t in request.res_types]
+            query = query.where(conditions[0] if len(conditions) == 1 else or_(*conditions))
+        return query
+
+    def execute(self, conn: Connection, request: SearchRequest) -> SearchPage:
+        filtered = self._filtered(conn, request)
+        total = None
+        if request.total != "none" or request.summary == "count":
+            total = conn.execute(select(func.count()).select_from(filtered.subquery())).scalar_one()
+        if request.summary == "count" or request.count == 0:
+            return SearchPage([], [], total, None, None)
+        query, columns = paging.sort_columns(filtered, request.sort, request.res_types, self.registry)
+        query = query.add_columns(*[c for c, _ in columns])
+        backwards = False
+        if request.cursor:
+            values, backwards = paging.decode_cursor(request.cursor)
+            if len(values) != len(columns):
+                raise BadRequest("_cursor does not belong to this search (its sort changed)")
+            query = query.where(paging.after(columns, values, backwards))
+        query = query.order_by(*paging.order_by(columns, reverse=backwards)).limit(request.count + 1)
+        rows = conn.execute(query).all()
+        more = len(rows) > request.count
+        rows = rows[: request.count]
+        if backwards:
+            rows.reverse()
+        positions = [list(r[1:]) for r in rows]
+        matches = repository.get_many(conn, [r[0] for r in rows])
+        next_cursor = previous_cursor = None
+        if rows:
+            if backwards:
+                # Reached by `previous`: a later page exists; an earlier one if more rows remain.
+                next_cursor = paging.encode_cursor(positions[-1])
+                previous_cursor = paging.encode_cursor(positions[0], backwards=True) if more else None
+            else:
+                next_cursor = paging.encode_cursor(positions[-1]) if more else None
+                previous_cursor = (
+                    paging.encode_cursor(positions[0], backwards=True) if request.cursor else None
+                )
+        included = (
+            include.resolve(conn, self.registry, request.includes, matches, self.settings.max_include_depth)
+            if request.includes
+            else []
+        )
+        return SearchPage(matches, included, total, next_cursor, previous_cursor)
+
+    def find(
+        self, conn: Connection, res_type: str, params: list[tuple[str, str]], limit: int = 2
+    ) -> list[StoredResource]:
+        """Strict matching for conditional operations: unknown parameters are errors."""
+        request = self.prepare(res_type, params, strict=True)
+        if not request.criteria:
+            raise BadRequest("A conditional operation needs at least one search criterion")
+        rids = [
+            r for (r,) in conn.execute(self._filtered(conn, request).order_by(resource.c.rid).limit(limit))
+        ]
+        return repository.get_many(conn, rids)

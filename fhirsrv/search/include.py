@@ -1,0 +1,124 @@
+"""_include and _revinclude: one query per include parameter for the whole page, never one
+per resource; `:iterate` repeats on what was just included, up to a depth limit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, and_, select, tuple_
+
+from fhirsrv.errors import BadRequest
+from fhirsrv.search.registry import SearchParamRegistry
+from fhirsrv.storage import repository
+from fhirsrv.storage.repository import StoredResource
+from fhirsrv.storage.schema import idx_reference
+
+
+@dataclass(frozen=True)
+class IncludeSpec:
+    source: str  # resource type holding the reference ("*" for every type)
+    param: str  # reference parameter ("*" for all of them)
+    target: str | None
+    iterate: bool
+    reverse: bool
+
+
+def parse_includes(values: list[str], reverse: bool, modifier_iterate: list[bool]) -> list[IncludeSpec]:
+    specs = []
+    for value, iterate in zip(values, modifier_iterate, strict=True):
+        if value == "*":
+            specs.append(IncludeSpec("*", "*", None, iterate, reverse))
+            continue
+        parts = value.split(":")
+        if len(parts) not in (2, 3):
+            raise BadRequest(f"'{value}' must read Type:parameter[:TargetType]")
+        specs.append(IncludeSpec(parts[0], parts[1], parts[2] if len(parts) == 3 else None, iterate, reverse))
+    return specs
+
+
+def _ref_params(registry: SearchParamRegistry, res_type: str, spec: IncludeSpec) -> list[str]:
+    if spec.param == "*":
+        return [p.code for p in registry.for_type(res_type) if p.type == "reference"]
+    param = registry.get(res_type, spec.param)
+    if param is None or param.type != "reference":
+        raise BadRequest(f"'{spec.source}:{spec.param}' is not a reference parameter")
+    return [spec.param]
+
+
+def _forward(
+    conn: Connection, registry: SearchParamRegistry, spec: IncludeSpec, sources: list[StoredResource]
+) -> list[StoredResource]:
+    by_type: dict[str, list[int]] = {}
+    for s in sources:
+        if spec.source in ("*", s.res_type):
+            by_type.setdefault(s.res_type, []).append(s.rid)
+    keys: set[tuple[str, str]] = set()
+    for res_type, rids in by_type.items():
+        params = _ref_params(registry, res_type, spec)
+        if not params:
+            continue
+        query = select(idx_reference.c.target_type, idx_reference.c.target_id).where(
+            idx_reference.c.rid.in_(rids),
+            idx_reference.c.param.in_(params),
+            idx_reference.c.target_id.is_not(None),
+        )
+        if spec.target:
+            query = query.where(idx_reference.c.target_type == spec.target)
+        keys.update((t, i) for t, i in conn.execute(query))
+    found = repository.get_by_keys(conn, keys)
+    return [s for s in found.values() if not s.deleted]
+
+
+def _reverse(
+    conn: Connection, registry: SearchParamRegistry, spec: IncludeSpec, targets: list[StoredResource]
+) -> list[StoredResource]:
+    if spec.source == "*":
+        raise BadRequest("_revinclude=* is not supported; name Type:parameter")
+    params = _ref_params(registry, spec.source, spec)
+    keys = list({(t.res_type, t.res_id) for t in targets})
+    if not keys or not params:
+        return []
+    rids: set[int] = set()
+    for start in range(0, len(keys), 500):
+        chunk = keys[start : start + 500]
+        query = select(idx_reference.c.rid).where(
+            idx_reference.c.res_type == spec.source,
+            idx_reference.c.param.in_(params),
+            tuple_(idx_reference.c.target_type, idx_reference.c.target_id).in_(chunk),
+        )
+        if spec.target:
+            query = query.where(and_(idx_reference.c.target_type == spec.target))
+        rids.update(r for (r,) in conn.execute(query))
+    return [s for s in repository.get_many(conn, sorted(rids)) if not s.deleted]
+
+
+def resolve(
+    conn: Connection,
+    registry: SearchParamRegistry,
+    specs: list[IncludeSpec],
+    matches: list[StoredResource],
+    max_depth: int,
+) -> list[StoredResource]:
+    """Everything the include specs bring in, minus the matches themselves."""
+    seen = {(m.res_type, m.res_id) for m in matches}
+    included: list[StoredResource] = []
+    frontier = matches
+    for depth in range(max_depth):
+        new: list[StoredResource] = []
+        for spec in specs:
+            if depth > 0 and not spec.iterate:
+                continue
+            # Non-iterating specs apply to the matches; iterating ones to everything so far.
+            pool = matches if not spec.iterate else (matches + included if depth == 0 else frontier)
+            found = (
+                _reverse(conn, registry, spec, pool) if spec.reverse else _forward(conn, registry, spec, pool)
+            )
+            for s in found:
+                if (s.res_type, s.res_id) not in seen:
+                    seen.add((s.res_type, s.res_id))
+                    new.append(s)
+        if not new:
+            break
+        included.extend(new)
+        frontier = new
+    return included

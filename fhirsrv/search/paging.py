@@ -1,0 +1,100 @@
+"""Sort keys and keyset paging: a page boundary is a position in the sort order, not an offset,
+so following `next` while others write never repeats nor skips a match that did not change."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import ColumnElement, and_, func, or_
+from sqlalchemy.sql import Select
+
+from fhirsrv.errors import BadRequest
+from fhirsrv.search.registry import SearchParamRegistry
+from fhirsrv.storage.schema import idx_sort, resource
+
+_HIGH_TEXT = "\U0010ffff"
+_LOW_DATE, _HIGH_DATE = datetime(1, 1, 1), datetime(9999, 12, 31)
+
+
+@dataclass(frozen=True)
+class SortKey:
+    code: str
+    descending: bool
+
+
+def parse_sort(values: list[str]) -> list[SortKey]:
+    keys = []
+    for value in values:
+        for item in value.split(","):
+            item = item.strip()
+            if item:
+                keys.append(SortKey(item.lstrip("-"), item.startswith("-")))
+    return keys
+
+
+def sort_columns(
+    query: Select, keys: list[SortKey], res_types: list[str], registry: SearchParamRegistry
+) -> tuple[Select, list[tuple[ColumnElement[Any], bool]]]:
+    """Join what each key needs; return the query and (expression, descending) pairs, rid last.
+
+    Missing values sort last in both directions (a sentinel past the end of the range)."""
+    columns: list[tuple[ColumnElement[Any], bool]] = []
+    for key in keys:
+        if key.code == "_id":
+            columns.append((resource.c.res_id, key.descending))
+            continue
+        if key.code == "_lastUpdated":
+            columns.append((resource.c.last_updated, key.descending))
+            continue
+        params = [registry.get(t, key.code) for t in res_types]
+        if not all(params):
+            raise BadRequest(f"Cannot sort by '{key.code}': not a search parameter of {', '.join(res_types)}")
+        kind = params[0].type  # type: ignore[union-attr]
+        alias = idx_sort.alias()
+        query = query.outerjoin(alias, and_(alias.c.rid == resource.c.rid, alias.c.param == key.code))
+        if kind == "date":
+            col = func.coalesce(alias.c.value_date, _LOW_DATE if key.descending else _HIGH_DATE)
+        elif kind in ("number", "quantity"):
+            col = func.coalesce(alias.c.value_num, -1e308 if key.descending else 1e308)
+        else:
+            col = func.coalesce(alias.c.value_text, "" if key.descending else _HIGH_TEXT)
+        columns.append((col, key.descending))
+    columns.append((resource.c.rid, False))
+    return query, columns
+
+
+def order_by(
+    columns: list[tuple[ColumnElement[Any], bool]], reverse: bool = False
+) -> list[ColumnElement[Any]]:
+    return [(col.asc() if desc == reverse else col.desc()) for col, desc in columns]
+
+
+def after(
+    columns: list[tuple[ColumnElement[Any], bool]], values: list[Any], backwards: bool = False
+) -> ColumnElement[bool]:
+    """Rows strictly after (or, backwards, before) the position `values` in the sort order."""
+    options = []
+    for i, (col, desc) in enumerate(columns):
+        later = (col < values[i]) if (desc != backwards) else (col > values[i])
+        equal = [c == values[j] for j, (c, _) in enumerate(columns[:i])]
+        options.append(and_(*equal, later) if equal else later)
+    return or_(*options)
+
+
+def encode_cursor(values: list[Any], backwards: bool = False) -> str:
+    encoded = [{"d": v.isoformat()} if isinstance(v, datetime) else v for v in values]
+    raw = orjson.dumps({"v": encoded, "b": backwards})
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(token: str) -> tuple[list[Any], bool]:
+    try:
+        data = orjson.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        values = [datetime.fromisoformat(v["d"]) if isinstance(v, dict) else v for v in data["v"]]
+        return values, bool(data.get("b"))
+    except (ValueError, KeyError, TypeError, orjson.JSONDecodeError) as exc:
+        raise BadRequest("_cursor is not a paging token issued by this server") from exc
