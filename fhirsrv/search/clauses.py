@@ -23,7 +23,11 @@ def _like_escape(text: str) -> str:
 def string_test(value: str, modifier: str | None) -> ColumnElement[bool]:
     if modifier == "exact":
         return idx_string.c.value_exact == value
+    if modifier == "@eq":
+        return idx_string.c.value_norm == fold(value)
     folded = _like_escape(fold(value))
+    if modifier == "@ew":
+        return idx_string.c.value_norm.like(f"%{folded}", escape="\\")
     if modifier == "contains":
         return idx_string.c.value_norm.like(f"%{folded}%", escape="\\")
     if modifier in (None, ""):

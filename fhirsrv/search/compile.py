@@ -15,6 +15,7 @@ from sqlalchemy.sql.elements import ColumnClause
 
 from fhirsrv.errors import BadRequest
 from fhirsrv.search import clauses
+from fhirsrv.search.filter import Compare, Logical
 from fhirsrv.search.parameters import Criterion, parse, split_token
 from fhirsrv.search.registry import SearchParamDef, SearchParamRegistry
 from fhirsrv.storage.schema import (
@@ -39,7 +40,7 @@ _TABLES = {
     "uri": idx_uri,
 }
 _MODIFIERS = {
-    "string": {"exact", "contains", "missing"},
+    "string": {"exact", "contains", "missing", "@eq", "@ew"},  # @: _filter's own eq / ew
     "token": {"text", "not", "missing", "below", "above", "in", "not-in", "of-type"},
     "reference": {"identifier", "missing"},
     "date": {"missing"},
@@ -75,6 +76,8 @@ class Compiler:
     def condition(self, res_type: str, crit: Criterion, rid: ColumnClause | Any) -> ColumnElement[bool]:
         if crit.name == "_has":
             return self._has(res_type, crit, rid)
+        if crit.tree is not None:
+            return self._filter(res_type, crit.tree, rid)
         param = self.param(res_type, crit.name)
         if crit.chain:
             return self._chain(res_type, param, crit, rid)
@@ -98,6 +101,15 @@ class Compiler:
                 crit.raw_name, crit.name, None if modifier == "not" else "in", None, crit.values
             )
             return ~self.condition(res_type, positive, rid)
+        if modifier == "identifier":
+            # Reference.identifier, or the identifier of the resource referred to (ROR: by establishment).
+            own = select(table.c.rid).where(
+                table.c.res_type == res_type,
+                table.c.param == param.code,
+                or_(*[self._value_test(param, modifier, v) for v in crit.values]),
+            )
+            through = Criterion(crit.raw_name, crit.name, None, "identifier", crit.values)
+            return or_(rid.in_(own), self._chain(res_type, param, through, rid))
         param_code = f"{param.code}:of-type" if modifier == "of-type" else param.code
         tests = [self._value_test(param, modifier, value) for value in crit.values if value != ""]
         if not tests:
@@ -167,6 +179,78 @@ class Compiler:
         if not pairs:
             return clauses.NOTHING
         return tuple_(idx_token.c.system, idx_token.c.code).in_(pairs)
+
+    # --------------------------------------------------------------------------------- _filter
+    def _filter(self, res_type: str, node: Any, rid: Any) -> ColumnElement[bool]:
+        if isinstance(node, Logical):
+            parts = [self._filter(res_type, item, rid) for item in node.items]
+            if node.op == "not":
+                return ~parts[0]
+            return and_(*parts) if node.op == "and" else or_(*parts)
+        return self._compare(res_type, node, rid)
+
+    def _element_param(self, res_type: str, name: str) -> str:
+        """A parameter name, or an element name mapped to the parameter indexing it."""
+        if self.registry.get(res_type, name) is not None:
+            return name
+        for param in self.registry.for_type(res_type):
+            if param.expression.split("|")[0].strip() == f"{res_type}.{name}":
+                return param.code
+        raise BadRequest(f"_filter: '{name}' is not a search parameter of {res_type}")
+
+    def _compare(self, res_type: str, node: Compare, rid: Any) -> ColumnElement[bool]:
+        name = self._element_param(res_type, node.path[0])
+        if len(node.path) > 1:
+            param = self.param(res_type, name)
+            inner = Compare(node.path[1:], node.op, node.value)
+            options = []
+            for target in self._targets(param, None):
+                try:
+                    self._element_param(target, inner.path[0])
+                except BadRequest:
+                    continue
+                t = resource.alias()
+                joined = (
+                    select(idx_reference.c.rid)
+                    .join(
+                        t,
+                        and_(
+                            t.c.res_type == idx_reference.c.target_type,
+                            t.c.res_id == idx_reference.c.target_id,
+                        ),
+                    )
+                    .where(
+                        idx_reference.c.res_type == res_type,
+                        idx_reference.c.param == name,
+                        t.c.res_type == target,
+                        self._compare(target, inner, t.c.rid),
+                    )
+                )
+                options.append(rid.in_(joined))
+            if not options:
+                raise BadRequest(f"_filter: cannot follow '{'.'.join(node.path)}' from {res_type}")
+            return or_(*options)
+        param = self.param(res_type, name)
+        op, value = node.op, node.value
+        if op == "pr":
+            return self.condition(
+                res_type,
+                Criterion(name, name, "missing", None, ["false" if value.lower() == "true" else "true"]),
+                rid,
+            )
+        if op == "ne" and param.type in ("string", "token", "reference", "uri"):
+            return ~self._compare(res_type, Compare(node.path, "eq", value), rid)
+        if param.type == "string":
+            modifier = {"eq": "@eq", "co": "contains", "sw": None, "ew": "@ew"}.get(op)
+            if op not in ("eq", "co", "sw", "ew"):
+                raise BadRequest(f"_filter: '{op}' does not apply to string parameter '{name}'")
+            return self.condition(res_type, Criterion(name, name, modifier, None, [value]), rid)
+        if param.type in ("date", "number", "quantity"):
+            prefix = {"co": "eq", "sw": "eq", "ew": "eq"}.get(op, op)
+            return self.condition(res_type, Criterion(name, name, None, None, [prefix + value]), rid)
+        if op != "eq":
+            raise BadRequest(f"_filter: '{op}' does not apply to {param.type} parameter '{name}'")
+        return self.condition(res_type, Criterion(name, name, None, None, [value]), rid)
 
     # ---------------------------------------------------------------------- chains and _has
     def _targets(self, param: SearchParamDef, modifier: str | None) -> list[str]:

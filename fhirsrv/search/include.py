@@ -100,6 +100,16 @@ def resolve(
     max_depth: int,
 ) -> list[StoredResource]:
     """Everything the include specs bring in, minus the matches themselves."""
+    match_types = {m.res_type for m in matches}
+    # An include naming a source type the search does not return could never apply to the
+    # matches (e.g. _include=PractitionerRole:practitioner beside _revinclude=PractitionerRole:service,
+    # as the ROR full synchronisation writes it): it applies to what was included, as :iterate.
+    specs = [
+        spec
+        if spec.iterate or spec.source in match_types or spec.source == "*"
+        else IncludeSpec(spec.source, spec.param, spec.target, True, spec.reverse)
+        for spec in specs
+    ]
     seen = {(m.res_type, m.res_id) for m in matches}
     included: list[StoredResource] = []
     frontier = matches

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 # Parameters that steer the search rather than select resources.
 CONTROL = {
@@ -34,6 +35,7 @@ class Criterion:
     modifier: str | None
     chain: str | None  # the rest after the first dot: "name", "organization.name"
     values: list[str] = field(default_factory=list)
+    tree: Any = None  # a parsed _filter expression (fhirsrv.search.filter)
 
 
 def split_values(value: str) -> list[str]:

@@ -1,0 +1,131 @@
+"""The FHIR `_filter` expression language, compiled onto the same indexed subqueries.
+
+    _filter=(service-category eq http://…|XXX) or (specialty eq http://…|YYY)
+    _filter=_lastUpdated ge 2022-11-06T15:00 or organization._lastUpdated ge 2022-11-06T15:00
+
+Grammar: expr := term ('or' term)* ; term := factor ('and' factor)* ;
+factor := 'not'? '(' expr ')' | path op value. Paths chain with '.' (or ':' as some clients
+write it); element names such as `providedBy` are accepted for the parameter built on them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from fhirsrv.errors import BadRequest
+from fhirsrv.search.parameters import Criterion
+
+OPERATORS = {
+    "eq",
+    "ne",
+    "co",
+    "sw",
+    "ew",
+    "gt",
+    "lt",
+    "ge",
+    "le",
+    "sa",
+    "eb",
+    "ap",
+    "pr",
+    "ss",
+    "sb",
+    "in",
+    "ni",
+    "re",
+}
+SUPPORTED = OPERATORS - {"ss", "sb", "in", "ni", "re"}
+_TOKEN = re.compile(r'\s*(\(|\)|"(?:[^"\\]|\\.)*"|[^\s()]+)')
+
+
+@dataclass
+class Compare:
+    path: list[str]
+    op: str
+    value: str
+
+
+@dataclass
+class Logical:
+    op: str  # and | or | not
+    items: list[Any]
+
+
+def _tokens(text: str) -> list[str]:
+    pos, out = 0, []
+    text = text.strip()
+    while pos < len(text):
+        match = _TOKEN.match(text, pos)
+        if not match or match.end() == pos:
+            raise BadRequest(f"_filter: cannot read '{text[pos:]}'")
+        out.append(match.group(1))
+        pos = match.end()
+    return out
+
+
+class _Parser:
+    def __init__(self, text: str) -> None:
+        self.items = _tokens(text)
+        self.pos = 0
+
+    def peek(self) -> str | None:
+        return self.items[self.pos] if self.pos < len(self.items) else None
+
+    def take(self) -> str:
+        item = self.peek()
+        if item is None:
+            raise BadRequest("_filter: the expression ends too early")
+        self.pos += 1
+        return item
+
+    def expr(self) -> Any:
+        items = [self.term()]
+        while (self.peek() or "").lower() == "or":
+            self.take()
+            items.append(self.term())
+        return items[0] if len(items) == 1 else Logical("or", items)
+
+    def term(self) -> Any:
+        items = [self.factor()]
+        while (self.peek() or "").lower() == "and":
+            self.take()
+            items.append(self.factor())
+        return items[0] if len(items) == 1 else Logical("and", items)
+
+    def factor(self) -> Any:
+        head = self.take()
+        if head.lower() == "not":
+            if self.peek() != "(":
+                raise BadRequest("_filter: 'not' must be followed by a parenthesised expression")
+            return Logical("not", [self.factor()])
+        if head == "(":
+            inner = self.expr()
+            if self.take() != ")":
+                raise BadRequest("_filter: missing ')'")
+            return inner
+        op = self.take().lower()
+        if op not in OPERATORS:
+            raise BadRequest(f"_filter: '{op}' is not a filter operator")
+        if op not in SUPPORTED:
+            raise BadRequest(
+                f"_filter: operator '{op}' is not supported by this server", code="not-supported"
+            )
+        value = self.take()
+        if value.startswith('"'):
+            value = value[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+        return Compare(re.split(r"[.:]", head), op, value)
+
+
+def parse_filter(text: str) -> Any:
+    parser = _Parser(text)
+    tree = parser.expr()
+    if parser.peek() is not None:
+        raise BadRequest(f"_filter: unexpected '{parser.peek()}'")
+    return tree
+
+
+def filter_criteria(text: str) -> Criterion:
+    return Criterion("_filter", "_filter", None, None, [text], tree=parse_filter(text))

@@ -1,0 +1,139 @@
+"""Each parameter type and modifier, over the ROR-shaped directory, on both back-ends."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.search.directory import FINESS, OFFER, R30, R211, R244, load
+
+
+@pytest.fixture
+def client(app):  # type: ignore[no-untyped-def]
+    load(app.extensions["fhirsrv"])
+    return app.test_client()
+
+
+def ids(client, query: str, **headers: str) -> list[str]:  # type: ignore[no-untyped-def]
+    res = client.get(query, headers=headers)
+    assert res.status_code == 200, res.get_json()
+    return sorted(
+        e["resource"]["id"] for e in res.get_json().get("entry", []) if e["search"]["mode"] == "match"
+    )
+
+
+def test_string_is_accent_and_case_insensitive_prefix(client):
+    assert ids(client, "/fhir/HealthcareService?name=equipe") == ["hs-palliatif"]
+    assert ids(client, "/fhir/HealthcareService?name=ÉQUIPE MOBILE") == ["hs-palliatif"]
+    assert ids(client, "/fhir/Organization?name=centre eugene") == ["cem"]
+    assert ids(client, "/fhir/HealthcareService?name:contains=nutrition") == ["hs-dietetique"]
+    assert ids(client, "/fhir/HealthcareService?name:exact=Diététique et nutrition") == ["hs-dietetique"]
+    assert ids(client, "/fhir/HealthcareService?name:exact=diététique et nutrition") == []
+    assert ids(client, "/fhir/Organization?address-postalcode=29") == ["ligue29"]
+
+
+def test_token_forms_and_modifiers(client):
+    assert ids(client, f"/fhir/HealthcareService?specialty={R211}|004") == ["hs-douleur"]
+    assert ids(client, "/fhir/HealthcareService?specialty=004,330") == ["hs-apa", "hs-douleur"]
+    assert ids(client, f"/fhir/HealthcareService?specialty={R211}|") == [
+        "hs-apa",
+        "hs-dietetique",
+        "hs-douleur",
+        "hs-palliatif",
+        "hs-psy",
+    ]
+    assert ids(client, "/fhir/HealthcareService?specialty=|004") == []  # no system: none has it
+    assert ids(client, f"/fhir/HealthcareService?specialty:not={R211}|004") == [
+        "hs-apa",
+        "hs-dietetique",
+        "hs-palliatif",
+        "hs-psy",
+    ]
+    assert ids(client, "/fhir/HealthcareService?active=false") == ["hs-psy"]
+    assert ids(client, f"/fhir/Organization?identifier={FINESS}|290000017") == ["ligue29"]
+    assert ids(client, "/fhir/HealthcareService?_id=hs-apa,hs-psy") == ["hs-apa", "hs-psy"]
+    assert ids(client, f"/fhir/HealthcareService?_tag={R30}|52") == ["hs-palliatif"]
+
+
+def test_missing(client):
+    assert ids(client, "/fhir/HealthcareService?active:missing=false") == ["hs-psy"]
+    assert "hs-apa" in ids(client, "/fhir/HealthcareService?active:missing=true")
+
+
+def test_reference_forms(client):
+    assert ids(client, "/fhir/HealthcareService?organization=ligue29") == ["hs-apa", "hs-psy"]
+    assert ids(client, "/fhir/HealthcareService?organization=Organization/ligue29") == ["hs-apa", "hs-psy"]
+    assert ids(client, "/fhir/HealthcareService?organization=http://fhir.test/fhir/Organization/cem") == [
+        "hs-dietetique",
+        "hs-douleur",
+        "hs-palliatif",
+    ]
+    assert ids(client, "/fhir/HealthcareService?organization:Organization=cem&specialty=004") == [
+        "hs-douleur"
+    ]
+    assert ids(client, "/fhir/PractitionerRole?service:missing=false") == ["role-1"]
+
+
+def test_date_prefixes_on_last_updated(client):
+    everything = ids(client, "/fhir/HealthcareService?_lastUpdated=gt2000-01-01")
+    assert len(everything) == 5
+    assert ids(client, "/fhir/HealthcareService?_lastUpdated=lt2000") == []
+    assert ids(client, "/fhir/HealthcareService?_lastUpdated=sa2000") == everything
+    assert ids(client, "/fhir/HealthcareService?_lastUpdated=eb3000-01") == everything
+    assert ids(client, "/fhir/HealthcareService?_lastUpdated=ge2000&_lastUpdated=le3000") == everything
+    assert client.get("/fhir/HealthcareService?_lastUpdated=yesterday").status_code == 400
+
+
+def test_uri_below_and_above(client):
+    client.post(
+        "/fhir/ValueSet",
+        json={
+            "resourceType": "ValueSet",
+            "status": "active",
+            "url": "https://sos.example.org/fhir/ValueSet/sos-audience",
+        },
+        headers={"Content-Type": "application/fhir+json"},
+    )
+    assert len(ids(client, "/fhir/ValueSet?url:below=https://sos.example.org/fhir/")) == 1
+    assert (
+        len(ids(client, "/fhir/ValueSet?url:above=https://sos.example.org/fhir/ValueSet/sos-audience/x")) == 1
+    )
+    assert ids(client, "/fhir/ValueSet?url=https://sos.example.org/fhir") == []
+
+
+def test_near_on_location_and_through_a_chain(client):
+    brest = "48.39|-4.49"
+    assert ids(client, f"/fhir/Location?near={brest}|5|km") == ["loc-brest"]
+    assert ids(client, f"/fhir/Location?near={brest}|80|km") == ["loc-brest", "loc-quimper"]
+    assert ids(client, f"/fhir/HealthcareService?location.near={brest}|20|km") == ["hs-apa"]
+    assert ids(client, f"/fhir/HealthcareService?location.near={brest}|20000|m") == ["hs-apa"]
+    assert client.get("/fhir/Location?near=91|0|1|km").status_code == 400
+
+
+def test_unknown_parameters_lenient_and_strict(client):
+    res = client.get("/fhir/HealthcareService?nonsense=1&specialty=004").get_json()
+    assert [e["resource"]["id"] for e in res["entry"] if e["search"]["mode"] == "match"] == ["hs-douleur"]
+    outcome = [e for e in res["entry"] if e["search"]["mode"] == "outcome"][0]["resource"]
+    assert "nonsense" in outcome["issue"][0]["diagnostics"]
+    strict = client.get("/fhir/HealthcareService?nonsense=1", headers={"Prefer": "handling=strict"})
+    assert strict.status_code == 400
+    assert client.get("/fhir/HealthcareService?name:nope=x").status_code == 400
+    assert client.get("/fhir/HealthcareService?_contained=true").status_code == 400
+
+
+def test_post_search_equals_get(client):
+    get = client.get(f"/fhir/HealthcareService?specialty={R211}|004,{R211}|330&_sort=name").get_json()
+    post = client.post(
+        "/fhir/HealthcareService/_search", data={"specialty": f"{R211}|004,{R211}|330", "_sort": "name"}
+    ).get_json()
+    assert [e["fullUrl"] for e in get["entry"]] == [e["fullUrl"] for e in post["entry"]]
+    assert get["total"] == post["total"] == 2
+
+
+def test_system_level_search(client):
+    found = ids(client, f"/fhir?_type=Organization,Location&identifier={OFFER}|LOC-BREST")
+    assert found == ["loc-brest"]
+    assert client.get("/fhir?_type=Patient").status_code == 400
+
+
+def test_category_token(client):
+    assert ids(client, f"/fhir/HealthcareService?service-category={R244}|355") == ["hs-apa", "hs-psy"]
