@@ -19,23 +19,31 @@ from fhirsrv.storage.jsonfmt import loads
 from fhirsrv.storage.repository import StoredResource
 
 
-def _entry(info: RequestInfo, stored: StoredResource, mode: str, summary: str | None,
-           elements: list[str] | None) -> dict[str, Any]:
+def _entry(
+    info: RequestInfo, stored: StoredResource, mode: str, summary: str | None, elements: list[str] | None
+) -> dict[str, Any]:
     if summary or elements:
         body: Any = shape(loads(stored.content), summary, elements)
     else:
         body = orjson.Fragment(stored.content)
-    return {"fullUrl": f"{info.base_url}/{stored.res_type}/{stored.res_id}", "resource": body,
-            "search": {"mode": mode}}
+    return {
+        "fullUrl": f"{info.base_url}/{stored.res_type}/{stored.res_id}",
+        "resource": body,
+        "search": {"mode": mode},
+    }
 
 
-def _link(info: RequestInfo, res_type: str | None, params: list[tuple[str, str]], cursor: str | None = None) -> str:
+def _link(
+    info: RequestInfo, res_type: str | None, params: list[tuple[str, str]], cursor: str | None = None
+) -> str:
     query = list(params) + ([("_cursor", cursor)] if cursor else [])
     path = f"{info.base_url}/{res_type}" if res_type else info.base_url
     return f"{path}?{urlencode(query)}" if query else path
 
 
-def search(services: Services, info: RequestInfo, res_type: str | None, params: list[tuple[str, str]]) -> Result:
+def search(
+    services: Services, info: RequestInfo, res_type: str | None, params: list[tuple[str, str]]
+) -> Result:
     engine = services.search
     request = engine.prepare(res_type, params, strict=info.prefer_handling == "strict")
     summary = parse_summary(request.summary)
@@ -48,20 +56,29 @@ def search(services: Services, info: RequestInfo, res_type: str | None, params: 
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
     if page.total is not None:
         bundle["total"] = page.total
-    links = [{"relation": "self", "url": _link(info, res_type, request.used, request.cursor)},
-             {"relation": "first", "url": _link(info, res_type, request.used)}]
+    links = [
+        {"relation": "self", "url": _link(info, res_type, request.used, request.cursor)},
+        {"relation": "first", "url": _link(info, res_type, request.used)},
+    ]
     if page.previous_cursor:
-        links.append({"relation": "previous", "url": _link(info, res_type, request.used, page.previous_cursor)})
+        links.append(
+            {"relation": "previous", "url": _link(info, res_type, request.used, page.previous_cursor)}
+        )
     if page.next_cursor:
         links.append({"relation": "next", "url": _link(info, res_type, request.used, page.next_cursor)})
     bundle["link"] = links
     entries = [_entry(info, s, "match", summary, request.elements) for s in page.matches]
     entries += [_entry(info, s, "include", summary, request.elements) for s in included]
     if request.issues:
-        entries.append({
-            "resource": {"resourceType": "OperationOutcome", "issue": [i.to_fhir() for i in request.issues]},
-            "search": {"mode": "outcome"},
-        })
+        entries.append(
+            {
+                "resource": {
+                    "resourceType": "OperationOutcome",
+                    "issue": [i.to_fhir() for i in request.issues],
+                },
+                "search": {"mode": "outcome"},
+            }
+        )
     if entries:
         bundle["entry"] = entries
     return Result(status=200, resource=bundle)

@@ -111,8 +111,8 @@ def test_include_costs_one_query_per_parameter(app, client):
     for size in (1, 5):
         statements: list[str] = []
 
-        def count(conn, cursor, statement, *args):  # type: ignore[no-untyped-def]
-            statements.append(statement)
+        def count(conn, cursor, statement, *args, _seen=statements):  # type: ignore[no-untyped-def]
+            _seen.append(statement)
 
         event.listen(engine, "before_cursor_execute", count)
         client.get(
