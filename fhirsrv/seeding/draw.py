@@ -121,6 +121,20 @@ def draw_lifecycle(
     return Lifecycle(status, verified, None, regional)
 
 
+# Days before REFERENCE_DATE an entry in each state was created: old for entries that have
+# been through yearly verification, recent for those still in the validation workflow.
+CREATED_DAYS_AGO = {
+    "published": (850, 1500),
+    "verification-pending": (850, 1500),
+    "delisted": (850, 1500),
+    "territorial-validated": (60, 240),
+    "submitted": (10, 90),
+    "draft": (0, 30),
+}
+# Mode d'exercice (NOS TRE_R23) of a referent person, by structure type.
+EXERCISE_MODE = {"association": "B", "msp": "L", "pole-sante": "L", "cpts": "L"}
+
+
 def draw_status(rng: random.Random) -> str:
     return rng.choices(list(LIFECYCLE), weights=list(LIFECYCLE.values()))[0]
 
@@ -146,7 +160,7 @@ def _hours(rng: random.Random, shape: TypeShape, care_mode: str) -> list[Hours]:
         days = tuple(sorted(rng.sample(WEEKDAYS, rng.randint(1, 3)), key=WEEKDAYS.index))
         return [Hours(days, "14:00:00", "18:00:00")]
     if shape.code in ("msp", "pole-sante", "centre-de-sante"):
-        return [Hours(WEEKDAYS, "08:30:00", "19:00:00"), Hours(("sat",), "08:30:00", "12:00:00")]
+        return [Hours(WEEKDAYS, "08:30:00", "19:00:00")]
     return [Hours(WEEKDAYS, "09:00:00", "17:00:00")]
 
 
@@ -243,11 +257,12 @@ def draw_structure(
     for index, service in enumerate(services):
         service.site = index % len(sites) if len(sites) > 1 and rng.random() < 0.5 else 0
         service.phone = phone if rng.random() < 0.6 else names.phone(rng, dep)
-        service.email = f"{names.slug(service.category, 24)}@{domain}"
     identifiers = [("siret", names.siret(rng))]
     if shape.identifier == "finess":
         identifiers.insert(0, ("finess", names.finess(rng, dep)))
     referent = names.person(rng, FAMILY_AXES[shape.family].doctor_share)
+    low, high = CREATED_DAYS_AGO[lifecycle.status]
+    created = REFERENCE_DATE - timedelta(days=rng.randint(low, high))
     return Structure(
         key=key,
         type=type_code,
@@ -263,5 +278,8 @@ def draw_structure(
         email=f"contact@{domain}",
         mssante=f"{names.slug(name, 40)}.{key}@sos-demo.mssante.fr",
         lifecycle=lifecycle,
+        created=created,
+        referent_profession="10" if referent.prefix == "Dr" else "60",  # médecin, infirmier
+        referent_exercise_mode=EXERCISE_MODE.get(type_code, "S"),
         part_of=part_of,
     )

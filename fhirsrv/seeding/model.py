@@ -76,7 +76,6 @@ class Service:
     hours: list[Hours] = field(default_factory=list)
     site: int = 0
     phone: str = ""
-    email: str = ""
 
 
 @dataclass
@@ -97,4 +96,7 @@ class Structure:
     email: str
     mssante: str
     lifecycle: Lifecycle
+    created: date  # when the entry was created (ROR ror-meta-creation-date)
+    referent_profession: str  # NOS TRE_G15 profession code (the ROR requires one on a role)
+    referent_exercise_mode: str  # NOS TRE_R23 mode d'exercice: S salaried, L liberal, B volunteer
     part_of: str | None = None  # key of the parent structure

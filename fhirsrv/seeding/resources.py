@@ -28,12 +28,34 @@ R227 = f"{NOS}/TRE_R227-ChampActivite/FHIR/TRE-R227-ChampActivite"
 R244 = f"{NOS}/TRE_R244-CategorieOrganisation/FHIR/TRE-R244-CategorieOrganisation"
 R338 = f"{NOS}/TRE_R338-ModaliteAccueil/FHIR/TRE-R338-ModaliteAccueil"
 R13_COMMUNE = f"{NOS}/TRE_R13-Commune/FHIR/TRE-R13-Commune"
-ROR_COMMUNE_COG = "https://interop.esante.gouv.fr/ig/fhir/ror/StructureDefinition/ror-commune-cog"
-FINESS = "http://finess.sante.gouv.fr"
-SIRET = "https://sirene.fr"
+R200_CHANNEL = f"{NOS}/TRE_R200-CanalCommunication/FHIR/TRE-R200-CanalCommunication"
+R283_CONFIDENTIALITY = f"{NOS}/TRE_R283-NiveauConfidentialite/FHIR/TRE-R283-NiveauConfidentialite"
+G07_ID_TYPE = f"{NOS}/TRE_G07-TypeIdentifiantStructure/FHIR/TRE-G07-TypeIdentifiantStructure"
+G09_DEPARTEMENT = f"{NOS}/TRE_G09-DepartementOM/FHIR/TRE-G09-DepartementOM"
+G15_PROFESSION = f"{NOS}/TRE_G15-ProfessionSante/FHIR/TRE-G15-ProfessionSante"
+R23_EXERCISE_MODE = f"{NOS}/TRE_R23-ModeExercice/FHIR/TRE-R23-ModeExercice"
+ROR_SD = "https://interop.esante.gouv.fr/ig/fhir/ror/StructureDefinition"
+ROR_COMMUNE_COG = f"{ROR_SD}/ror-commune-cog"
+ROR_CREATION_DATE = f"{ROR_SD}/ror-meta-creation-date"
+ROR_SENSITIVE_UNIT = f"{ROR_SD}/ror-healthcareservice-sensitive-unit"
+ROR_PATIENT_TYPE = f"{ROR_SD}/ror-healthcareservice-patient-type"
+ROR_CHANNEL = f"{ROR_SD}/ror-telecom-communication-channel"
+ROR_TELECOM_CONFIDENTIALITY = f"{ROR_SD}/ror-telecom-confidentiality-level"
+ROR_EXERCISE_MODE = f"{ROR_SD}/ror-practitionerrole-unit-exercise-mode"
+SOS_DEPARTEMENT = f"{SD}/sos-departement"
+# Identifier systems and NOS TRE_G07 identifier types, as the sos-organization profile fixes them
+# (profiles/build.py: FINESS, SIREN, SIRET slices of the ROR Organization).
+FINESS = "http://finess.esante.gouv.fr"
+SIRENE = "http://sirene.fr"
+IDENTIFIERS = {
+    "finess": (FINESS, "1", "FINESS"),
+    "siren": (SIRENE, "2", "SIREN"),
+    "siret": (SIRENE, "3", "SIRET"),
+}
 OFFER_ID_SYSTEM = f"{BASE}/sid/sos-offer"
 LOCATION_ID_SYSTEM = f"{BASE}/sid/sos-location"
-IDENTIFIER_SYSTEMS = {"finess": FINESS, "siret": SIRET}
+# Age range (ROR patient-type ageRange, years) covered by each SOS age group.
+AGE_RANGES = {"aja": (15, 25), "adulte": (18, 120), "personne-agee": (75, 120)}
 
 # Which file each type goes to, in the order a loader must follow so that every reference
 # points to something already loaded (Organization.partOf points to earlier lines of its file).
@@ -128,6 +150,9 @@ def _meta(profile: str | None) -> dict[str, Any]:
 def address(site: Site) -> dict[str, Any]:
     commune = site.commune
     return {
+        "extension": [
+            {"url": SOS_DEPARTEMENT, "valueCoding": _coding(G09_DEPARTEMENT, commune.departement, None)}
+        ],
         "use": "work",
         "type": "physical",
         "line": [site.line],
@@ -138,11 +163,28 @@ def address(site: Site) -> dict[str, Any]:
     }
 
 
-def _telecom(phone: str, email: str) -> list[dict[str, str]]:
-    return [
-        {"system": "phone", "value": phone, "use": "work"},
-        {"system": "email", "value": email, "use": "work"},
-    ]
+def contact_point(system: str, value: str) -> dict[str, Any]:
+    """A ContactPoint with the two extensions the ROR requires on every one: channel (fixed
+    telephone or e-mail, NOS TRE_R200) and confidentiality (open access, TRE_R283)."""
+    # Codes without displays: these two sit on every ContactPoint and would double the files.
+    channel = "2" if system == "phone" else "3"  # "Téléphone fixe", "Courrier électronique"
+    return {
+        "extension": [
+            {"url": ROR_CHANNEL, "valueCodeableConcept": concept(R200_CHANNEL, channel)},
+            {"url": ROR_TELECOM_CONFIDENTIALITY, "valueCodeableConcept": concept(R283_CONFIDENTIALITY, "1")},
+        ],
+        "system": system,
+        "value": value,
+        "use": "work",
+    }
+
+
+def _telecom(phone: str, email: str) -> list[dict[str, Any]]:
+    return [contact_point("phone", phone), contact_point("email", email)]
+
+
+def _created(s: Structure) -> dict[str, Any]:
+    return {"url": ROR_CREATION_DATE, "valueDateTime": s.created.isoformat()}
 
 
 def lifecycle_extension(s: Structure) -> dict[str, Any]:
@@ -157,12 +199,28 @@ def lifecycle_extension(s: Structure) -> dict[str, Any]:
     return {"url": LIFECYCLE_URL, "extension": parts}
 
 
+def _identifier(kind: str, value: str) -> dict[str, Any]:
+    system, type_code, display = IDENTIFIERS[kind]
+    return {"type": concept(G07_ID_TYPE, type_code, display), "system": system, "value": value}
+
+
+def _person_display(s: Structure) -> str:
+    person = s.referent
+    return " ".join(p for p in (person.prefix, person.given, person.family) if p)
+
+
 def organization(s: Structure) -> dict[str, Any]:
+    identifiers = []
+    for kind, value in s.identifiers:
+        if kind == "siret":  # a SIRET starts with the SIREN of the legal entity
+            identifiers.append(_identifier("siren", value[:9]))
+        identifiers.append(_identifier(kind, value))
     res: dict[str, Any] = {
         "resourceType": "Organization",
         "id": org_id(s.key),
         "meta": _meta("sos-organization"),
-        "identifier": [{"system": IDENTIFIER_SYSTEMS[kind], "value": value} for kind, value in s.identifiers],
+        "extension": [_created(s), lifecycle_extension(s)],
+        "identifier": identifiers,
         "active": s.lifecycle.status != "delisted",
         "type": [concept(f"{CS}/sos-structure-type", s.type, STRUCTURE_TYPE[s.type])],
         "name": s.name,
@@ -171,6 +229,12 @@ def organization(s: Structure) -> dict[str, Any]:
     }
     if s.part_of:
         res["partOf"] = ref("Organization", org_id(s.part_of))
+    res["contact"] = [
+        {
+            "name": {"text": _person_display(s), "family": s.referent.family, "given": [s.referent.given]},
+            "telecom": [contact_point("email", s.referent_email)],
+        }
+    ]
     return res
 
 
@@ -185,13 +249,13 @@ def location(s: Structure, index: int) -> dict[str, Any]:
             {
                 "url": ROR_COMMUNE_COG,
                 "valueCodeableConcept": concept(R13_COMMUNE, commune.insee, commune.name),
-            }
+            },
+            _created(s),
         ],
         "identifier": [{"system": LOCATION_ID_SYSTEM, "value": location_id(s.key, index).upper()}],
         "status": "inactive" if s.lifecycle.status == "delisted" else "active",
         "name": site.name,
         "mode": "instance",
-        "telecom": [{"system": "phone", "value": s.phone, "use": "work"}],
         "address": address(site),
         "position": {"longitude": commune.lon, "latitude": commune.lat},
         "managingOrganization": ref("Organization", org_id(s.key)),
@@ -225,24 +289,41 @@ def practitioner(s: Structure) -> dict[str, Any]:
 
 
 def practitioner_role(s: Structure) -> dict[str, Any]:
-    person = s.referent
-    display = " ".join(p for p in (person.prefix, person.given, person.family) if p)
+    """The structure's referent. The ROR allows one service and one telecom per role: the role
+    points to the structure's first service, and gives the referent's e-mail."""
+    profession = {"10": "Médecin", "60": "Infirmier"}[s.referent_profession]
+    mode = {"S": "Salarié", "L": "Libéral, indépendant, artisan, commerçant", "B": "Bénévole"}
     return {
         "resourceType": "PractitionerRole",
         "id": f"prr-{s.key}",
         "meta": _meta("sos-practitionerrole"),
+        "extension": [
+            _created(s),
+            {
+                "url": ROR_EXERCISE_MODE,
+                "valueCodeableConcept": concept(
+                    R23_EXERCISE_MODE, s.referent_exercise_mode, mode[s.referent_exercise_mode]
+                ),
+            },
+        ],
         "active": s.lifecycle.status != "delisted",
-        "practitioner": ref("Practitioner", f"pra-{s.key}", display),
+        "practitioner": ref("Practitioner", f"pra-{s.key}", _person_display(s)),
         "organization": ref("Organization", org_id(s.key), s.name),
-        "code": [{"text": "Personne référente de la structure (annuaire SOS)"}],
+        "code": [
+            {
+                "coding": [_coding(G15_PROFESSION, s.referent_profession, profession)],
+                "text": "Personne référente de la structure (annuaire SOS)",
+            }
+        ],
         "location": [ref("Location", location_id(s.key, 0))],
-        "healthcareService": [ref("HealthcareService", service_id(s.key, i)) for i in range(len(s.services))],
-        "telecom": _telecom(s.referent_phone, s.referent_email),
+        "healthcareService": [ref("HealthcareService", service_id(s.key, 0))],
+        "telecom": [contact_point("email", s.referent_email)],
         "endpoint": [ref("Endpoint", f"end-{s.key}")],
     }
 
 
 def _available_time(service: Service) -> list[dict[str, Any]]:
+    """Opening hours; the ROR allows a single availableTime per service."""
     times = []
     for hours in service.hours:
         entry: dict[str, Any] = {"daysOfWeek": list(hours.days)}
@@ -253,6 +334,10 @@ def _available_time(service: Service) -> list[dict[str, Any]]:
             entry["availableEndTime"] = hours.end
         times.append(entry)
     return times
+
+
+def _years(value: int) -> dict[str, Any]:
+    return {"value": value}  # years, as in the ROR's own examples
 
 
 def healthcare_service(s: Structure, index: int) -> dict[str, Any]:
@@ -271,11 +356,18 @@ def healthcare_service(s: Structure, index: int) -> dict[str, Any]:
     # the demo files' size.
     for attribute, system_id in AXES:
         characteristic += [concept(f"{CS}/{system_id}", code) for code in getattr(service, attribute)]
+    ages = [AGE_RANGES[group] for group in service.age_groups] or [AGE_RANGES["adulte"]]
+    age_range = {"low": _years(min(low for low, _ in ages)), "high": _years(max(high for _, high in ages))}
     res: dict[str, Any] = {
         "resourceType": "HealthcareService",
         "id": service_id(s.key, index),
         "meta": _meta("sos-healthcareservice"),
-        "extension": [lifecycle_extension(s)],
+        "extension": [
+            _created(s),
+            {"url": ROR_SENSITIVE_UNIT, "valueBoolean": False},
+            {"url": ROR_PATIENT_TYPE, "extension": [{"url": "ageRange", "valueRange": age_range}]},
+            lifecycle_extension(s),
+        ],
         "identifier": [{"system": OFFER_ID_SYSTEM, "value": f"SOS-{s.key}-{index + 1:02d}"}],
         "active": s.lifecycle.status in ("published", "verification-pending"),
         "providedBy": ref("Organization", org_id(s.key), s.name),
@@ -288,7 +380,9 @@ def healthcare_service(s: Structure, index: int) -> dict[str, Any]:
         "location": [ref("Location", location_id(s.key, service.site))],
         "name": category_display,
         "comment": " ; ".join(CHILD_DISPLAY[child] for child in service.children),
-        "telecom": _telecom(service.phone, service.email),
+        # One number per offer: its e-mail would be the structure's in most cases, and every
+        # ROR ContactPoint costs half a kilobyte.
+        "telecom": [contact_point("phone", service.phone)],
         "characteristic": characteristic,
         "communication": [concept("urn:ietf:bcp:47", "fr", "français")],
         "availableTime": _available_time(service),

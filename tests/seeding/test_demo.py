@@ -94,6 +94,7 @@ def test_brittany_has_the_389_structures_of_the_thesis_and_dac94_its_18_communes
         for loc in demo["Location"]
         if loc["address"]["district"] == "94"
         for ext in loc["extension"]
+        if ext["url"] == ROR_COMMUNE_COG
     }
     assert insee_94 <= dac_communes and "94076" in insee_94  # Villejuif, Gustave Roussy's commune
 
