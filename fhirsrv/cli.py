@@ -113,5 +113,22 @@ def reindex(database: str | None, res_type: str | None) -> None:
     click.echo(json.dumps({"reindexed": count}))
 
 
+@main.group()
+def seed() -> None:
+    """Demo and benchmark directories."""
+
+
+@seed.command("generate")
+@click.option("--resources", "count", type=int, required=True, help="About how many resources to write.")
+@click.option("--seed", "seed_value", type=int, default=1, show_default=True)
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True)
+def seed_generate(count: int, seed_value: int, out_dir: Path) -> None:
+    """Write a directory of about N resources as NDJSON (load it with `fhirsrv load DIR`)."""
+    from fhirsrv.seeding.generate import generate
+
+    counts = generate(resources=count, seed=seed_value, out_dir=out_dir)
+    click.echo(json.dumps(counts))
+
+
 if __name__ == "__main__":
     main()

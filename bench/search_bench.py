@@ -1,0 +1,166 @@
+"""Search latency at scale: five representative searches through HTTP, against the bare SQL of
+the same query (the statement the engine runs to select the page), on SQLite and PostgreSQL.
+Also records the load throughput of the generated directory.
+
+Usage: python bench/search_bench.py [--resources 10000] [--requests 200] [--postgres URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import parse_qsl, quote
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from http_bench import _free_port, _percentiles, _wait  # noqa: E402
+
+R211 = "https://mos.esante.gouv.fr/NOS/TRE_R211-ActiviteOperationnelle/FHIR/TRE-R211-ActiviteOperationnelle"
+SEARCHES = {
+    "token": ("HealthcareService", f"specialty={quote(R211)}|414&_count=20"),
+    "string": ("Organization", "name=centre&_count=20"),
+    "chain": ("HealthcareService", "organization.name=ligue&_count=20"),
+    "near": ("Location", "near=48.11|-1.68|20|km&_count=20"),
+    "include": (
+        "HealthcareService",
+        "_include=HealthcareService:organization&_include=HealthcareService:location"
+        "&_revinclude=PractitionerRole:service&_count=20",
+    ),
+}
+
+
+def _load(url: str, directory: Path) -> dict:
+    from fhirsrv.app import build_services
+    from fhirsrv.interactions.load import load_paths
+    from fhirsrv.settings import Settings
+
+    services = build_services(Settings.from_env(database_url=url, load_demo=False))
+    start = time.perf_counter()
+    report = load_paths(services, [directory])
+    elapsed = time.perf_counter() - start
+    total = sum(report.counts.values())
+    services.engine.dispose()
+    return {"resources": total, "seconds": round(elapsed, 1), "resources_per_second": round(total / elapsed)}
+
+
+def _bare_sql(url: str, requests: int) -> dict:
+    """Time the engine's own page query, executed directly (no HTTP, no Bundle, no JSON)."""
+    from fhirsrv.app import build_services
+    from fhirsrv.search import paging
+    from fhirsrv.settings import Settings
+    from fhirsrv.storage.engine import read_transaction
+
+    services = build_services(Settings.from_env(database_url=url, load_demo=False))
+    engine = services.search
+    out = {}
+    for name, (res_type, query) in SEARCHES.items():
+        params = [(k, v) for k, v in parse_qsl(query) if not k.startswith("_include") and k != "_revinclude"]
+        request = engine.prepare(res_type, params, strict=True)
+        samples = []
+        for _ in range(requests):
+            start = time.perf_counter()
+            with read_transaction(services.engine) as conn:
+                filtered = engine._filtered(conn, request)
+                sql, columns = paging.sort_columns(filtered, request.sort, request.res_types, engine.registry)
+                sql = sql.order_by(*paging.order_by(columns)).limit(request.count + 1)
+                conn.execute(sql).all()
+            samples.append(time.perf_counter() - start)
+        out[name] = _percentiles(samples)
+    services.engine.dispose()
+    return out
+
+
+def _http(url: str, requests: int) -> dict:
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, str(HERE / "_server.py"), url, str(port), "100"])
+    try:
+        _wait(port, proc)
+        conn = http.client.HTTPConnection("127.0.0.1", port)
+        out = {}
+        for name, (res_type, query) in SEARCHES.items():
+            samples, matches = [], 0
+            for _ in range(requests):
+                start = time.perf_counter()
+                conn.request("GET", f"/fhir/{res_type}?{query}")
+                res = conn.getresponse()
+                body = res.read()
+                samples.append(time.perf_counter() - start)
+                assert res.status == 200, body[:300]
+            matches = json.loads(body).get("total")
+            stats = _percentiles(samples)
+            stats["requests_per_second"] = round(len(samples) / sum(samples), 1)
+            stats["total_matches"] = matches
+            out[name] = stats
+        return out
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def run(url: str, directory: Path, requests: int) -> dict:
+    result: dict = {"load": _load(url, directory)}
+    if url.startswith("postgresql"):
+        from sqlalchemy import text
+
+        from fhirsrv.storage.engine import make_engine
+
+        engine = make_engine(url)
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("ANALYZE"))  # fresh statistics, as autovacuum would give in production
+        engine.dispose()
+    result["http"] = _http(url, requests)
+    result["bare_sql"] = _bare_sql(url, requests)
+    result["ratio_http_vs_bare_sql_median"] = {
+        name: round(result["http"][name]["median_ms"] / max(result["bare_sql"][name]["median_ms"], 1e-3), 2)
+        for name in SEARCHES
+    }
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--resources", type=int, default=10_000)
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--postgres", default=os.environ.get("FHIRSRV_BENCH_DATABASE_URL"))
+    args = parser.parse_args()
+    from fhirsrv.seeding.generate import generate
+
+    results: dict = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "resources": args.resources,
+        "requests": args.requests,
+        "machine": f"{os.cpu_count()} cores",
+        "searches": SEARCHES,
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        generate(resources=args.resources, seed=1, out_dir=data)
+        results["sqlite"] = run(f"sqlite:///{tmp}/bench.sqlite3", data, args.requests)
+        if args.postgres:
+            from sqlalchemy import text
+
+            from fhirsrv.storage.engine import make_engine
+
+            admin = make_engine(args.postgres)
+            with admin.begin() as conn:
+                conn.execute(text("DROP SCHEMA IF EXISTS fhirsrv_bench CASCADE"))
+                conn.execute(text("CREATE SCHEMA fhirsrv_bench"))
+            admin.dispose()
+            sep = "&" if "?" in args.postgres else "?"
+            url = f"{args.postgres}{sep}options=-csearch_path%3Dfhirsrv_bench"
+            results["postgresql"] = run(url, data, args.requests)
+    out = HERE / "results" / f"search_bench_{args.resources}.json"
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
