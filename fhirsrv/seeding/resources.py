@@ -270,8 +270,8 @@ def endpoint(s: Structure) -> dict[str, Any]:
         "status": "off" if s.lifecycle.status == "delisted" else "active",
         "connectionType": _coding(
             "http://terminology.hl7.org/CodeSystem/endpoint-connection-type",
-            "direct-project",
-            "Direct Project",
+            "secure-email",
+            "Secure email",
         ),
         "name": f"MSSanté – {s.name}",
         "managingOrganization": ref("Organization", org_id(s.key)),

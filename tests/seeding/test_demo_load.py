@@ -1,0 +1,30 @@
+"""The demo region loads as it is into an empty database, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+from sqlalchemy import func, select
+
+from fhirsrv.cli import main
+from fhirsrv.storage.engine import make_engine
+from fhirsrv.storage.schema import resource
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_fhirsrv_load_stores_every_demo_resource(db_url: str):
+    result = CliRunner().invoke(main, ["load", str(ROOT / "seed" / "demo"), "--database", db_url])
+    assert result.exit_code == 0, result.output
+    expected = json.loads((ROOT / "seed" / "expected-demo-counts.json").read_text(encoding="utf-8"))[
+        "resources"
+    ]
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        stored = dict(
+            conn.execute(select(resource.c.res_type, func.count()).group_by(resource.c.res_type)).all()
+        )
+    engine.dispose()
+    assert stored == expected
