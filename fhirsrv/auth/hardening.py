@@ -1,0 +1,96 @@
+"""Rate limiting (token buckets per client and per anonymous IP), security headers and CORS."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+from flask import Flask, Response, request
+
+from fhirsrv.auth.settings import AuthSettings
+from fhirsrv.errors import TooManyRequests
+from fhirsrv.interactions.context import current_principal
+
+EXPOSED = "ETag, Location, Content-Location, Last-Modified, Retry-After, WWW-Authenticate"
+
+
+class RateLimiter:
+    """In-memory token buckets: `per_minute` requests, bursts up to the same number.
+
+    Per process: behind several workers the effective limit multiplies by their number, which
+    is acceptable for abuse protection (the aim), not for billing.
+    """
+
+    def __init__(self, max_keys: int = 100_000) -> None:
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+        self._max_keys = max_keys
+
+    def take(self, key: str, per_minute: int, now: float | None = None) -> float:
+        """0 when allowed, else the seconds to wait before the next request is allowed."""
+        if per_minute <= 0:
+            return 0.0
+        now = time.monotonic() if now is None else now
+        rate = per_minute / 60.0
+        with self._lock:
+            tokens, last = self._buckets.get(key, (float(per_minute), now))
+            tokens = min(float(per_minute), tokens + (now - last) * rate)
+            if tokens < 1.0:
+                self._buckets[key] = (tokens, now)
+                return (1.0 - tokens) / rate
+            if len(self._buckets) >= self._max_keys and key not in self._buckets:
+                self._buckets.clear()  # crude bound on memory under an address-spraying flood
+            self._buckets[key] = (tokens - 1.0, now)
+            return 0.0
+
+
+def install_rate_limit(app: Flask, auth_settings: AuthSettings) -> RateLimiter:
+    limiter = RateLimiter()
+
+    def _limit() -> None:
+        principal = current_principal.get()
+        if principal is not None:
+            key, rate = "client:" + principal.client_id, auth_settings.rate_client
+        else:
+            key, rate = "ip:" + (request.remote_addr or "?"), auth_settings.rate_anonymous
+        wait = limiter.take(key, rate)
+        if wait > 0:
+            raise TooManyRequests(
+                f"Too many requests; retry in {math.ceil(wait)} s",
+                headers={"Retry-After": str(max(1, math.ceil(wait)))},
+            )
+
+    app.before_request(_limit)
+    return limiter
+
+
+def install_headers(app: Flask, auth_settings: AuthSettings) -> None:
+    origins = {o.strip() for o in auth_settings.cors_origins.split(",") if o.strip()}
+
+    def _headers(response: Response) -> Response:
+        headers = response.headers
+        headers.setdefault("X-Content-Type-Options", "nosniff")
+        headers.setdefault("Referrer-Policy", "no-referrer")
+        headers.setdefault("X-Frame-Options", "DENY")
+        if not response.mimetype.startswith("text/html"):
+            headers.setdefault("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+        secure = request.is_secure or request.headers.get("X-Forwarded-Proto", "").lower() == "https"
+        if auth_settings.hsts and secure:
+            headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+        origin = request.headers.get("Origin")
+        if origin and request.path.startswith("/fhir") and ("*" in origins or origin in origins):
+            headers["Access-Control-Allow-Origin"] = "*" if "*" in origins else origin
+            if "*" not in origins:
+                headers.add("Vary", "Origin")
+            headers["Access-Control-Expose-Headers"] = EXPOSED
+            if request.method == "OPTIONS":
+                headers["Access-Control-Allow-Methods"] = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+                headers["Access-Control-Allow-Headers"] = (
+                    "Authorization, Content-Type, Accept, If-Match, If-None-Match, If-None-Exist, "
+                    "If-Modified-Since, Prefer"
+                )
+                headers["Access-Control-Max-Age"] = "600"
+        return response
+
+    app.after_request(_headers)

@@ -1,0 +1,118 @@
+"""`fhirsrv clients`: register, list and revoke the OAuth 2 clients of the administration API."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from fhirsrv.settings import Settings
+
+
+def _engine(database: str | None):  # type: ignore[no-untyped-def]
+    from fhirsrv.storage.engine import make_engine
+    from fhirsrv.storage.migrate import ensure_schema
+
+    settings = Settings.from_env(database_url=database)
+    engine = make_engine(settings.database_url)
+    ensure_schema(engine)
+    return engine
+
+
+_DATABASE = click.option(
+    "--database", default=None, help="SQLAlchemy URL (default: FHIRSRV_DATABASE_URL or embedded SQLite)."
+)
+
+
+@click.group()
+def clients() -> None:
+    """OAuth 2 clients (client credentials; secret or private_key_jwt)."""
+
+
+@clients.command("add")
+@click.argument("name")
+@click.option(
+    "--scopes", required=True, help='SMART scopes, e.g. "system/HealthcareService.cruds system/*.rs".'
+)
+@click.option(
+    "--role", required=True, type=click.Choice(["regional-admin", "territorial-admin", "structure-referent"])
+)
+@click.option("--departement", "departements", multiple=True, help="Département code (territorial admin).")
+@click.option("--organization", default=None, help="Organization/ID (structure referent).")
+@click.option(
+    "--jwks",
+    "jwks_file",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Public JWKS file: the client authenticates with private_key_jwt instead of a secret.",
+)
+@_DATABASE
+def add(
+    name: str,
+    scopes: str,
+    role: str,
+    departements: tuple[str, ...],
+    organization: str | None,
+    jwks_file: Path | None,
+    database: str | None,
+) -> None:
+    """Register a client; prints its client_id (and its secret, shown this once)."""
+    from fhirsrv.auth import scopes as smart
+    from fhirsrv.auth.clients import add_client
+
+    bad = [s for s in scopes.split() if not smart.is_valid(s)]
+    if bad or not scopes.split():
+        raise click.BadParameter(f"not SMART scopes: {' '.join(bad) or '(none)'}", param_hint="--scopes")
+    jwks = None
+    if jwks_file is not None:
+        try:
+            jwks = json.loads(jwks_file.read_text())
+        except ValueError as exc:
+            raise click.BadParameter(f"not JSON: {exc}", param_hint="--jwks") from exc
+    engine = _engine(database)
+    try:
+        with engine.begin() as conn:
+            client, secret = add_client(
+                conn, name, " ".join(scopes.split()), role, list(departements), organization, jwks
+            )
+    except ValueError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    finally:
+        engine.dispose()
+    out = client.public_view()
+    if secret is not None:
+        out["client_secret"] = secret
+    click.echo(json.dumps(out, indent=2, ensure_ascii=False))
+
+
+@clients.command("list")
+@_DATABASE
+def list_(database: str | None) -> None:
+    """Every registered client (never a secret) as a JSON array."""
+    from fhirsrv.auth.clients import list_clients
+
+    engine = _engine(database)
+    with engine.connect() as conn:
+        rows = [c.public_view() for c in list_clients(conn)]
+    engine.dispose()
+    click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+
+
+@clients.command("revoke")
+@click.argument("client_id")
+@_DATABASE
+def revoke(client_id: str, database: str | None) -> None:
+    """Revoke a client: it gets no new token (tokens already issued expire within minutes)."""
+    from fhirsrv.auth.clients import revoke_client
+
+    engine = _engine(database)
+    with engine.begin() as conn:
+        found = revoke_client(conn, client_id)
+    engine.dispose()
+    if not found:
+        click.echo(f"error: no client {client_id}", err=True)
+        sys.exit(1)
+    click.echo(json.dumps({"client_id": client_id, "revoked": True}))

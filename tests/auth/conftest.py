@@ -1,0 +1,174 @@
+"""An app with auth on, a small directory in two départements, and clients of each role."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from joserfc import jwt
+from joserfc.jwk import ECKey, RSAKey
+
+from fhirsrv.app import create_app
+from fhirsrv.auth.clients import add_client
+from fhirsrv.interactions import writes
+from fhirsrv.settings import Settings
+
+FHIR = "application/fhir+json"
+LIFECYCLE = "https://sos.example.org/fhir/StructureDefinition/sos-entry-lifecycle"
+TOKEN_URL = "http://fhir.test/fhir/token"
+
+
+def lifecycle(status: str) -> list[dict[str, Any]]:
+    return [{"url": LIFECYCLE, "extension": [{"url": "status", "valueCode": status}]}]
+
+
+def organization(oid: str, dep: str, status: str = "published") -> dict[str, Any]:
+    return {
+        "resourceType": "Organization",
+        "id": oid,
+        "extension": lifecycle(status),
+        "name": f"Structure {oid}",
+        "address": [{"city": "Ville", "district": dep, "postalCode": f"{dep}000"}],
+    }
+
+
+def location(lid: str, org_id: str, postal: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Location",
+        "id": lid,
+        "extension": lifecycle("published"),
+        "name": f"Site {lid}",
+        "address": {"city": "Ville", "postalCode": postal},
+        "managingOrganization": {"reference": f"Organization/{org_id}"},
+    }
+
+
+def service(sid: str, org_id: str, loc_id: str, status: str = "published") -> dict[str, Any]:
+    return {
+        "resourceType": "HealthcareService",
+        "id": sid,
+        "extension": lifecycle(status),
+        "name": f"Offre {sid}",
+        "providedBy": {"reference": f"Organization/{org_id}"},
+        "location": [{"reference": f"Location/{loc_id}"}],
+    }
+
+
+DIRECTORY = [
+    organization("org-29", "29"),
+    organization("org-35", "35"),
+    location("loc-29", "org-29", "29200"),
+    location("loc-35", "org-35", "35000"),
+    service("hs-29", "org-29", "loc-29"),
+    service("hs-35", "org-35", "loc-35"),
+    service("hs-29-draft", "org-29", "loc-29", status="draft"),
+    service("hs-29-pending", "org-29", "loc-29", status="verification-pending"),
+    service("hs-29-delisted", "org-29", "loc-29", status="delisted"),
+    {"resourceType": "Practitioner", "id": "pr-1", "name": [{"family": "Martin"}]},
+]
+
+
+def auth_settings(db_url: str, **extra: str) -> Settings:
+    values = {"auth": "on", "rate_anonymous": "0", "rate_client": "0", **extra}
+    return Settings.from_env(
+        database_url=db_url, load_demo=False, base_url="http://fhir.test/fhir", extra=values
+    )
+
+
+@pytest.fixture
+def auth_app(db_url: str) -> Iterator[Flask]:
+    app = create_app(auth_settings(db_url))
+    services = app.extensions["fhirsrv"]
+    with services.engine.begin() as conn:
+        for res in DIRECTORY:
+            writes.create(services, conn, dict(res), res["id"])
+    yield app
+    services.engine.dispose()
+
+
+@pytest.fixture
+def web(auth_app: Flask) -> FlaskClient:
+    return auth_app.test_client()
+
+
+class Clients:
+    """Registers clients in the app's database and fetches tokens for them."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.services = app.extensions["fhirsrv"]
+
+    def register(
+        self, role: str = "regional-admin", scopes: str = "system/*.cruds", **kw: Any
+    ) -> tuple[str, str]:
+        with self.services.engine.begin() as conn:
+            client, secret = add_client(conn, f"test {role}", scopes, role, **kw)
+        return client.client_id, secret or ""
+
+    def token(self, role: str = "regional-admin", scopes: str = "system/*.cruds", **kw: Any) -> str:
+        client_id, secret = self.register(role, scopes, **kw)
+        response = self.app.test_client().post(
+            "/fhir/token", data={"grant_type": "client_credentials"}, auth=(client_id, secret)
+        )
+        assert response.status_code == 200, response.get_json()
+        return response.get_json()["access_token"]
+
+    def headers(
+        self, role: str = "regional-admin", scopes: str = "system/*.cruds", **kw: Any
+    ) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(role, scopes, **kw)}", "Content-Type": FHIR}
+
+
+@pytest.fixture
+def clients(auth_app: Flask) -> Clients:
+    return Clients(auth_app)
+
+
+def rsa_key() -> RSAKey:
+    key = RSAKey.generate_key(2048, private=True)
+    key.ensure_kid()
+    return key
+
+
+def ec_key() -> ECKey:
+    key = ECKey.generate_key("P-384", private=True)
+    key.ensure_kid()
+    return key
+
+
+def public_jwks(*keys: Any) -> dict[str, Any]:
+    return {"keys": [k.as_dict(private=False) for k in keys]}
+
+
+def assertion(
+    client_id: str,
+    key: Any,
+    alg: str = "RS384",
+    *,
+    exp_in: int = 240,
+    jti: str | None = None,
+    aud: str = TOKEN_URL,
+) -> str:
+    now = int(time.time())
+    claims = {
+        "iss": client_id,
+        "sub": client_id,
+        "aud": aud,
+        "exp": now + exp_in,
+        "jti": jti or str(uuid.uuid4()),
+    }
+    return jwt.encode({"alg": alg, "kid": key.kid}, claims, key, algorithms=[alg])
+
+
+def assertion_form(token: str, scope: str = "system/*.rs") -> dict[str, str]:
+    return {
+        "grant_type": "client_credentials",
+        "scope": scope,
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        "client_assertion": token,
+    }

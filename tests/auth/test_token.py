@@ -1,0 +1,155 @@
+"""The token endpoint: each client authentication method, and the assertions it must refuse."""
+
+from __future__ import annotations
+
+from flask.testing import FlaskClient
+from joserfc import jwt
+from joserfc.jwk import KeySet
+
+from tests.auth.conftest import Clients, assertion, assertion_form, ec_key, public_jwks, rsa_key
+
+
+def _token(web: FlaskClient, **kw):  # type: ignore[no-untyped-def]
+    return web.post("/fhir/token", **kw)
+
+
+def _refused(response) -> bool:  # type: ignore[no-untyped-def]
+    """RFC 6749 §5.2: invalid_client, 401 when the client used HTTP Basic, else 400."""
+    return response.status_code in (400, 401) and response.get_json()["error"] == "invalid_client"
+
+
+def test_client_secret_basic_issues_a_jwt_verifiable_with_the_published_jwks(
+    web: FlaskClient, clients: Clients
+) -> None:
+    client_id, secret = clients.register(scopes="system/*.rs")
+    response = _token(web, data={"grant_type": "client_credentials"}, auth=(client_id, secret))
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["token_type"] == "Bearer" and body["expires_in"] <= 300
+    assert response.headers["Cache-Control"] == "no-store"
+    keys = KeySet.import_key_set(web.get("/fhir/.well-known/jwks.json").get_json())
+    claims = jwt.decode(body["access_token"], keys, algorithms=["RS384"]).claims
+    assert claims["sub"] == client_id and claims["scope"] == "system/*.rs"
+    assert claims["role"] == "regional-admin"
+
+
+def test_client_secret_post(web: FlaskClient, clients: Clients) -> None:
+    client_id, secret = clients.register()
+    response = _token(
+        web,
+        data={
+            "grant_type": "client_credentials",
+            "client_id": client_id,
+            "client_secret": secret,
+            "scope": "system/HealthcareService.rs",
+        },
+    )
+    assert response.status_code == 200
+    assert response.get_json()["scope"] == "system/HealthcareService.rs"
+
+
+def test_wrong_secret_unknown_client_and_revoked_client_are_refused(
+    web: FlaskClient, clients: Clients
+) -> None:
+    client_id, secret = clients.register()
+    assert _token(web, data={"grant_type": "client_credentials"}, auth=(client_id, "nope")).status_code == 401
+    assert _token(web, data={"grant_type": "client_credentials"}, auth=("ghost", secret)).status_code == 401
+    from fhirsrv.auth.clients import revoke_client
+
+    with clients.services.engine.begin() as conn:
+        assert revoke_client(conn, client_id)
+    response = _token(web, data={"grant_type": "client_credentials"}, auth=(client_id, secret))
+    assert response.status_code == 401
+    assert response.get_json()["error"] == "invalid_client"
+
+
+def test_a_scope_beyond_the_registered_ones_is_refused(web: FlaskClient, clients: Clients) -> None:
+    client_id, secret = clients.register(scopes="system/HealthcareService.rs")
+    response = _token(
+        web, data={"grant_type": "client_credentials", "scope": "system/*.cruds"}, auth=(client_id, secret)
+    )
+    assert response.status_code == 400
+    assert response.get_json()["error"] == "invalid_scope"
+
+
+def test_private_key_jwt_with_rs384_and_es384(web: FlaskClient, clients: Clients) -> None:
+    rsa, ec = rsa_key(), ec_key()
+    client_id, secret = clients.register(scopes="system/*.rs", jwks=public_jwks(rsa, ec))
+    assert secret == ""  # an asymmetric client gets no secret
+    for key, alg in ((rsa, "RS384"), (ec, "ES384")):
+        response = _token(web, data=assertion_form(assertion(client_id, key, alg)))
+        assert response.status_code == 200, response.get_json()
+        token = response.get_json()["access_token"]
+        read = web.get("/fhir/HealthcareService/hs-29-draft", headers={"Authorization": f"Bearer {token}"})
+        assert read.status_code == 200  # an authenticated reader sees the draft
+
+
+def test_a_replayed_client_assertion_is_refused(web: FlaskClient, clients: Clients) -> None:
+    key = rsa_key()
+    client_id, _ = clients.register(jwks=public_jwks(key))
+    signed = assertion(client_id, key)
+    assert _token(web, data=assertion_form(signed)).status_code == 200
+    assert _refused(_token(web, data=assertion_form(signed)))
+
+
+def test_an_expired_assertion_is_refused(web: FlaskClient, clients: Clients) -> None:
+    key = rsa_key()
+    client_id, _ = clients.register(jwks=public_jwks(key))
+    assert _refused(_token(web, data=assertion_form(assertion(client_id, key, exp_in=-600))))
+
+
+def test_an_assertion_valid_for_more_than_five_minutes_is_refused(web: FlaskClient, clients: Clients) -> None:
+    key = rsa_key()
+    client_id, _ = clients.register(jwks=public_jwks(key))
+    assert _refused(_token(web, data=assertion_form(assertion(client_id, key, exp_in=3600))))
+
+
+def test_an_assertion_signed_with_another_key_is_refused(web: FlaskClient, clients: Clients) -> None:
+    registered, other = rsa_key(), rsa_key()
+    client_id, _ = clients.register(jwks=public_jwks(registered))
+    forged = assertion(client_id, other)
+    assert _refused(_token(web, data=assertion_form(forged)))
+
+
+def test_an_assertion_for_another_audience_or_weak_algorithm_is_refused(
+    web: FlaskClient, clients: Clients
+) -> None:
+    key = rsa_key()
+    client_id, _ = clients.register(jwks=public_jwks(key))
+    other_aud = assertion(client_id, key, aud="https://elsewhere.example/token")
+    assert _refused(_token(web, data=assertion_form(other_aud)))
+    rs256 = assertion(client_id, key, alg="RS256")
+    assert _refused(_token(web, data=assertion_form(rs256)))
+
+
+def test_a_secret_client_cannot_use_an_assertion_nor_a_jwt_client_a_secret(
+    web: FlaskClient, clients: Clients
+) -> None:
+    key = rsa_key()
+    jwt_client, _ = clients.register(jwks=public_jwks(key))
+    assert _token(web, data={"grant_type": "client_credentials"}, auth=(jwt_client, "")).status_code == 401
+
+
+def test_discovery_and_capability_statement_point_at_the_token_endpoint(web: FlaskClient) -> None:
+    smart = web.get("/fhir/.well-known/smart-configuration").get_json()
+    assert smart["token_endpoint"] == "http://fhir.test/fhir/token"
+    assert "private_key_jwt" in smart["token_endpoint_auth_methods_supported"]
+    assert smart["token_endpoint_auth_signing_alg_values_supported"] == ["RS384", "ES384"]
+    security = web.get("/fhir/metadata").get_json()["rest"][0]["security"]
+    assert security["service"][0]["coding"][0]["code"] == "SMART-on-FHIR"
+    uris = security["extension"][0]["extension"]
+    assert {"url": "token", "valueUri": "http://fhir.test/fhir/token"} in uris
+
+
+def test_a_tampered_or_foreign_access_token_is_401(web: FlaskClient, clients: Clients) -> None:
+    token = clients.token()
+    head, body, sig = token.split(".")
+    tampered = ".".join([head, body, sig[:-4] + ("AAAA" if sig[-4:] != "AAAA" else "BBBB")])
+    foreign = jwt.encode(
+        {"alg": "RS384"}, {"sub": "x", "scope": "system/*.cruds"}, rsa_key(), algorithms=["RS384"]
+    )
+    for bad in (tampered, foreign, "not-a-jwt"):
+        response = web.get("/fhir/Organization/org-29", headers={"Authorization": f"Bearer {bad}"})
+        assert response.status_code == 401
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+        assert response.get_json()["resourceType"] == "OperationOutcome"
