@@ -32,17 +32,23 @@ def _optional(module: str) -> Any:
 
 def install(services: Services) -> None:
     hooks = []
-    closure = _optional("fhirsrv.terminology.closure")
-    if closure is not None:
+    from fhirsrv.storage import repository
+    from fhirsrv.storage.jsonfmt import loads
+    from fhirsrv.terminology import closure
+    from fhirsrv.terminology.valueset import ValueSetExpander
 
-        def _closure_hook(conn: Connection, stored: StoredResource, res: dict[str, Any] | None) -> None:
-            if stored.res_type == "CodeSystem":
-                if res is None:
-                    closure.drop_closure(conn, stored) if hasattr(closure, "drop_closure") else None
-                else:
-                    closure.rebuild_closure(conn, res)
+    def _closure_hook(conn: Connection, stored: StoredResource, res: dict[str, Any] | None) -> None:
+        if stored.res_type != "CodeSystem":
+            return
+        if res is not None:
+            closure.rebuild_closure(conn, res)
+            return
+        previous = repository.get_version(conn, stored.res_type, stored.res_id, stored.version_id - 1)
+        if previous is not None and previous.content:
+            closure.drop_closure(conn, loads(previous.content))
 
-        hooks.append(_closure_hook)
+    hooks.append(_closure_hook)
+    services.search.expander = ValueSetExpander()
 
     def _search_parameter_hook(conn: Connection, stored: StoredResource, res: dict[str, Any] | None) -> None:
         if stored.res_type == "SearchParameter":

@@ -23,7 +23,8 @@ BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)] if P
 
 
 def _pg_schema_url(worker: str) -> tuple[str, str]:
-    schema = f"fhirsrv_test_{worker}"
+    # The pid keeps concurrent runs on one server (developers, CI) out of each other's way.
+    schema = f"fhirsrv_test_{worker}_{os.getpid()}"
     base = normalise_url(PG_URL)
     sep = "&" if "?" in base else "?"
     return schema, f"{base}{sep}options=-csearch_path%3D{schema}"
@@ -44,6 +45,10 @@ def _pg_engine(worker_id: str) -> Iterator[Engine | None]:
     ensure_schema(engine)
     yield engine
     engine.dispose()
+    admin = make_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    admin.dispose()
 
 
 def _truncate_all(engine: Engine) -> None:
@@ -75,8 +80,13 @@ def engine(db_url: str) -> Iterator[Engine]:
 
 @pytest.fixture
 def settings(db_url: str) -> Settings:
-    """Settings for an app on the test database, without demo data (tests create their own)."""
-    return Settings.from_env(database_url=db_url, load_demo=False, base_url="http://fhir.test/fhir")
+    """Settings for an app on the test database, without demo data (tests create their own).
+
+    Authorization is off here: these tests are about FHIR behaviour; tests/auth builds apps
+    with it on and checks every role boundary."""
+    return Settings.from_env(
+        database_url=db_url, load_demo=False, base_url="http://fhir.test/fhir", extra={"auth": "off"}
+    )
 
 
 @pytest.fixture

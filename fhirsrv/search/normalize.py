@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import re
-import unicodedata
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
+
+from fhirsrv.text import fold  # noqa: F401 - re-exported for the search modules
 
 MIN_DATE = datetime(1, 1, 1)
 MAX_DATE = datetime(9999, 12, 31, 23, 59, 59, 999999)
 _DATE = re.compile(
     r"^(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?)?)?$"
 )
-
-
-def fold(text: str) -> str:
-    """Case- and accent-insensitive form: 'Hôpital Saint-Méen' -> 'hopital saint-meen'."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
-    return " ".join(stripped.casefold().split())
 
 
 def date_range(value: str) -> tuple[datetime, datetime] | None:

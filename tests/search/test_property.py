@@ -61,7 +61,11 @@ def expected(orgs: list[dict], name: str, value: str) -> set[str]:
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(orgs=organizations, query=st.lists(queries, min_size=1, max_size=2))
 def test_engine_agrees_with_brute_force(db_url, orgs, query):  # type: ignore[no-untyped-def]
-    app = create_app(Settings.from_env(database_url=db_url, load_demo=False, base_url="http://t/fhir"))
+    app = create_app(
+        Settings.from_env(
+            database_url=db_url, load_demo=False, base_url="http://t/fhir", extra={"auth": "off"}
+        )
+    )
     services = app.extensions["fhirsrv"]
     try:
         with write_transaction(services.engine) as conn:

@@ -1,0 +1,133 @@
+"""The FHIR terminology operations, registered on the operation registry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fhirsrv.errors import BadRequest
+from fhirsrv.interactions.context import RequestInfo, Result, Services
+from fhirsrv.interactions.operations import OperationCall, operation, parameters
+from fhirsrv.storage.engine import read_transaction
+from fhirsrv.terminology import codesystem, conceptmap, store, valueset
+
+SPEC = "http://hl7.org/fhir/OperationDefinition/"
+
+
+def _target(conn, call: OperationCall, res_type: str) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """The ValueSet an operation acts on: the instance, an inline one, or the `url` parameter."""
+    if call.res_id is not None:
+        return store.by_id(conn, res_type, call.res_id)
+    inline = call.resource("valueSet")
+    if inline is not None:
+        return inline
+    url = call.string("url")
+    if not url:
+        raise BadRequest(f"Name the {res_type} with the 'url' parameter (or call it on an instance)")
+    return store.require(conn, res_type, url, call.string("valueSetVersion"))
+
+
+def _code_and_system(call: OperationCall) -> tuple[str | None, str]:
+    coding = call.coding("coding")
+    if coding:
+        return coding.get("system"), str(coding.get("code", ""))
+    code = call.string("code")
+    if not code:
+        raise BadRequest("Give a 'code' (with 'system') or a 'coding'")
+    return call.string("system"), code
+
+
+@operation("lookup", types=("CodeSystem",), instance_level=True, definition=SPEC + "CodeSystem-lookup")
+def lookup(services: Services, info: RequestInfo, call: OperationCall) -> Result:
+    """Details of a code: display, designations, properties, parent and children."""
+    system, code = _code_and_system(call)
+    with read_transaction(services.engine) as conn:
+        if call.res_id is not None:
+            cs = store.by_id(conn, "CodeSystem", call.res_id)
+        elif system:
+            cs = store.require(conn, "CodeSystem", system, call.string("version"))
+        else:
+            raise BadRequest("$lookup needs the code's 'system'")
+    props = [str(p.get("valueCode") or p.get("valueString")) for p in call.all("property")]
+    return Result(resource=codesystem.lookup(cs, code, call.string("displayLanguage"), props))
+
+
+@operation(
+    "validate-code",
+    types=("CodeSystem", "ValueSet"),
+    instance_level=True,
+    definition=SPEC + "ValueSet-validate-code",
+)
+def validate_code(services: Services, info: RequestInfo, call: OperationCall) -> Result:
+    """Whether a code (and display) belongs to a code system or value set: result true/false."""
+    system, code = _code_and_system(call)
+    display = call.string("display") or (call.coding("coding") or {}).get("display")
+    with read_transaction(services.engine) as conn:
+        if call.res_type == "CodeSystem":
+            if call.res_id is not None:
+                cs = store.by_id(conn, "CodeSystem", call.res_id)
+            else:
+                url = call.string("url") or system
+                if not url:
+                    raise BadRequest("CodeSystem/$validate-code needs 'url' or 'system'")
+                cs = store.require(conn, "CodeSystem", url, call.string("version"))
+            return Result(resource=codesystem.validate_code(cs, code, display))
+        vs = _target(conn, call, "ValueSet")
+        return Result(resource=valueset.validate_code(conn, vs, system, code, display))
+
+
+@operation("subsumes", types=("CodeSystem",), instance_level=True, definition=SPEC + "CodeSystem-subsumes")
+def subsumes(services: Services, info: RequestInfo, call: OperationCall) -> Result:
+    """How two codes of a hierarchical code system relate."""
+    code_a = call.string("codeA") or (call.coding("codingA") or {}).get("code")
+    code_b = call.string("codeB") or (call.coding("codingB") or {}).get("code")
+    if not code_a or not code_b:
+        raise BadRequest("$subsumes needs codeA and codeB (or codingA and codingB)")
+    with read_transaction(services.engine) as conn:
+        if call.res_id is not None:
+            cs = store.by_id(conn, "CodeSystem", call.res_id)
+        else:
+            system = call.string("system") or (call.coding("codingA") or {}).get("system")
+            if not system:
+                raise BadRequest("$subsumes needs the 'system'")
+            cs = store.require(conn, "CodeSystem", system, call.string("version"))
+        outcome = codesystem.subsumes(conn, cs, str(code_a), str(code_b))
+    return Result(resource=parameters({"name": "outcome", "valueCode": outcome}))
+
+
+@operation("expand", types=("ValueSet",), instance_level=True, definition=SPEC + "ValueSet-expand")
+def expand(services: Services, info: RequestInfo, call: OperationCall) -> Result:
+    """The codes of a value set, filtered (accent-insensitive), paged, in French or English."""
+    with read_transaction(services.engine) as conn:
+        vs = _target(conn, call, "ValueSet")
+        count = call.integer("count")
+        offset = call.integer("offset", 0) or 0
+        if (count is not None and count < 0) or offset < 0:
+            raise BadRequest("count and offset must not be negative")
+        expanded = valueset.expand(
+            conn,
+            vs,
+            text_filter=call.string("filter"),
+            count=count,
+            offset=offset,
+            language=call.string("displayLanguage"),
+            designations=call.boolean("includeDesignations"),
+            active_only=call.boolean("activeOnly"),
+            hierarchical=call.boolean("excludeNested") is False and call.boolean("hierarchical"),
+        )
+    return Result(resource=expanded)
+
+
+@operation("translate", types=("ConceptMap",), instance_level=True, definition=SPEC + "ConceptMap-translate")
+def translate(services: Services, info: RequestInfo, call: OperationCall) -> Result:
+    """The ROR (or SOS, with reverse=true) codes a code maps to."""
+    system, code = _code_and_system(call)
+    with read_transaction(services.engine) as conn:
+        if call.res_id is not None:
+            cm = store.by_id(conn, "ConceptMap", call.res_id)
+        elif call.string("url"):
+            cm = store.require(conn, "ConceptMap", str(call.string("url")), call.string("conceptMapVersion"))
+        else:
+            raise BadRequest("$translate needs the ConceptMap 'url' (or call it on an instance)")
+    return Result(
+        resource=conceptmap.translate(cm, system, code, call.boolean("reverse"), call.string("targetsystem"))
+    )
