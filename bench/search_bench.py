@@ -27,7 +27,7 @@ R211 = "https://mos.esante.gouv.fr/NOS/TRE_R211-ActiviteOperationnelle/FHIR/TRE-
 SEARCHES = {
     "token": ("HealthcareService", f"specialty={quote(R211)}|414&_count=20"),
     "string": ("Organization", "name=centre&_count=20"),
-    "chain": ("HealthcareService", "organization.name=ligue&_count=20"),
+    "chain": ("HealthcareService", "organization.name=maison&_count=20"),
     "near": ("Location", "near=48.11|-1.68|20|km&_count=20"),
     "include": (
         "HealthcareService",
