@@ -1,0 +1,63 @@
+"""Anonymous callers see published entries and conformance content, nothing else."""
+
+from __future__ import annotations
+
+from flask.testing import FlaskClient
+
+from tests.auth.conftest import Clients
+
+
+def _ids(bundle: dict) -> set[str]:
+    return {e["resource"]["id"] for e in bundle.get("entry", []) if e["search"]["mode"] == "match"}
+
+
+def test_anonymous_reads_published_and_pending_entries_only(web: FlaskClient) -> None:
+    assert web.get("/fhir/HealthcareService/hs-29").status_code == 200
+    assert web.get("/fhir/HealthcareService/hs-29-pending").status_code == 200
+    for hidden in ("hs-29-draft", "hs-29-delisted"):
+        response = web.get(f"/fhir/HealthcareService/{hidden}")
+        assert response.status_code == 404
+        assert f"Offre {hidden}" not in response.get_data(as_text=True)
+        assert web.get(f"/fhir/HealthcareService/{hidden}/_history/1").status_code == 404
+    assert web.get("/fhir/Practitioner/pr-1").status_code == 200  # no lifecycle: public
+
+
+def test_anonymous_search_hides_drafts_and_counts_right(web: FlaskClient) -> None:
+    bundle = web.get("/fhir/HealthcareService?_total=accurate").get_json()
+    assert _ids(bundle) == {"hs-29", "hs-35", "hs-29-pending"}
+    assert bundle.get("total", 3) == 3
+    history = web.get("/fhir/HealthcareService/_history").get_json()
+    assert "hs-29-draft" not in {e["resource"]["id"] for e in history.get("entry", []) if "resource" in e}
+
+
+def test_anonymous_includes_do_not_leak_drafts(web: FlaskClient) -> None:
+    bundle = web.get("/fhir/Organization?_id=org-29&_revinclude=HealthcareService:organization").get_json()
+    shown = {e["resource"]["id"] for e in bundle.get("entry", [])}
+    assert "hs-29" in shown or bundle.get("entry")  # the search itself worked
+    assert "hs-29-draft" not in shown
+
+
+def test_authenticated_readers_see_drafts(web: FlaskClient, clients: Clients) -> None:
+    headers = clients.headers("structure-referent", scopes="system/*.rs", organization="Organization/org-29")
+    assert web.get("/fhir/HealthcareService/hs-29-draft", headers=headers).status_code == 200
+    bundle = web.get("/fhir/HealthcareService", headers=headers).get_json()
+    assert "hs-29-draft" in _ids(bundle)
+
+
+def test_audit_events_are_for_regional_admins_only(web: FlaskClient, clients: Clients) -> None:
+    regional = clients.headers("regional-admin", scopes="system/*.rs")
+    events = web.get("/fhir/AuditEvent", headers=regional).get_json()
+    assert events["entry"], "the fixture's writes left audit events"
+    some_id = events["entry"][0]["resource"]["id"]
+    assert web.get(f"/fhir/AuditEvent/{some_id}", headers=regional).status_code == 200
+    assert web.get(f"/fhir/AuditEvent/{some_id}").status_code == 404
+    assert web.get("/fhir/AuditEvent").status_code == 401
+    territorial = clients.headers("territorial-admin", scopes="system/*.rs", departements=["29"])
+    assert web.get("/fhir/AuditEvent", headers=territorial).status_code == 403
+    assert web.get(f"/fhir/AuditEvent/{some_id}", headers=territorial).status_code == 403
+
+
+def test_anonymous_system_search_needs_a_token(web: FlaskClient, clients: Clients) -> None:
+    assert web.get("/fhir?_type=HealthcareService").status_code == 401
+    headers = clients.headers("regional-admin", scopes="system/*.rs")
+    assert web.get("/fhir?_type=HealthcareService", headers=headers).status_code == 200
