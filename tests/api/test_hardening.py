@@ -1,0 +1,210 @@
+"""Limits, rate limiting, security headers, CORS and error hygiene of the HTTP API."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from fhirsrv.app import create_app
+from fhirsrv.interactions import writes
+from fhirsrv.settings import Settings
+from tests.api.helpers import FHIR, count_rows
+
+SAMPLE = {"resourceType": "Organization", "id": "o1", "name": "Ligue contre le cancer"}
+
+
+def _settings(db_url: str, extra: dict[str, str] | None = None, **limits: Any) -> Settings:
+    values = {"auth": "on", "rate_anonymous": "0", "rate_client": "0", **(extra or {})}
+    return Settings.from_env(
+        database_url=db_url, load_demo=False, base_url="http://fhir.test/fhir", extra=values, **limits
+    )
+
+
+@pytest.fixture
+def make_app(db_url: str) -> Iterator[Any]:
+    apps: list[Flask] = []
+
+    def build(extra: dict[str, str] | None = None, **limits: Any) -> FlaskClient:
+        app = create_app(_settings(db_url, extra, **limits))
+        apps.append(app)
+        services = app.extensions["fhirsrv"]
+        with services.engine.begin() as conn:
+            if not count_rows(app.test_client())[0]:  # one sample per database
+                writes.create(services, conn, dict(SAMPLE), "o1")
+        return app.test_client()
+
+    yield build
+    for app in apps:
+        app.extensions["fhirsrv"].engine.dispose()
+
+
+def _outcome(response: Any, status: int, code: str | None = None) -> None:
+    assert response.status_code == status
+    body = response.get_json()
+    assert body["resourceType"] == "OperationOutcome"
+    if code:
+        assert body["issue"][0]["code"] == code
+
+
+def test_body_size_limit_is_413(make_app: Any) -> None:
+    web = make_app(max_body_bytes=2000)
+    before = count_rows(web)
+    big = {"resourceType": "Organization", "name": "x" * 5000}
+    _outcome(web.post("/fhir/Organization", json=big, headers={"Content-Type": FHIR}), 413)
+    assert count_rows(web) == before
+
+
+def test_query_string_limit_is_414(make_app: Any) -> None:
+    web = make_app(max_query_length=200)
+    _outcome(web.get("/fhir/Organization?name=" + "a" * 300), 414, "too-costly")
+
+
+def test_too_many_search_parameters_is_400_too_costly(make_app: Any) -> None:
+    web = make_app(max_search_params=5)
+    query = "&".join(f"name=n{i}" for i in range(8))
+    _outcome(web.get(f"/fhir/Organization?{query}"), 400, "too-costly")
+    assert web.get("/fhir/Organization?name=n1&name=n2").status_code == 200
+
+
+def test_count_is_capped(make_app: Any, db_url: str) -> None:
+    web = make_app(max_count=2)
+    response = web.get("/fhir/Organization?_count=100000")
+    assert response.status_code == 200
+    assert len(response.get_json().get("entry", [])) <= 2
+
+
+def test_bundle_entry_limit(make_app: Any) -> None:
+    from fhirsrv.auth.clients import add_client
+
+    web = make_app(max_bundle_entries=3)
+    services = web.application.extensions["fhirsrv"]
+    with services.engine.begin() as conn:
+        client, secret = add_client(conn, "dsrc", "system/*.cruds", "regional-admin")
+    token = web.post(
+        "/fhir/token", data={"grant_type": "client_credentials"}, auth=(client.client_id, secret)
+    )
+    headers = {"Authorization": f"Bearer {token.get_json()['access_token']}", "Content-Type": FHIR}
+    entry = {
+        "resource": {"resourceType": "Organization", "name": "a"},
+        "request": {"method": "POST", "url": "Organization"},
+    }
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [entry] * 5}
+    before = count_rows(web)
+    response = web.post("/fhir", json=bundle, headers=headers)
+    assert 400 <= response.status_code < 500
+    assert count_rows(web) == before
+
+
+def test_anonymous_rate_limit_answers_429_with_retry_after(make_app: Any) -> None:
+    web = make_app({"rate_anonymous": "3", "rate_client": "100"})
+    statuses = [web.get("/fhir/Organization/o1").status_code for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+    limited = web.get("/fhir/Organization/o1")
+    _outcome(limited, 429, "throttled")
+    assert int(limited.headers["Retry-After"]) >= 1
+    # Another address has its own bucket.
+    other = web.get("/fhir/Organization/o1", environ_base={"REMOTE_ADDR": "10.0.0.9"})
+    assert other.status_code == 200
+
+
+def test_client_rate_limit_is_per_client(make_app: Any) -> None:
+    from fhirsrv.auth.clients import add_client
+
+    web = make_app({"rate_anonymous": "2", "rate_client": "3"})
+    services = web.application.extensions["fhirsrv"]
+    with services.engine.begin() as conn:
+        client, secret = add_client(conn, "dsrc", "system/*.rs", "regional-admin")
+    token = web.post(
+        "/fhir/token", data={"grant_type": "client_credentials"}, auth=(client.client_id, secret)
+    )
+    headers = {"Authorization": f"Bearer {token.get_json()['access_token']}"}
+    statuses = [web.get("/fhir/Organization/o1", headers=headers).status_code for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+
+
+def test_rate_limiter_refills_over_time() -> None:
+    from fhirsrv.auth.hardening import RateLimiter
+
+    limiter = RateLimiter()
+    assert limiter.take("k", 60, now=0.0) == 0
+    for _ in range(59):
+        limiter.take("k", 60, now=0.0)
+    assert limiter.take("k", 60, now=0.0) == pytest.approx(1.0)
+    assert limiter.take("k", 60, now=1.0) == 0
+
+
+def test_security_headers(make_app: Any) -> None:
+    web = make_app()
+    response = web.get("/fhir/Organization/o1")
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Content-Security-Policy"].startswith("default-src 'none'")
+    assert response.headers["Referrer-Policy"] == "no-referrer"
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert "Strict-Transport-Security" not in response.headers
+    secure = web.get("/fhir/Organization/o1", headers={"X-Forwarded-Proto": "https"})
+    assert secure.headers["Strict-Transport-Security"].startswith("max-age=")
+
+
+def test_cors_for_the_public_api(make_app: Any) -> None:
+    web = make_app({"cors_origins": "https://annuaire.example.org"})
+    allowed = web.get("/fhir/Organization/o1", headers={"Origin": "https://annuaire.example.org"})
+    assert allowed.headers["Access-Control-Allow-Origin"] == "https://annuaire.example.org"
+    assert "ETag" in allowed.headers["Access-Control-Expose-Headers"]
+    other = web.get("/fhir/Organization/o1", headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in other.headers
+    preflight = web.options(
+        "/fhir/Organization",
+        headers={"Origin": "https://annuaire.example.org", "Access-Control-Request-Method": "POST"},
+    )
+    assert preflight.status_code in (200, 204)
+    assert "Authorization" in preflight.headers["Access-Control-Allow-Headers"]
+
+
+def test_no_stack_trace_in_any_response(make_app: Any) -> None:
+    web = make_app()
+
+    def boom() -> None:
+        raise RuntimeError("secret internal detail /etc/passwd")
+
+    web.application.add_url_rule("/fhir/__boom", "boom", boom)
+    response = web.get("/fhir/__boom")
+    assert response.status_code == 500
+    text = response.get_data(as_text=True)
+    assert "secret internal detail" not in text and "Traceback" not in text
+    assert response.get_json()["resourceType"] == "OperationOutcome"
+
+
+@pytest.mark.parametrize(
+    ("body", "path", "method"),
+    [
+        (b"{not json", "/fhir/Organization", "post"),
+        (b'{"resourceType": "Patient", "id": "o1"}', "/fhir/Organization/o1", "put"),
+        (b'{"resourceType": "Organization", "id": "other"}', "/fhir/Organization/o1", "put"),
+        (b'{"resourceType": "Organization", "name": "\xff\xfe"}', "/fhir/Organization", "post"),
+        (b"[" * 5000 + b"]" * 5000, "/fhir/Organization", "post"),
+        (b'{"resourceType": "Organization", "name": {"nested": [[[[1]]]]}}', "/fhir/Organization", "post"),
+        (b'"just a string"', "/fhir", "post"),
+    ],
+)
+def test_malformed_writes_are_4xx_and_change_nothing(
+    make_app: Any, body: bytes, path: str, method: str
+) -> None:
+    from fhirsrv.auth.clients import add_client
+
+    web = make_app()
+    services = web.application.extensions["fhirsrv"]
+    with services.engine.begin() as conn:
+        client, secret = add_client(conn, "dsrc", "system/*.cruds", "regional-admin")
+    token = web.post(
+        "/fhir/token", data={"grant_type": "client_credentials"}, auth=(client.client_id, secret)
+    )
+    headers = {"Authorization": f"Bearer {token.get_json()['access_token']}", "Content-Type": FHIR}
+    before = count_rows(web)
+    response = getattr(web, method)(path, data=body, headers=headers)
+    assert 400 <= response.status_code < 500, response.get_data(as_text=True)[:300]
+    assert response.get_json()["resourceType"] == "OperationOutcome"
+    assert count_rows(web) == before
