@@ -1,0 +1,141 @@
+"""Code membership for bindings: the CodeChecker protocol and a local, file-based checker.
+
+The validator only needs one question answered: "is this code in that ValueSet?". The
+terminology service answers it for the server (closure tables, cached expansions); this local
+checker answers it from JSON files alone, so profiles can be validated in tests, in the CLI
+loader and before the database exists. `None` means "I do not know this ValueSet": a binding
+the server cannot check is reported as a warning, never silently passed or wrongly failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Protocol
+
+from fhirsrv.validation.definitions import PROFILES_DIR, canonical, iter_json_resources
+
+TERMINOLOGY_DIR = PROFILES_DIR.parent / "terminology"
+
+
+class CodeChecker(Protocol):
+    def validate_code(self, valueset_url: str, system: str | None, code: str) -> bool | None:
+        """True/False when the ValueSet is known, None when it is not."""
+        ...
+
+
+class LocalCodeChecker:
+    """Expands simple ValueSets (whole systems, concept lists, is-a filters, nested sets)."""
+
+    def __init__(self, paths: Iterable[Path] | None = None) -> None:
+        if paths is None:
+            paths = [
+                PROFILES_DIR / "r4" / "terminology.json",
+                PROFILES_DIR / "ror",
+                PROFILES_DIR / "sos",
+                TERMINOLOGY_DIR,
+            ]
+        self._valuesets: dict[str, dict[str, Any]] = {}
+        self._codesystems: dict[str, dict[str, Any]] = {}
+        self._expansions: dict[str, set[tuple[str, str]] | None] = {}
+        for res in iter_json_resources(p for p in paths if p.exists()):
+            self.add(res)
+
+    def add(self, res: dict[str, Any]) -> None:
+        kind = res.get("resourceType")
+        if kind == "ValueSet" and res.get("url"):
+            self._valuesets[res["url"]] = res
+        elif kind == "CodeSystem" and res.get("url"):
+            self._codesystems[res["url"]] = res
+        self._expansions.clear()
+
+    def validate_code(self, valueset_url: str, system: str | None, code: str) -> bool | None:
+        expansion = self._expand(canonical(valueset_url), set())
+        if expansion is None:
+            return None
+        if system is None:
+            return any(c == code for _, c in expansion)
+        return (system, code) in expansion
+
+    def _expand(self, url: str, seen: set[str]) -> set[tuple[str, str]] | None:
+        if url in self._expansions:
+            return self._expansions[url]
+        vs = self._valuesets.get(url)
+        if vs is None or url in seen:
+            return None
+        seen.add(url)
+        result: set[tuple[str, str]] | None = set()
+        if "expansion" in vs and "compose" not in vs:
+            result = _flatten_expansion(vs["expansion"].get("contains", []))
+        for inc in vs.get("compose", {}).get("include", []):
+            part = self._include(inc, seen)
+            if part is None:
+                result = None
+                break
+            result |= part
+        if result is not None:
+            for exc in vs.get("compose", {}).get("exclude", []):
+                result -= self._include(exc, seen) or set()
+        self._expansions[url] = result
+        return result
+
+    def _include(self, inc: dict[str, Any], seen: set[str]) -> set[tuple[str, str]] | None:
+        codes: set[tuple[str, str]] | None = None
+        system = inc.get("system")
+        if system:
+            if inc.get("concept"):
+                codes = {(system, c["code"]) for c in inc["concept"]}
+            else:
+                cs = self._codesystems.get(system)
+                if cs is None or cs.get("content") in ("not-present", "example"):
+                    return None
+                codes = _codesystem_codes(cs, inc.get("filter", []))
+                if codes is None:
+                    return None
+        for nested in inc.get("valueSet", []):
+            part = self._expand(canonical(nested), seen)
+            if part is None:
+                return None
+            codes = part if codes is None else codes & part
+        return codes or set()
+
+
+def _flatten_expansion(contains: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    out: set[tuple[str, str]] = set()
+    for c in contains:
+        if "code" in c and not c.get("abstract"):
+            out.add((c.get("system", ""), c["code"]))
+        out |= _flatten_expansion(c.get("contains", []))
+    return out
+
+
+def _codesystem_codes(cs: dict[str, Any], filters: list[dict[str, Any]]) -> set[tuple[str, str]] | None:
+    """All codes of a CodeSystem, or those under an is-a / descendent-of filter."""
+    parents: dict[str, str | None] = {}
+
+    def walk(concepts: list[dict[str, Any]], parent: str | None) -> None:
+        for c in concepts:
+            parents[c["code"]] = parent
+            for prop in c.get("property", []):
+                if prop.get("code") == "parent" and prop.get("valueCode"):
+                    parents[c["code"]] = prop["valueCode"]
+            walk(c.get("concept", []), c["code"])
+
+    walk(cs.get("concept", []), None)
+    codes = set(parents)
+    for f in filters:
+        if f.get("property") != "concept" or f.get("op") not in ("is-a", "descendent-of"):
+            return None
+        root = f.get("value")
+
+        def under(code: str, root: str = root) -> bool:
+            seen: set[str] = set()
+            while code is not None and code not in seen:
+                if code == root:
+                    return True
+                seen.add(code)
+                code = parents.get(code)  # type: ignore[assignment]
+            return False
+
+        codes = {c for c in codes if under(c) and (f["op"] == "is-a" or c != root)}
+    return {(cs["url"], c) for c in codes}
