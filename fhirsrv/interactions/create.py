@@ -11,7 +11,7 @@ from fhirsrv.interactions.context import RequestInfo, Result, Services
 from fhirsrv.interactions.preconditions import match_one
 from fhirsrv.interactions.read import served
 from fhirsrv.interactions.resources import check_resource, check_type
-from fhirsrv.storage.engine import write_transaction
+from fhirsrv.storage.engine import joined_or_new_write
 
 
 def create(
@@ -29,10 +29,8 @@ def create(
     check_type(res_type, writable=True)
     check_resource(res, res_type)
     writes.validate(services, res)
-    if conn is None:
-        with write_transaction(services.engine) as own:
-            return _create(services, info, res_type, res, own, res_id)
-    return _create(services, info, res_type, res, conn, res_id)
+    with joined_or_new_write(services.engine, conn) as tx:
+        return _create(services, info, res_type, res, tx, res_id)
 
 
 def _create(

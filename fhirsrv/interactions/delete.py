@@ -9,7 +9,7 @@ from fhirsrv.interactions.context import RequestInfo, Result, Services
 from fhirsrv.interactions.preconditions import check_if_match, lost_race_is_conflict, match_one
 from fhirsrv.interactions.resources import check_id, check_type
 from fhirsrv.storage import repository
-from fhirsrv.storage.engine import write_transaction
+from fhirsrv.storage.engine import joined_or_new_write
 
 
 def delete(
@@ -24,10 +24,8 @@ def delete(
     check_type(res_type, writable=True)
     if res_id is not None:
         check_id(res_id)
-    if conn is None:
-        with write_transaction(services.engine) as own:
-            return _delete(services, info, res_type, res_id, own, criteria)
-    return _delete(services, info, res_type, res_id, conn, criteria)
+    with joined_or_new_write(services.engine, conn) as tx:
+        return _delete(services, info, res_type, res_id, tx, criteria)
 
 
 def _delete(

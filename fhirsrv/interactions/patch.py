@@ -14,7 +14,7 @@ from fhirsrv.interactions.preconditions import check_if_match, lost_race_is_conf
 from fhirsrv.interactions.read import served
 from fhirsrv.interactions.resources import check_id, check_type
 from fhirsrv.storage import repository
-from fhirsrv.storage.engine import write_transaction
+from fhirsrv.storage.engine import joined_or_new_write
 from fhirsrv.storage.jsonfmt import loads
 
 
@@ -40,10 +40,8 @@ def patch(
     if res_id is not None:
         check_id(res_id)
     compiled = _compile(operations)
-    if conn is None:
-        with write_transaction(services.engine) as own:
-            return _patch(services, info, res_type, res_id, compiled, own, criteria)
-    return _patch(services, info, res_type, res_id, compiled, conn, criteria)
+    with joined_or_new_write(services.engine, conn) as tx:
+        return _patch(services, info, res_type, res_id, compiled, tx, criteria)
 
 
 def _patch(

@@ -13,7 +13,7 @@ from fhirsrv.interactions.preconditions import check_if_match, lost_race_is_conf
 from fhirsrv.interactions.read import served
 from fhirsrv.interactions.resources import check_id, check_resource, check_type
 from fhirsrv.storage import repository
-from fhirsrv.storage.engine import write_transaction
+from fhirsrv.storage.engine import joined_or_new_write
 
 
 def update(
@@ -43,10 +43,8 @@ def update(
     elif body_id is not None:
         check_id(str(body_id))
     writes.validate(services, res)
-    if conn is None:
-        with write_transaction(services.engine) as own:
-            return _update(services, info, res_type, res_id, res, own, criteria)
-    return _update(services, info, res_type, res_id, res, conn, criteria)
+    with joined_or_new_write(services.engine, conn) as tx:
+        return _update(services, info, res_type, res_id, res, tx, criteria)
 
 
 def _update(

@@ -84,6 +84,16 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
 
 
 @contextmanager
+def joined_or_new_write(engine: Engine, conn: Connection | None) -> Iterator[Connection]:
+    """The caller's transaction when it has one (a Bundle entry, the loader), else a new one."""
+    if conn is not None:
+        yield conn
+        return
+    with write_transaction(engine) as own:
+        yield own
+
+
+@contextmanager
 def read_transaction(engine: Engine) -> Iterator[Connection]:
     """A consistent snapshot for a read or a search (several queries see the same data)."""
     with engine.connect() as conn, conn.begin():
