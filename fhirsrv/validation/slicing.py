@@ -20,8 +20,24 @@ _MISSING = object()
 _EXTENSION_CALL = re.compile(r"^extension\(['\"]?([^'\")]+)['\"]?\)$")
 
 
+_FIXED_CACHE: dict[int, tuple[dict[str, Any], tuple[str, Any] | None]] = {}
+
+
 def fixed_or_pattern(el: dict[str, Any]) -> tuple[str, Any] | None:
-    """('fixed'|'pattern', value) of an element definition, if it has one."""
+    """('fixed'|'pattern', value) of an element definition, if it has one.
+
+    Asked for every value of every element, so the answer is memoised per definition (the
+    definition is kept in the cache too, so its id cannot be reused by another dict).
+    """
+    hit = _FIXED_CACHE.get(id(el))
+    if hit is not None and hit[0] is el:
+        return hit[1]
+    found = _scan_fixed_or_pattern(el)
+    _FIXED_CACHE[id(el)] = (el, found)
+    return found
+
+
+def _scan_fixed_or_pattern(el: dict[str, Any]) -> tuple[str, Any] | None:
     for key, value in el.items():
         if key.startswith("fixed") and key != "fixed":
             return "fixed", value
