@@ -6,9 +6,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert
+from sqlalchemy import Connection, delete, insert, select
 
-from fhirsrv.storage.schema import code_closure
+from fhirsrv.storage.jsonfmt import loads
+from fhirsrv.storage.schema import code_closure, resource
 
 
 def parents(codesystem: dict[str, Any]) -> dict[str, set[str]]:
@@ -33,6 +34,7 @@ def parents(codesystem: dict[str, Any]) -> dict[str, set[str]]:
 
 
 def pairs(codesystem: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """Every (ancestor, descendant) pair, reflexive ones included, so `is-a` is one lookup."""
     direct = parents(codesystem)
     for code in direct:
         seen, stack = {code}, [code]
@@ -46,6 +48,8 @@ def pairs(codesystem: dict[str, Any]) -> Iterator[tuple[str, str]]:
 
 
 def rebuild_closure(conn: Connection, codesystem: dict[str, Any]) -> None:
+    """Replace the closure rows of this code system's url; called in the write transaction of a
+    CodeSystem, so searches never see a hierarchy different from the stored resource."""
     system = codesystem.get("url")
     if not system:
         return
@@ -56,5 +60,21 @@ def rebuild_closure(conn: Connection, codesystem: dict[str, Any]) -> None:
 
 
 def drop_closure(conn: Connection, codesystem: dict[str, Any]) -> None:
+    """Forget a deleted code system's hierarchy, so `:below` on it stops matching."""
     if codesystem.get("url"):
         conn.execute(delete(code_closure).where(code_closure.c.system == codesystem["url"]))
+
+
+def rebuild_all(conn: Connection) -> int:
+    """Rebuild the whole table from the stored CodeSystems (after a bulk load or a restore that
+    bypassed the write path); returns how many code systems it indexed."""
+    conn.execute(delete(code_closure))
+    count = 0
+    rows = conn.execute(
+        select(resource.c.content).where(resource.c.res_type == "CodeSystem", resource.c.deleted.is_(False))
+    )
+    for (content,) in rows.all():
+        if content:
+            rebuild_closure(conn, loads(content))
+            count += 1
+    return count

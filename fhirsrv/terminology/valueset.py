@@ -1,7 +1,10 @@
 """ValueSet $expand and $validate-code, over extensional and intensional compositions.
 
-Expansions are cached in process, keyed by the ValueSet's url and version and the versions of
-the code systems it draws on, so a changed CodeSystem never serves a stale expansion."""
+The composition (the ValueSet's codes before any text filter or paging) is cached in process,
+keyed by the ValueSet's url, version and stored versionId. Each entry also records the
+terminology generation it was computed at (see `generation`), so a CodeSystem or ValueSet written
+by any process of the server invalidates it: a stale expansion is never served. Filtering and
+paging a cached composition of a hundred codes costs far less than the one query of the check."""
 
 from __future__ import annotations
 
@@ -9,10 +12,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, func, select
 
 from fhirsrv.errors import BadRequest, NotFound
-from fhirsrv.storage.jsonfmt import format_instant, utcnow
+from fhirsrv.storage.jsonfmt import dumps, format_instant, utcnow
+from fhirsrv.storage.schema import code_closure, resource
 from fhirsrv.terminology import store
 from fhirsrv.terminology.closure import pairs
 from fhirsrv.terminology.codesystem import display_in, iter_concepts
@@ -76,26 +80,47 @@ def _matches_filter(
     raise BadRequest(f"ValueSet filter '{prop} {op} {value}' is not supported")
 
 
+def _closure_of(conn: Connection, cs: dict[str, Any]) -> set[tuple[str, str]]:
+    """(ancestor, descendant) pairs of a code system, from the closure table when it is stored
+    there; a code system not (yet) in the table (e.g. an inline one) is walked once instead."""
+    rows = conn.execute(
+        select(code_closure.c.ancestor, code_closure.c.descendant).where(code_closure.c.system == cs["url"])
+    ).all()
+    return {(a, d) for a, d in rows} if rows else set(pairs(cs))
+
+
+def _listed_codes(include: dict[str, Any]) -> list[Code]:
+    """The codes an include enumerates, as the ValueSet states them: enough to expand a national
+    value set (JDV) whose code system is not loaded here."""
+    return [
+        Code(include["system"], include.get("version"), c["code"], c.get("display"), c, None, None)
+        for c in include.get("concept") or []
+    ]
+
+
 def _codes_of_include(conn: Connection, include: dict[str, Any], stack: tuple[str, ...]) -> list[Code]:
     codes: list[Code] = []
     if include.get("system"):
         cs = store.by_url(conn, "CodeSystem", include["system"], include.get("version"))
-        if cs is None:
+        if cs is None and include.get("concept") and not include.get("filter"):
+            codes = _listed_codes(include)
+        elif cs is None:
             raise NotFound(f"The code system {include['system']} used by this ValueSet is not known")
-        all_codes = [
-            Code(cs["url"], cs.get("version"), c["code"], c.get("display"), c, parent, cs.get("language"))
-            for c, parent in iter_concepts(cs.get("concept") or [])
-        ]
-        if include.get("concept"):
-            wanted = {c["code"]: c.get("display") for c in include["concept"]}
-            codes = [c for c in all_codes if c.code in wanted]
         else:
-            closure = set(pairs(cs)) if include.get("filter") else set()
-            codes = [
-                c
-                for c in all_codes
-                if all(_matches_filter(cs, c, f, closure) for f in include.get("filter") or [])
+            all_codes = [
+                Code(cs["url"], cs.get("version"), c["code"], c.get("display"), c, parent, cs.get("language"))
+                for c, parent in iter_concepts(cs.get("concept") or [])
             ]
+            if include.get("concept"):
+                wanted = {c["code"] for c in include["concept"]}
+                codes = [c for c in all_codes if c.code in wanted]
+            else:
+                closure = _closure_of(conn, cs) if include.get("filter") else set()
+                codes = [
+                    c
+                    for c in all_codes
+                    if all(_matches_filter(cs, c, f, closure) for f in include.get("filter") or [])
+                ]
     for url in include.get("valueSet") or []:
         imported = _compose(conn, store.require(conn, "ValueSet", url), stack)
         if include.get("system"):
@@ -121,8 +146,45 @@ def _compose(conn: Connection, valueset: dict[str, Any], stack: tuple[str, ...] 
     return list(included.values())
 
 
+_CACHE: dict[tuple[Any, ...], tuple[tuple[Any, ...], list[Code]]] = {}
+_CACHE_SIZE = 256
+
+
+def generation(conn: Connection) -> tuple[Any, ...]:
+    """A fingerprint of every stored CodeSystem and ValueSet: it changes with any create, update
+    or delete of one (count, sum of versions, latest update), whichever process wrote it. One
+    query on the (res_type, last_updated) index."""
+    row = conn.execute(
+        select(func.count(), func.sum(resource.c.version_id), func.max(resource.c.last_updated)).where(
+            resource.c.res_type.in_(("CodeSystem", "ValueSet"))
+        )
+    ).one()
+    return tuple(row)
+
+
+def _cache_key(valueset: dict[str, Any]) -> tuple[Any, ...]:
+    meta = valueset.get("meta") or {}
+    if valueset.get("id") and meta.get("versionId"):
+        return ("stored", valueset["id"], meta["versionId"], valueset.get("url"), valueset.get("version"))
+    return ("inline", dumps(valueset.get("compose") or {}))
+
+
 def codes(conn: Connection, valueset: dict[str, Any]) -> list[Code]:
-    return _compose(conn, valueset)
+    """The ValueSet's codes (compose applied), from the cache while the terminology is unchanged."""
+    key = _cache_key(valueset)
+    now = generation(conn)
+    hit = _CACHE.get(key)
+    if hit is not None and hit[0] == now:
+        return hit[1]
+    found = _compose(conn, valueset)
+    if len(_CACHE) >= _CACHE_SIZE:
+        _CACHE.clear()
+    _CACHE[key] = (now, found)
+    return found
+
+
+def clear_cache() -> None:
+    _CACHE.clear()
 
 
 def _contains(code: Code, language: str | None, designations: bool) -> dict[str, Any]:
@@ -240,11 +302,17 @@ def validate_code(
     return {"resourceType": "Parameters", "parameter": params}
 
 
+def valueset_pairs(conn: Connection, url: str) -> list[tuple[str, str]]:
+    """The (system, code) pairs of a stored ValueSet (cached expansion); 400 when it is unknown,
+    because for a search the ValueSet is a parameter value the client got wrong."""
+    found = store.by_url(conn, "ValueSet", url)
+    if found is None:
+        raise BadRequest(f"The ValueSet '{url}' is not known to this server")
+    return [(c.system, c.code) for c in codes(conn, found)]
+
+
 class ValueSetExpander:
     """The search engine's CodeExpander: (system, code) pairs of a ValueSet, for :in / :not-in."""
 
     def valueset_codes(self, conn: Connection, url: str) -> list[tuple[str, str]]:
-        valueset = store.by_url(conn, "ValueSet", url)
-        if valueset is None:
-            raise BadRequest(f"The ValueSet '{url}' is not known to this server")
-        return [(c.system, c.code) for c in codes(conn, valueset)]
+        return valueset_pairs(conn, url)
