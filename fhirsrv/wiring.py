@@ -56,8 +56,39 @@ def install(services: Services) -> None:
 
     hooks.append(_search_parameter_hook)
     services.extras["write_hooks"] = hooks
+    services.extras["profile_issues"] = _profile_issues(services)
     for module in OPERATION_MODULES:
         _optional(module)
+
+
+ADMIN_ROLES = ("regional-admin", "territorial-admin")
+
+
+def _profile_issues(services: Services) -> Any:
+    """Profile checks of the write path: the profiles a resource claims (and those $validate
+    asks for), plus the SOS profile of directory types when the writer is not an administrator
+    (FHIRSRV_ENFORCE_SOS_PROFILES=non-admin, the default; `all` or `claimed-only` change it)."""
+    import os
+
+    from fhirsrv.interactions.context import current_principal
+    from fhirsrv.validation import profile_issues_hook
+
+    mode = services.settings.extra.get("enforce_sos_profiles") or os.environ.get(
+        "FHIRSRV_ENFORCE_SOS_PROFILES", "non-admin"
+    )
+    claimed = profile_issues_hook()
+    enforced = profile_issues_hook(enforce_sos=True)
+
+    def issues(res: dict[str, Any], profiles: tuple[str, ...]) -> list[Any]:
+        principal = current_principal.get()
+        enforce = mode == "all" or (
+            mode == "non-admin"
+            and principal is not None
+            and getattr(principal, "role", "") not in ADMIN_ROLES
+        )
+        return (enforced if enforce else claimed)(res, profiles)
+
+    return issues
 
 
 def install_http(app: Any, services: Services) -> None:

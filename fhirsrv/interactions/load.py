@@ -113,7 +113,7 @@ def _store_batch(
         try:
             check_resource(res)
             check_type(res["resourceType"], writable=True)
-            writes.validate(services, res)
+            writes.validate(services, res, with_profiles=False)
         except FhirError as exc:
             raise LoadError(f"{label}: {exc.diagnostics}") from exc
         keyed.append((label, res))

@@ -29,7 +29,9 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
-def validation_issues(services: Services, res: dict[str, Any], profiles: tuple[str, ...] = ()) -> list[Issue]:
+def validation_issues(
+    services: Services, res: dict[str, Any], profiles: tuple[str, ...] = (), *, with_profiles: bool = True
+) -> list[Issue]:
     """Everything a write checks: structure (R4 models), then the profiles that apply.
 
     `$validate` answers with exactly these issues, so it never disagrees with a write.
@@ -38,14 +40,17 @@ def validation_issues(services: Services, res: dict[str, Any], profiles: tuple[s
     if any(i.severity in ("error", "fatal") for i in issues):
         return issues
     profile_issues = services.extras.get("profile_issues")
-    if profile_issues is not None:
+    if profile_issues is not None and with_profiles:
         issues += profile_issues(res, profiles)
     return issues
 
 
-def validate(services: Services, res: dict[str, Any]) -> None:
-    """Raise when the resource may not be stored: 400 for structure, 422 for profile rules."""
-    issues = validation_issues(services, res)
+def validate(services: Services, res: dict[str, Any], *, with_profiles: bool = True) -> None:
+    """Raise when the resource may not be stored: 400 for structure, 422 for profile rules.
+
+    The file loader skips profiles (`with_profiles=False`): it loads the server's own
+    conformance and demo content, whose conformance tests/ check once instead of every start."""
+    issues = validation_issues(services, res, with_profiles=with_profiles)
     errors = [i for i in issues if i.severity in ("error", "fatal")]
     if not errors:
         return
