@@ -7,21 +7,19 @@ one (comma values) unites. Chains and `_has` are joins on the reference index; `
 
 from __future__ import annotations
 
-import math
 from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, Connection, and_, func, or_, select, tuple_
+from sqlalchemy import ColumnElement, Connection, and_, or_, select, tuple_
 from sqlalchemy.sql.elements import ColumnClause
 
 from fhirsrv.errors import BadRequest
-from fhirsrv.search import clauses
+from fhirsrv.search import clauses, near
 from fhirsrv.search.filter import Compare, Logical
 from fhirsrv.search.parameters import Criterion, parse, split_token
 from fhirsrv.search.registry import SearchParamDef, SearchParamRegistry
 from fhirsrv.storage.schema import (
     code_closure,
     idx_date,
-    idx_geo,
     idx_number,
     idx_reference,
     idx_string,
@@ -49,8 +47,6 @@ _MODIFIERS = {
     "uri": {"below", "above", "missing"},
     "special": {"missing"},
 }
-EARTH_KM = 6371.0088
-_UNITS = {"km": 1.0, "m": 0.001, "mi": 1.609344, "[mi_i]": 1.609344, "mi_i": 1.609344}
 
 
 class CodeExpander(Protocol):
@@ -325,43 +321,4 @@ class Compiler:
     def _near(self, res_type: str, crit: Criterion, rid: Any) -> ColumnElement[bool]:
         if res_type != "Location":
             raise BadRequest("near is a Location parameter (chain it: location.near=…)")
-        options = [self._near_one(value, rid) for value in crit.values]
-        return or_(*options)
-
-    def _near_one(self, value: str, rid: Any) -> ColumnElement[bool]:
-        lat, lon, dist, unit = parse_near(value)
-        d_lat = dist / 111.32
-        d_lon = dist / max(111.32 * math.cos(math.radians(lat)), 1e-6)
-        g = idx_geo.c
-        sub = select(g.rid).where(
-            g.res_type == "Location",
-            g.latitude.between(lat - d_lat, lat + d_lat),
-            g.longitude.between(lon - d_lon, lon + d_lon),
-            distance_km(lat, lon) <= dist,
-        )
-        return rid.in_(sub)
-
-
-def parse_near(value: str) -> tuple[float, float, float, str]:
-    parts = value.split("|")
-    try:
-        lat, lon = float(parts[0]), float(parts[1])
-        dist = float(parts[2]) if len(parts) > 2 and parts[2] else 10.0
-    except (ValueError, IndexError) as exc:
-        raise BadRequest(f"near takes latitude|longitude|distance|unit, not '{value}'") from exc
-    unit = parts[3] if len(parts) > 3 and parts[3] else "km"
-    if unit not in _UNITS:
-        raise BadRequest(f"near: unsupported distance unit '{unit}' (km, m, mi)")
-    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
-        raise BadRequest(f"near: '{value}' is not a valid position")
-    return lat, lon, dist * _UNITS[unit], unit
-
-
-def distance_km(lat: float, lon: float) -> ColumnElement[float]:
-    """Great-circle distance from (lat, lon) to idx_geo's point (spherical law of cosines)."""
-    g = idx_geo.c
-    rlat = math.radians(lat)
-    cos_angle = math.sin(rlat) * func.sin(func.radians(g.latitude)) + math.cos(rlat) * func.cos(
-        func.radians(g.latitude)
-    ) * func.cos(func.radians(g.longitude) - math.radians(lon))
-    return EARTH_KM * func.acos(func.least(1.0, func.greatest(-1.0, cos_angle)))
+        return or_(*[near.within(value, rid) for value in crit.values])

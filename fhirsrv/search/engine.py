@@ -200,7 +200,9 @@ class SearchEngine:
             total = conn.execute(select(func.count()).select_from(filtered.subquery())).scalar_one()
         if request.summary == "count" or request.count == 0:
             return SearchPage([], [], total, None, None)
-        query, columns = paging.sort_columns(filtered, request.sort, request.res_types, self.registry)
+        query, columns = paging.sort_columns(
+            filtered, request.sort, request.res_types, self.registry, request.criteria
+        )
         query = query.add_columns(*[c for c, _ in columns])
         backwards = False
         if request.cursor:

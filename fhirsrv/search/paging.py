@@ -4,6 +4,7 @@ so following `next` while others write never repeats nor skips a match that did 
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -13,6 +14,8 @@ from sqlalchemy import ColumnElement, and_, func, or_
 from sqlalchemy.sql import Select
 
 from fhirsrv.errors import BadRequest
+from fhirsrv.search import near
+from fhirsrv.search.parameters import Criterion
 from fhirsrv.search.registry import SearchParamRegistry
 from fhirsrv.storage.schema import idx_sort, resource
 
@@ -37,11 +40,16 @@ def parse_sort(values: list[str]) -> list[SortKey]:
 
 
 def sort_columns(
-    query: Select, keys: list[SortKey], res_types: list[str], registry: SearchParamRegistry
+    query: Select,
+    keys: list[SortKey],
+    res_types: list[str],
+    registry: SearchParamRegistry,
+    criteria: Sequence[Criterion] = (),
 ) -> tuple[Select, list[tuple[ColumnElement[Any], bool]]]:
     """Join what each key needs; return the query and (expression, descending) pairs, rid last.
 
-    Missing values sort last in both directions (a sentinel past the end of the range)."""
+    Missing values sort last in both directions (a sentinel past the end of the range), except
+    for `near`: the distance to the query's near point, missing positions counting as far away."""
     columns: list[tuple[ColumnElement[Any], bool]] = []
     for key in keys:
         if key.code == "_id":
@@ -49,6 +57,9 @@ def sort_columns(
             continue
         if key.code == "_lastUpdated":
             columns.append((resource.c.last_updated, key.descending))
+            continue
+        if key.code == "near":
+            columns.append((near.sort_distance(list(criteria), res_types), key.descending))
             continue
         params = [registry.get(t, key.code) for t in res_types]
         if not all(params):

@@ -137,3 +137,29 @@ def test_system_level_search(client):
 
 def test_category_token(client):
     assert ids(client, f"/fhir/HealthcareService?service-category={R244}|355") == ["hs-apa", "hs-psy"]
+
+
+def test_sort_by_distance_to_the_near_point(client):
+    quimper = "47.99|-4.10"
+    assert ids_in_order(client, f"/fhir/Location?near={quimper}|300|km&_sort=near") == [
+        "loc-quimper",
+        "loc-brest",
+        "loc-rennes",
+    ]
+    assert ids_in_order(client, f"/fhir/Location?near={quimper}|300|km&_sort=-near")[0] == "loc-rennes"
+    # Through the chain: the offers nearest the patient first.
+    rennes = "48.11|-1.68"
+    assert ids_in_order(client, f"/fhir/HealthcareService?location.near={rennes}|300|km&_sort=near,_id") == [
+        "hs-dietetique",
+        "hs-douleur",
+        "hs-palliatif",
+        "hs-psy",  # Quimper, about 180 km from Rennes
+        "hs-apa",  # Brest, about 210 km
+    ]
+    assert client.get("/fhir/Location?_sort=near").status_code == 400
+
+
+def ids_in_order(client, query: str) -> list[str]:  # type: ignore[no-untyped-def]
+    res = client.get(query)
+    assert res.status_code == 200, res.get_json()
+    return [e["resource"]["id"] for e in res.get_json().get("entry", []) if e["search"]["mode"] == "match"]
