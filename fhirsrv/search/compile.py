@@ -205,22 +205,8 @@ class Compiler:
                     self._element_param(target, inner.path[0])
                 except BadRequest:
                     continue
-                t = resource.alias()
-                joined = (
-                    select(idx_reference.c.rid)
-                    .join(
-                        t,
-                        and_(
-                            t.c.res_type == idx_reference.c.target_type,
-                            t.c.res_id == idx_reference.c.target_id,
-                        ),
-                    )
-                    .where(
-                        idx_reference.c.res_type == res_type,
-                        idx_reference.c.param == name,
-                        t.c.res_type == target,
-                        self._compare(target, inner, t.c.rid),
-                    )
+                joined = referring(
+                    res_type, name, target, lambda t_rid, target=target: self._compare(target, inner, t_rid)
                 )
                 options.append(rid.in_(joined))
             if not options:
@@ -267,22 +253,11 @@ class Compiler:
             inner = parse(inner_name, ",".join(v.replace(",", "\\,") for v in crit.values))
             if self.registry.get(target, inner.name) is None and inner.name != "_has":
                 continue
-            t = resource.alias()
-            joined = (
-                select(idx_reference.c.rid)
-                .join(
-                    t,
-                    and_(
-                        t.c.res_type == idx_reference.c.target_type, t.c.res_id == idx_reference.c.target_id
-                    ),
-                )
-                .where(
-                    idx_reference.c.res_type == res_type,
-                    idx_reference.c.param == param.code,
-                    t.c.res_type == target,
-                    t.c.deleted.is_(False),
-                    self.condition(target, inner, t.c.rid),
-                )
+            joined = referring(
+                res_type,
+                param.code,
+                target,
+                lambda t_rid, target=target, inner=inner: self.condition(target, inner, t_rid),
             )
             options.append(rid.in_(joined))
         if not options:
@@ -301,20 +276,16 @@ class Compiler:
         if ref.type != "reference":
             raise BadRequest(f"_has: '{ref_code}' is not a reference parameter of {other}")
         inner = parse(rest, ",".join(v.replace(",", "\\,") for v in crit.values))
-        me = resource.alias()
-        pointing = (
-            select(me.c.rid)
-            .join(
-                idx_reference,
-                and_(idx_reference.c.target_type == me.c.res_type, idx_reference.c.target_id == me.c.res_id),
-            )
-            .where(
-                me.c.res_type == res_type,
-                idx_reference.c.res_type == other,
-                idx_reference.c.param == ref_code,
-                self.condition(other, inner, idx_reference.c.rid),
-            )
+        # Drive from the referring resources that match, to the ids they point to: an IN list
+        # on the (target_type, target_id) index rather than one probe per candidate.
+        targets = select(idx_reference.c.target_id).where(
+            idx_reference.c.res_type == other,
+            idx_reference.c.param == ref_code,
+            idx_reference.c.target_type == res_type,
+            self.condition(other, inner, idx_reference.c.rid),
         )
+        me = resource.alias()
+        pointing = select(me.c.rid).where(me.c.res_type == res_type, me.c.res_id.in_(targets))
         return rid.in_(pointing)
 
     # ------------------------------------------------------------------------------------ near
@@ -322,3 +293,23 @@ class Compiler:
         if res_type != "Location":
             raise BadRequest("near is a Location parameter (chain it: location.near=…)")
         return or_(*[near.within(value, rid) for value in crit.values])
+
+
+def referring(res_type: str, param_code: str, target: str, target_test: Any) -> Any:
+    """The rids of `res_type` resources whose reference parameter points to a live `target`
+    resource passing `target_test(rid column)`.
+
+    The matching targets are found first and their ids fed to the reference index as an IN
+    list: joining the other way round lets SQLite probe the whole target list once per
+    reference row (a chain over 10k resources went from about a second to milliseconds).
+    """
+    t = resource.alias()
+    target_ids = select(t.c.res_id).where(
+        t.c.res_type == target, t.c.deleted.is_(False), target_test(t.c.rid)
+    )
+    return select(idx_reference.c.rid).where(
+        idx_reference.c.res_type == res_type,
+        idx_reference.c.param == param_code,
+        idx_reference.c.target_type == target,
+        idx_reference.c.target_id.in_(target_ids),
+    )
