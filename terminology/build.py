@@ -85,6 +85,8 @@ def _concept(item: dict[str, Any], properties: list[dict[str, Any]]) -> dict[str
     if item.get("designation_en"):
         concept["designation"] = [{"language": "en", "value": item["designation_en"]}]
     props = [{"code": "status", "valueCode": "active"}]
+    if item.get("active") is False:  # listed for later (e.g. individual practitioners), not offered yet
+        props.append({"code": "inactive", "valueBoolean": True})
     if item.get("evidence"):
         props.append({"code": "evidence", "valueCode": item["evidence"]})
     concept["property"] = props + properties
@@ -116,6 +118,12 @@ def _codesystem(
             "code": "evidence",
             "type": "code",
             "description": "Source du concept : seed (texte source), externe (source publique), proposition (à valider)",
+        },
+        {
+            "code": "inactive",
+            "uri": "http://hl7.org/fhir/concept-properties#inactive",
+            "type": "boolean",
+            "description": "Concept réservé, pas encore proposé à la saisie",
         },
         *(extra_props or []),
     ]

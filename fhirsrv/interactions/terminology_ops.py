@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fhirsrv.errors import BadRequest
+from fhirsrv.errors import BadRequest, NotFound
 from fhirsrv.interactions.context import RequestInfo, Result, Services
 from fhirsrv.interactions.operations import OperationCall, operation, parameters
 from fhirsrv.storage.engine import read_transaction
@@ -52,25 +52,31 @@ def lookup(services: Services, info: RequestInfo, call: OperationCall) -> Result
 
 
 @operation(
-    "validate-code",
-    types=("CodeSystem", "ValueSet"),
-    instance_level=True,
-    definition=SPEC + "ValueSet-validate-code",
+    "validate-code", types=("CodeSystem",), instance_level=True, definition=SPEC + "CodeSystem-validate-code"
 )
-def validate_code(services: Services, info: RequestInfo, call: OperationCall) -> Result:
-    """Whether a code (and display) belongs to a code system or value set: result true/false."""
+def validate_code_system(services: Services, info: RequestInfo, call: OperationCall) -> Result:
+    """Whether a code (and display) is in a code system: result true/false with a message."""
     system, code = _code_and_system(call)
     display = call.string("display") or (call.coding("coding") or {}).get("display")
     with read_transaction(services.engine) as conn:
-        if call.res_type == "CodeSystem":
-            if call.res_id is not None:
-                cs = store.by_id(conn, "CodeSystem", call.res_id)
-            else:
-                url = call.string("url") or system
-                if not url:
-                    raise BadRequest("CodeSystem/$validate-code needs 'url' or 'system'")
-                cs = store.require(conn, "CodeSystem", url, call.string("version"))
-            return Result(resource=codesystem.validate_code(cs, code, display))
+        if call.res_id is not None:
+            cs = store.by_id(conn, "CodeSystem", call.res_id)
+        else:
+            url = call.string("url") or system
+            if not url:
+                raise BadRequest("CodeSystem/$validate-code needs 'url' or 'system'")
+            cs = store.require(conn, "CodeSystem", url, call.string("version"))
+    return Result(resource=codesystem.validate_code(cs, code, display))
+
+
+@operation(
+    "validate-code", types=("ValueSet",), instance_level=True, definition=SPEC + "ValueSet-validate-code"
+)
+def validate_code_in_valueset(services: Services, info: RequestInfo, call: OperationCall) -> Result:
+    """Whether a code (and display) is in a value set: result true/false with a message."""
+    system, code = _code_and_system(call)
+    display = call.string("display") or (call.coding("coding") or {}).get("display")
+    with read_transaction(services.engine) as conn:
         vs = _target(conn, call, "ValueSet")
         return Result(resource=valueset.validate_code(conn, vs, system, code, display))
 
@@ -112,7 +118,9 @@ def expand(services: Services, info: RequestInfo, call: OperationCall) -> Result
             language=call.string("displayLanguage"),
             designations=call.boolean("includeDesignations"),
             active_only=call.boolean("activeOnly"),
-            hierarchical=call.boolean("excludeNested") is False and call.boolean("hierarchical"),
+            # R4 asks for nesting with excludeNested=false; `hierarchical=true` is accepted too
+            hierarchical=(call.value("excludeNested") is not None and not call.boolean("excludeNested"))
+            or call.boolean("hierarchical"),
         )
     return Result(resource=expanded)
 
@@ -121,13 +129,23 @@ def expand(services: Services, info: RequestInfo, call: OperationCall) -> Result
 def translate(services: Services, info: RequestInfo, call: OperationCall) -> Result:
     """The ROR (or SOS, with reverse=true) codes a code maps to."""
     system, code = _code_and_system(call)
+    reverse = call.boolean("reverse")
+    target_system = call.string("targetsystem")
     with read_transaction(services.engine) as conn:
         if call.res_id is not None:
             cm = store.by_id(conn, "ConceptMap", call.res_id)
         elif call.string("url"):
             cm = store.require(conn, "ConceptMap", str(call.string("url")), call.string("conceptMapVersion"))
         else:
-            raise BadRequest("$translate needs the ConceptMap 'url' (or call it on an instance)")
-    return Result(
-        resource=conceptmap.translate(cm, system, code, call.boolean("reverse"), call.string("targetsystem"))
-    )
+            source, target = call.string("source"), call.string("target")
+            if not (source or target or system):
+                raise BadRequest(
+                    "$translate needs the ConceptMap 'url', a 'source'/'target' scope or a 'system'"
+                )
+            maps = conceptmap.candidates(
+                store.all_of(conn, "ConceptMap"), system, source, target, target_system, reverse
+            )
+            if not maps:
+                raise NotFound("No ConceptMap here translates from this source to this target")
+            return Result(resource=conceptmap.translate_many(maps, system, code, reverse, target_system))
+    return Result(resource=conceptmap.translate(cm, system, code, reverse, target_system))

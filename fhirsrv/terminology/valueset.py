@@ -38,7 +38,9 @@ class Code:
         return not any(
             p.get("code") == "status" and p.get("valueCode") in ("retired", "inactive", "deprecated")
             for p in self.concept.get("property") or []
-        ) and not self.concept.get("inactive")
+        ) and not any(
+            p.get("code") == "inactive" and p.get("valueBoolean") for p in self.concept.get("property") or []
+        )
 
 
 def _property(concept: dict[str, Any], name: str) -> list[str]:
