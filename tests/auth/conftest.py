@@ -74,7 +74,15 @@ DIRECTORY = [
 
 
 def auth_settings(db_url: str, **extra: str) -> Settings:
-    values = {"auth": "on", "rate_anonymous": "0", "rate_client": "0", **extra}
+    # These tests are about who may write what: the SOS profile rules that apply to referents'
+    # writes (fhirsrv.wiring) are tested with the validation, so only claimed profiles apply here.
+    values = {
+        "auth": "on",
+        "rate_anonymous": "0",
+        "rate_client": "0",
+        "enforce_sos_profiles": "claimed-only",
+        **extra,
+    }
     return Settings.from_env(
         database_url=db_url, load_demo=False, base_url="http://fhir.test/fhir", extra=values
     )
