@@ -20,7 +20,12 @@ def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def string_test(value: str, modifier: str | None) -> ColumnElement[bool]:
+_TOP = "\U0010ffff"  # the highest code point: every string starting with p sorts below p + _TOP
+
+
+def string_test(value: str, modifier: str | None, ordered: bool = False) -> ColumnElement[bool]:
+    """`ordered`: the database compares text by code point, so a starts-with search also gets
+    a range condition the (res_type, param, value_norm) index can serve."""
     if modifier == "exact":
         return idx_string.c.value_exact == value
     if modifier == "@eq":
@@ -31,7 +36,12 @@ def string_test(value: str, modifier: str | None) -> ColumnElement[bool]:
     if modifier == "contains":
         return idx_string.c.value_norm.like(f"%{folded}%", escape="\\")
     if modifier in (None, ""):
-        return idx_string.c.value_norm.like(f"{folded}%", escape="\\")
+        starts = idx_string.c.value_norm.like(f"{folded}%", escape="\\")
+        prefix = fold(value)
+        if ordered and prefix:
+            col = idx_string.c.value_norm
+            return and_(col >= prefix, col < prefix + _TOP, starts)
+        return starts
     raise BadRequest(f"Modifier :{modifier} is not supported on string parameters")
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, Connection, and_, or_, select, tuple_
+from sqlalchemy import ColumnElement, Connection, and_, or_, select, text, tuple_
 from sqlalchemy.sql.elements import ColumnClause
 
 from fhirsrv.errors import BadRequest
@@ -67,6 +67,7 @@ class Compiler:
         self.conn = conn
         self.base_url = base_url
         self.expander = expander
+        self.ordered_prefix = ordered_prefix(conn)
 
     # ------------------------------------------------------------------------------ entry points
     def condition(self, res_type: str, crit: Criterion, rid: ColumnClause | Any) -> ColumnElement[bool]:
@@ -125,7 +126,7 @@ class Compiler:
     def _value_test(self, param: SearchParamDef, modifier: str | None, value: str) -> ColumnElement[bool]:
         kind = param.type
         if kind == "string":
-            return clauses.string_test(value, modifier)
+            return clauses.string_test(value, modifier, self.ordered_prefix)
         if kind == "token":
             if modifier in ("below", "above"):
                 return self._subsumption(value, modifier)
@@ -293,6 +294,29 @@ class Compiler:
         if res_type != "Location":
             raise BadRequest("near is a Location parameter (chain it: location.near=…)")
         return or_(*[near.within(value, rid) for value in crit.values])
+
+
+_ORDERED: dict[str, bool] = {}
+
+
+def ordered_prefix(conn: Connection) -> bool:
+    """Whether text compares by code point on this database, so that a starts-with search may
+    add the range `value >= p AND value < p || U+10FFFF`, which a B-tree index serves (SQLite
+    and PostgreSQL do not use an index for LIKE 'p%' under their default settings).
+    SQLite compares bytes; PostgreSQL does when the database collation is C or C.UTF-8.
+    Asked once per database."""
+    key = conn.engine.url.render_as_string(hide_password=True)
+    if key not in _ORDERED:
+        if conn.dialect.name == "sqlite":
+            _ORDERED[key] = True
+        elif conn.dialect.name == "postgresql":
+            collation = conn.execute(
+                text("SELECT datcollate FROM pg_database WHERE datname = current_database()")
+            ).scalar()
+            _ORDERED[key] = str(collation).upper() in ("C", "POSIX", "C.UTF-8", "C.UTF8")
+        else:
+            _ORDERED[key] = False
+    return _ORDERED[key]
 
 
 def referring(res_type: str, param_code: str, target: str, target_test: Any) -> Any:

@@ -163,3 +163,16 @@ def ids_in_order(client, query: str) -> list[str]:  # type: ignore[no-untyped-de
     res = client.get(query)
     assert res.status_code == 200, res.get_json()
     return [e["resource"]["id"] for e in res.get_json().get("entry", []) if e["search"]["mode"] == "match"]
+
+
+def test_string_prefix_edges(app):
+    services = app.extensions["fhirsrv"]
+    names = {"a": "100% Sport_Santé", "b": "100 pour cent", "c": "Zoé", "d": "zoé\U0001f600 ateliers"}
+    load(services, [{"resourceType": "Organization", "id": k, "name": v} for k, v in names.items()])
+    client = app.test_client()
+    assert ids(client, "/fhir/Organization?name=100%25") == ["a"]  # % is a character, not a wildcard
+    assert ids(client, "/fhir/Organization?name=100%25 sport_") == ["a"]
+    assert ids(client, "/fhir/Organization?name=100_") == []
+    assert ids(client, "/fhir/Organization?name=100") == ["a", "b"]
+    assert ids(client, "/fhir/Organization?name=zoe") == ["c", "d"]  # the whole name is a prefix too
+    assert ids(client, "/fhir/Organization?name=zoé\U0001f600") == ["d"]
