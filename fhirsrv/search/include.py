@@ -104,9 +104,10 @@ def resolve(
     # An include naming a source type the search does not return could never apply to the
     # matches (e.g. _include=PractitionerRole:practitioner beside _revinclude=PractitionerRole:service,
     # as the ROR full synchronisation writes it): it applies to what was included, as :iterate.
+    # Not so a _revinclude, whose source is the referring type and never a match type.
     specs = [
         spec
-        if spec.iterate or spec.source in match_types or spec.source == "*"
+        if spec.iterate or spec.reverse or spec.source in match_types or spec.source == "*"
         else IncludeSpec(spec.source, spec.param, spec.target, True, spec.reverse)
         for spec in specs
     ]

@@ -48,6 +48,16 @@ def test_include_iterate_and_wildcard(client):
     assert included == ["cem", "hs-douleur", "pr-1"]
 
 
+def test_revinclude_applies_to_the_matches_only_unless_iterate(client):
+    # role-1 refers to Organization/cem, which is included here, not matched.
+    query = "/fhir/Location?_id=loc-rennes&_include=Location:organization&_revinclude=PractitionerRole:organization"
+    res = client.get(query).get_json()
+    assert sorted(e["resource"]["id"] for e in res["entry"] if e["search"]["mode"] == "include") == ["cem"]
+    res = client.get(query.replace("_revinclude=", "_revinclude:iterate=")).get_json()
+    included = sorted(e["resource"]["id"] for e in res["entry"] if e["search"]["mode"] == "include")
+    assert included == ["cem", "role-1"]
+
+
 def test_sort_several_keys(client):
     assert ids(client, "/fhir/HealthcareService?_sort=name") == [
         "hs-apa",
