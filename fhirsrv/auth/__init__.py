@@ -14,7 +14,7 @@ from fhirsrv.auth.audit import audit_event, make_audit_hook
 from fhirsrv.auth.hardening import install_headers, install_rate_limit
 from fhirsrv.auth.keys import load_signing_key
 from fhirsrv.auth.principal import Principal, TokenService
-from fhirsrv.auth.protect import install_protector
+from fhirsrv.auth.protect import RevokedClients, install_protector
 from fhirsrv.auth.roles import write_guard
 from fhirsrv.auth.server import install_server, security_section
 from fhirsrv.auth.settings import AuthSettings
@@ -33,7 +33,8 @@ def install(app: Flask, services: Services) -> None:
     key = load_signing_key(services.engine, auth_settings.private_key_pem)
     tokens = TokenService(key, issuer, auth_settings.token_lifetime)
     install_server(app, services, auth_settings, tokens)
-    install_protector(app, tokens)
+    ttl = float(services.settings.extra.get("revocation_ttl", 30))
+    install_protector(app, tokens, RevokedClients(services.engine, ttl))
     install_rate_limit(app, auth_settings)
 
     def has_status_param(res_type: str) -> bool:

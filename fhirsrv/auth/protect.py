@@ -7,10 +7,15 @@ client that believes it is authenticated must learn it is not.
 
 from __future__ import annotations
 
+import threading
+import time
+
 from flask import Flask, g, request
+from sqlalchemy import Engine, select
 
 from fhirsrv.auth.principal import TokenService
 from fhirsrv.auth.roles import unauthorized
+from fhirsrv.auth.tables import oauth_client
 from fhirsrv.auth.visibility import may_read
 from fhirsrv.errors import Forbidden
 from fhirsrv.interactions.context import current_principal
@@ -19,7 +24,28 @@ from fhirsrv.interactions.context import current_principal
 _READ_ENDPOINTS = {"fhir.instance", "fhir.instance_history", "fhir.instance_vread", "fhir.type_history"}
 
 
-def install_protector(app: Flask, tokens: TokenService) -> None:
+class RevokedClients:
+    """Revoked client ids, re-read at most every `ttl` seconds: a revocation takes effect on
+    tokens already issued within that delay, for one small query per interval, not per request."""
+
+    def __init__(self, engine: Engine, ttl: float = 30.0) -> None:
+        self.engine = engine
+        self.ttl = ttl
+        self._ids: frozenset[str] = frozenset()
+        self._read_at = float("-inf")
+        self._lock = threading.Lock()
+
+    def __contains__(self, client_id: str) -> bool:
+        now = time.monotonic()
+        if now - self._read_at > self.ttl:
+            with self._lock, self.engine.connect() as conn:
+                rows = conn.execute(select(oauth_client.c.client_id).where(oauth_client.c.revoked.is_(True)))
+                self._ids = frozenset(r.client_id for r in rows)
+                self._read_at = now
+        return client_id in self._ids
+
+
+def install_protector(app: Flask, tokens: TokenService, revoked: RevokedClients) -> None:
     def _identify() -> None:
         g.auth_context_token = current_principal.set(None)
         header = request.headers.get("Authorization", "")
@@ -33,6 +59,8 @@ def install_protector(app: Flask, tokens: TokenService) -> None:
         principal = tokens.verify(token.strip())
         if principal is None:
             raise unauthorized("The access token is invalid or expired")
+        if principal.client_id in revoked:
+            raise unauthorized("The client of this access token has been revoked")
         current_principal.set(principal)
 
     def _check_scope() -> None:

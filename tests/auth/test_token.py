@@ -153,3 +153,21 @@ def test_a_tampered_or_foreign_access_token_is_401(web: FlaskClient, clients: Cl
         assert response.status_code == 401
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
         assert response.get_json()["resourceType"] == "OperationOutcome"
+
+
+def test_tokens_of_a_revoked_client_stop_working(db_url: str) -> None:
+    from fhirsrv.app import create_app
+    from fhirsrv.auth.clients import revoke_client
+    from tests.auth.conftest import auth_settings
+
+    app = create_app(auth_settings(db_url, revocation_ttl="0"))
+    clients = Clients(app)
+    client_id, secret = clients.register(scopes="system/*.rs")
+    web = app.test_client()
+    token = _token(web, data={"grant_type": "client_credentials"}, auth=(client_id, secret)).get_json()
+    headers = {"Authorization": f"Bearer {token['access_token']}"}
+    assert web.get("/fhir/Organization", headers=headers).status_code == 200
+    with clients.services.engine.begin() as conn:
+        revoke_client(conn, client_id)
+    assert web.get("/fhir/Organization", headers=headers).status_code == 401
+    app.extensions["fhirsrv"].engine.dispose()
