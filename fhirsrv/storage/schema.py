@@ -44,6 +44,8 @@ resource = Table(
     Column("content", Text, nullable=True),
     UniqueConstraint("res_type", "res_id", name="uq_resource_type_id"),
     Index("ix_resource_type_updated", "res_type", "last_updated"),
+    # Live rows of a type in id order: what an unfiltered search pages and counts over.
+    Index("ix_resource_type_live_rid", "res_type", "deleted", "rid"),
 )
 
 resource_version = Table(
