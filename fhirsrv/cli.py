@@ -130,5 +130,15 @@ def seed_generate(count: int, seed_value: int, out_dir: Path) -> None:
     click.echo(json.dumps(counts))
 
 
+def _attach_clients() -> None:
+    """`fhirsrv clients add|list|revoke` (OAuth clients of the administration API)."""
+    from fhirsrv.cli_clients import clients
+
+    main.add_command(clients)
+
+
+_attach_clients()
+
+
 if __name__ == "__main__":
     main()
