@@ -27,7 +27,10 @@ ORG = {
     "identifier": [{"system": "http://finess.sante.gouv.fr", "value": "290000017"}],
     "active": True,
     "name": "Comité du Finistère de la Ligue contre le cancer",
-    "telecom": [{"system": "phone", "value": "02 99 00 00 00"}, {"system": "email", "value": "contact@example.org"}],
+    "telecom": [
+        {"system": "phone", "value": "02 99 00 00 00"},
+        {"system": "email", "value": "contact@example.org"},
+    ],
     "address": [{"line": ["1 rue de l'Exemple"], "city": "Quimper", "postalCode": "29000", "district": "29"}],
 }
 
@@ -60,7 +63,9 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
     }
 
 
-def _timed(conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None = None) -> tuple[float, int]:
+def _timed(
+    conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None = None
+) -> tuple[float, int]:
     headers = {"Content-Type": "application/fhir+json"} if body else {}
     start = time.perf_counter()
     conn.request(method, path, body=body, headers=headers)
@@ -95,8 +100,11 @@ def run_backend(name: str, url: str, requests: int) -> dict:
             elapsed, status = _timed(conn, "GET", f"/fhir/Organization/{rng.choice(org_ids)}")
             assert status == 200, status
             reads.append(elapsed)
-        result = {"baseline_fixed_bytes": _percentiles(baseline), "read": _percentiles(reads),
-                  "create": _percentiles(creates)}
+        result = {
+            "baseline_fixed_bytes": _percentiles(baseline),
+            "read": _percentiles(reads),
+            "create": _percentiles(creates),
+        }
         base = result["baseline_fixed_bytes"]["median_ms"]
         result["ratio_read_vs_baseline"] = round(result["read"]["median_ms"] / base, 2)
         result["ratio_create_vs_baseline"] = round(result["create"]["median_ms"] / base, 2)
@@ -111,8 +119,11 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--postgres", default=os.environ.get("FHIRSRV_BENCH_DATABASE_URL"))
     args = parser.parse_args()
-    results: dict = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "requests": args.requests,
-                     "machine": f"{os.cpu_count()} cores"}
+    results: dict = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "requests": args.requests,
+        "machine": f"{os.cpu_count()} cores",
+    }
     with tempfile.TemporaryDirectory() as tmp:
         results["sqlite"] = run_backend("sqlite", f"sqlite:///{tmp}/bench.sqlite3", args.requests)
     if args.postgres:
@@ -126,8 +137,9 @@ def main() -> None:
             conn.execute(text("CREATE SCHEMA fhirsrv_bench"))
         engine.dispose()
         sep = "&" if "?" in args.postgres else "?"
-        results["postgresql"] = run_backend("postgresql", f"{args.postgres}{sep}options=-csearch_path%3Dfhirsrv_bench",
-                                            args.requests)
+        results["postgresql"] = run_backend(
+            "postgresql", f"{args.postgres}{sep}options=-csearch_path%3Dfhirsrv_bench", args.requests
+        )
     out = HERE / "results" / "http_bench.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))

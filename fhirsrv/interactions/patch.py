@@ -79,6 +79,8 @@ def _patch(
     ):
         raise BusinessRuleViolation("A patch may not change the resourceType or id of a resource")
     writes.validate(services, patched)
+    # The caller must be allowed to write even when nothing would change (no 200 for a stranger).
+    writes.guard(services, conn, current.res_type, current, patched)
     if writes.unchanged(current, patched):
         return served(current, 200)
     with lost_race_is_conflict(info):

@@ -78,6 +78,8 @@ def _update(
             current = repository.get_current(conn, res_type, res_id)
             if current is None:
                 raise
+    # The caller must be allowed to write even when nothing would change (no 200 for a stranger).
+    writes.guard(services, conn, current.res_type, current, res)
     if writes.unchanged(current, res):
         return served(current, 200)
     with lost_race_is_conflict(info):

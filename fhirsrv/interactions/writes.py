@@ -59,7 +59,7 @@ def validate(services: Services, res: dict[str, Any], *, with_profiles: bool = T
     raise BusinessRuleViolation(errors[0].diagnostics, issues=errors)
 
 
-def _guard(
+def guard(
     services: Services,
     conn: Connection,
     res_type: str,
@@ -93,7 +93,7 @@ def create(
 ) -> StoredResource:
     if not validated:
         validate(services, res)
-    _guard(services, conn, res["resourceType"], None, res)
+    guard(services, conn, res["resourceType"], None, res)
     stored = repository.create(conn, res, res_id or new_id())
     _after_write(services, conn, stored, loads(stored.content or "{}"))
     return stored
@@ -104,7 +104,7 @@ def create_many(
 ) -> list[StoredResource]:
     """Bulk create of validated resources with their ids (the loader's path for new content)."""
     for res, _ in items:
-        _guard(services, conn, res["resourceType"], None, res)
+        guard(services, conn, res["resourceType"], None, res)
     stored = repository.create_many(conn, items)
     bulk_index = getattr(services.search, "index_many", None)
     if bulk_index is not None:
@@ -129,14 +129,14 @@ def replace(
 ) -> StoredResource:
     if not validated:
         validate(services, res)
-    _guard(services, conn, current.res_type, current, res)
+    guard(services, conn, current.res_type, current, res)
     stored = repository.replace(conn, current, res, method)
     _after_write(services, conn, stored, loads(stored.content or "{}"))
     return stored
 
 
 def delete(services: Services, conn: Connection, current: StoredResource) -> StoredResource:
-    _guard(services, conn, current.res_type, current, None)
+    guard(services, conn, current.res_type, current, None)
     stored = repository.replace(conn, current, None, "delete")
     _after_write(services, conn, stored, None)
     return stored

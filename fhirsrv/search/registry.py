@@ -76,7 +76,12 @@ def _step(values: list[Any], step: str) -> list[Any] | None:
     ext = _STEP_EXT.match(step)
     if ext:
         url = ext.group(1)
-        return [e for v in values for e in _children(v, "extension") if isinstance(e, dict) and e.get("url") == url]
+        return [
+            e
+            for v in values
+            for e in _children(v, "extension")
+            if isinstance(e, dict) and e.get("url") == url
+        ]
     return None
 
 

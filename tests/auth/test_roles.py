@@ -116,3 +116,10 @@ def test_a_transaction_entry_outside_the_perimeter_rolls_everything_back(
     }
     assert web.post("/fhir", json=bundle, headers=headers).status_code == 403
     assert web.get("/fhir/HealthcareService/hs-35").get_json()["name"] == "Offre hs-35"
+
+
+def test_an_unchanged_put_outside_the_perimeter_is_still_403(web: FlaskClient, clients: Clients) -> None:
+    """Nothing would change, but a stranger must not learn it may 'write' another's entry."""
+    headers = clients.headers("territorial-admin", departements=["35"])
+    unchanged = {k: v for k, v in web.get("/fhir/HealthcareService/hs-29").get_json().items() if k != "meta"}
+    assert _put(web, unchanged, headers).status_code == 403
