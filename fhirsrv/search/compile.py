@@ -158,13 +158,18 @@ class Compiler:
         if known is None:
             raise BadRequest(f"The code system '{system}' is not known to this server's terminology service")
         if modifier == "below":
-            codes = select(code_closure.c.descendant).where(
+            related = select(code_closure.c.descendant).where(
                 code_closure.c.system == system, code_closure.c.ancestor == code
             )
         else:
-            codes = select(code_closure.c.ancestor).where(
+            related = select(code_closure.c.ancestor).where(
                 code_closure.c.system == system, code_closure.c.descendant == code
             )
+        # A hierarchy's branch is small: resolving it first gives the planner a literal list the
+        # token index serves directly, whatever its statistics say (fresh bulk loads have none).
+        codes = [c for (c,) in self.conn.execute(related)]
+        if not codes:
+            return clauses.NOTHING
         return and_(idx_token.c.system == system, idx_token.c.code.in_(codes))
 
     def _in_valueset(self, url: str) -> ColumnElement[bool]:
