@@ -1,0 +1,130 @@
+"""Bulk load throughput of `fhirsrv load` against a bare bulk INSERT of the same rows.
+
+Usage: python bench/load_bench.py [--resources 100000] [--postgres URL]
+The baseline inserts the same resources, already serialised, into the `resource` table with one
+multi-row statement per 500: what any loader pays at the least. fhirsrv adds validation by the
+R4 models, version rows and every search index.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def _fresh(url: str, schema: str) -> str:
+    if not url.startswith("postgresql"):
+        return url
+    from sqlalchemy import text
+
+    from fhirsrv.storage.engine import make_engine
+
+    admin = make_engine(url)
+    with admin.begin() as conn:
+        conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    admin.dispose()
+    sep = "&" if "?" in url else "?"
+    return f"{url}{sep}options=-csearch_path%3D{schema}"
+
+
+def bare_insert(url: str, data: Path) -> float:
+    from sqlalchemy import insert
+
+    from fhirsrv.storage.engine import make_engine
+    from fhirsrv.storage.jsonfmt import utcnow
+    from fhirsrv.storage.migrate import ensure_schema
+    from fhirsrv.storage.schema import resource
+
+    engine = make_engine(url)
+    ensure_schema(engine)
+    start = time.perf_counter()
+    with engine.begin() as conn:
+        for path in sorted(data.glob("*.ndjson")):
+            batch = []
+            for line in path.read_text(encoding="utf-8").splitlines():
+                res = json.loads(line)
+                batch.append(
+                    {
+                        "res_type": res["resourceType"],
+                        "res_id": res["id"],
+                        "version_id": 1,
+                        "last_updated": utcnow(),
+                        "deleted": False,
+                        "content": line,
+                    }
+                )
+                if len(batch) == 500:
+                    conn.execute(insert(resource), batch)
+                    batch = []
+            if batch:
+                conn.execute(insert(resource), batch)
+    elapsed = time.perf_counter() - start
+    engine.dispose()
+    return elapsed
+
+
+def fhirsrv_load(url: str, data: Path) -> tuple[int, float]:
+    from fhirsrv.app import build_services
+    from fhirsrv.interactions.load import load_paths
+    from fhirsrv.settings import Settings
+
+    services = build_services(Settings.from_env(database_url=url, load_demo=False, extra={"auth": "off"}))
+    start = time.perf_counter()
+    report = load_paths(services, [data])
+    elapsed = time.perf_counter() - start
+    services.engine.dispose()
+    return sum(report.counts.values()), elapsed
+
+
+def run(url: str, data: Path, tmp: str, name: str) -> dict:
+    base_url = (
+        _fresh(url, "fhirsrv_lbench_bare")
+        if url.startswith("postgresql")
+        else f"sqlite:///{tmp}/{name}-bare.db"
+    )
+    load_url = (
+        _fresh(url, "fhirsrv_lbench_load") if url.startswith("postgresql") else f"sqlite:///{tmp}/{name}.db"
+    )
+    bare = bare_insert(base_url, data)
+    count, loaded = fhirsrv_load(load_url, data)
+    return {
+        "resources": count,
+        "fhirsrv_load_s": round(loaded, 1),
+        "fhirsrv_resources_per_s": round(count / loaded),
+        "bare_insert_s": round(bare, 2),
+        "bare_resources_per_s": round(count / bare),
+        "ratio_vs_bare_insert": round(loaded / bare, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--resources", type=int, default=100_000)
+    parser.add_argument("--postgres", default=os.environ.get("FHIRSRV_BENCH_DATABASE_URL"))
+    args = parser.parse_args()
+    from fhirsrv.seeding.generate import generate
+
+    results: dict = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{os.cpu_count()} cores",
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        generate(resources=args.resources, seed=1, out_dir=data)
+        results["sqlite"] = run("sqlite", data, tmp, "sqlite")
+        if args.postgres:
+            results["postgresql"] = run(args.postgres, data, tmp, "pg")
+    (HERE / "results" / f"load_bench_{args.resources}.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
