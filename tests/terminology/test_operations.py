@@ -125,68 +125,40 @@ def test_expand_filters_english_designations_paging_and_language(client):
     assert designations["expansion"]["contains"][0]["designation"][0]["language"] == "en"
 
 
+def _expand_inline(client, op: str, hierarchical: bool = False) -> dict:  # type: ignore[no-untyped-def]
+    """$expand of an inline ValueSet: the catalogue filtered by `concept <op> douleur`."""
+    valueset = {
+        "resourceType": "ValueSet",
+        "status": "active",
+        "compose": {
+            "include": [{"system": CAT, "filter": [{"property": "concept", "op": op, "value": "douleur"}]}]
+        },
+    }
+    parameters = [{"name": "valueSet", "resource": valueset}]
+    if hierarchical:
+        parameters.append({"name": "hierarchical", "valueBoolean": True})
+    res = client.post(
+        "/fhir/ValueSet/$expand",
+        json={"resourceType": "Parameters", "parameter": parameters},
+        headers={"Content-Type": "application/fhir+json"},
+    )
+    assert res.status_code == 200, res.get_json()
+    return res.get_json()
+
+
 def test_expand_intensional_basket_and_hierarchy(client):
     basket = client.get(f"/fhir/ValueSet/$expand?url={BASE}/ValueSet/sos-inca-basket").get_json()
     found = codes(basket)
     assert "douleur" in found and "douleur-analgesie-intrathecale" in found
     assert "soins-palliatifs" not in found and "eri" not in found
-    nested = client.post(
-        "/fhir/ValueSet/$expand",
-        json={
-            "resourceType": "Parameters",
-            "parameter": [
-                {
-                    "name": "valueSet",
-                    "resource": {
-                        "resourceType": "ValueSet",
-                        "status": "active",
-                        "compose": {
-                            "include": [
-                                {
-                                    "system": CAT,
-                                    "filter": [{"property": "concept", "op": "is-a", "value": "douleur"}],
-                                }
-                            ]
-                        },
-                    },
-                },
-                {"name": "hierarchical", "valueBoolean": True},
-            ],
-        },
-        headers={"Content-Type": "application/fhir+json"},
-    )
-    contains = nested.get_json()["expansion"]["contains"]
+    nested = _expand_inline(client, "is-a", hierarchical=True)
+    contains = nested["expansion"]["contains"]
     assert [c["code"] for c in contains] == ["douleur"]
     assert {c["code"] for c in contains[0]["contains"]} >= {
         "douleur-hypnoanalgesie",
         "douleur-neurostimulation",
     }
-    descendants = client.post(
-        "/fhir/ValueSet/$expand",
-        json={
-            "resourceType": "Parameters",
-            "parameter": [
-                {
-                    "name": "valueSet",
-                    "resource": {
-                        "resourceType": "ValueSet",
-                        "status": "active",
-                        "compose": {
-                            "include": [
-                                {
-                                    "system": CAT,
-                                    "filter": [
-                                        {"property": "concept", "op": "descendent-of", "value": "douleur"}
-                                    ],
-                                }
-                            ]
-                        },
-                    },
-                }
-            ],
-        },
-        headers={"Content-Type": "application/fhir+json"},
-    ).get_json()
+    descendants = _expand_inline(client, "descendent-of")
     assert "douleur" not in codes(descendants) and "douleur-hypnoanalgesie" in codes(descendants)
     assert client.get("/fhir/ValueSet/$expand?url=http://unknown").status_code == 404
 
