@@ -16,6 +16,7 @@ from fhirsrv.interactions import patch as patch_mod
 from fhirsrv.interactions import update as update_mod
 from fhirsrv.interactions.context import RequestInfo, Result, Services
 from fhirsrv.interactions.resources import check_type, parse_json, parse_resource
+from fhirsrv.interactions.search import search
 
 fhir = Blueprint("fhir", __name__)
 
@@ -63,8 +64,6 @@ def _criteria() -> str | None:
 
 
 def _search(res_type: str | None, params: list[tuple[str, str]]) -> Response:
-    from fhirsrv.interactions.search import search
-
     guard = services().extras.get("search_guard")
     if guard is not None:
         # Restrictions for the caller (e.g. anonymous: published entries only) become criteria.

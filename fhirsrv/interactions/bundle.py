@@ -8,10 +8,12 @@ back, with an OperationOutcome naming it. A batch runs each entry on its own.
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+import orjson
 from sqlalchemy import Connection
 
 from fhirsrv.errors import BadRequest, FhirError, Issue, PayloadTooLarge
@@ -23,6 +25,7 @@ from fhirsrv.interactions import update as update_mod
 from fhirsrv.interactions.context import RequestInfo, Result, Services
 from fhirsrv.interactions.preconditions import match_one
 from fhirsrv.interactions.resources import check_resource, check_type
+from fhirsrv.interactions.search import search
 from fhirsrv.interactions.writes import new_id
 from fhirsrv.storage.engine import write_transaction
 from fhirsrv.storage.jsonfmt import format_instant
@@ -300,17 +303,11 @@ def _execute(services: Services, info: RequestInfo, entry: Entry, conn: Connecti
         return read_mod.vread(services, sub, target.res_type, target.res_id, target.version, conn)
     if target.res_id is not None:
         return read_mod.read(services, sub, target.res_type, target.res_id, conn)
-    from fhirsrv.interactions.search import search
-
     return search(services, sub, target.res_type, parse_qsl(target.query or "", keep_blank_values=True))
 
 
 def _patch_operations(resource: dict[str, Any] | None) -> Any:
     """In a Bundle a JSON Patch travels as a Binary resource (base64 data) per the spec."""
-    import base64
-
-    import orjson
-
     if resource and resource.get("resourceType") == "Binary" and resource.get("data"):
         try:
             return orjson.loads(base64.b64decode(resource["data"]))
