@@ -22,6 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+from _pg import fresh_schema  # noqa: E402
+
 ORG = {
     "resourceType": "Organization",
     "identifier": [{"system": "http://finess.sante.gouv.fr", "value": "290000017"}],
@@ -127,19 +129,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         results["sqlite"] = run_backend("sqlite", f"sqlite:///{tmp}/bench.sqlite3", args.requests)
     if args.postgres:
-        from sqlalchemy import text
-
-        from fhirsrv.storage.engine import make_engine
-
-        engine = make_engine(args.postgres)
-        with engine.begin() as conn:
-            conn.execute(text("DROP SCHEMA IF EXISTS fhirsrv_bench CASCADE"))
-            conn.execute(text("CREATE SCHEMA fhirsrv_bench"))
-        engine.dispose()
-        sep = "&" if "?" in args.postgres else "?"
-        results["postgresql"] = run_backend(
-            "postgresql", f"{args.postgres}{sep}options=-csearch_path%3Dfhirsrv_bench", args.requests
-        )
+        url = fresh_schema(args.postgres, "fhirsrv_bench")
+        results["postgresql"] = run_backend("postgresql", url, args.requests)
     out = HERE / "results" / "http_bench.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))

@@ -16,23 +16,13 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from _pg import fresh_schema  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 
 
 def _fresh(url: str, schema: str) -> str:
-    if not url.startswith("postgresql"):
-        return url
-    from sqlalchemy import text
-
-    from fhirsrv.storage.engine import make_engine
-
-    admin = make_engine(url)
-    with admin.begin() as conn:
-        conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    admin.dispose()
-    sep = "&" if "?" in url else "?"
-    return f"{url}{sep}options=-csearch_path%3D{schema}"
+    return fresh_schema(url, schema) if url.startswith("postgresql") else url
 
 
 def bare_insert(url: str, data: Path) -> float:

@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl, quote
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from _pg import fresh_schema  # noqa: E402
 from http_bench import _free_port, _percentiles, _wait  # noqa: E402
 
 R211 = "https://mos.esante.gouv.fr/NOS/TRE_R211-ActiviteOperationnelle/FHIR/TRE-R211-ActiviteOperationnelle"
@@ -145,18 +146,7 @@ def main() -> None:
         generate(resources=args.resources, seed=1, out_dir=data)
         results["sqlite"] = run(f"sqlite:///{tmp}/bench.sqlite3", data, args.requests)
         if args.postgres:
-            from sqlalchemy import text
-
-            from fhirsrv.storage.engine import make_engine
-
-            admin = make_engine(args.postgres)
-            with admin.begin() as conn:
-                conn.execute(text("DROP SCHEMA IF EXISTS fhirsrv_bench CASCADE"))
-                conn.execute(text("CREATE SCHEMA fhirsrv_bench"))
-            admin.dispose()
-            sep = "&" if "?" in args.postgres else "?"
-            url = f"{args.postgres}{sep}options=-csearch_path%3Dfhirsrv_bench"
-            results["postgresql"] = run(url, data, args.requests)
+            results["postgresql"] = run(fresh_schema(args.postgres, "fhirsrv_bench"), data, args.requests)
     out = HERE / "results" / f"search_bench_{args.resources}.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))

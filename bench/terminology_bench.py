@@ -21,6 +21,7 @@ from sqlalchemy import select
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from _pg import fresh_schema  # noqa: E402
 from http_bench import _percentiles  # noqa: E402
 
 BASE = "https://sos.example.org/fhir"
@@ -112,19 +113,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         results["sqlite"] = run(f"sqlite:///{tmp}/t.sqlite3", args.requests)
     if args.postgres:
-        from sqlalchemy import text
-
-        from fhirsrv.storage.engine import make_engine
-
-        admin = make_engine(args.postgres)
-        with admin.begin() as conn:
-            conn.execute(text("DROP SCHEMA IF EXISTS fhirsrv_tbench CASCADE"))
-            conn.execute(text("CREATE SCHEMA fhirsrv_tbench"))
-        admin.dispose()
-        sep = "&" if "?" in args.postgres else "?"
-        results["postgresql"] = run(
-            f"{args.postgres}{sep}options=-csearch_path%3Dfhirsrv_tbench", args.requests
-        )
+        results["postgresql"] = run(fresh_schema(args.postgres, "fhirsrv_tbench"), args.requests)
     (HERE / "results" / "terminology_bench.json").write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
 
