@@ -8,6 +8,7 @@ paging a cached composition of a hundred codes costs far less than the one query
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -43,12 +44,37 @@ class Code:
         )
 
 
+def _fhir_string(value: Any) -> str:
+    """A property value as FHIR writes it: booleans are `true`/`false`, so that a filter such as
+    `inactive = true` (or a regex on a boolean property) compares with what the author wrote."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):  # valueCoding: its code is what a filter names
+        return str(value.get("code", ""))
+    return str(value)
+
+
 def _property(concept: dict[str, Any], name: str) -> list[str]:
     return [
-        str(next((v for k, v in p.items() if k.startswith("value")), ""))
+        _fhir_string(next((v for k, v in p.items() if k.startswith("value")), ""))
         for p in concept.get("property") or []
         if p.get("code") == name
     ]
+
+
+def _regex(value: str) -> re.Pattern[str]:
+    """The compiled pattern of a `regex` filter; a pattern that does not compile is the ValueSet
+    author's error (400), not a server fault."""
+    if len(value) > _REGEX_MAX:
+        raise BadRequest(f"ValueSet filter regex is longer than {_REGEX_MAX} characters")
+    try:
+        return re.compile(value)
+    except re.error as exc:
+        raise BadRequest(f"ValueSet filter regex '{value}' is not valid: {exc}") from exc
+
+
+# Patterns come from ValueSets (inline ones from any client of $expand): keep them short.
+_REGEX_MAX = 256
 
 
 def _matches_filter(
@@ -70,6 +96,9 @@ def _matches_filter(
             return code.code not in value.split(",")
         if op == "generalizes":
             return (code.code, value) in closure
+        if op == "regex":
+            # R4: the whole code matches (fullmatch, as XML Schema patterns are anchored).
+            return _regex(value).fullmatch(code.code) is not None
     values = [code.parent or ""] if prop == "parent" else _property(code.concept, prop or "")
     if op == "=":
         return value in values
@@ -79,6 +108,9 @@ def _matches_filter(
         return not set(value.split(",")) & set(values)
     if op == "exists":
         return bool(values) == (value.lower() == "true")
+    if op == "regex":
+        pattern = _regex(value)
+        return any(pattern.fullmatch(v) is not None for v in values)
     raise BadRequest(f"ValueSet filter '{prop} {op} {value}' is not supported")
 
 

@@ -1,0 +1,114 @@
+"""The `regex` filter operator of ValueSet.compose: a full match against the code, or against a
+property's values when the filter names another property (R4 filter-operator `regex`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from fhirsrv.errors import BadRequest
+from fhirsrv.interactions.load import load_paths
+from fhirsrv.storage.engine import read_transaction
+from fhirsrv.terminology import valueset
+
+CAT = "https://sos.example.org/fhir/CodeSystem/sos-category"
+STRUCTURES = "https://sos.example.org/fhir/CodeSystem/sos-structure-type"
+FHIR_JSON = {"Content-Type": "application/fhir+json"}
+
+
+@pytest.fixture
+def services(app):  # type: ignore[no-untyped-def]
+    services = app.extensions["fhirsrv"]
+    load_paths(services, [services.settings.terminology_dir])
+    valueset.clear_cache()
+    return services
+
+
+def inline(*filters: dict[str, str], system: str = CAT) -> dict[str, Any]:
+    return {
+        "resourceType": "ValueSet",
+        "status": "active",
+        "compose": {"include": [{"system": system, "filter": list(filters)}]},
+    }
+
+
+def expanded_codes(services, vs: dict[str, Any]) -> set[str]:  # type: ignore[no-untyped-def]
+    with read_transaction(services.engine) as conn:
+        return {c.code for c in valueset.codes(conn, vs)}
+
+
+def test_regex_on_the_code_is_a_full_match(services):
+    prefixed = expanded_codes(services, inline({"property": "code", "op": "regex", "value": "douleur-.*"}))
+    assert "douleur-hypnoanalgesie" in prefixed
+    assert "douleur" not in prefixed and not any(not c.startswith("douleur-") for c in prefixed)
+    # "douleur" alone must not match "douleur-hypnoanalgesie": the pattern is anchored both ends
+    exact = expanded_codes(services, inline({"property": "code", "op": "regex", "value": "douleur"}))
+    assert exact == {"douleur"}
+    # `concept` names the code too, as for the other operators
+    same = expanded_codes(services, inline({"property": "concept", "op": "regex", "value": "douleur"}))
+    assert same == {"douleur"}
+
+
+def test_regex_on_a_property_matches_any_of_its_values(services):
+    found = expanded_codes(
+        services, inline({"property": "basket", "op": "regex", "value": "special-.*|psnc"})
+    )
+    assert {"douleur-hypnoanalgesie", "sophrologie"} <= found
+    assert "douleur" not in found  # basket "core"
+    partial = expanded_codes(services, inline({"property": "basket", "op": "regex", "value": "spec"}))
+    assert partial == set()  # a partial match is not a match
+
+
+def test_regex_combines_with_other_filters(services):
+    found = expanded_codes(
+        services,
+        inline(
+            {"property": "concept", "op": "is-a", "value": "douleur"},
+            {"property": "code", "op": "regex", "value": ".*hypno.*"},
+        ),
+    )
+    assert found == {"douleur-hypnoanalgesie"}
+
+
+def test_boolean_property_values_compare_as_fhir_writes_them(services):
+    flt = {"property": "inactive", "op": "=", "value": "true"}
+    inactive = expanded_codes(services, inline(flt, system=STRUCTURES))
+    flt = {"property": "inactive", "op": "regex", "value": "t.*"}
+    by_regex = expanded_codes(services, inline(flt, system=STRUCTURES))
+    assert inactive == by_regex == {"professionnel-liberal"}
+
+
+def test_invalid_regex_is_the_clients_error(services, app):
+    with pytest.raises(BadRequest):
+        expanded_codes(services, inline({"property": "code", "op": "regex", "value": "douleur-(("}))
+    answer = app.test_client().post(
+        "/fhir/ValueSet/$expand",
+        json={
+            "resourceType": "Parameters",
+            "parameter": [
+                {"name": "valueSet", "resource": inline({"property": "code", "op": "regex", "value": "(("})}
+            ],
+        },
+        headers=FHIR_JSON,
+    )
+    assert answer.status_code == 400
+
+
+def test_regex_expand_over_http(services, app):
+    answer = app.test_client().post(
+        "/fhir/ValueSet/$expand",
+        json={
+            "resourceType": "Parameters",
+            "parameter": [
+                {
+                    "name": "valueSet",
+                    "resource": inline({"property": "code", "op": "regex", "value": "sp-.*"}),
+                }
+            ],
+        },
+        headers=FHIR_JSON,
+    )
+    assert answer.status_code == 200
+    codes = {c["code"] for c in answer.get_json()["expansion"]["contains"]}
+    assert codes and all(c.startswith("sp-") for c in codes)
