@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from fhirsrv.errors import BadRequest, NotFound
-from fhirsrv.interactions.context import RequestInfo, Result, Services
+from fhirsrv.interactions.context import RequestInfo, Result, Services, current_principal
 from fhirsrv.interactions.operations import OperationCall, operation, parameters
-from fhirsrv.storage.engine import read_transaction
-from fhirsrv.terminology import codesystem, conceptmap, store, valueset
+from fhirsrv.storage.engine import read_transaction, write_transaction
+from fhirsrv.terminology import client_closure, codesystem, conceptmap, store, valueset
 
 SPEC = "http://hl7.org/fhir/OperationDefinition/"
 
@@ -149,3 +149,39 @@ def translate(services: Services, info: RequestInfo, call: OperationCall) -> Res
                 raise NotFound("No ConceptMap here translates from this source to this target")
             return Result(resource=conceptmap.translate_many(maps, system, code, reverse, target_system))
     return Result(resource=conceptmap.translate(cm, system, code, reverse, target_system))
+
+
+@operation(
+    "closure",
+    type_level=False,
+    system_level=True,
+    affects_state=True,
+    definition=SPEC + "ConceptMap-closure",
+)
+def closure(services: Services, info: RequestInfo, call: OperationCall) -> Result:
+    """Maintain a client's named closure table: the new subsumptions among the concepts it sent.
+
+    Only `name`: (re)initialise the table. With `concept`s: add them and return the new
+    relationships. With `version`: every relationship since that version (resynchronisation).
+    Tables are kept per OAuth client, so two clients may use the same name without mixing."""
+    name = call.string("name")
+    if not name:
+        raise BadRequest("$closure needs the 'name' of the closure table")
+    concepts = []
+    for param in call.all("concept"):
+        if "valueCoding" not in param:
+            raise BadRequest("Each $closure 'concept' is a valueCoding")
+        concepts.append(param["valueCoding"])
+    since = call.string("version")
+    principal = current_principal.get()
+    owner = str(getattr(principal, "client_id", "") or "")
+    with write_transaction(services.engine) as conn:
+        if concepts:
+            answer = client_closure.add_concepts(conn, owner, name, concepts)
+            if since is not None:
+                answer = client_closure.resynchronise(conn, owner, name, since)
+        elif since is not None:
+            answer = client_closure.resynchronise(conn, owner, name, since)
+        else:
+            answer = client_closure.initialise(conn, owner, name)
+    return Result(resource=answer)

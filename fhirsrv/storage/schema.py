@@ -16,6 +16,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     LargeBinary,
@@ -164,6 +165,33 @@ code_closure = Table(
     Column("descendant", String(256), nullable=False),
     Index("ix_code_closure_anc", "system", "ancestor"),
     Index("ix_code_closure_desc", "system", "descendant"),
+)
+
+# Client closure tables of ConceptMap/$closure, named by each client: the header row is the
+# table's version counter (and the row a call locks, so concurrent calls on one table queue);
+# each concept the client sent is one member row, stamped with the version that added it. The
+# relationships are not stored: they are the code_closure rows between members.
+closure_table = Table(
+    "closure_table",
+    metadata,
+    # The OAuth client id of the owner ('' when the server runs without authorization).
+    Column("owner", String(64), primary_key=True),
+    Column("name", String(256), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("created", DateTime, nullable=False),
+)
+
+closure_member = Table(
+    "closure_member",
+    metadata,
+    Column("owner", String(64), primary_key=True),
+    Column("name", String(256), primary_key=True),
+    Column("system", String(512), primary_key=True),
+    Column("code", String(256), primary_key=True),
+    Column("version", Integer, nullable=False),
+    ForeignKeyConstraint(
+        ["owner", "name"], ["closure_table.owner", "closure_table.name"], ondelete="CASCADE"
+    ),
 )
 
 # --------------------------------------------------------------------------------- server state
