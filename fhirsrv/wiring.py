@@ -72,6 +72,7 @@ def _profile_issues(services: Services) -> Any:
 
     from fhirsrv.interactions.context import current_principal
     from fhirsrv.validation import profile_issues_hook
+    from fhirsrv.validation.codes import stored_terminology
 
     mode = services.settings.extra.get("enforce_sos_profiles") or os.environ.get(
         "FHIRSRV_ENFORCE_SOS_PROFILES", "non-admin"
@@ -86,7 +87,9 @@ def _profile_issues(services: Services) -> Any:
             and principal is not None
             and getattr(principal, "role", "") not in ADMIN_ROLES
         )
-        return (enforced if enforce else claimed)(res, profiles)
+        # Bindings to the server's own ValueSets are checked against the stored terminology.
+        with stored_terminology(services.engine):
+            return (enforced if enforce else claimed)(res, profiles)
 
     return issues
 

@@ -5,15 +5,31 @@ terminology service answers it for the server (closure tables, cached expansions
 checker answers it from JSON files alone, so profiles can be validated in tests, in the CLI
 loader and before the database exists. `None` means "I do not know this ValueSet": a binding
 the server cannot check is reported as a warning, never silently passed or wrongly failed.
+
+Within `stored_terminology(engine)` (the server's write path and $validate run their profile
+checks inside it), a ValueSet stored in the database is answered by the terminology service
+instead of the files: a CodeSystem or ValueSet an administrator changed through the API is what
+the validator checks against. Outside it, or for a ValueSet the database does not hold (the FHIR
+core ones), the files answer as before.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Protocol
 
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from fhirsrv.errors import BadRequest, NotFound
+from fhirsrv.storage.engine import read_transaction
 from fhirsrv.validation.definitions import PROFILES_DIR, canonical, iter_json_resources
+
+log = logging.getLogger("fhirsrv")
 
 TERMINOLOGY_DIR = PROFILES_DIR.parent / "terminology"
 
@@ -50,7 +66,10 @@ class LocalCodeChecker:
         self._expansions.clear()
 
     def validate_code(self, valueset_url: str, system: str | None, code: str) -> bool | None:
-        expansion = self._expand(canonical(valueset_url), set())
+        stored = _ACTIVE.get()
+        expansion = stored.members(canonical(valueset_url)) if stored is not None else None
+        if expansion is None:
+            expansion = self._expand(canonical(valueset_url), set())
         if expansion is None:
             return None
         if system is None:
@@ -139,3 +158,88 @@ def _codesystem_codes(cs: dict[str, Any], filters: list[dict[str, Any]]) -> set[
 
         codes = {c for c in codes if under(c) and (f["op"] == "is-a" or c != root)}
     return {(cs["url"], c) for c in codes}
+
+
+# ------------------------------------------------------------------ the database's terminology
+
+# Members of stored ValueSets: (database, ValueSet url) -> (terminology generation, pairs or
+# None when the database holds no such ValueSet). An entry is only used at the generation it
+# was computed at, so any write of a CodeSystem or ValueSet, by any process, invalidates it.
+_MEMBERS: dict[tuple[str, str], tuple[tuple[Any, ...], frozenset[tuple[str, str]] | None]] = {}
+_MEMBERS_SIZE = 512
+
+
+class _StoredTerminology:
+    """One validation's view of the database terminology. The generation is read once, at the
+    first binding checked, so a resource with ten coded elements costs one query when the
+    cache is warm, and every binding of it is checked against the same terminology."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.database = engine.url.render_as_string(hide_password=True)
+        self.generation: tuple[Any, ...] | None = None
+        self.broken = False
+
+    def _cached(self, url: str) -> tuple[bool, frozenset[tuple[str, str]] | None]:
+        hit = _MEMBERS.get((self.database, url))
+        if hit is not None and self.generation is not None and hit[0] == self.generation:
+            return True, hit[1]
+        return False, None
+
+    def members(self, url: str) -> frozenset[tuple[str, str]] | None:
+        """The (system, code) pairs of the stored ValueSet `url`; None when the database does not
+        hold it (or cannot expand it): the caller then asks the files."""
+        if self.broken:
+            return None
+        found, pairs = self._cached(url)
+        if found:
+            return pairs
+        # Imported lazily: the terminology service imports storage, which validation must not
+        # need when it runs without a database (tests, `fhirsrv load` before the schema exists).
+        from fhirsrv.terminology import store, valueset
+
+        try:
+            with read_transaction(self.engine) as conn:
+                if self.generation is None:
+                    self.generation = valueset.generation(conn)
+                    found, pairs = self._cached(url)
+                    if found:
+                        return pairs
+                vs = store.by_url(conn, "ValueSet", url)
+                try:
+                    pairs = (
+                        None
+                        if vs is None
+                        else frozenset((c.system, c.code) for c in valueset.codes(conn, vs))
+                    )
+                except (NotFound, BadRequest) as exc:
+                    # e.g. a national ValueSet naming a code system the database lacks
+                    log.info("ValueSet %s cannot be expanded from the database (%s); using files", url, exc)
+                    pairs = None
+        except SQLAlchemyError as exc:
+            log.warning("Terminology database unavailable for validation, using files: %s", exc)
+            self.broken = True
+            return None
+        if len(_MEMBERS) >= _MEMBERS_SIZE:
+            _MEMBERS.clear()
+        _MEMBERS[(self.database, url)] = (self.generation, pairs)
+        return pairs
+
+
+_ACTIVE: ContextVar[_StoredTerminology | None] = ContextVar("fhirsrv_stored_terminology", default=None)
+
+
+@contextmanager
+def stored_terminology(engine: Engine) -> Iterator[None]:
+    """Check bindings against the terminology stored in this database for the duration of the
+    block (one resource's validation), falling back to the files for what it does not hold."""
+    token = _ACTIVE.set(_StoredTerminology(engine))
+    try:
+        yield
+    finally:
+        _ACTIVE.reset(token)
+
+
+def clear_cache() -> None:
+    """Forget cached memberships (tests; generation checks already keep them fresh)."""
+    _MEMBERS.clear()
