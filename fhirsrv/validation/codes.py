@@ -16,6 +16,7 @@ core ones), the files answer as before.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -129,7 +130,7 @@ def _flatten_expansion(contains: list[dict[str, Any]]) -> set[tuple[str, str]]:
 
 
 def _codesystem_codes(cs: dict[str, Any], filters: list[dict[str, Any]]) -> set[tuple[str, str]] | None:
-    """All codes of a CodeSystem, or those under an is-a / descendent-of filter."""
+    """All codes of a CodeSystem, or those under is-a / descendent-of / code regex filters."""
     parents: dict[str, str | None] = {}
 
     def walk(concepts: list[dict[str, Any]], parent: str | None) -> None:
@@ -143,6 +144,14 @@ def _codesystem_codes(cs: dict[str, Any], filters: list[dict[str, Any]]) -> set[
     walk(cs.get("concept", []), None)
     codes = set(parents)
     for f in filters:
+        if f.get("property") in ("code", "concept") and f.get("op") == "regex":
+            # as the terminology service does: the whole code matches the pattern
+            try:
+                pattern = re.compile(str(f.get("value", "")))
+            except re.error:
+                return None  # the service reports the broken ValueSet; here: unknown
+            codes = {c for c in codes if pattern.fullmatch(c)}
+            continue
         if f.get("property") != "concept" or f.get("op") not in ("is-a", "descendent-of"):
             return None
         root = f.get("value")

@@ -60,6 +60,10 @@ def test_operations_declare_their_r4_definitions():
         ("translate", "ConceptMap", "ConceptMap-translate"),
     ]:
         assert (name, (rtype,), spec + definition) in defs
+    # $closure is a system-level operation ([base]/$closure) that changes state: POST only
+    closure = next(op for op in registered() if op.name == "closure")
+    assert closure.system_level and closure.affects_state and not closure.resource_types
+    assert closure.definition == spec + "ConceptMap-closure"
 
 
 def test_lookup_by_post_coding_and_at_instance_level(client):

@@ -3,6 +3,7 @@ property's values when the filter names another property (R4 filter-operator `re
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -112,3 +113,31 @@ def test_regex_expand_over_http(services, app):
     assert answer.status_code == 200
     codes = {c["code"] for c in answer.get_json()["expansion"]["contains"]}
     assert codes and all(c.startswith("sp-") for c in codes)
+
+
+def test_file_checker_knows_regex_filters_too(tmp_path):
+    from fhirsrv.validation.codes import LocalCodeChecker
+
+    cs = {
+        "resourceType": "CodeSystem",
+        "url": "http://example.org/cs",
+        "content": "complete",
+        "concept": [{"code": "a1"}, {"code": "a2"}, {"code": "b1"}],
+    }
+    vs = {
+        "resourceType": "ValueSet",
+        "url": "http://example.org/vs",
+        "compose": {
+            "include": [
+                {
+                    "system": "http://example.org/cs",
+                    "filter": [{"property": "code", "op": "regex", "value": "a."}],
+                }
+            ]
+        },
+    }
+    (tmp_path / "cs.json").write_text(json.dumps(cs))
+    (tmp_path / "vs.json").write_text(json.dumps(vs))
+    checker = LocalCodeChecker([tmp_path])
+    assert checker.validate_code("http://example.org/vs", "http://example.org/cs", "a2") is True
+    assert checker.validate_code("http://example.org/vs", "http://example.org/cs", "b1") is False
