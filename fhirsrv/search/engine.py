@@ -6,7 +6,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, or_, select
+from sqlalchemy import Connection, delete, func, or_, select
 
 from fhirsrv.errors import BadRequest, Issue
 from fhirsrv.resource_types import SUPPORTED_TYPES
@@ -16,7 +16,7 @@ from fhirsrv.search.extract import extract
 from fhirsrv.search.parameters import CONTROL, Criterion, parse
 from fhirsrv.search.registry import SearchParamRegistry, build_registry, stored_definitions
 from fhirsrv.settings import Settings
-from fhirsrv.storage import repository
+from fhirsrv.storage import bulk, repository
 from fhirsrv.storage.jsonfmt import loads
 from fhirsrv.storage.repository import StoredResource
 from fhirsrv.storage.schema import INDEX_TABLES, resource
@@ -68,8 +68,9 @@ class SearchEngine:
     # ---------------------------------------------------------------------------- indexing
     def _insert(self, conn: Connection, rows_by_table: dict[str, list[dict[str, Any]]]) -> None:
         for name, rows in rows_by_table.items():
-            if rows:
-                conn.execute(insert(_TABLES[name]), rows)
+            table = _TABLES[name]
+            columns = bulk.columns_of(table)
+            bulk.insert_tuples(conn, table, [tuple(row.get(c) for c in columns) for row in rows], columns)
 
     def index(self, conn: Connection, stored: StoredResource, res: dict[str, Any]) -> None:
         if stored.version_id > 1:
@@ -88,6 +89,11 @@ class SearchEngine:
                     row["res_type"] = stored.res_type
                     batch[table].append(row)
         self._insert(conn, batch)
+
+    def index_tuples(self, conn: Connection, rows_by_table: dict[str, list[tuple[Any, ...]]]) -> None:
+        """Insert index rows prepared elsewhere (the loader's workers): (rid, res_type, param, ...)."""
+        for name, rows in rows_by_table.items():
+            bulk.insert_tuples(conn, _TABLES[name], rows)
 
     def unindex(self, conn: Connection, rid: int) -> None:
         for table in INDEX_TABLES:

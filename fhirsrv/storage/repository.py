@@ -17,6 +17,7 @@ from sqlalchemy import Connection, and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from fhirsrv.errors import Conflict, PreconditionFailed
+from fhirsrv.storage import bulk
 from fhirsrv.storage.jsonfmt import dumps, format_instant, later_than, utcnow
 from fhirsrv.storage.schema import resource, resource_version
 
@@ -103,15 +104,19 @@ def get_many(conn: Connection, rids: Sequence[int]) -> list[StoredResource]:
 
 
 def get_by_keys(conn: Connection, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], StoredResource]:
-    keys = list(set(keys))
-    if not keys:
-        return {}
+    """Current versions of (type, id) pairs: one `res_id IN (...)` query per type and 500 ids."""
+    by_type: dict[str, set[str]] = {}
+    for res_type, res_id in keys:
+        by_type.setdefault(res_type, set()).add(res_id)
     found: dict[tuple[str, str], StoredResource] = {}
-    for start in range(0, len(keys), 500):
-        chunk = keys[start : start + 500]
-        cond = or_(*(and_(resource.c.res_type == t, resource.c.res_id == i) for t, i in chunk))
-        for row in conn.execute(select(*_CURRENT_COLS).where(cond)):
-            found[(row.res_type, row.res_id)] = _row(row)
+    for res_type, id_set in by_type.items():
+        ids = sorted(id_set)
+        for start in range(0, len(ids), 500):
+            query = select(*_CURRENT_COLS).where(
+                resource.c.res_type == res_type, resource.c.res_id.in_(ids[start : start + 500])
+            )
+            for row in conn.execute(query):
+                found[(row.res_type, row.res_id)] = _row(row)
     return found
 
 
@@ -302,3 +307,30 @@ def create_many(conn: Connection, items: Sequence[tuple[dict[str, Any], str]]) -
         ],
     )
     return stored
+
+
+def insert_new(
+    conn: Connection, items: Sequence[tuple[str, str, str]], when: datetime
+) -> list[StoredResource]:
+    """Insert version 1 of resources already stamped and serialised: (type, id, content).
+
+    The bulk loader's path: row ids are reserved first, then both tables are written at driver
+    speed (COPY on PostgreSQL). An id already taken raises Conflict, like `create`.
+    """
+    rids = bulk.allocate_rids(conn, len(items))
+    bulk.insert_tuples(
+        conn,
+        resource,
+        [(rid, t, i, 1, when, False, c) for rid, (t, i, c) in zip(rids, items, strict=True)],
+        ("rid", "res_type", "res_id", "version_id", "last_updated", "deleted", "content"),
+    )
+    bulk.insert_tuples(
+        conn,
+        resource_version,
+        [(rid, 1, t, i, when, False, "create", c) for rid, (t, i, c) in zip(rids, items, strict=True)],
+        ("rid", "version_id", "res_type", "res_id", "last_updated", "deleted", "method", "content"),
+    )
+    return [
+        StoredResource(rid, t, i, 1, when, False, c, "create")
+        for rid, (t, i, c) in zip(rids, items, strict=True)
+    ]
