@@ -19,10 +19,12 @@ from sqlalchemy import Connection
 from fhirsrv.errors import FhirError
 from fhirsrv.interactions import bundle, writes
 from fhirsrv.interactions.context import RequestInfo, Services
+from fhirsrv.interactions.load_pipeline import ChunkResult, Prepared, PreparePool, worker_count
 from fhirsrv.interactions.resources import check_resource, check_type
+from fhirsrv.search.registry import stored_definitions
 from fhirsrv.settings import Settings
 from fhirsrv.storage import repository
-from fhirsrv.storage.engine import write_transaction
+from fhirsrv.storage.engine import read_transaction, write_transaction
 
 DEFAULT_CANONICAL_BASE = Settings.canonical_base
 
@@ -183,18 +185,109 @@ def load_file(services: Services, path: Path, report: LoadReport) -> None:
     report.files += 1
 
 
+def _store_prepared(
+    services: Services, conn: Connection, chunk: ChunkResult, counts: Counter[str], registry: object
+) -> int:
+    """Write one prepared chunk: new ids at driver speed, ids already stored one by one.
+
+    Returns how many were identical to what is stored. When a SearchParameter loaded earlier
+    changed the registry since the workers started, index rows are recomputed here instead."""
+    existing = repository.get_by_keys(conn, [(p.res_type, p.res_id) for p in chunk.items if p.given_id])
+    fresh: list[Prepared] = []
+    again: list[Prepared] = []
+    seen: set[tuple[str, str]] = set()
+    for p in chunk.items:
+        key = (p.res_type, p.res_id)
+        (again if key in existing or key in seen else fresh).append(p)
+        seen.add(key)
+    stale = services.search.registry is not registry
+    try:
+        writes.create_prepared(
+            services,
+            conn,
+            [(p.res_type, p.res_id, p.content, None if stale else p.rows) for p in fresh],
+            chunk.now,
+        )
+    except FhirError as exc:
+        raise LoadError(f"{chunk.items[0].label} and following: {exc.diagnostics}") from exc
+    counts.update(p.res_type for p in fresh)
+    unchanged = 0
+    for p in again:
+        try:
+            if upsert(services, conn, orjson.loads(p.line), validated=True):
+                counts[p.res_type] += 1
+            else:
+                unchanged += 1
+        except FhirError as exc:
+            raise LoadError(f"{p.label}: {exc.diagnostics}") from exc
+    return unchanged
+
+
+def load_file_parallel(services: Services, path: Path, report: LoadReport, pool: PreparePool) -> None:
+    """An NDJSON file through the worker pool; same outcome as `load_file`, several times faster."""
+    counts: Counter[str] = Counter()
+    unchanged = 0
+    new_ids = iter(writes.new_id, None)
+    with write_transaction(services.engine) as conn:
+        for chunk in pool.prepared_chunks(path, new_ids):
+            if chunk.error:
+                raise LoadError(chunk.error)
+            unchanged += _store_prepared(services, conn, chunk, counts, pool.registry)
+    report.counts.update(counts)
+    report.unchanged += unchanged
+    report.files += 1
+
+
+# Below this size a file loads faster in-process than it takes to start the workers; once they
+# run, every NDJSON file goes through them.
+PARALLEL_MIN_BYTES = 4_000_000
+
+
+class _Pools:
+    """Starts the worker pool at the first large NDJSON file; restarts it if the registry changed."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.pool: PreparePool | None = None
+
+    def for_file(self, path: Path) -> PreparePool | None:
+        services = self.services
+        if path.suffix != ".ndjson" or (self.pool is None and path.stat().st_size < PARALLEL_MIN_BYTES):
+            return None
+        if worker_count(services.settings) < 1:
+            return None
+        if self.pool is not None and self.pool.registry is not services.search.registry:
+            self.close()
+        if self.pool is None:
+            with read_transaction(services.engine) as conn:
+                stored = list(stored_definitions(conn))
+            self.pool = PreparePool(services.settings, services.search.registry, stored)
+        return self.pool
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None
+
+
 def load_paths(services: Services, paths: list[Path], exclude: tuple[str, ...] = ()) -> LoadReport:
     report = LoadReport()
-    for root in paths:
-        for path in iter_files(root, exclude):
-            load_file(services, path, report)
+    pools = _Pools(services)
+    try:
+        for root in paths:
+            for path in iter_files(root, exclude):
+                pool = pools.for_file(path)
+                if pool is not None:
+                    load_file_parallel(services, path, report, pool)
+                else:
+                    load_file(services, path, report)
+    finally:
+        pools.close()
     return report
 
 
 def load_initial_content(services: Services, *, demo: bool) -> LoadReport | None:
     """On an empty database: conformance and terminology content, then the demo region."""
-    from fhirsrv.storage.engine import read_transaction
-
     with read_transaction(services.engine) as conn:
         if not repository.is_empty(conn):
             return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection
@@ -115,6 +116,38 @@ def create_many(
     else:
         for s in stored:
             _after_write(services, conn, s, loads(s.content or "{}"))
+    return stored
+
+
+def create_prepared(
+    services: Services,
+    conn: Connection,
+    items: list[tuple[str, str, str, dict[str, list[tuple[Any, ...]]] | None]],
+    when: datetime,
+) -> list[StoredResource]:
+    """Store validated, stamped and serialised new resources with their index rows.
+
+    items: (type, id, content, index rows without rid, or None to compute them here). The
+    bulk loader prepares all of it in worker processes; this is the same write, minus the work.
+    """
+    parsed = [loads(content) for _, _, content, _ in items]  # ~20 µs each, for the guard and hooks
+    for (res_type, _, _, _), res in zip(items, parsed, strict=True):
+        guard(services, conn, res_type, None, res)
+    stored = repository.insert_new(conn, [(t, i, c) for t, i, c, _ in items], when)
+    rows: dict[str, list[tuple[Any, ...]]] = {}
+    computed = []
+    for s, res, (_, _, _, prepared) in zip(stored, parsed, items, strict=True):
+        if prepared is None:
+            computed.append((s, res))
+            continue
+        for table, table_rows in prepared.items():
+            rows.setdefault(table, []).extend((s.rid, *row) for row in table_rows)
+    services.search.index_tuples(conn, rows)
+    if computed:
+        services.search.index_many(conn, computed)
+    for s, res in zip(stored, parsed, strict=True):
+        for hook in services.extras.get("write_hooks", ()):
+            hook(conn, s, res)
     return stored
 
 

@@ -1,0 +1,147 @@
+"""The bulk loader: the worker-process path stores exactly what the in-process path stores.
+
+Both paths load the same generated directory into two databases; every resource, version and
+index row must match (row ids and timestamps aside). Then the properties a loader must keep:
+a bad line anywhere writes nothing of its file, a reload writes nothing new, a changed resource
+becomes a new version, and a SearchParameter loaded first indexes what follows.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, select
+
+from fhirsrv.app import build_services
+from fhirsrv.interactions import load
+from fhirsrv.interactions.context import Services
+from fhirsrv.seeding.generate import generate
+from fhirsrv.settings import Settings
+from fhirsrv.storage.schema import INDEX_TABLES, resource, resource_version
+
+
+@pytest.fixture(scope="module")
+def directory(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("generated")
+    generate(resources=400, seed=3, out_dir=out)
+    return out
+
+
+def _services(db_url: str, workers: int) -> Services:
+    return build_services(
+        Settings.from_env(
+            database_url=db_url, load_demo=False, extra={"auth": "off", "load_workers": str(workers)}
+        )
+    )
+
+
+@pytest.fixture
+def parallel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Send every NDJSON file through the workers, however small."""
+    monkeypatch.setattr(load, "PARALLEL_MIN_BYTES", 0)
+
+
+def _snapshot(engine: Engine) -> tuple[dict, Counter]:
+    """Stored resources (meta stamps aside) and index rows, keyed by type/id instead of row id."""
+    with engine.connect() as conn:
+        keys = {r.rid: f"{r.res_type}/{r.res_id}" for r in conn.execute(select(resource))}
+        stored = {}
+        for row in conn.execute(select(resource)):
+            content = json.loads(row.content)
+            content["meta"].pop("lastUpdated")
+            stored[keys[row.rid]] = (row.version_id, content)
+        versions = conn.execute(select(resource_version.c.rid)).all()
+        assert len(versions) == len(keys)
+        rows: Counter = Counter()
+        for table in INDEX_TABLES:
+            for row in conn.execute(select(table)):
+                values = tuple(v for c, v in zip(table.columns, row, strict=True) if c.name != "rid")
+                if row.param == "_lastUpdated":
+                    values = values[:2]  # the load's own clock
+                rows[(table.name, keys[row.rid], values)] += 1
+    return stored, rows
+
+
+def test_parallel_load_stores_what_the_serial_load_stores(
+    db_url: str, tmp_path: Path, directory: Path, parallel: None, monkeypatch: pytest.MonkeyPatch
+):
+    serial_url = f"sqlite:///{tmp_path}/serial.db"
+    serial = _services(serial_url, workers=0)
+    serial_report = load.load_paths(serial, [directory])
+
+    fast = _services(db_url, workers=2)
+    fast_report = load.load_paths(fast, [directory])
+
+    assert fast_report.counts == serial_report.counts
+    assert sum(fast_report.counts.values()) > 350
+    assert _snapshot(fast.engine) == _snapshot(serial.engine)
+
+
+def test_a_bad_line_deep_in_a_file_writes_nothing_of_it(
+    db_url: str, tmp_path: Path, directory: Path, parallel: None
+):
+    lines = (directory / "05-HealthcareService.ndjson").read_text().splitlines()
+    broken = json.loads(lines[-3])
+    broken["active"] = "sometimes"
+    lines[-3] = json.dumps(broken)
+    bad = tmp_path / "services.ndjson"
+    bad.write_text("\n".join(lines) + "\n")
+    services = _services(db_url, workers=2)
+    with pytest.raises(load.LoadError, match=rf"services.ndjson, line {len(lines) - 2}: .*active"):
+        load.load_paths(services, [bad])
+    with services.engine.connect() as conn:
+        assert conn.execute(select(resource.c.rid)).first() is None
+
+
+def test_reload_writes_nothing_and_a_change_makes_a_new_version(db_url: str, tmp_path: Path, parallel: None):
+    path = tmp_path / "orgs.ndjson"
+    orgs = [{"resourceType": "Organization", "id": f"o{i}", "name": f"Structure {i}"} for i in range(1200)]
+    path.write_text("\n".join(json.dumps(o) for o in orgs) + "\n")
+    services = _services(db_url, workers=2)
+    first = load.load_paths(services, [path])
+    assert first.counts == {"Organization": 1200}
+
+    again = load.load_paths(services, [path])
+    assert again.unchanged == 1200 and not again.counts
+
+    orgs[700]["name"] = "Structure renommée"
+    orgs.append({"resourceType": "Organization", "name": "Sans identifiant"})
+    orgs.append({**orgs[5], "name": "Même id, deux fois dans le fichier"})
+    path.write_text("\n".join(json.dumps(o) for o in orgs) + "\n")
+    third = load.load_paths(services, [path])
+    assert third.counts == {"Organization": 3} and third.unchanged == 1199
+    with services.engine.connect() as conn:
+        renamed = conn.execute(select(resource).where(resource.c.res_id == "o700")).one()
+        assert renamed.version_id == 2 and "renommée" in renamed.content
+        assert conn.execute(select(resource).where(resource.c.res_id == "o5")).one().version_id == 2
+        assert len(conn.execute(select(resource.c.rid)).all()) == 1201
+
+
+def test_a_search_parameter_loaded_first_indexes_what_follows(db_url: str, tmp_path: Path, parallel: None):
+    (tmp_path / "a-parameter.json").write_text(
+        json.dumps(
+            {
+                "resourceType": "SearchParameter",
+                "id": "organization-alias",
+                "url": "https://sos.example.org/fhir/SearchParameter/organization-alias",
+                "name": "alias",
+                "status": "active",
+                "description": "Another name of the structure",
+                "code": "alias",
+                "base": ["Organization"],
+                "type": "string",
+                "expression": "Organization.alias",
+            }
+        )
+    )
+    orgs = [{"resourceType": "Organization", "id": f"o{i}", "alias": [f"Surnom {i}"]} for i in range(600)]
+    (tmp_path / "b-orgs.ndjson").write_text("\n".join(json.dumps(o) for o in orgs) + "\n")
+    services = _services(db_url, workers=2)
+    load.load_paths(services, [tmp_path])
+    request = services.search.prepare("Organization", [("alias:exact", "Surnom 59")], strict=True)
+    with services.engine.connect() as conn:
+        page = services.search.execute(conn, request)
+    assert sorted(r.res_id for r in page.matches) == ["o59"]
