@@ -106,8 +106,8 @@ def _http(url: str, requests: int) -> dict:
         proc.wait(timeout=10)
 
 
-def run(url: str, directory: Path, requests: int) -> dict:
-    result: dict = {"load": _load(url, directory)}
+def run(url: str, directory: Path | None, requests: int) -> dict:
+    result: dict = {"load": _load(url, directory) if directory else "see load_bench results"}
     if url.startswith("postgresql"):
         from sqlalchemy import text
 
@@ -131,6 +131,12 @@ def main() -> None:
     parser.add_argument("--resources", type=int, default=10_000)
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--postgres", default=os.environ.get("FHIRSRV_BENCH_DATABASE_URL"))
+    parser.add_argument(
+        "--loaded",
+        type=Path,
+        help="search the databases load_bench.py --keep DIR loaded (SQLite file and PostgreSQL "
+        "schema) instead of generating and loading again: a 1M load takes a quarter of an hour",
+    )
     args = parser.parse_args()
     from fhirsrv.seeding.generate import generate
 
@@ -141,12 +147,19 @@ def main() -> None:
         "machine": f"{os.cpu_count()} cores",
         "searches": SEARCHES,
     }
-    with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp) / "data"
-        generate(resources=args.resources, seed=1, out_dir=data)
-        results["sqlite"] = run(f"sqlite:///{tmp}/bench.sqlite3", data, args.requests)
+    if args.loaded:
+        results["sqlite"] = run(f"sqlite:///{args.loaded}/sqlite.db", None, args.requests)
         if args.postgres:
-            results["postgresql"] = run(fresh_schema(args.postgres, "fhirsrv_bench"), data, args.requests)
+            sep = "&" if "?" in args.postgres else "?"
+            pg = f"{args.postgres}{sep}options=-csearch_path%3Dfhirsrv_lbench_load"
+            results["postgresql"] = run(pg, None, args.requests)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            data = Path(tmp) / "data"
+            generate(resources=args.resources, seed=1, out_dir=data)
+            results["sqlite"] = run(f"sqlite:///{tmp}/bench.sqlite3", data, args.requests)
+            if args.postgres:
+                results["postgresql"] = run(fresh_schema(args.postgres, "fhirsrv_bench"), data, args.requests)
     out = HERE / "results" / f"search_bench_{args.resources}.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
