@@ -44,6 +44,9 @@ class Settings:
     max_query_length: int = 8192
     max_search_params: int = 40
     max_include_depth: int = 3
+    # Bundle.total when a search does not say (_total): see search/total.py.
+    default_total: str = "estimate"
+    exact_total_up_to: int = 1000
     sql_echo: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -75,6 +78,13 @@ class Settings:
             max_query_length=_env_int("FHIRSRV_MAX_QUERY_LENGTH", cls.max_query_length),
             max_search_params=_env_int("FHIRSRV_MAX_SEARCH_PARAMS", cls.max_search_params),
             sql_echo=_env_bool("FHIRSRV_SQL_ECHO", False),
+            default_total=os.environ.get("FHIRSRV_DEFAULT_TOTAL", cls.default_total),
+            exact_total_up_to=_env_int("FHIRSRV_EXACT_TOTAL_UP_TO", cls.exact_total_up_to),
         )
         clean = {k: v for k, v in overrides.items() if v is not None}
-        return replace(settings, **clean) if clean else settings
+        settings = replace(settings, **clean) if clean else settings
+        if settings.default_total not in ("none", "estimate", "accurate"):
+            raise ValueError(
+                f"FHIRSRV_DEFAULT_TOTAL must be none, estimate or accurate, not '{settings.default_total}'"
+            )
+        return settings

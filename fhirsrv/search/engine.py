@@ -6,11 +6,12 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, or_, select
+from sqlalchemy import Connection, delete, or_, select
 
 from fhirsrv.errors import BadRequest, Issue
 from fhirsrv.resource_types import SUPPORTED_TYPES
 from fhirsrv.search import include, paging
+from fhirsrv.search import total as totals
 from fhirsrv.search.compile import CodeExpander, Compiler
 from fhirsrv.search.extract import extract
 from fhirsrv.search.parameters import CONTROL, Criterion, parse
@@ -22,7 +23,6 @@ from fhirsrv.storage.repository import StoredResource
 from fhirsrv.storage.schema import INDEX_TABLES, resource
 
 _TABLES = {t.name: t for t in INDEX_TABLES}
-TOTAL_MODES = ("none", "estimate", "accurate")
 
 
 @dataclass
@@ -154,9 +154,9 @@ class SearchEngine:
             if not count.isdigit():
                 raise BadRequest(f"_count must be a non-negative integer, not '{count}'")
             request.count = min(int(count), settings.max_count)
-        total = controls.get("_total", ["accurate"])[-1]
-        if total not in TOTAL_MODES:
-            raise BadRequest(f"_total must be one of {', '.join(TOTAL_MODES)}")
+        total = controls.get("_total", [settings.default_total])[-1]
+        if total not in totals.MODES:
+            raise BadRequest(f"_total must be one of {', '.join(totals.MODES)}")
         request.total = total
         request.sort = paging.parse_sort(controls.get("_sort", []))
         request.cursor = controls.get("_cursor", [None])[-1]
@@ -201,9 +201,8 @@ class SearchEngine:
 
     def execute(self, conn: Connection, request: SearchRequest) -> SearchPage:
         filtered = self._filtered(conn, request)
-        total = None
-        if request.total != "none" or request.summary == "count":
-            total = conn.execute(select(func.count()).select_from(filtered.subquery())).scalar_one()
+        mode = "accurate" if request.summary == "count" and request.total == "none" else request.total
+        total = totals.count(conn, filtered, mode, self.settings.exact_total_up_to)
         if request.summary == "count" or request.count == 0:
             return SearchPage([], [], total, None, None)
         query, columns = paging.sort_columns(
