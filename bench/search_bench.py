@@ -108,15 +108,12 @@ def _http(url: str, requests: int) -> dict:
 
 def run(url: str, directory: Path | None, requests: int) -> dict:
     result: dict = {"load": _load(url, directory) if directory else "see load_bench results"}
-    if url.startswith("postgresql"):
-        from sqlalchemy import text
+    from fhirsrv.storage.bulk import refresh_statistics
+    from fhirsrv.storage.engine import make_engine
 
-        from fhirsrv.storage.engine import make_engine
-
-        engine = make_engine(url)
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(text("ANALYZE"))  # fresh statistics, as autovacuum would give in production
-        engine.dispose()
+    engine = make_engine(url)
+    refresh_statistics(engine)  # what `fhirsrv load` (or autovacuum) leaves after a load
+    engine.dispose()
     result["http"] = _http(url, requests)
     result["bare_sql"] = _bare_sql(url, requests)
     result["ratio_http_vs_bare_sql_median"] = {

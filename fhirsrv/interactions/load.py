@@ -23,7 +23,7 @@ from fhirsrv.interactions.load_pipeline import ChunkResult, Prepared, PreparePoo
 from fhirsrv.interactions.resources import check_resource, check_type
 from fhirsrv.search.registry import stored_definitions
 from fhirsrv.settings import Settings
-from fhirsrv.storage import repository
+from fhirsrv.storage import bulk, repository
 from fhirsrv.storage.engine import read_transaction, write_transaction
 
 DEFAULT_CANONICAL_BASE = Settings.canonical_base
@@ -270,6 +270,10 @@ class _Pools:
             self.pool = None
 
 
+# Loads at least this large refresh the planner's view of the tables (storage/bulk.py).
+REFRESH_STATISTICS_AFTER = 5_000
+
+
 def load_paths(services: Services, paths: list[Path], exclude: tuple[str, ...] = ()) -> LoadReport:
     report = LoadReport()
     pools = _Pools(services)
@@ -283,6 +287,8 @@ def load_paths(services: Services, paths: list[Path], exclude: tuple[str, ...] =
                     load_file(services, path, report)
     finally:
         pools.close()
+    if sum(report.counts.values()) >= REFRESH_STATISTICS_AFTER:
+        bulk.refresh_statistics(services.engine)
     return report
 
 

@@ -14,9 +14,10 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from sqlalchemy import Connection, Table, text
+from sqlalchemy import Connection, Engine, Table, text
 
 from fhirsrv.errors import Conflict
+from fhirsrv.storage.schema import INDEX_TABLES, resource_version
 
 Row = tuple[Any, ...]
 
@@ -76,3 +77,21 @@ def allocate_rids(conn: Connection, count: int) -> list[int]:
         return [r for (r,) in result]
     start = int(conn.execute(text("SELECT coalesce(max(rid), 0) FROM resource")).scalar_one()) + 1
     return list(range(start, start + count))
+
+
+def refresh_statistics(engine: Engine) -> None:
+    """After a bulk load: fresh planner statistics, and on PostgreSQL the visibility map.
+
+    Until VACUUM marks the new pages all-visible, PostgreSQL cannot answer from an index alone
+    and prices index scans as if each row needed a heap visit; it then reads a type's first
+    page of results by walking the primary key past every other type (15 ms against 0.3 ms
+    at 100k resources). Autovacuum would get there, minutes later.
+    """
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("VACUUM (ANALYZE) resource"))
+            for table in (*INDEX_TABLES, resource_version):
+                conn.execute(text(f"VACUUM (ANALYZE) {table.name}"))
+    else:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA optimize")
