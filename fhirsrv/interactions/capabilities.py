@@ -18,7 +18,7 @@ from fhirsrv.interactions.context import RequestInfo, Result, Services
 from fhirsrv.interactions.resources import SERVER_WRITTEN_TYPES, SUPPORTED_TYPES
 from fhirsrv.storage.engine import read_transaction
 from fhirsrv.storage.jsonfmt import format_instant, loads, utcnow
-from fhirsrv.storage.schema import resource
+from fhirsrv.storage.schema import live, resource
 
 _WRITE = ("create", "update", "patch", "delete")
 _READ = ("read", "vread", "history-instance", "history-type", "search-type")
@@ -29,7 +29,7 @@ def _profiles_by_type(services: Services) -> dict[str, list[str]]:
     with read_transaction(services.engine) as conn:
         key_rows = conn.execute(
             select(resource.c.rid, resource.c.version_id).where(
-                resource.c.res_type == "StructureDefinition", resource.c.deleted.is_(False)
+                resource.c.res_type == "StructureDefinition", live(resource)
             )
         ).all()
         key = tuple(sorted((r.rid, r.version_id) for r in key_rows))
@@ -38,9 +38,7 @@ def _profiles_by_type(services: Services) -> dict[str, list[str]]:
             return cached[1]
         by_type: dict[str, list[str]] = {}
         rows = conn.execute(
-            select(resource.c.content).where(
-                resource.c.res_type == "StructureDefinition", resource.c.deleted.is_(False)
-            )
+            select(resource.c.content).where(resource.c.res_type == "StructureDefinition", live(resource))
         )
         for (content,) in rows:
             sd = loads(content)

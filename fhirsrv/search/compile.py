@@ -25,6 +25,7 @@ from fhirsrv.storage.schema import (
     idx_string,
     idx_token,
     idx_uri,
+    live,
     resource,
 )
 
@@ -333,9 +334,7 @@ def referring(res_type: str, param_code: str, target: str, target_test: Any) -> 
     reference row (a chain over 10k resources went from about a second to milliseconds).
     """
     t = resource.alias()
-    target_ids = select(t.c.res_id).where(
-        t.c.res_type == target, t.c.deleted.is_(False), target_test(t.c.rid)
-    )
+    target_ids = select(t.c.res_id).where(t.c.res_type == target, live(t), target_test(t.c.rid))
     return select(idx_reference.c.rid).where(
         idx_reference.c.res_type == res_type,
         idx_reference.c.param == param_code,

@@ -20,7 +20,7 @@ from fhirsrv.settings import Settings
 from fhirsrv.storage import bulk, repository
 from fhirsrv.storage.jsonfmt import loads
 from fhirsrv.storage.repository import StoredResource
-from fhirsrv.storage.schema import INDEX_TABLES, resource
+from fhirsrv.storage.schema import INDEX_TABLES, live, resource
 
 _TABLES = {t.name: t for t in INDEX_TABLES}
 
@@ -100,7 +100,7 @@ class SearchEngine:
             conn.execute(delete(table).where(table.c.rid == rid))
 
     def reindex(self, conn: Connection, res_type: str | None = None) -> int:
-        query = select(resource.c.rid).where(resource.c.deleted.is_(False))
+        query = select(resource.c.rid).where(live(resource))
         if res_type is not None:
             query = query.where(resource.c.res_type == res_type)
         rids = [r for (r,) in conn.execute(query.order_by(resource.c.rid))]
@@ -189,7 +189,7 @@ class SearchEngine:
 
     def _filtered(self, conn: Connection, request: SearchRequest):  # type: ignore[no-untyped-def]
         compiler = Compiler(self.registry, conn, self.base_url, self.expander)
-        query = select(resource.c.rid).where(resource.c.deleted.is_(False))
+        query = select(resource.c.rid).where(live(resource))
         if len(request.res_types) == 1:
             query = query.where(resource.c.res_type == request.res_types[0])
         else:

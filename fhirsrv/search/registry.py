@@ -22,7 +22,7 @@ from sqlalchemy import Connection, select
 
 from fhirsrv.settings import Settings
 from fhirsrv.storage.jsonfmt import loads
-from fhirsrv.storage.schema import resource
+from fhirsrv.storage.schema import live, resource
 
 R4_MODEL = models["r4"]
 ABSTRACT_BASES = ("Resource", "DomainResource")
@@ -223,9 +223,7 @@ def build_registry(settings: Settings, types: Iterable[str]) -> SearchParamRegis
 
 def stored_definitions(conn: Connection) -> Iterable[dict[str, Any]]:
     rows = conn.execute(
-        select(resource.c.content).where(
-            resource.c.res_type == "SearchParameter", resource.c.deleted.is_(False)
-        )
+        select(resource.c.content).where(resource.c.res_type == "SearchParameter", live(resource))
     )
     for (content,) in rows:
         sp = loads(content)

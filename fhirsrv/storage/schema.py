@@ -26,7 +26,9 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
+from sqlalchemy.sql.elements import ColumnElement
 
 metadata = MetaData()
 
@@ -204,3 +206,10 @@ server_state = Table(
 )
 
 INDEX_TABLES = (idx_string, idx_token, idx_reference, idx_date, idx_number, idx_uri, idx_geo, idx_sort)
+
+
+def live(table: Table) -> ColumnElement[bool]:
+    """`deleted = false`: unlike `deleted IS false`, an index condition on (res_type, deleted, rid),
+    so a search in rid order reads the live rows of one type straight from that index instead
+    of walking the primary key past every other type (20 ms against 0.1 at 100k resources)."""
+    return table.c.deleted == false()

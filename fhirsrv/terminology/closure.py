@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, insert, select
 
 from fhirsrv.storage.jsonfmt import loads
-from fhirsrv.storage.schema import code_closure, resource
+from fhirsrv.storage.schema import code_closure, live, resource
 
 
 def parents(codesystem: dict[str, Any]) -> dict[str, set[str]]:
@@ -70,9 +70,7 @@ def rebuild_all(conn: Connection) -> int:
     bypassed the write path); returns how many code systems it indexed."""
     conn.execute(delete(code_closure))
     count = 0
-    rows = conn.execute(
-        select(resource.c.content).where(resource.c.res_type == "CodeSystem", resource.c.deleted.is_(False))
-    )
+    rows = conn.execute(select(resource.c.content).where(resource.c.res_type == "CodeSystem", live(resource)))
     for (content,) in rows.all():
         if content:
             rebuild_closure(conn, loads(content))

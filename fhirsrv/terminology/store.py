@@ -10,7 +10,7 @@ from fhirsrv.errors import NotFound
 from fhirsrv.storage import repository
 from fhirsrv.storage.jsonfmt import loads
 from fhirsrv.storage.repository import StoredResource
-from fhirsrv.storage.schema import idx_uri, resource
+from fhirsrv.storage.schema import idx_uri, live, resource
 
 
 def by_url(conn: Connection, res_type: str, url: str, version: str | None = None) -> dict[str, Any] | None:
@@ -51,7 +51,5 @@ def require(conn: Connection, res_type: str, url: str, version: str | None = Non
 def all_of(conn: Connection, res_type: str) -> list[dict[str, Any]]:
     """Every current resource of a terminology type (a few dozen ConceptMaps at most): for the
     operations that pick their resource by content (e.g. $translate by source and target)."""
-    rows = conn.execute(
-        select(resource.c.content).where(resource.c.res_type == res_type, resource.c.deleted.is_(False))
-    )
+    rows = conn.execute(select(resource.c.content).where(resource.c.res_type == res_type, live(resource)))
     return [loads(content) for (content,) in rows if content]
