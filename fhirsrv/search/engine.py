@@ -202,9 +202,9 @@ class SearchEngine:
     def execute(self, conn: Connection, request: SearchRequest) -> SearchPage:
         filtered = self._filtered(conn, request)
         mode = "accurate" if request.summary == "count" and request.total == "none" else request.total
-        total = totals.count(conn, filtered, mode, self.settings.exact_total_up_to)
+        bound = self.settings.exact_total_up_to
         if request.summary == "count" or request.count == 0:
-            return SearchPage([], [], total, None, None)
+            return SearchPage([], [], totals.count(conn, filtered, mode, bound), None, None)
         query, columns = paging.sort_columns(
             filtered, request.sort, request.res_types, self.registry, request.criteria
         )
@@ -215,8 +215,18 @@ class SearchEngine:
             if len(values) != len(columns):
                 raise BadRequest("_cursor does not belong to this search (its sort changed)")
             query = query.where(paging.after(columns, values, backwards))
-        query = query.order_by(*paging.order_by(columns, reverse=backwards)).limit(request.count + 1)
+        # A first page reads on up to the exact-count bound: when the matches end before it,
+        # their number is the total, and the search was evaluated once instead of twice.
+        counted_here = not request.cursor and mode != "none"
+        fetch = max(request.count, bound if counted_here else 0) + 1
+        query = query.order_by(*paging.order_by(columns, reverse=backwards)).limit(fetch)
         rows = conn.execute(query).all()
+        if counted_here and len(rows) < fetch:
+            total: int | None = len(rows)
+        else:
+            total = totals.count(conn, filtered, mode, bound)
+            if total is not None and counted_here:
+                total = max(total, len(rows))  # an estimate never below the matches just read
         more = len(rows) > request.count
         rows = rows[: request.count]
         if backwards:

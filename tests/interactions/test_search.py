@@ -91,13 +91,17 @@ def test_total_modes_and_summary_count(services):
 
 def test_estimated_total_is_exact_up_to_the_bound_and_never_below_it(services):
     assert run(services, "HealthcareService", [])["total"] == 5  # default mode: estimate
+    first = run(services, "HealthcareService", [("_count", "3")])
+    assert first["total"] == 5 and len(matches(first)) == 3
+    assert run(services, "HealthcareService", [("_count", "3"), ("_total", "none")]).get("total") is None
     services.search.settings = replace(services.search.settings, exact_total_up_to=2)
-    estimated = run(services, "HealthcareService", [("_total", "estimate")])["total"]
+    estimated = run(services, "HealthcareService", [("_total", "estimate"), ("_count", "1")])["total"]
     if services.engine.dialect.name == "postgresql":
         assert estimated >= 3  # more than the bound: the planner's figure, at least bound + 1
     else:
         assert estimated == 5  # SQLite has no planner estimate: it counts
-    assert run(services, "HealthcareService", [("_total", "accurate")])["total"] == 5
+    assert run(services, "HealthcareService", [("_total", "accurate"), ("_count", "1")])["total"] == 5
+
     assert run(services, "HealthcareService", [("_total", "none"), ("_summary", "count")])["total"] == 5
 
 
