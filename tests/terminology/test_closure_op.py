@@ -11,20 +11,12 @@ from fhir.resources.R4B.conceptmap import ConceptMap
 import fhirsrv.interactions.terminology_ops  # noqa: F401  (registers the operations)
 from fhirsrv.app import create_app
 from fhirsrv.errors import NotFound
-from fhirsrv.interactions.load import load_paths
 from fhirsrv.storage.engine import write_transaction
 from fhirsrv.terminology import client_closure
 
 CAT = "https://sos.example.org/fhir/CodeSystem/sos-category"
 AGE = "https://sos.example.org/fhir/CodeSystem/sos-age-group"
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
-
-
-@pytest.fixture
-def client(app):  # type: ignore[no-untyped-def]
-    services = app.extensions["fhirsrv"]
-    load_paths(services, [services.settings.terminology_dir])
-    return app.test_client()
 
 
 def closure(client, name: str | None, *codes: tuple[str, str], version: str | None = None):  # type: ignore[no-untyped-def]

@@ -5,19 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from fhirsrv.interactions.load import load_paths
 from fhirsrv.text import fold
 
 BASE = "https://sos.example.org/fhir"
 CAT = f"{BASE}/CodeSystem/sos-category"
 R211 = "https://mos.esante.gouv.fr/NOS/TRE_R211-ActiviteOperationnelle/FHIR/TRE-R211-ActiviteOperationnelle"
-
-
-@pytest.fixture
-def client(app):  # type: ignore[no-untyped-def]
-    services = app.extensions["fhirsrv"]
-    load_paths(services, [services.settings.terminology_dir])
-    return app.test_client()
 
 
 def params(body: dict) -> dict:

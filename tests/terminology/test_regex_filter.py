@@ -9,21 +9,12 @@ from typing import Any
 import pytest
 
 from fhirsrv.errors import BadRequest
-from fhirsrv.interactions.load import load_paths
 from fhirsrv.storage.engine import read_transaction
 from fhirsrv.terminology import valueset
 
 CAT = "https://sos.example.org/fhir/CodeSystem/sos-category"
 STRUCTURES = "https://sos.example.org/fhir/CodeSystem/sos-structure-type"
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
-
-
-@pytest.fixture
-def services(app):  # type: ignore[no-untyped-def]
-    services = app.extensions["fhirsrv"]
-    load_paths(services, [services.settings.terminology_dir])
-    valueset.clear_cache()
-    return services
 
 
 def inline(*filters: dict[str, str], system: str = CAT) -> dict[str, Any]:

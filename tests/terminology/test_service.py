@@ -10,7 +10,6 @@ import pytest
 from sqlalchemy import delete, func, select
 
 from fhirsrv.errors import BadRequest
-from fhirsrv.interactions.load import load_paths
 from fhirsrv.storage import repository
 from fhirsrv.storage.engine import read_transaction, write_transaction
 from fhirsrv.storage.schema import code_closure
@@ -20,14 +19,6 @@ from fhirsrv.terminology.rebase import rebase
 BASE = "https://sos.example.org/fhir"
 CAT = f"{BASE}/CodeSystem/sos-category"
 NOS = "https://mos.esante.gouv.fr/NOS/"
-
-
-@pytest.fixture
-def services(app):  # type: ignore[no-untyped-def]
-    services = app.extensions["fhirsrv"]
-    load_paths(services, [services.settings.terminology_dir])
-    valueset.clear_cache()
-    return services
 
 
 def concept(cs: dict[str, Any], code: str) -> dict[str, Any]:

@@ -9,11 +9,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from fhirsrv.interactions.load import load_paths
-from fhirsrv.terminology import valueset
-from fhirsrv.validation import codes
 from fhirsrv.validation.codes import LocalCodeChecker, stored_terminology
 
 BASE = "https://sos.example.org/fhir"
@@ -21,15 +16,6 @@ CAT = f"{BASE}/CodeSystem/sos-category"
 CAT_VS = f"{BASE}/ValueSet/sos-category"
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 DEMO = Path(__file__).resolve().parents[2] / "seed" / "demo" / "05-HealthcareService.ndjson"
-
-
-@pytest.fixture
-def client(app):  # type: ignore[no-untyped-def]
-    services = app.extensions["fhirsrv"]
-    load_paths(services, [services.settings.terminology_dir])
-    valueset.clear_cache()
-    codes.clear_cache()
-    return app.test_client()
 
 
 def service_with(code: str) -> dict[str, Any]:
