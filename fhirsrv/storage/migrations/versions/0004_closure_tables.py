@@ -2,7 +2,7 @@
 
 Revision ID: 0004
 Revises: 0003
-Create Date: 2026-11-23 10:00:00
+Create Date: 2026-11-22 22:00:00
 """
 
 from __future__ import annotations
