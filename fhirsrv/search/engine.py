@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, delete, or_, select
+from sqlalchemy import ColumnElement, Connection, Select, delete, or_, select
 
 from fhirsrv.errors import BadRequest, Issue
 from fhirsrv.resource_types import SUPPORTED_TYPES
-from fhirsrv.search import include, paging
+from fhirsrv.search import include, paging, walk
 from fhirsrv.search import total as totals
 from fhirsrv.search.compile import CodeExpander, Compiler
 from fhirsrv.search.extract import extract
@@ -187,24 +188,57 @@ class SearchEngine:
             request.used = [(k, v) for k, v in request.used if k != crit.raw_name]
         request.criteria = kept
 
-    def _filtered(self, conn: Connection, request: SearchRequest):  # type: ignore[no-untyped-def]
+    def _conditions(self, conn: Connection, request: SearchRequest) -> list[ColumnElement[bool]]:
+        """One condition on resource.rid per criterion (an OR over the types it applies to)."""
         compiler = Compiler(self.registry, conn, self.base_url, self.expander)
+        out = []
+        for crit in request.criteria:
+            conditions = [compiler.condition(t, crit, resource.c.rid) for t in request.res_types]
+            out.append(conditions[0] if len(conditions) == 1 else or_(*conditions))
+        return out
+
+    def _filtered(
+        self, conn: Connection, request: SearchRequest, conditions: list[ColumnElement[bool]] | None = None
+    ) -> Select:
         query = select(resource.c.rid).where(live(resource))
         if len(request.res_types) == 1:
             query = query.where(resource.c.res_type == request.res_types[0])
         else:
             query = query.where(resource.c.res_type.in_(request.res_types))
-        for crit in request.criteria:
-            conditions = [compiler.condition(t, crit, resource.c.rid) for t in request.res_types]
-            query = query.where(conditions[0] if len(conditions) == 1 else or_(*conditions))
-        return query
+        if conditions is None:
+            conditions = self._conditions(conn, request)
+        return query.where(*conditions)
+
+    def _walk(
+        self, conn: Connection, request: SearchRequest, conditions: list[ColumnElement[bool]]
+    ) -> walk.Walked | None:
+        """The page by walking rid order (search/walk.py), where that applies and pays."""
+        if conn.dialect.name != "postgresql" or request.sort or len(request.res_types) != 1:
+            return None
+        after = None
+        if request.cursor:
+            values, backwards = paging.decode_cursor(request.cursor)
+            if backwards or len(values) != 1 or not isinstance(values[0], int):
+                return None
+            after = values[0]
+        return walk.first_page(conn, request.res_types[0], conditions, after, request.count + 1)
 
     def execute(self, conn: Connection, request: SearchRequest) -> SearchPage:
-        filtered = self._filtered(conn, request)
+        conditions = self._conditions(conn, request)
+        filtered = self._filtered(conn, request, conditions)
         mode = "accurate" if request.summary == "count" and request.total == "none" else request.total
         bound = self.settings.exact_total_up_to
         if request.summary == "count" or request.count == 0:
             return SearchPage([], [], totals.count(conn, filtered, mode, bound), None, None)
+        walked = self._walk(conn, request, conditions)
+        if walked is not None:
+            return self._page(
+                conn,
+                request,
+                [(r, r) for r in walked.rids],
+                self._walk_total(conn, request, walked, filtered, mode, bound),
+                backwards=False,
+            )
         query, columns = paging.sort_columns(
             filtered, request.sort, request.res_types, self.registry, request.criteria
         )
@@ -227,6 +261,37 @@ class SearchEngine:
             total = totals.count(conn, filtered, mode, bound)
             if total is not None and counted_here:
                 total = max(total, len(rows))  # an estimate never below the matches just read
+        return self._page(conn, request, rows, total, backwards)
+
+    def _walk_total(
+        self,
+        conn: Connection,
+        request: SearchRequest,
+        walked: walk.Walked,
+        filtered: Select,
+        mode: str,
+        bound: int,
+    ) -> int | None:
+        if mode == "none":
+            return None
+        if walked.complete and not request.cursor and len(walked.rids) <= request.count:
+            return len(walked.rids)  # every row of the type was checked: this is the count
+        if mode == "estimate" and not walked.complete:
+            guess = walk.estimate(conn, walked)
+            if guess > bound:
+                return max(guess, len(walked.rids))
+        return totals.count(conn, filtered, mode, bound)
+
+    def _page(
+        self,
+        conn: Connection,
+        request: SearchRequest,
+        rows: Sequence[Sequence[Any]],
+        total: int | None,
+        backwards: bool,
+    ) -> SearchPage:
+        """The page from its sorted rows (rid, then the sort values), with its paging cursors."""
+        rows = list(rows)
         more = len(rows) > request.count
         rows = rows[: request.count]
         if backwards:

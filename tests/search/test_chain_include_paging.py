@@ -126,7 +126,8 @@ def test_include_costs_one_query_per_parameter(app, client):
 
         event.listen(engine, "before_cursor_execute", count)
         client.get(
-            f"/fhir/HealthcareService?_count={size}&_include=HealthcareService:organization"
+            # _total=none: how the total is found depends on the page size, and is not at issue here.
+            f"/fhir/HealthcareService?_count={size}&_total=none&_include=HealthcareService:organization"
             "&_include=HealthcareService:location&_revinclude=PractitionerRole:service"
         )
         event.remove(engine, "before_cursor_execute", count)
