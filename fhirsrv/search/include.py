@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, and_, select, tuple_
+from sqlalchemy import Connection, select
 
 from fhirsrv.errors import BadRequest
 from fhirsrv.search.registry import SearchParamRegistry
@@ -75,20 +75,26 @@ def _reverse(
     if spec.source == "*":
         raise BadRequest("_revinclude=* is not supported; name Type:parameter")
     params = _ref_params(registry, spec.source, spec)
-    keys = list({(t.res_type, t.res_id) for t in targets})
-    if not keys or not params:
+    ids_by_type: dict[str, set[str]] = {}
+    for t in targets:
+        if spec.target is None or t.res_type == spec.target:
+            ids_by_type.setdefault(t.res_type, set()).add(t.res_id)
+    if not ids_by_type or not params:
         return []
     rids: set[int] = set()
-    for start in range(0, len(keys), 500):
-        chunk = keys[start : start + 500]
-        query = select(idx_reference.c.rid).where(
-            idx_reference.c.res_type == spec.source,
-            idx_reference.c.param.in_(params),
-            tuple_(idx_reference.c.target_type, idx_reference.c.target_id).in_(chunk),
-        )
-        if spec.target:
-            query = query.where(and_(idx_reference.c.target_type == spec.target))
-        rids.update(r for (r,) in conn.execute(query))
+    # One `target_type = :t AND target_id IN (...)` per type (the page holds one type, mostly):
+    # the (target_type, target_id, param, rid) index answers it alone, where a row-value IN
+    # over (type, id) pairs made PostgreSQL scan the source type's references.
+    for target_type, id_set in ids_by_type.items():
+        ids = sorted(id_set)
+        for start in range(0, len(ids), 500):
+            query = select(idx_reference.c.rid).where(
+                idx_reference.c.target_type == target_type,
+                idx_reference.c.target_id.in_(ids[start : start + 500]),
+                idx_reference.c.param.in_(params),
+                idx_reference.c.res_type == spec.source,
+            )
+            rids.update(r for (r,) in conn.execute(query))
     return [s for s in repository.get_many(conn, sorted(rids)) if not s.deleted]
 
 
