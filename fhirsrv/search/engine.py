@@ -212,7 +212,9 @@ class SearchEngine:
     def _walk(
         self, conn: Connection, request: SearchRequest, conditions: list[ColumnElement[bool]]
     ) -> walk.Walked | None:
-        """The page by walking rid order (search/walk.py), where that applies and pays."""
+        """The page by walking rid order (search/walk.py), where that applies and pays.
+
+        PostgreSQL only: SQLite re-plans the correlated check for every row (see walk.py)."""
         if conn.dialect.name != "postgresql" or request.sort or len(request.res_types) != 1:
             return None
         after = None

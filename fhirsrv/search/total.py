@@ -5,7 +5,8 @@ of them and counting costs more than the page itself. So `estimate` (the default
 FHIRSRV_DEFAULT_TOTAL) counts exactly up to a bound (FHIRSRV_EXACT_TOTAL_UP_TO, 1000), which
 covers the searches people read page by page, and above it asks PostgreSQL's planner. The
 planner's figure can fall short on chained searches, so it is never reported below the bound
-just proven. SQLite has no such estimate and counts exactly: it serves the small directories.
+just proven. SQLite has no such estimate and counts exactly. (A first page found by walking rid
+order on PostgreSQL, search/walk.py, estimates from the match rate it saw instead.)
 """
 
 from __future__ import annotations

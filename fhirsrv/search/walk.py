@@ -15,6 +15,9 @@ WALK_ROWS index checks.
 
 The walk also gives a fair estimate of the total: the match rate seen, times the number of
 live rows of the type (which the planner knows well: it is one column's statistics).
+
+PostgreSQL only: SQLite plans the correlated check anew for each row, chained searches took
+1,157 ms by walking against 46 ms by its own plan at 100k resources.
 """
 
 from __future__ import annotations

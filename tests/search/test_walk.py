@@ -1,6 +1,6 @@
 """Broad searches found by walking rid order (search/walk.py) give the same pages as the
 set-at-a-time plan: every match once, in order, across pages, with a total that is exact up
-to the bound and a fair estimate above it. Run on both back-ends; PostgreSQL takes the walk.
+to the bound and a fair estimate above it, on both back-ends.
 """
 
 from __future__ import annotations
@@ -72,6 +72,6 @@ def test_above_the_bound_the_total_is_estimated_from_the_walk(app, client, direc
     engine.settings = replace(engine.settings, exact_total_up_to=50)
     first = client.get("/fhir/HealthcareService?name=maison&_count=10").get_json()
     assert len(first["entry"]) == 10
-    assert 65 <= first["total"] <= 260  # 130 matches; PostgreSQL estimates, SQLite counts
+    assert 65 <= first["total"] <= 260  # 130 matches: estimated from the walk (PostgreSQL), counted (SQLite)
     exact = client.get("/fhir/HealthcareService?name=maison&_count=10&_total=accurate").get_json()
     assert exact["total"] == 130
