@@ -214,7 +214,7 @@ def _store_prepared(
     unchanged = 0
     for p in again:
         try:
-            if upsert(services, conn, orjson.loads(p.line), validated=True):
+            if upsert(services, conn, orjson.loads(p.content), validated=True):
                 counts[p.res_type] += 1
             else:
                 unchanged += 1

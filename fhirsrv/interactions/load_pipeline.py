@@ -48,8 +48,7 @@ class Prepared:
     res_type: str
     res_id: str
     given_id: bool
-    line: str
-    content: str
+    content: str  # stamped as version 1; stamps aside, what the line said
     rows: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
 
 
@@ -94,7 +93,7 @@ def index_tuples(registry: SearchParamRegistry, res: dict[str, Any], base_url: s
 
 
 def prepare(
-    registry: SearchParamRegistry, res: Any, label: str, line: str, now: datetime, base_url: str, new_id: str
+    registry: SearchParamRegistry, res: Any, label: str, now: datetime, base_url: str, new_id: str
 ) -> Prepared:
     """Check one parsed resource and compute what storing it writes; raises FhirError."""
     check_resource(res)
@@ -112,7 +111,6 @@ def prepare(
         res["resourceType"],
         res_id,
         bool(given),
-        line,
         dumps(stamped),
         index_tuples(registry, stamped, base_url),
     )
@@ -130,7 +128,7 @@ def _prepare_chunk(path: str, numbered: list[tuple[int, str]], now: datetime, id
         except orjson.JSONDecodeError as exc:
             return ChunkResult(items, now, f"{label}: invalid JSON ({exc})")
         try:
-            items.append(prepare(_state.registry, res, label, line, now, _state.base_url, new_id))
+            items.append(prepare(_state.registry, res, label, now, _state.base_url, new_id))
         except FhirError as exc:
             return ChunkResult(items, now, f"{label}: {exc.diagnostics}")
     return ChunkResult(items, now)
