@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Select, delete, or_, select
+from sqlalchemy import ColumnElement, Connection, Select, and_, delete, or_, select
 
 from fhirsrv.errors import BadRequest, Issue
 from fhirsrv.resource_types import SUPPORTED_TYPES
@@ -192,9 +192,21 @@ class SearchEngine:
         """One condition on resource.rid per criterion (an OR over the types it applies to)."""
         compiler = Compiler(self.registry, conn, self.base_url, self.expander)
         out = []
+        single = len(request.res_types) == 1
         for crit in request.criteria:
-            conditions = [compiler.condition(t, crit, resource.c.rid) for t in request.res_types]
-            out.append(conditions[0] if len(conditions) == 1 else or_(*conditions))
+            if single:
+                out.append(compiler.condition(request.res_types[0], crit, resource.c.rid))
+                continue
+            # Each type's test holds for rows of that type only: a negated test (`:not`,
+            # `:missing=true`) of one type would otherwise let every row of the others through.
+            out.append(
+                or_(
+                    *[
+                        and_(resource.c.res_type == t, compiler.condition(t, crit, resource.c.rid))
+                        for t in request.res_types
+                    ]
+                )
+            )
         return out
 
     def _filtered(

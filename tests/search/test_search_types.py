@@ -135,6 +135,13 @@ def test_system_level_search(client):
     assert client.get("/fhir?_type=Patient").status_code == 400
 
 
+def test_system_level_negation_holds_for_every_type(client):
+    everything = ids(client, "/fhir?_type=Organization,Location&_count=100")
+    assert "loc-brest" in everything
+    without = ids(client, "/fhir?_type=Organization,Location&_id:not=loc-brest&_count=100")
+    assert sorted(without) == sorted(i for i in everything if i != "loc-brest")
+
+
 def test_category_token(client):
     assert ids(client, f"/fhir/HealthcareService?service-category={R244}|355") == ["hs-apa", "hs-psy"]
 
