@@ -57,6 +57,23 @@ def read_guard(stored: StoredResource) -> bool:
     return may_read(principal, stored.res_type)
 
 
+def _anonymous_across_types(params: list[tuple[str, str]], has_status_param: Any) -> list[tuple[str, str]]:
+    """`/fhir?_type=A,B` without a token: the hidden statuses filter must apply to every type or
+    to none (the engine applies a criterion only when all the types searched define it)."""
+    types = {t.strip() for name, value in params if name == "_type" for t in value.split(",") if t.strip()}
+    if not types or types & RESTRICTED_TYPES:
+        raise unauthorized("A search across all types needs a token; name the types with _type")
+    with_status = {t for t in types if has_status_param(t)}
+    if with_status == types:
+        return [*params, ("entry-status:not", HIDDEN_STATUSES)]
+    if not with_status:
+        return params
+    raise unauthorized(
+        f"Without a token, search {', '.join(sorted(with_status))} apart from "
+        f"{', '.join(sorted(types - with_status))} (their entries have a lifecycle, the others not)"
+    )
+
+
 def make_search_guard(has_status_param: Any) -> Any:
     """`has_status_param(res_type)` tells whether the type has the SOS entry-status parameter."""
 
@@ -64,7 +81,7 @@ def make_search_guard(has_status_param: Any) -> Any:
         principal = current_principal.get()
         if principal is None:
             if res_type is None:
-                raise unauthorized("A search across all types needs a token; search one type instead")
+                return _anonymous_across_types(params, has_status_param)
             if res_type in RESTRICTED_TYPES:
                 raise unauthorized(f"Searching {res_type} needs a regional administrator's token")
             if has_status_param(res_type):

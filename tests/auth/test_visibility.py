@@ -57,7 +57,15 @@ def test_audit_events_are_for_regional_admins_only(web: FlaskClient, clients: Cl
     assert web.get(f"/fhir/AuditEvent/{some_id}", headers=territorial).status_code == 403
 
 
-def test_anonymous_system_search_needs_a_token(web: FlaskClient, clients: Clients) -> None:
-    assert web.get("/fhir?_type=HealthcareService").status_code == 401
+def test_anonymous_search_across_types_hides_drafts_of_every_type(web: FlaskClient, clients: Clients) -> None:
+    public = web.get("/fhir?_type=HealthcareService,Organization&_count=100").get_json()
+    assert {"hs-29", "hs-35", "hs-29-pending"} <= _ids(public)
+    assert not {i for i in _ids(public) if i.endswith(("-draft", "-delisted"))}
+    assert web.get("/fhir?_type=Practitioner").status_code == 200  # no lifecycle: public
+    mixed = web.get("/fhir?_type=HealthcareService,Practitioner")
+    assert mixed.status_code == 401 and "apart from" in mixed.get_data(as_text=True)
+    assert web.get("/fhir").status_code == 401
+    assert web.get("/fhir?_type=AuditEvent").status_code == 401
     headers = clients.headers("regional-admin", scopes="system/*.rs")
-    assert web.get("/fhir?_type=HealthcareService", headers=headers).status_code == 200
+    everything = web.get("/fhir?_type=HealthcareService,Practitioner&_count=100", headers=headers)
+    assert "hs-29-draft" in _ids(everything.get_json())
