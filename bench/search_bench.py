@@ -134,6 +134,7 @@ def main() -> None:
         help="search the databases load_bench.py --keep DIR loaded (SQLite file and PostgreSQL "
         "schema) instead of generating and loading again: a 1M load takes a quarter of an hour",
     )
+    parser.add_argument("--no-sqlite", action="store_true", help="PostgreSQL only")
     args = parser.parse_args()
     from fhirsrv.seeding.generate import generate
 
@@ -145,7 +146,8 @@ def main() -> None:
         "searches": SEARCHES,
     }
     if args.loaded:
-        results["sqlite"] = run(f"sqlite:///{args.loaded}/sqlite.db", None, args.requests)
+        if not args.no_sqlite:
+            results["sqlite"] = run(f"sqlite:///{args.loaded}/sqlite.db", None, args.requests)
         if args.postgres:
             sep = "&" if "?" in args.postgres else "?"
             pg = f"{args.postgres}{sep}options=-csearch_path%3Dfhirsrv_lbench_load"
@@ -154,10 +156,12 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             data = Path(tmp) / "data"
             generate(resources=args.resources, seed=1, out_dir=data)
-            results["sqlite"] = run(f"sqlite:///{tmp}/bench.sqlite3", data, args.requests)
+            if not args.no_sqlite:
+                results["sqlite"] = run(f"sqlite:///{tmp}/bench.sqlite3", data, args.requests)
             if args.postgres:
                 results["postgresql"] = run(fresh_schema(args.postgres, "fhirsrv_bench"), data, args.requests)
-    out = HERE / "results" / f"search_bench_{args.resources}.json"
+    suffix = "_postgresql" if args.no_sqlite else ""
+    out = HERE / "results" / f"search_bench_{args.resources}{suffix}.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
 
