@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Select, and_, delete, or_, select
+from sqlalchemy import ColumnElement, Connection, Select, and_, delete, func, or_, select
 
 from fhirsrv.errors import BadRequest, Issue
 from fhirsrv.resource_types import SUPPORTED_TYPES
@@ -263,9 +263,17 @@ class SearchEngine:
             if len(values) != len(columns):
                 raise BadRequest("_cursor does not belong to this search (its sort changed)")
             query = query.where(paging.after(columns, values, backwards))
+        counted_here = not request.cursor and mode != "none"
+        if counted_here and conn.dialect.name == "postgresql":
+            # Here PostgreSQL evaluates every match before sorting them (the walk, which does
+            # not, gave up or does not apply): counting them in the same pass is nearly free.
+            query = query.add_columns(func.count().over())
+            query = query.order_by(*paging.order_by(columns)).limit(request.count + 1)
+            counted = conn.execute(query).all()
+            total = counted[0][-1] if counted else 0
+            return self._page(conn, request, [r[:-1] for r in counted], total, backwards)
         # A first page reads on up to the exact-count bound: when the matches end before it,
         # their number is the total, and the search was evaluated once instead of twice.
-        counted_here = not request.cursor and mode != "none"
         fetch = max(request.count, bound if counted_here else 0) + 1
         query = query.order_by(*paging.order_by(columns, reverse=backwards)).limit(fetch)
         rows = conn.execute(query).all()
