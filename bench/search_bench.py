@@ -53,28 +53,38 @@ def _load(url: str, directory: Path) -> dict:
 
 
 def _bare_sql(url: str, requests: int) -> dict:
-    """Time the engine's own page query, executed directly (no HTTP, no Bundle, no JSON)."""
+    """Replay, straight through the driver, every SQL statement the engine runs for the search
+    (page, total, stored JSON, includes): the same query without Python, HTTP or Bundle."""
+    from sqlalchemy import event
+
     from fhirsrv.app import build_services
-    from fhirsrv.search import paging
     from fhirsrv.settings import Settings
     from fhirsrv.storage.engine import read_transaction
 
-    services = build_services(Settings.from_env(database_url=url, load_demo=False))
+    services = build_services(Settings.from_env(database_url=url, load_demo=False, extra={"auth": "off"}))
     engine = services.search
     out = {}
     for name, (res_type, query) in SEARCHES.items():
-        params = [(k, v) for k, v in parse_qsl(query) if not k.startswith("_include") and k != "_revinclude"]
-        request = engine.prepare(res_type, params, strict=True)
+        request = engine.prepare(res_type, parse_qsl(query), strict=True)
+        statements: list[tuple[str, object]] = []
+
+        def capture(conn, cursor, statement, parameters, context, executemany, _into=statements):  # type: ignore[no-untyped-def]
+            _into.append((statement, parameters))
+
+        event.listen(services.engine, "before_cursor_execute", capture)
+        with read_transaction(services.engine) as conn:
+            engine.execute(conn, request)
+        event.remove(services.engine, "before_cursor_execute", capture)
         samples = []
         for _ in range(requests):
-            start = time.perf_counter()
             with read_transaction(services.engine) as conn:
-                filtered = engine._filtered(conn, request)
-                sql, columns = paging.sort_columns(filtered, request.sort, request.res_types, engine.registry)
-                sql = sql.order_by(*paging.order_by(columns)).limit(request.count + 1)
-                conn.execute(sql).all()
-            samples.append(time.perf_counter() - start)
-        out[name] = _percentiles(samples)
+                cursor = conn.connection.driver_connection.cursor()
+                start = time.perf_counter()
+                for statement, parameters in statements:
+                    cursor.execute(statement, parameters)
+                    cursor.fetchall()
+                samples.append(time.perf_counter() - start)
+        out[name] = {**_percentiles(samples), "statements": len(statements)}
     services.engine.dispose()
     return out
 
