@@ -69,7 +69,12 @@ def _bare_sql(url: str, requests: int) -> dict:
         statements: list[tuple[str, object]] = []
 
         def capture(conn, cursor, statement, parameters, context, executemany, _into=statements):  # type: ignore[no-untyped-def]
-            _into.append((statement, parameters))
+            if (
+                not statement.lstrip()
+                .upper()
+                .startswith(("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE"))
+            ):
+                _into.append((statement, parameters))
 
         event.listen(services.engine, "before_cursor_execute", capture)
         with read_transaction(services.engine) as conn:
