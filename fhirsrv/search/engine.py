@@ -162,6 +162,8 @@ class SearchEngine:
         request.sort = paging.parse_sort(controls.get("_sort", []))
         request.cursor = controls.get("_cursor", [None])[-1]
         request.summary = controls.get("_summary", [None])[-1]
+        if request.summary == "count" and "_total" not in controls:
+            request.total = "accurate"  # the count is all that was asked for: give it exactly
         request.elements = [e for v in controls.get("_elements", []) for e in v.split(",") if e] or None
         for reverse in (False, True):
             values = include_values[reverse]
