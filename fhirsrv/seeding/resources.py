@@ -16,6 +16,7 @@ from typing import Any
 
 from fhirsrv.seeding.catalogue import CATEGORIES, STRUCTURE_TYPE
 from fhirsrv.seeding.model import Service, Site, Structure
+from fhirsrv.seeding.regions import region_tag
 
 BASE = "https://sos.example.org/fhir"
 CS = f"{BASE}/CodeSystem"
@@ -143,8 +144,12 @@ def concept(system: str, code: str, display: str | None = None) -> dict[str, Any
     return {"coding": [_coding(system, code, display)]}
 
 
-def _meta(profile: str | None) -> dict[str, Any]:
-    return {"profile": [f"{SD}/{profile}"]} if profile else {}
+def _meta(profile: str, departement: str | None = None) -> dict[str, Any]:
+    """The SOS profile, and for the types the ROR lists, the source-region tag it selects by."""
+    meta: dict[str, Any] = {"profile": [f"{SD}/{profile}"]}
+    if departement is not None:
+        meta["tag"] = [region_tag(departement)]
+    return meta
 
 
 def address(site: Site) -> dict[str, Any]:
@@ -218,7 +223,7 @@ def organization(s: Structure) -> dict[str, Any]:
     res: dict[str, Any] = {
         "resourceType": "Organization",
         "id": org_id(s.key),
-        "meta": _meta("sos-organization"),
+        "meta": _meta("sos-organization", s.departement),
         "extension": [_created(s), lifecycle_extension(s)],
         "identifier": identifiers,
         "active": s.lifecycle.status != "delisted",
@@ -244,7 +249,7 @@ def location(s: Structure, index: int) -> dict[str, Any]:
     return {
         "resourceType": "Location",
         "id": location_id(s.key, index),
-        "meta": _meta("sos-location"),
+        "meta": _meta("sos-location", s.departement),
         "extension": [
             {
                 "url": ROR_COMMUNE_COG,
@@ -296,7 +301,7 @@ def practitioner_role(s: Structure) -> dict[str, Any]:
     return {
         "resourceType": "PractitionerRole",
         "id": f"prr-{s.key}",
-        "meta": _meta("sos-practitionerrole"),
+        "meta": _meta("sos-practitionerrole", s.departement),
         "extension": [
             _created(s),
             {
@@ -361,7 +366,7 @@ def healthcare_service(s: Structure, index: int) -> dict[str, Any]:
     res: dict[str, Any] = {
         "resourceType": "HealthcareService",
         "id": service_id(s.key, index),
-        "meta": _meta("sos-healthcareservice"),
+        "meta": _meta("sos-healthcareservice", s.departement),
         "extension": [
             _created(s),
             {"url": ROR_SENSITIVE_UNIT, "valueBoolean": False},

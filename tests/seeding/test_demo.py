@@ -207,3 +207,15 @@ def test_no_real_contact_data(demo):
         assert endpoint["address"].startswith("mailto:") and endpoint["address"].endswith(
             "@sos-demo.mssante.fr"
         )
+
+
+def test_ror_types_carry_the_region_of_their_structure(demo):
+    """The ROR's partial synchronisation selects entries by source region (meta.tag codeRegion)."""
+    from fhirsrv.seeding.regions import R30_REGION
+
+    for res_type in ("Organization", "Location", "HealthcareService", "PractitionerRole"):
+        for res in demo[res_type]:
+            tags = [t for t in res["meta"].get("tag", []) if t["system"] == R30_REGION]
+            structure_departement = res["id"].split("-")[1]  # ids end with <département>-<number>
+            expected = "11" if structure_departement == "94" else "53"
+            assert [t["code"] for t in tags] == [expected], res["id"]

@@ -28,3 +28,21 @@ def test_fhirsrv_load_stores_every_demo_resource(db_url: str):
         )
     engine.dispose()
     assert stored == expected
+
+
+def test_ror_partial_synchronisation_by_source_region_on_the_demo(client):
+    """`HealthcareService?_tag=<TRE_R30>|53` (the ROR's partial sync) finds Brittany's services."""
+    from fhirsrv.interactions.load import load_paths
+    from fhirsrv.seeding.regions import R30_REGION
+
+    services = client.application.extensions["fhirsrv"]
+    load_paths(services, [ROOT / "seed" / "demo"])
+    lines = (ROOT / "seed" / "demo" / "05-HealthcareService.ndjson").read_text(encoding="utf-8").splitlines()
+    by_region: dict[str, int] = {}
+    for line in lines:
+        for tag in json.loads(line)["meta"]["tag"]:
+            by_region[tag["code"]] = by_region.get(tag["code"], 0) + 1
+    for region, expected in by_region.items():
+        bundle = client.get(f"/fhir/HealthcareService?_tag={R30_REGION}|{region}&_summary=count").get_json()
+        assert bundle["total"] == expected
+    assert set(by_region) == {"53", "11"}
