@@ -25,13 +25,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Select, exists, select
+from sqlalchemy import ColumnElement, Connection, Select, distinct, exists, func, select
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import BinaryExpression, Grouping
 from sqlalchemy.sql.visitors import replacement_traverse
 
 from fhirsrv.search import total as totals
-from fhirsrv.storage.schema import live, resource
+from fhirsrv.storage.schema import idx_token, live, resource
 
 WALK_ROWS = 500
 
@@ -94,3 +94,36 @@ def estimate(conn: Connection, walked: Walked) -> int:
     seen = totals.exact(conn, rows_of_type.where(resource.c.rid <= walked.rids[-1]))
     everything = select(resource.c.rid).where(resource.c.res_type == walked.res_type, live(resource))
     return round(totals.planner_rows(conn, everything) * len(walked.rids) / max(seen, 1))
+
+
+def token_page(
+    conn: Connection,
+    res_type: str,
+    param: str,
+    system: str,
+    code: str,
+    after: int | None,
+    fetch: int,
+    with_total: bool,
+) -> tuple[list[int], int | None]:
+    """A search on one `system|code` alone, answered from the token index only.
+
+    Its (res_type, param, code, system, rid) index lists that code's resources in rid order, and
+    index rows exist for live resources only (a deletion removes them), so the page is the
+    first rids of that range and the total the number of distinct rids in it: no join back to
+    `resource`, which cost 4 µs a match (16 ms for a code of 4,000 services at 1M)."""
+    in_range = (
+        idx_token.c.res_type == res_type,
+        idx_token.c.param == param,
+        idx_token.c.code == code,
+        idx_token.c.system == system,
+    )
+    page = select(idx_token.c.rid).where(*in_range).distinct()
+    if after is not None:
+        page = page.where(idx_token.c.rid > after)
+    rids = [r for (r,) in conn.execute(page.order_by(idx_token.c.rid).limit(fetch))]
+    total = None
+    if with_total:
+        counting = select(func.count(distinct(idx_token.c.rid))).where(*in_range)
+        total = int(conn.execute(counting).scalar_one())
+    return rids, total

@@ -75,3 +75,19 @@ def test_above_the_bound_the_total_is_estimated_from_the_walk(app, client, direc
     assert 65 <= first["total"] <= 260  # 130 matches: estimated from the walk (PostgreSQL), counted (SQLite)
     exact = client.get("/fhir/HealthcareService?name=maison&_count=10&_total=accurate").get_json()
     assert exact["total"] == 130
+
+
+def test_a_selective_code_pages_from_the_token_index(client, directory):
+    """One system|code and nothing else: on PostgreSQL the page and total come from the token
+    index alone (rare: 4 of 1,300, too few for the walk); the answer is the same everywhere."""
+    wanted = [s["id"] for s in directory if s["specialty"][0]["coding"][0]["code"] == "rare"]
+    first = client.get(f"/fhir/HealthcareService?specialty={SYSTEM}|rare&_count=3").get_json()
+    assert first["total"] == len(wanted) == 4
+    assert [e["resource"]["id"] for e in first["entry"]] == wanted[:3]
+    following = next(link["url"] for link in first["link"] if link["relation"] == "next")
+    second = client.get(following.replace("http://fhir.test", "")).get_json()
+    assert [e["resource"]["id"] for e in second["entry"]] == wanted[3:]
+    assert not any(link["relation"] == "next" for link in second["link"])
+    client.delete(f"/fhir/HealthcareService/{wanted[0]}")
+    after = client.get(f"/fhir/HealthcareService?specialty={SYSTEM}|rare&_count=3").get_json()
+    assert after["total"] == 3 and wanted[0] not in [e["resource"]["id"] for e in after["entry"]]
