@@ -81,7 +81,10 @@ def _drop(url: str, schema: str, sqlite_file: Path) -> None:
         sqlite_file.unlink(missing_ok=True)
 
 
-def run(url: str, data: Path, tmp: str, name: str) -> dict:
+KEPT_SCHEMA = "fhirsrv_lbench_kept"  # --keep: what search_bench.py --loaded searches
+
+
+def run(url: str, data: Path, tmp: str, name: str, kept: bool = False) -> dict:
     for leftover in Path(tmp).glob(f"{name}*.db*"):
         leftover.unlink()
     base_url = (
@@ -90,7 +93,9 @@ def run(url: str, data: Path, tmp: str, name: str) -> dict:
         else f"sqlite:///{tmp}/{name}-bare.db"
     )
     load_url = (
-        _fresh(url, "fhirsrv_lbench_load") if url.startswith("postgresql") else f"sqlite:///{tmp}/{name}.db"
+        _fresh(url, KEPT_SCHEMA if kept else "fhirsrv_lbench_load")
+        if url.startswith("postgresql")
+        else f"sqlite:///{tmp}/{name}.db"
     )
     bare = bare_insert(base_url, data)
     _drop(url, "fhirsrv_lbench_bare", Path(tmp) / f"{name}-bare.db")
@@ -113,7 +118,7 @@ def main() -> None:
         "--keep",
         type=Path,
         help="keep the generated data and the loaded SQLite database in this directory (and the "
-        "PostgreSQL schema fhirsrv_lbench_load), for search_bench.py --loaded",
+        f"PostgreSQL schema {KEPT_SCHEMA}), for search_bench.py --loaded",
     )
     args = parser.parse_args()
     from fhirsrv.seeding.generate import generate
@@ -129,9 +134,9 @@ def main() -> None:
             print(f"reusing the data in {data}")
         else:
             generate(resources=args.resources, seed=1, out_dir=data)
-        results["sqlite"] = run("sqlite", data, tmp, "sqlite")
+        results["sqlite"] = run("sqlite", data, tmp, "sqlite", kept=bool(args.keep))
         if args.postgres:
-            results["postgresql"] = run(args.postgres, data, tmp, "pg")
+            results["postgresql"] = run(args.postgres, data, tmp, "pg", kept=bool(args.keep))
     (HERE / "results" / f"load_bench_{args.resources}.json").write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
 

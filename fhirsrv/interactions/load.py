@@ -229,10 +229,12 @@ def load_file_parallel(services: Services, path: Path, report: LoadReport, pool:
     unchanged = 0
     new_ids = iter(writes.new_id, None)
     with write_transaction(services.engine) as conn:
-        for chunk in pool.prepared_chunks(path, new_ids):
+        for number, chunk in enumerate(pool.prepared_chunks(path, new_ids), 1):
             if chunk.error:
                 raise LoadError(chunk.error)
             unchanged += _store_prepared(services, conn, chunk, counts, pool.registry)
+            if number in (1, 20, 400):  # the table grows fast: keep the planner's view of it current
+                bulk.analyze_resources(conn)
     report.counts.update(counts)
     report.unchanged += unchanged
     report.files += 1

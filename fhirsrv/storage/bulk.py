@@ -95,3 +95,14 @@ def refresh_statistics(engine: Engine) -> None:
     else:
         with engine.connect() as conn:
             conn.exec_driver_sql("PRAGMA optimize")
+
+
+def analyze_resources(conn: Connection) -> None:
+    """ANALYZE the resource table inside the loading transaction (PostgreSQL sees its own rows).
+
+    Without statistics the planner takes `res_id IN (500 ids)` for unselective (200 distinct
+    values by default) and scans the table for every existence check of the loader: 275
+    resources/s instead of about 900 on a fresh database. Once analysed, ids are known to be
+    unique and the check uses the (res_type, res_id) index, however large the table grows."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("ANALYZE resource"))
