@@ -165,7 +165,7 @@ def main() -> None:
             results["sqlite"] = run(f"sqlite:///{args.loaded}/sqlite.db", None, args.requests)
         if args.postgres:
             sep = "&" if "?" in args.postgres else "?"
-            pg = f"{args.postgres}{sep}options=-csearch_path%3Dfhirsrv_lbench_load"
+            pg = f"{args.postgres}{sep}options=-csearch_path%3Dfhirsrv_lbench_kept"
             results["postgresql"] = run(pg, None, args.requests)
     else:
         with tempfile.TemporaryDirectory() as tmp:
