@@ -229,15 +229,22 @@ class SearchEngine:
         """The page by walking rid order (search/walk.py), where that applies and pays.
 
         PostgreSQL only: SQLite re-plans the correlated check for every row (see walk.py)."""
-        if conn.dialect.name != "postgresql" or request.sort or len(request.res_types) != 1:
+        applies, after = self._forward_in_rid_order(conn, request)
+        if not applies:
             return None
-        after = None
-        if request.cursor:
-            values, backwards = paging.decode_cursor(request.cursor)
-            if backwards or len(values) != 1 or not isinstance(values[0], int):
-                return None
-            after = values[0]
         return walk.first_page(conn, request.res_types[0], conditions, after, request.count + 1)
+
+    def _forward_in_rid_order(self, conn: Connection, request: SearchRequest) -> tuple[bool, int | None]:
+        """Whether a page can be read forward in rid order from an index (PostgreSQL, one type,
+        the default sort, no `previous` cursor), and the rid it starts after."""
+        if conn.dialect.name != "postgresql" or request.sort or len(request.res_types) != 1:
+            return False, None
+        if not request.cursor:
+            return True, None
+        values, backwards = paging.decode_cursor(request.cursor)
+        if backwards or len(values) != 1 or not isinstance(values[0], int):
+            return False, None
+        return True, values[0]
 
     def execute(self, conn: Connection, request: SearchRequest) -> SearchPage:
         conditions = self._conditions(conn, request)
@@ -293,9 +300,8 @@ class SearchEngine:
     def _token_page(self, conn: Connection, request: SearchRequest, mode: str) -> SearchPage | None:
         """A search on one `system|code` and nothing else, from the token index alone
         (search/walk.py), on PostgreSQL, in rid order: the ROR consumer's commonest query."""
-        if conn.dialect.name != "postgresql" or request.sort or len(request.res_types) != 1:
-            return None
-        if len(request.criteria) != 1:
+        applies, after = self._forward_in_rid_order(conn, request)
+        if not applies or len(request.criteria) != 1:
             return None
         crit = request.criteria[0]
         res_type = request.res_types[0]
@@ -307,12 +313,6 @@ class SearchEngine:
         system, code = split_token(crit.values[0])
         if not system or not code:
             return None
-        after = None
-        if request.cursor:
-            values, backwards = paging.decode_cursor(request.cursor)
-            if backwards or len(values) != 1 or not isinstance(values[0], int):
-                return None
-            after = values[0]
         rids, total = walk.token_page(
             conn, res_type, param.code, system, code, after, request.count + 1, mode != "none"
         )
