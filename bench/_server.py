@@ -17,7 +17,7 @@ from fhirsrv.settings import Settings
 
 def main(database_url: str, port: int, fixed_size: int) -> None:
     # Authorization off: the benchmark measures the FHIR work, not token checks.
-    settings = Settings.from_env(database_url=database_url, load_demo=False, extra={"auth": "off"})
+    settings = Settings.from_env(database_url=database_url, load_demo=False, auth=False)
     app = create_app(settings)
     payload = b'{"resourceType":"Basic","text":"' + b"x" * max(0, fixed_size - 40) + b'"}'
 

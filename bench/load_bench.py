@@ -58,7 +58,7 @@ def fhirsrv_load(url: str, data: Path) -> tuple[int, float]:
     from fhirsrv.interactions.load import load_paths
     from fhirsrv.settings import Settings
 
-    services = build_services(Settings.from_env(database_url=url, load_demo=False, extra={"auth": "off"}))
+    services = build_services(Settings.from_env(database_url=url, load_demo=False, auth=False))
     start = time.perf_counter()
     report = load_paths(services, [data])
     elapsed = time.perf_counter() - start

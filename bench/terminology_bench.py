@@ -48,7 +48,7 @@ def run(url: str, n: int) -> dict:
     from fhirsrv.settings import Settings
     from fhirsrv.storage.schema import code_closure, idx_token, idx_uri, resource
 
-    app = create_app(Settings.from_env(database_url=url, load_demo=False, extra={"auth": "off"}))
+    app = create_app(Settings.from_env(database_url=url, load_demo=False, auth=False))
     services = app.extensions["fhirsrv"]
     load_paths(services, [services.settings.terminology_dir, services.settings.seed_dir / "demo"])
     from fhirsrv.storage.bulk import refresh_statistics

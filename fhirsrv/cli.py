@@ -9,13 +9,19 @@ from pathlib import Path
 
 import click
 
-from fhirsrv.settings import Settings
+from fhirsrv.settings import Settings, SettingsError
 
 log = logging.getLogger("fhirsrv")
 
 
-def _settings(database: str | None, **extra: object) -> Settings:
-    return Settings.from_env(database_url=database, **extra)
+def _settings(database: str | None, **overrides: object) -> Settings:
+    """The environment's settings (parsed once, by `main`) with the command's flags on top.
+
+    A flag left unset is None and keeps the environment's value.
+    """
+    parsed = click.get_current_context().find_object(Settings)
+    base = parsed if parsed is not None else Settings.from_env()
+    return base.overridden(database_url=database, **overrides)
 
 
 def _services(settings: Settings):  # type: ignore[no-untyped-def]
@@ -24,11 +30,29 @@ def _services(settings: Settings):  # type: ignore[no-untyped-def]
     return build_services(settings)
 
 
-@click.group()
+class _Commands(click.Group):
+    """The command group, turning a bad setting into one line on stderr and exit code 2.
+
+    Settings are parsed before any command runs (`fhirsrv clients` included); a misspelt
+    variable must stop the process with its name, not a traceback nor a silently wrong default.
+    """
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except SettingsError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=_Commands)
 @click.option("-v", "--verbose", is_flag=True, help="Log SQL-free debug information.")
-def main(verbose: bool) -> None:
+@click.pass_context
+def main(ctx: click.Context, verbose: bool) -> None:
     """fhirsrv: FHIR R4 server of a regional directory of cancer supportive care (SOS)."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(message)s")
+    # Parsed here, before a command imports or opens anything: a bad variable stops every command.
+    ctx.obj = Settings.from_env()
 
 
 @main.command()

@@ -1,28 +1,81 @@
 """Typed settings, read once from FHIRSRV_* environment variables and overridable by CLI flags.
 
-Keeping every knob here (and nowhere else reading os.environ) makes a test able to build an
-app with exactly the settings it means, without leaking state between tests.
+This is the only module of the package that reads the environment: every knob is a typed field
+of one frozen `Settings`, parsed and checked when the process starts. A test can then build an
+app with exactly the settings it means, without leaking state between tests, and a misspelt
+value stops the server at startup instead of silently meaning something else (before, an
+`FHIRSRV_AUTH=enabled` turned authorization *off*).
 """
 
 from __future__ import annotations
 
+import math
 import os
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
+# The only spellings of a boolean: anything else is a mistake worth stopping for, not "false".
+BOOLEAN_WORDS: dict[str, bool] = {"on": True, "true": True, "1": True, "off": False, "false": False, "0": False}
+DEFAULT_TOTALS = ("none", "estimate", "accurate")
+PROFILE_ENFORCEMENTS = ("non-admin", "all", "claimed-only")
 
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    return int(value) if value else default
+# The environment variable of each field; fields without one are set by code only.
+VARIABLES: dict[str, str] = {
+    "database_url": "FHIRSRV_DATABASE_URL",
+    "base_url": "FHIRSRV_BASE_URL",
+    "canonical_base": "FHIRSRV_CANONICAL_BASE",
+    "content_root": "FHIRSRV_CONTENT_ROOT",
+    "load_demo": "FHIRSRV_LOAD_DEMO",
+    "default_count": "FHIRSRV_DEFAULT_COUNT",
+    "max_count": "FHIRSRV_MAX_COUNT",
+    "max_body_bytes": "FHIRSRV_MAX_BODY_BYTES",
+    "max_bundle_entries": "FHIRSRV_MAX_BUNDLE_ENTRIES",
+    "max_query_length": "FHIRSRV_MAX_QUERY_LENGTH",
+    "max_search_params": "FHIRSRV_MAX_SEARCH_PARAMS",
+    "default_total": "FHIRSRV_DEFAULT_TOTAL",
+    "exact_total_up_to": "FHIRSRV_EXACT_TOTAL_UP_TO",
+    "sql_echo": "FHIRSRV_SQL_ECHO",
+    "auth": "FHIRSRV_AUTH",
+    "token_lifetime": "FHIRSRV_TOKEN_LIFETIME",
+    "jwt_private_key": "FHIRSRV_JWT_PRIVATE_KEY",
+    "rate_limit_anonymous": "FHIRSRV_RATE_LIMIT_ANONYMOUS",
+    "rate_limit_client": "FHIRSRV_RATE_LIMIT_CLIENT",
+    "cors_origins": "FHIRSRV_CORS_ORIGINS",
+    "hsts": "FHIRSRV_HSTS",
+    "enforce_sos_profiles": "FHIRSRV_ENFORCE_SOS_PROFILES",
+    "load_workers": "FHIRSRV_LOAD_WORKERS",
+    "revocation_ttl": "FHIRSRV_REVOCATION_TTL",
+}
+DATA_DIR_VARIABLE = "FHIRSRV_DATA_DIR"
+
+# Values that would make no sense at 0 (a page of nothing, a token already expired...).
+AT_LEAST_ONE = frozenset(
+    {
+        "default_count",
+        "max_count",
+        "max_body_bytes",
+        "max_bundle_entries",
+        "max_query_length",
+        "max_search_params",
+        "token_lifetime",
+        "max_assertion_lifetime",
+    }
+)
+CHOICES: dict[str, tuple[str, ...]] = {
+    "default_total": DEFAULT_TOTALS,
+    "enforce_sos_profiles": PROFILE_ENFORCEMENTS,
+}
 
 
-def _env_bool(name: str, default: bool) -> bool:
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+class SettingsError(ValueError):
+    """A setting that cannot be used as given; the message names the variable and what it accepts.
+
+    A ValueError, so code that already guarded `int(...)` of a setting still catches it; the CLI
+    turns it into a one-line error and exit code 2 instead of a traceback.
+    """
 
 
 def default_sqlite_url(data_dir: Path) -> str:
@@ -48,7 +101,30 @@ class Settings:
     default_total: str = "estimate"
     exact_total_up_to: int = 1000
     sql_echo: bool = False
-    extra: dict[str, str] = field(default_factory=dict)
+    # Off leaves every read and write open: tests and a local demo only, never a deployment.
+    auth: bool = True
+    # Seconds; SMART Backend Services recommends at most 5 minutes for both.
+    token_lifetime: int = 300
+    max_assertion_lifetime: int = 300
+    # PEM key signing access tokens; empty: one is generated and kept in the database.
+    jwt_private_key: str = ""
+    # Requests per minute; 0 disables the limit.
+    rate_limit_anonymous: int = 600
+    rate_limit_client: int = 6000
+    cors_origins: str = "*"
+    # Sends Strict-Transport-Security when the request came over https (directly or via a proxy).
+    hsts: bool = True
+    # When writes must conform to the SOS profile of their type (fhirsrv.wiring).
+    enforce_sos_profiles: str = "non-admin"
+    # Worker processes of the bulk loader; None: one per core, 0: none (all in the parent).
+    load_workers: int | None = None
+    # Seconds a revoked client's tokens may still be accepted (cache of the revocation list).
+    revocation_ttl: float = 30.0
+
+    def __post_init__(self) -> None:
+        """Check every field, so an override or a direct construction is as strict as the environment."""
+        for f in fields(self):
+            _check_field(f.name, _KINDS[str(f.type)], getattr(self, f.name))
 
     @property
     def profiles_dir(self) -> Path:
@@ -63,28 +139,107 @@ class Settings:
         return self.content_root / "seed"
 
     @classmethod
-    def from_env(cls, **overrides: object) -> Settings:
-        data_dir = Path(os.environ.get("FHIRSRV_DATA_DIR", PROJECT_ROOT / "var"))
-        settings = cls(
-            database_url=os.environ.get("FHIRSRV_DATABASE_URL") or default_sqlite_url(data_dir),
-            base_url=os.environ.get("FHIRSRV_BASE_URL", ""),
-            canonical_base=os.environ.get("FHIRSRV_CANONICAL_BASE", cls.canonical_base),
-            content_root=Path(os.environ.get("FHIRSRV_CONTENT_ROOT", PROJECT_ROOT)),
-            load_demo=_env_bool("FHIRSRV_LOAD_DEMO", True),
-            default_count=_env_int("FHIRSRV_DEFAULT_COUNT", cls.default_count),
-            max_count=_env_int("FHIRSRV_MAX_COUNT", cls.max_count),
-            max_body_bytes=_env_int("FHIRSRV_MAX_BODY_BYTES", cls.max_body_bytes),
-            max_bundle_entries=_env_int("FHIRSRV_MAX_BUNDLE_ENTRIES", cls.max_bundle_entries),
-            max_query_length=_env_int("FHIRSRV_MAX_QUERY_LENGTH", cls.max_query_length),
-            max_search_params=_env_int("FHIRSRV_MAX_SEARCH_PARAMS", cls.max_search_params),
-            sql_echo=_env_bool("FHIRSRV_SQL_ECHO", False),
-            default_total=os.environ.get("FHIRSRV_DEFAULT_TOTAL", cls.default_total),
-            exact_total_up_to=_env_int("FHIRSRV_EXACT_TOTAL_UP_TO", cls.exact_total_up_to),
-        )
-        clean = {k: v for k, v in overrides.items() if v is not None}
-        settings = replace(settings, **clean) if clean else settings
-        if settings.default_total not in ("none", "estimate", "accurate"):
-            raise ValueError(
-                f"FHIRSRV_DEFAULT_TOTAL must be none, estimate or accurate, not '{settings.default_total}'"
-            )
-        return settings
+    def from_env(cls, *, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """The settings of `environ` (default: the process environment), then `overrides`.
+
+        Overrides are typed values (`auth=False`, not "off"); a None override means "not given"
+        (the CLI passes its unset flags so), so it never replaces the environment's value.
+        """
+        env = os.environ if environ is None else environ
+        values = _read_environment(env)
+        values.setdefault("database_url", default_sqlite_url(_data_dir(env)))
+        return cls(**values).overridden(**overrides)
+
+    def overridden(self, **overrides: object) -> Settings:
+        """These settings with typed `overrides` on top, checked like the rest; None changes nothing."""
+        unknown = sorted(set(overrides) - {f.name for f in fields(self)})
+        if unknown:
+            raise SettingsError(f"unknown setting(s): {', '.join(unknown)}")
+        given = {name: value for name, value in overrides.items() if value is not None}
+        return replace(self, **given) if given else self
+
+
+@dataclass(frozen=True)
+class _Kind:
+    """How a field of one type is checked (typed value) and parsed (environment text)."""
+
+    expected: str
+    accepts: Callable[[object], bool]
+    parse: Callable[[str, str], object]
+
+
+def _parse_bool(variable: str, text: str) -> bool:
+    word = text.strip().lower()
+    if word not in BOOLEAN_WORDS:
+        accepted = ", ".join(BOOLEAN_WORDS)
+        raise SettingsError(f"{variable} must be one of {accepted} (any case), not {text!r}")
+    return BOOLEAN_WORDS[word]
+
+
+def _parse_int(variable: str, text: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise SettingsError(f"{variable} must be an integer, not {text!r}") from None
+
+
+def _parse_float(variable: str, text: str) -> float:
+    try:
+        return float(text.strip())
+    except ValueError:
+        raise SettingsError(f"{variable} must be a number, not {text!r}") from None
+
+
+def _parse_str(variable: str, text: str) -> str:
+    return text.strip()
+
+
+def _parse_path(variable: str, text: str) -> Path:
+    return Path(text.strip())
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# Keyed by the fields' annotations, which are strings here (`from __future__ import annotations`).
+_KINDS: dict[str, _Kind] = {
+    "bool": _Kind("true or false", lambda v: isinstance(v, bool), _parse_bool),
+    "int": _Kind("an integer", _is_int, _parse_int),
+    "int | None": _Kind("an integer or None", lambda v: v is None or _is_int(v), _parse_int),
+    "float": _Kind("a number", lambda v: _is_int(v) or isinstance(v, float), _parse_float),
+    "str": _Kind("a string", lambda v: isinstance(v, str), _parse_str),
+    "Path": _Kind("a path", lambda v: isinstance(v, Path), _parse_path),
+}
+
+
+def _label(name: str) -> str:
+    variable = VARIABLES.get(name)
+    return f"{name} ({variable})" if variable else name
+
+
+def _check_field(name: str, kind: _Kind, value: object) -> None:
+    if not kind.accepts(value):
+        raise SettingsError(f"{_label(name)} must be {kind.expected}, not {value!r}")
+    if name in CHOICES and value not in CHOICES[name]:
+        raise SettingsError(f"{_label(name)} must be one of {', '.join(CHOICES[name])}, not {value!r}")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        minimum = 1 if name in AT_LEAST_ONE else 0
+        if not math.isfinite(value) or value < minimum:
+            raise SettingsError(f"{_label(name)} must be at least {minimum}, not {value!r}")
+
+
+def _read_environment(env: Mapping[str, str]) -> dict[str, object]:
+    """The fields set in `env`; an empty (or blank) variable counts as unset, i.e. the default."""
+    values: dict[str, object] = {}
+    for f in fields(Settings):
+        variable = VARIABLES.get(f.name)
+        text = env.get(variable, "") if variable else ""
+        if text.strip():
+            values[f.name] = _KINDS[str(f.type)].parse(variable or f.name, text)
+    return values
+
+
+def _data_dir(env: Mapping[str, str]) -> Path:
+    text = env.get(DATA_DIR_VARIABLE, "").strip()
+    return Path(text) if text else PROJECT_ROOT / "var"

@@ -84,9 +84,7 @@ def settings(db_url: str) -> Settings:
 
     Authorization is off here: these tests are about FHIR behaviour; tests/auth builds apps
     with it on and checks every role boundary."""
-    return Settings.from_env(
-        database_url=db_url, load_demo=False, base_url="http://fhir.test/fhir", extra={"auth": "off"}
-    )
+    return Settings.from_env(database_url=db_url, load_demo=False, base_url="http://fhir.test/fhir", auth=False)
 
 
 @pytest.fixture

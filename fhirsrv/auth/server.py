@@ -21,7 +21,6 @@ from sqlalchemy.exc import IntegrityError
 from fhirsrv.auth.clients import Client, get_client
 from fhirsrv.auth.keys import public_jwks
 from fhirsrv.auth.principal import TokenService
-from fhirsrv.auth.settings import AuthSettings
 from fhirsrv.auth.tables import oauth_jti
 from fhirsrv.interactions.context import Services
 from fhirsrv.storage.jsonfmt import utcnow
@@ -55,10 +54,10 @@ class PrivateKeyJwt(JWTBearerClientAssertion):
 
     CLIENT_AUTH_METHOD = "private_key_jwt"
 
-    def __init__(self, services: Services, auth_settings: AuthSettings) -> None:
+    def __init__(self, services: Services) -> None:
         super().__init__(validate_jti=True, leeway=30)
         self.services = services
-        self.max_lifetime = auth_settings.max_assertion_lifetime
+        self.max_lifetime = services.settings.max_assertion_lifetime
 
     def get_audiences(self) -> list[str]:
         return [token_url(self.services), request.url_root.rstrip("/") + "/fhir/token"]
@@ -101,7 +100,7 @@ class PrivateKeyJwt(JWTBearerClientAssertion):
         return True
 
 
-def install_server(app: Flask, services: Services, auth_settings: AuthSettings, tokens: TokenService) -> None:
+def install_server(app: Flask, services: Services, tokens: TokenService) -> None:
     def query_client(client_id: str) -> Client | None:
         if not isinstance(client_id, str) or len(client_id) > 64:
             return None
@@ -109,7 +108,7 @@ def install_server(app: Flask, services: Services, auth_settings: AuthSettings, 
             return get_client(conn, client_id)
 
     server = AuthorizationServer(app, query_client=query_client, save_token=lambda token, req: None)
-    server.register_client_auth_method("private_key_jwt", PrivateKeyJwt(services, auth_settings))
+    server.register_client_auth_method("private_key_jwt", PrivateKeyJwt(services))
     server.register_grant(BackendServicesGrant)
 
     def generate(grant_type: str, client: Client, user: Any = None, scope: Any = None, **_: Any) -> dict:

@@ -149,9 +149,9 @@ def numbered_chunks(path: Path, size: int = CHUNK) -> Iterator[list[tuple[int, s
 
 
 def worker_count(settings: Settings) -> int:
-    configured = settings.extra.get("load_workers") or os.environ.get("FHIRSRV_LOAD_WORKERS")
-    if configured:
-        return max(0, int(configured))
+    """FHIRSRV_LOAD_WORKERS, else one worker process per core."""
+    if settings.load_workers is not None:
+        return settings.load_workers
     return os.cpu_count() or 1
 
 

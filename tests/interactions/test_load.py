@@ -18,6 +18,7 @@ from sqlalchemy import Engine, select
 from fhirsrv.app import build_services
 from fhirsrv.interactions import load
 from fhirsrv.interactions.context import Services
+from fhirsrv.search.scope import UNRESTRICTED
 from fhirsrv.seeding.generate import generate
 from fhirsrv.settings import Settings
 from fhirsrv.storage.schema import INDEX_TABLES, resource, resource_version
@@ -32,9 +33,7 @@ def directory(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _services(db_url: str, workers: int) -> Services:
     return build_services(
-        Settings.from_env(
-            database_url=db_url, load_demo=False, extra={"auth": "off", "load_workers": str(workers)}
-        )
+        Settings.from_env(database_url=db_url, load_demo=False, auth=False, load_workers=workers)
     )
 
 
@@ -143,5 +142,5 @@ def test_a_search_parameter_loaded_first_indexes_what_follows(db_url: str, tmp_p
     load.load_paths(services, [tmp_path])
     request = services.search.prepare("Organization", [("alias:exact", "Surnom 59")], strict=True)
     with services.engine.connect() as conn:
-        page = services.search.execute(conn, request)
+        page = services.search.execute(conn, request, UNRESTRICTED)
     assert sorted(r.res_id for r in page.matches) == ["o59"]

@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fhirsrv.access.principal import SERVER
 from fhirsrv.app import create_app
 from fhirsrv.interactions import writes
 from fhirsrv.settings import Settings
@@ -62,9 +63,7 @@ def expected(orgs: list[dict], name: str, value: str) -> set[str]:
 @given(orgs=organizations, query=st.lists(queries, min_size=1, max_size=2))
 def test_engine_agrees_with_brute_force(db_url, orgs, query):  # type: ignore[no-untyped-def]
     app = create_app(
-        Settings.from_env(
-            database_url=db_url, load_demo=False, base_url="http://t/fhir", extra={"auth": "off"}
-        )
+        Settings.from_env(database_url=db_url, load_demo=False, base_url="http://t/fhir", auth=False)
     )
     services = app.extensions["fhirsrv"]
     try:
@@ -90,7 +89,7 @@ def test_engine_agrees_with_brute_force(db_url, orgs, query):  # type: ignore[no
                     "active": org["active"],
                     "type": [{"coding": [{"system": s, "code": c}]} for s, c in org["codes"]],
                 }
-                writes.create(services, conn, res, res["id"])
+                writes.create(services, conn, res, res["id"], actor=SERVER)
         want = set.intersection(*[expected(orgs, n, v) for n, v in query])
         res = app.test_client().get(f"/fhir/Organization?{urlencode(query)}&_count=100")
         assert res.status_code == 200
