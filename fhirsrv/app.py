@@ -12,29 +12,7 @@ from fhirsrv.api.routes import fhir
 from fhirsrv.errors import FhirError, Issue
 from fhirsrv.interactions.context import Services
 from fhirsrv.settings import Settings
-from fhirsrv.storage.engine import make_engine
-from fhirsrv.storage.migrate import ensure_schema
-
-
-def build_services(settings: Settings) -> Services:
-    from fhirsrv.search.engine import SearchEngine
-
-    engine = make_engine(settings.database_url, echo=settings.sql_echo)
-    ensure_schema(engine)
-    services = Services(settings=settings, engine=engine, search=SearchEngine(settings))
-    from fhirsrv.storage.engine import read_transaction
-
-    with read_transaction(engine) as conn:
-        services.search.load_stored_parameters(conn)
-    _install_extensions(services)
-    return services
-
-
-def _install_extensions(services: Services) -> None:
-    """Optional modules (terminology, validation, auth) hook themselves in here when present."""
-    from fhirsrv import wiring
-
-    wiring.install(services)
+from fhirsrv.wiring import build_services
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> Flask:
@@ -68,9 +46,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         return response
 
-    from fhirsrv import wiring
+    from fhirsrv import auth
 
-    wiring.install_http(app, services)
+    auth.install(app, services)
     app.register_error_handler(FhirError, outcome.from_fhir_error)
     app.register_error_handler(HTTPException, outcome.from_http_exception)
     app.register_error_handler(Exception, outcome.from_unexpected)

@@ -59,7 +59,7 @@ def add(
     database: str | None,
 ) -> None:
     """Register a client; prints its client_id (and its secret, shown this once)."""
-    from fhirsrv.auth import scopes as smart
+    from fhirsrv.access import scopes as smart
     from fhirsrv.auth.clients import add_client
 
     bad = [s for s in scopes.split() if not smart.is_valid(s)]

@@ -1,101 +1,97 @@
-"""Connects the optional services to the write path and the operation registry.
+"""Builds the services every interaction receives, with plain imports and no optional part.
 
-Kept apart from app.py so that the CLI loader and the HTTP app install the very same hooks:
-a CodeSystem loaded from a file gets its closure table exactly as one PUT over HTTP does.
+Kept apart from app.py so that the CLI loader and the HTTP app are built the very same way: a
+CodeSystem loaded from a file gets its closure table exactly as one PUT over HTTP does, and a
+file load goes through the same access policy (as the server) and the same write hooks.
 """
 
 from __future__ import annotations
 
-import importlib
-import logging
 from typing import Any
 
 from sqlalchemy import Connection
 
-from fhirsrv.interactions.context import Services
+from fhirsrv.access.audit import AuditTrail
+from fhirsrv.access.policy import AccessPolicy
+from fhirsrv.access.principal import Principal, Role
+from fhirsrv.canonical import Canonicals
+from fhirsrv.errors import Issue
+from fhirsrv.interactions import terminology_ops, validate_op
+from fhirsrv.interactions.context import ProfileCheck, Services, WriteHook
+from fhirsrv.interactions.operations import OperationRegistry
+from fhirsrv.search.engine import SearchEngine
+from fhirsrv.settings import Settings
+from fhirsrv.storage import repository
+from fhirsrv.storage.engine import make_engine, read_transaction, write_transaction
+from fhirsrv.storage.jsonfmt import loads
+from fhirsrv.storage.migrate import ensure_schema
 from fhirsrv.storage.repository import StoredResource
+from fhirsrv.terminology import closure
+from fhirsrv.terminology.valueset import ValueSetExpander
+from fhirsrv.validation import profile_issues_hook
+from fhirsrv.validation.codes import stored_terminology
 
-log = logging.getLogger("fhirsrv")
-
-# Modules that register @operation functions when imported.
-OPERATION_MODULES = ("fhirsrv.interactions.terminology_ops", "fhirsrv.interactions.validate_op")
-
-
-def _optional(module: str) -> Any:
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name and module.startswith(exc.name):
-            return None
-        raise
+# The modules whose @operation functions the server offers.
+OPERATION_MODULES = (terminology_ops, validate_op)
+ADMIN_ROLES = (Role.REGIONAL_ADMIN, Role.TERRITORIAL_ADMIN, Role.SERVER)
 
 
-def install(services: Services) -> None:
-    hooks = []
-    from fhirsrv.storage import repository
-    from fhirsrv.storage.jsonfmt import loads
-    from fhirsrv.terminology import closure
-    from fhirsrv.terminology.valueset import ValueSetExpander
+def build_services(settings: Settings) -> Services:
+    engine = make_engine(settings.database_url, echo=settings.sql_echo)
+    ensure_schema(engine)
+    search = SearchEngine(settings)
+    search.expander = ValueSetExpander()
+    policy = AccessPolicy(Canonicals(settings.canonical_base))
+    services = Services(
+        settings=settings,
+        engine=engine,
+        search=search,
+        policy=policy,
+        audit=AuditTrail(Canonicals(settings.canonical_base), search.index, enabled=settings.auth),
+        profile_check=_profile_check(settings, engine),
+        write_hooks=(),
+        operations=OperationRegistry(OPERATION_MODULES),
+    )
+    services.write_hooks = (_closure_hook, _search_parameter_hook(services))
+    with read_transaction(engine) as conn:
+        search.load_stored_parameters(conn)
+    with write_transaction(engine) as conn:
+        policy.facts.rebuild_if_missing(conn)
+    return services
 
-    def _closure_hook(conn: Connection, stored: StoredResource, res: dict[str, Any] | None) -> None:
-        if stored.res_type != "CodeSystem":
-            return
-        if res is not None:
-            closure.rebuild_closure(conn, res)
-            return
-        previous = repository.get_version(conn, stored.res_type, stored.res_id, stored.version_id - 1)
-        if previous is not None and previous.content:
-            closure.drop_closure(conn, loads(previous.content))
 
-    hooks.append(_closure_hook)
-    services.search.expander = ValueSetExpander()
+def _closure_hook(conn: Connection, stored: StoredResource, res: dict[str, Any] | None) -> None:
+    """A CodeSystem's subsumption closure changes with it, in the same transaction."""
+    if stored.res_type != "CodeSystem":
+        return
+    if res is not None:
+        closure.rebuild_closure(conn, res)
+        return
+    previous = repository.get_version(conn, stored.res_type, stored.res_id, stored.version_id - 1)
+    if previous is not None and previous.content:
+        closure.drop_closure(conn, loads(previous.content))
 
-    def _search_parameter_hook(conn: Connection, stored: StoredResource, res: dict[str, Any] | None) -> None:
+
+def _search_parameter_hook(services: Services) -> WriteHook:
+    def hook(conn: Connection, stored: StoredResource, res: dict[str, Any] | None) -> None:
         if stored.res_type == "SearchParameter":
             services.search.load_stored_parameters(conn)
 
-    hooks.append(_search_parameter_hook)
-    services.extras["write_hooks"] = hooks
-    services.extras["profile_issues"] = _profile_issues(services)
-    for module in OPERATION_MODULES:
-        _optional(module)
+    return hook
 
 
-ADMIN_ROLES = ("regional-admin", "territorial-admin")
-
-
-def _profile_issues(services: Services) -> Any:
+def _profile_check(settings: Settings, engine: Any) -> ProfileCheck:
     """Profile checks of the write path: the profiles a resource claims (and those $validate
     asks for), plus the SOS profile of directory types when the writer is not an administrator
     (FHIRSRV_ENFORCE_SOS_PROFILES=non-admin, the default; `all` or `claimed-only` change it)."""
-    import os
-
-    from fhirsrv.interactions.context import current_principal
-    from fhirsrv.validation import profile_issues_hook
-    from fhirsrv.validation.codes import stored_terminology
-
-    mode = services.settings.extra.get("enforce_sos_profiles") or os.environ.get(
-        "FHIRSRV_ENFORCE_SOS_PROFILES", "non-admin"
-    )
+    mode = settings.enforce_sos_profiles
     claimed = profile_issues_hook()
     enforced = profile_issues_hook(enforce_sos=True)
 
-    def issues(res: dict[str, Any], profiles: tuple[str, ...]) -> list[Any]:
-        principal = current_principal.get()
-        enforce = mode == "all" or (
-            mode == "non-admin"
-            and principal is not None
-            and getattr(principal, "role", "") not in ADMIN_ROLES
-        )
+    def issues(res: dict[str, Any], profiles: tuple[str, ...], principal: Principal) -> list[Issue]:
+        enforce = mode == "all" or (mode == "non-admin" and principal.role not in ADMIN_ROLES)
         # Bindings to the server's own ValueSets are checked against the stored terminology.
-        with stored_terminology(services.engine):
+        with stored_terminology(engine):
             return (enforced if enforce else claimed)(res, profiles)
 
     return issues
-
-
-def install_http(app: Any, services: Services) -> None:
-    """HTTP-level extensions: the OAuth 2 server and resource protection, when present."""
-    auth = _optional("fhirsrv.auth")
-    if auth is not None and hasattr(auth, "install"):
-        auth.install(app, services)

@@ -1,4 +1,7 @@
-"""URL map: each FHIR REST URL pattern to its interaction or operation."""
+"""URL map: each FHIR REST URL pattern to its interaction or operation.
+
+HTTP only: who may see or write what is decided by the access policy inside the
+interactions, for every path alike (a URL here, a Bundle entry, an operation)."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from urllib.parse import urlencode
 from flask import Blueprint, Response, current_app, request
 from werkzeug.datastructures import MultiDict
 
-from fhirsrv.api import negotiation
+from fhirsrv.api import caller, negotiation
 from fhirsrv.errors import BadRequest, MethodNotAllowed, NotFound
 from fhirsrv.interactions import bundle, capabilities, history, operations, read
 from fhirsrv.interactions import create as create_mod
@@ -40,6 +43,7 @@ def request_info() -> RequestInfo:
         handling = "lenient"
     return RequestInfo(
         base_url=base_url(),
+        principal=caller.principal(),
         prefer_return=prefs.get("return"),
         prefer_handling=handling,
         if_match=request.headers.get("If-Match"),
@@ -64,10 +68,6 @@ def _criteria() -> str | None:
 
 
 def _search(res_type: str | None, params: list[tuple[str, str]]) -> Response:
-    guard = services().extras.get("search_guard")
-    if guard is not None:
-        # Restrictions for the caller (e.g. anonymous: published entries only) become criteria.
-        params = guard(res_type, params)
     return answer(search(services(), request_info(), res_type, params), shape=False)
 
 
@@ -190,7 +190,7 @@ def _operation(name: str, res_type: str | None, res_id: str | None) -> Response:
         )
     if res_type is not None:
         check_type(res_type)
-    op = operations.resolve(name, res_type, res_id is not None, request.method)
+    op = services().operations.resolve(name, res_type, res_id is not None, request.method)
     args = query_params()
     if request.method == "POST":
         negotiation.check_content_type(request)

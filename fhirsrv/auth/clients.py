@@ -61,7 +61,7 @@ class Client:
         return None
 
     def get_allowed_scope(self, scope: str) -> str:
-        from fhirsrv.auth.scopes import narrow
+        from fhirsrv.access.scopes import narrow
 
         return narrow(scope, self.scopes) if scope else self.scopes
 

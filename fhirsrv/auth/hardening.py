@@ -8,9 +8,9 @@ import time
 
 from flask import Flask, Response, request
 
-from fhirsrv.auth.settings import AuthSettings
+from fhirsrv.api.caller import principal as current_principal
 from fhirsrv.errors import TooManyRequests
-from fhirsrv.interactions.context import current_principal
+from fhirsrv.settings import Settings
 
 EXPOSED = "ETag, Location, Content-Location, Last-Modified, Retry-After, WWW-Authenticate"
 
@@ -45,15 +45,16 @@ class RateLimiter:
             return 0.0
 
 
-def install_rate_limit(app: Flask, auth_settings: AuthSettings) -> RateLimiter:
+def install_rate_limit(app: Flask, settings: Settings) -> RateLimiter:
+    """Limits per client (token bearer) and per anonymous IP address, per minute; 0 disables one."""
     limiter = RateLimiter()
 
     def _limit() -> None:
-        principal = current_principal.get()
-        if principal is not None:
-            key, rate = "client:" + principal.client_id, auth_settings.rate_client
+        principal = current_principal()
+        if principal.client_id:
+            key, rate = "client:" + principal.client_id, settings.rate_limit_client
         else:
-            key, rate = "ip:" + (request.remote_addr or "?"), auth_settings.rate_anonymous
+            key, rate = "ip:" + (request.remote_addr or "?"), settings.rate_limit_anonymous
         wait = limiter.take(key, rate)
         if wait > 0:
             raise TooManyRequests(
@@ -65,8 +66,9 @@ def install_rate_limit(app: Flask, auth_settings: AuthSettings) -> RateLimiter:
     return limiter
 
 
-def install_headers(app: Flask, auth_settings: AuthSettings) -> None:
-    origins = {o.strip() for o in auth_settings.cors_origins.split(",") if o.strip()}
+def install_headers(app: Flask, settings: Settings) -> None:
+    """Security headers on every response, HSTS over https, CORS for the allowed origins."""
+    origins = {o.strip() for o in settings.cors_origins.split(",") if o.strip()}
 
     def _headers(response: Response) -> Response:
         headers = response.headers
@@ -76,7 +78,7 @@ def install_headers(app: Flask, auth_settings: AuthSettings) -> None:
         if not response.mimetype.startswith("text/html"):
             headers.setdefault("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
         secure = request.is_secure or request.headers.get("X-Forwarded-Proto", "").lower() == "https"
-        if auth_settings.hsts and secure:
+        if settings.hsts and secure:
             headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
         origin = request.headers.get("Origin")
         if origin and request.path.startswith("/fhir") and ("*" in origins or origin in origins):

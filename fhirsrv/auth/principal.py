@@ -1,39 +1,17 @@
-"""Who is calling: the claims of a verified access token, as the guards need them."""
+"""Access tokens: issued to clients, verified into the access policy's Principal."""
 
 from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass, field
 
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import RSAKey
 
-from fhirsrv.auth import scopes as smart
+from fhirsrv.access.principal import Principal
 from fhirsrv.auth.clients import Client
 from fhirsrv.auth.keys import ALGORITHM
-
-
-@dataclass(frozen=True)
-class Principal:
-    client_id: str
-    name: str
-    role: str
-    scope: str
-    departements: tuple[str, ...] = ()
-    organization: str | None = None
-    grants: list[smart.Grant] = field(default_factory=list, compare=False)
-
-    @property
-    def is_regional(self) -> bool:
-        return self.role == "regional-admin"
-
-    def may(self, res_type: str, interaction: str) -> bool:
-        return smart.allows(self.grants, res_type, interaction)
-
-    def label(self) -> str:
-        return f"{self.name} ({self.role})"
 
 
 class TokenService:
@@ -78,13 +56,14 @@ class TokenService:
         except (JoseError, ValueError, TypeError):
             return None
         claims = decoded.claims
-        scope = str(claims.get("scope") or "")
-        return Principal(
-            client_id=str(claims.get("client_id") or claims.get("sub")),
-            name=str(claims.get("name") or ""),
-            role=str(claims.get("role") or ""),
-            scope=scope,
-            departements=tuple(claims.get("departements") or ()),
-            organization=claims.get("organization"),
-            grants=smart.parse(scope),
-        )
+        try:
+            return Principal.client(
+                client_id=str(claims.get("client_id") or claims.get("sub")),
+                name=str(claims.get("name") or ""),
+                role=str(claims.get("role") or ""),
+                scope=str(claims.get("scope") or ""),
+                departements=tuple(claims.get("departements") or ()),
+                organization=claims.get("organization"),
+            )
+        except ValueError:
+            return None  # a role this server does not know: no access rather than a guess

@@ -1,8 +1,10 @@
-"""The resource protector: who is calling (bearer token → principal) and what the URL asks.
+"""The resource protector: who is calling (bearer token → principal).
 
-The principal is put in `current_principal` for the request so the Flask-free interactions'
-guards (roles.py, visibility.py) see it. A bad token is always 401, even on a public URL: a
-client that believes it is authenticated must learn it is not.
+It sets the request's principal (api/caller.py) before any route runs: ANONYMOUS without a
+token, the token's client otherwise. What that principal may see and write is the access
+policy's business (fhirsrv/access), asked by the interactions themselves, for every path —
+never decided here from the URL. A bad token is always 401, even on a public URL: a client
+that believes it is authenticated must learn it is not.
 """
 
 from __future__ import annotations
@@ -10,18 +12,14 @@ from __future__ import annotations
 import threading
 import time
 
-from flask import Flask, g, request
+from flask import Flask, request
 from sqlalchemy import Engine, select
 
+from fhirsrv.access.policy import unauthorized
+from fhirsrv.access.principal import ANONYMOUS
+from fhirsrv.api.caller import set_principal
 from fhirsrv.auth.principal import TokenService
-from fhirsrv.auth.roles import unauthorized
 from fhirsrv.auth.tables import oauth_client
-from fhirsrv.auth.visibility import may_read
-from fhirsrv.errors import Forbidden
-from fhirsrv.interactions.context import current_principal
-
-# Endpoints of the fhir blueprint that read one resource type named in the URL.
-_READ_ENDPOINTS = {"fhir.instance", "fhir.instance_history", "fhir.instance_vread", "fhir.type_history"}
 
 
 class RevokedClients:
@@ -47,7 +45,7 @@ class RevokedClients:
 
 def install_protector(app: Flask, tokens: TokenService, revoked: RevokedClients) -> None:
     def _identify() -> None:
-        g.auth_context_token = current_principal.set(None)
+        set_principal(ANONYMOUS)
         header = request.headers.get("Authorization", "")
         if not header:
             return
@@ -61,27 +59,6 @@ def install_protector(app: Flask, tokens: TokenService, revoked: RevokedClients)
             raise unauthorized("The access token is invalid or expired")
         if principal.client_id in revoked:
             raise unauthorized("The client of this access token has been revoked")
-        current_principal.set(principal)
-
-    def _check_scope() -> None:
-        principal = current_principal.get()
-        if (
-            principal is None
-            or request.endpoint not in _READ_ENDPOINTS
-            or request.method not in ("GET", "HEAD")
-        ):
-            return
-        res_type = (request.view_args or {}).get("res_type", "")
-        if res_type.startswith("$") or str((request.view_args or {}).get("res_id", "")).startswith("$"):
-            return
-        if not may_read(principal, res_type):
-            raise Forbidden(f"The token does not allow reading {res_type}")
-
-    def _reset(exc: BaseException | None) -> None:
-        token = g.pop("auth_context_token", None)
-        if token is not None:
-            current_principal.reset(token)
+        set_principal(principal)
 
     app.before_request(_identify)
-    app.before_request(_check_scope)
-    app.teardown_request(_reset)

@@ -24,6 +24,7 @@ from fhirsrv.interactions import read as read_mod
 from fhirsrv.interactions import update as update_mod
 from fhirsrv.interactions.context import RequestInfo, Result, Services
 from fhirsrv.interactions.preconditions import match_one
+from fhirsrv.interactions.refusals import audited
 from fhirsrv.interactions.resources import check_resource, check_type
 from fhirsrv.interactions.search import search
 from fhirsrv.interactions.writes import new_id
@@ -137,7 +138,8 @@ def process(
     if kind == "transaction" and conn is not None:
         _transaction_entries(services, info, entries, conn)
     elif kind == "transaction":
-        _run_transaction(services, info, entries)
+        with audited(services, info, "transaction", "transaction Bundle"):
+            _run_transaction(services, info, entries)
     else:
         _run_batch(services, info, entries)
     return Result(
@@ -156,16 +158,38 @@ def _run_transaction(services: Services, info: RequestInfo, entries: list[Entry]
         _transaction_entries(services, info, entries, conn)
 
 
+def _check_access(services: Services, info: RequestInfo, entry: Entry) -> None:
+    """What the access policy can refuse from the entry's request line alone, before any of
+    the Bundle's conditional matches or reference resolutions look at stored data."""
+    target = _parse_target(entry.url)
+    check_type(target.res_type)
+    policy = services.policy
+    if entry.method in ("GET", "HEAD"):
+        if target.res_id is None:
+            for res_type in [target.res_type] if target.res_type else []:
+                policy.check_read(info.principal, res_type, "s")
+        else:
+            policy.check_read(info.principal, target.res_type)
+        return
+    interaction = {"POST": "c", "PUT": "u", "PATCH": "u", "DELETE": "d"}[entry.method]
+    policy.check_write_intent(info.principal, target.res_type, interaction)
+
+
 def _transaction_entries(
     services: Services, info: RequestInfo, entries: list[Entry], conn: Connection
 ) -> None:
-    mapping = _assign_ids(services, conn, entries)
+    for entry in entries:
+        try:
+            _check_access(services, info, entry)
+        except FhirError as exc:
+            raise _for_entry(entry, exc) from exc
+    mapping = _assign_ids(services, info, conn, entries)
     for entry in entries:
         if entry.resource is not None and mapping:
             entry.resource = _rewrite(entry.resource, mapping)
     for entry in entries:
         if entry.resource is not None:
-            _resolve_conditional_refs(services, conn, entry)
+            _resolve_conditional_refs(services, info, conn, entry)
     for entry in sorted(entries, key=lambda e: (_ORDER[e.method], e.index)):
         try:
             entry.result = entry.result or _execute(services, info, entry, conn)
@@ -176,16 +200,21 @@ def _transaction_entries(
 def _run_batch(services: Services, info: RequestInfo, entries: list[Entry]) -> None:
     for entry in sorted(entries, key=lambda e: (_ORDER[e.method], e.index)):
         try:
-            with write_transaction(services.engine) as conn:
-                _resolve_conditional_refs(services, conn, entry)
-                entry.result = _execute(services, info, entry, conn)
+            with audited(services, info, entry.method.lower(), entry.url):
+                _check_access(services, info, entry)
+                with write_transaction(services.engine) as conn:
+                    _resolve_conditional_refs(services, info, conn, entry)
+                    entry.result = _execute(services, info, entry, conn)
         except FhirError as exc:
             entry.result = Result(status=exc.status, resource=_outcome(_for_entry(entry, exc).issues))
 
 
-def _assign_ids(services: Services, conn: Connection, entries: list[Entry]) -> dict[str, str]:
+def _assign_ids(
+    services: Services, info: RequestInfo, conn: Connection, entries: list[Entry]
+) -> dict[str, str]:
     """fullUrl -> 'Type/id' for every entry whose resource others may point to."""
     mapping: dict[str, str] = {}
+    scope = services.policy.scope(info.principal)
     for entry in entries:
         if entry.resource is None or entry.method not in ("POST", "PUT"):
             continue
@@ -195,7 +224,7 @@ def _assign_ids(services: Services, conn: Connection, entries: list[Entry]) -> d
             if entry.if_none_exist:
                 try:
                     existing = match_one(
-                        services, conn, target.res_type, entry.if_none_exist, "Conditional create"
+                        services, conn, scope, target.res_type, entry.if_none_exist, "Conditional create"
                     )
                 except FhirError as exc:
                     raise _for_entry(entry, exc) from exc
@@ -208,7 +237,7 @@ def _assign_ids(services: Services, conn: Connection, entries: list[Entry]) -> d
             entry.assigned_id = target.res_id
         elif target.query is not None:
             try:
-                found = match_one(services, conn, target.res_type, target.query, "Conditional update")
+                found = match_one(services, conn, scope, target.res_type, target.query, "Conditional update")
             except FhirError as exc:
                 raise _for_entry(entry, exc) from exc
             entry.assigned_id = found.res_id if found else (entry.resource.get("id") or new_id())
@@ -228,8 +257,10 @@ def _rewrite(value: Any, mapping: dict[str, str]) -> Any:
     return value
 
 
-def _resolve_conditional_refs(services: Services, conn: Connection, entry: Entry) -> None:
-    """Reference.reference of the form 'Type?criteria' becomes the one resource it matches."""
+def _resolve_conditional_refs(services: Services, info: RequestInfo, conn: Connection, entry: Entry) -> None:
+    """Reference.reference of the form 'Type?criteria' becomes the one resource it matches
+    among those the caller may see."""
+    scope = services.policy.scope(info.principal)
 
     def walk(value: Any) -> Any:
         if isinstance(value, dict):
@@ -238,7 +269,7 @@ def _resolve_conditional_refs(services: Services, conn: Connection, entry: Entry
                 if k == "reference" and isinstance(v, str) and "?" in v and "/" not in v.split("?", 1)[0]:
                     res_type, query = v.split("?", 1)
                     check_type(res_type)
-                    found = match_one(services, conn, res_type, query, f"Conditional reference '{v}'")
+                    found = match_one(services, conn, scope, res_type, query, f"Conditional reference '{v}'")
                     if found is None:
                         raise BadRequest(f"Conditional reference '{v}' matches no {res_type}")
                     out[k] = f"{res_type}/{found.res_id}"

@@ -13,8 +13,8 @@ from typing import Any
 from sqlalchemy import select
 
 from fhirsrv import FHIR_VERSION, __version__
-from fhirsrv.interactions import operations
 from fhirsrv.interactions.context import RequestInfo, Result, Services
+from fhirsrv.interactions.operations import OperationDef
 from fhirsrv.interactions.resources import SERVER_WRITTEN_TYPES, SUPPORTED_TYPES
 from fhirsrv.storage.engine import read_transaction
 from fhirsrv.storage.jsonfmt import format_instant, loads, utcnow
@@ -33,9 +33,9 @@ def _profiles_by_type(services: Services) -> dict[str, list[str]]:
             )
         ).all()
         key = tuple(sorted((r.rid, r.version_id) for r in key_rows))
-        cached = services.extras.get("_profiles_cache")
-        if cached and cached[0] == key:
-            return cached[1]
+        cached = services.profiles_cache
+        if cached.get("key") == key:
+            return cached["by_type"]
         by_type: dict[str, list[str]] = {}
         rows = conn.execute(
             select(resource.c.content).where(resource.c.res_type == "StructureDefinition", live(resource))
@@ -46,7 +46,7 @@ def _profiles_by_type(services: Services) -> dict[str, list[str]]:
                 by_type.setdefault(sd.get("type", ""), []).append(sd["url"])
     for urls in by_type.values():
         urls.sort()
-    services.extras["_profiles_cache"] = (key, by_type)
+    services.profiles_cache.update(key=key, by_type=by_type)
     return by_type
 
 
@@ -68,7 +68,7 @@ def _search_params(services: Services, res_type: str) -> tuple[list[dict[str, An
     return sorted(params, key=lambda e: e["name"]), sorted(set(includes)), sorted(set(revincludes))
 
 
-def _operation_entry(op: operations.OperationDef) -> dict[str, Any]:
+def _operation_entry(op: OperationDef) -> dict[str, Any]:
     entry = {"name": op.name, "definition": op.definition or f"urn:fhirsrv:operation:{op.name}"}
     if op.documentation:
         entry["documentation"] = op.documentation
@@ -77,7 +77,7 @@ def _operation_entry(op: operations.OperationDef) -> dict[str, Any]:
 
 def capability_statement(services: Services, info: RequestInfo) -> Result:
     profiles = _profiles_by_type(services)
-    ops = operations.registered()
+    ops = services.operations.registered()
     resources = []
     for res_type in SUPPORTED_TYPES:
         interactions = _READ if res_type in SERVER_WRITTEN_TYPES else _READ + _WRITE
@@ -117,7 +117,7 @@ def capability_statement(services: Services, info: RequestInfo) -> Result:
     system_ops = [_operation_entry(op) for op in ops if op.system_level]
     if system_ops:
         rest["operation"] = system_ops
-    security = services.extras.get("security_section")
+    security = services.security_section
     if security:
         rest["security"] = security
     statement = {

@@ -2,35 +2,51 @@
 
 from __future__ import annotations
 
-from contextvars import ContextVar
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
+from fhirsrv.access.audit import AuditTrail
+from fhirsrv.access.policy import AccessPolicy
+from fhirsrv.access.principal import Principal
+from fhirsrv.errors import Issue
 from fhirsrv.settings import Settings
 from fhirsrv.storage.repository import StoredResource
 
 if TYPE_CHECKING:
+    from fhirsrv.interactions.operations import OperationRegistry
     from fhirsrv.search.engine import SearchEngine
 
 
-# Who is calling, set by the api layer for the duration of a request (None: anonymous or no
-# auth configured). A context variable, so interactions stay free of any HTTP framework.
-current_principal: ContextVar[Any | None] = ContextVar("fhirsrv_principal", default=None)
+# Called after a resource is written (res is None for a deletion), inside the transaction:
+# e.g. the terminology closure for CodeSystems, the search registry for SearchParameters.
+WriteHook = Callable[[Connection, StoredResource, "dict[str, Any] | None"], None]
+# The profile rules of a write or $validate: (resource, profiles asked for, who writes) -> issues.
+ProfileCheck = Callable[[dict[str, Any], tuple[str, ...], Principal], list[Issue]]
 
 
 @dataclass
 class Services:
-    """The long-lived objects an app is made of; built once by create_app()."""
+    """The long-lived objects an app is made of; built once by app.build_services().
+
+    Every field is required: a server without its access policy, audit trail or profile
+    check cannot be built, rather than running with the check silently missing."""
 
     settings: Settings
     engine: Engine
     search: SearchEngine
-    # Optional hooks installed by wiring.py / auth: write_hooks, write_guard, read_guard,
-    # search_guard, profile_check, security_section.
-    extras: dict[str, Any] = field(default_factory=dict)
+    policy: AccessPolicy
+    audit: AuditTrail
+    profile_check: ProfileCheck
+    write_hooks: tuple[WriteHook, ...]
+    operations: OperationRegistry
+    # The CapabilityStatement's rest.security (OAuth endpoints), None with authorization off.
+    security_section: dict[str, Any] | None = None
+    # Stored constraint profiles per type, keyed by the StructureDefinitions' versions.
+    profiles_cache: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -38,6 +54,7 @@ class RequestInfo:
     """The HTTP facts an interaction may depend on, already parsed by api/."""
 
     base_url: str  # e.g. "http://127.0.0.1:8080/fhir", no trailing slash
+    principal: Principal  # who asks: never optional (ANONYMOUS, SERVER or a client)
     prefer_return: str | None = None  # minimal | representation | OperationOutcome
     prefer_handling: str = "lenient"  # lenient | strict
     if_match: str | None = None

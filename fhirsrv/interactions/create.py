@@ -10,6 +10,7 @@ from fhirsrv.interactions import writes
 from fhirsrv.interactions.context import RequestInfo, Result, Services
 from fhirsrv.interactions.preconditions import match_one
 from fhirsrv.interactions.read import served
+from fhirsrv.interactions.refusals import audited
 from fhirsrv.interactions.resources import check_resource, check_type
 from fhirsrv.storage.engine import joined_or_new_write
 
@@ -27,10 +28,12 @@ def create(
     `res_id` is only for transactions, where a urn:uuid entry got its id before processing.
     """
     check_type(res_type, writable=True)
-    check_resource(res, res_type)
-    writes.validate(services, res)
-    with joined_or_new_write(services.engine, conn) as tx:
-        return _create(services, info, res_type, res, tx, res_id)
+    with audited(services, info, "create", res_type, conn):
+        services.policy.check_write_intent(info.principal, res_type, "c")
+        check_resource(res, res_type)
+        writes.validate(services, res, info.principal)
+        with joined_or_new_write(services.engine, conn) as tx:
+            return _create(services, info, res_type, res, tx, res_id)
 
 
 def _create(
@@ -42,8 +45,9 @@ def _create(
     res_id: str | None,
 ) -> Result:
     if info.if_none_exist:
-        existing = match_one(services, conn, res_type, info.if_none_exist, "Conditional create")
+        scope = services.policy.scope(info.principal)
+        existing = match_one(services, conn, scope, res_type, info.if_none_exist, "Conditional create")
         if existing is not None:
             return served(existing, 200)
-    stored = writes.create(services, conn, res, res_id, validated=True)
+    stored = writes.create(services, conn, res, res_id, actor=info.principal, validated=True)
     return served(stored, 201)

@@ -7,8 +7,10 @@ from datetime import datetime
 from urllib.parse import urlencode
 
 import orjson
+from sqlalchemy import ColumnElement, and_, or_
 
-from fhirsrv.errors import BadRequest, NotFound
+from fhirsrv.access.principal import Principal
+from fhirsrv.errors import BadRequest, FhirError, NotFound
 from fhirsrv.interactions.context import RequestInfo, Result, Services
 from fhirsrv.interactions.instants import parse_instant
 from fhirsrv.interactions.resources import check_id, check_type
@@ -16,6 +18,7 @@ from fhirsrv.storage import repository
 from fhirsrv.storage.engine import read_transaction
 from fhirsrv.storage.jsonfmt import format_instant
 from fhirsrv.storage.repository import HistoryCursor, StoredResource
+from fhirsrv.storage.schema import resource_version
 
 _HTTP = {"create": "POST", "update": "PUT", "patch": "PATCH", "delete": "DELETE"}
 _STATUS = {"create": "201 Created", "update": "200 OK", "patch": "200 OK", "delete": "204 No Content"}
@@ -73,20 +76,46 @@ def history(
     at = parse_instant(args["_at"], "_at", end_of_period=True) if "_at" in args else None
     count = _count(services, args.get("_count"))
     cursor = _decode_cursor(args["_cursor"]) if "_cursor" in args else None
+    principal = info.principal
+    policy = services.policy
+    if res_type is not None:
+        policy.check_read(principal, res_type)
+    types = None if res_type is not None else _readable_types(services, principal)
     with read_transaction(services.engine) as conn:
-        if res_id is not None and repository.get_current(conn, res_type, res_id) is None:
-            raise NotFound(f"{res_type}/{res_id} is not known")
-        rows = repository.history(
-            conn, res_type=res_type, res_id=res_id, since=since, at=at, after=cursor, limit=count + 1
-        )
-        total = (
-            repository.count_history(conn, res_type=res_type, res_id=res_id, since=since)
-            if res_id is not None and at is None
-            else None
-        )
-    page, more = rows[:count], len(rows) > count
-    guard = services.extras.get("read_guard")
-    shown = [s for s in page if guard is None or s.deleted or guard(s)]
+        if res_id is not None:
+            current = repository.get_current(conn, res_type, res_id)
+            if current is None or not policy.visible(conn, principal, [current]):
+                raise NotFound(f"{res_type}/{res_id} is not known")
+        if res_id is not None and not principal.sees_everything:
+            # An entry's history is short: filter all of it, so the total counts what is shown.
+            every = repository.history(
+                conn, res_type=res_type, res_id=res_id, since=since, at=at, after=cursor, limit=10_000
+            )
+            shown_all = policy.visible_versions(conn, principal, every)
+            page, more = shown_all[:count], len(shown_all) > count
+            shown = page
+            total: int | None = None if at is not None or cursor is not None else len(shown_all)
+        else:
+            rows = repository.history(
+                conn,
+                res_type=res_type,
+                res_id=res_id,
+                types=types,
+                since=since,
+                at=at,
+                after=cursor,
+                limit=count + 1,
+                where=_scope_conditions(services, principal, [res_type] if res_type else types),
+            )
+            total = (
+                repository.count_history(conn, res_type=res_type, res_id=res_id, since=since)
+                if res_id is not None and at is None
+                else None
+            )
+            page, more = rows[:count], len(rows) > count
+            # A type or system history page is filtered after it is read: it may hold fewer
+            # entries than _count (the `next` link still goes on from the last version read).
+            shown = policy.visible_versions(conn, principal, page)
     path = "/".join(p for p in (res_type, res_id, "_history") if p)
     base_query = [(k, v) for k, v in params if k != "_cursor"]
     links = [{"relation": "self", "url": _url(info, path, params)}]
@@ -103,6 +132,41 @@ def history(
     bundle["link"] = links
     bundle["entry"] = [_entry(info, s) for s in shown]
     return Result(status=200, resource=bundle)
+
+
+def _scope_conditions(
+    services: Services, principal: Principal, types: list[str] | None
+) -> list[ColumnElement[bool]]:
+    """The caller's read scope on the versions' entries, in SQL, so a page is mostly full."""
+    if types is None:
+        return []
+    scope = services.policy.scope(principal)
+    rid = resource_version.c.rid
+    conditions = [(t, scope.readable(t, rid)) for t in types]
+    if all(c is None for _, c in conditions):
+        return []
+    return [
+        or_(
+            *[
+                resource_version.c.res_type == t if c is None else and_(resource_version.c.res_type == t, c)
+                for t, c in conditions
+            ]
+        )
+    ]
+
+
+def _readable_types(services: Services, principal: Principal) -> list[str] | None:
+    """The types a system-level history may show: those the caller may read at all."""
+    if principal.sees_everything:
+        return None
+    readable = []
+    for res_type in services.search.types:
+        try:
+            services.policy.check_read(principal, res_type)
+        except FhirError:
+            continue
+        readable.append(res_type)
+    return readable
 
 
 def _count(services: Services, value: str | None) -> int:

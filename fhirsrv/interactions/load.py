@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection
 
+from fhirsrv.access.principal import SERVER
 from fhirsrv.errors import FhirError
 from fhirsrv.interactions import bundle, writes
 from fhirsrv.interactions.context import RequestInfo, Services
@@ -87,15 +88,15 @@ def upsert(services: Services, conn: Connection, res: dict[str, Any], *, validat
     check_type(res["resourceType"], writable=True)
     res_id = res.get("id")
     if not res_id:
-        writes.create(services, conn, res, validated=validated)
+        writes.create(services, conn, res, actor=SERVER, validated=validated)
         return True
     current = repository.get_current(conn, res["resourceType"], str(res_id))
     if current is None:
-        writes.create(services, conn, res, str(res_id), validated=validated)
+        writes.create(services, conn, res, str(res_id), actor=SERVER, validated=validated)
         return True
     if writes.unchanged(current, res):
         return False
-    writes.replace(services, conn, current, res, validated=validated)
+    writes.replace(services, conn, current, res, actor=SERVER, validated=validated)
     return True
 
 
@@ -115,7 +116,7 @@ def _store_batch(
         try:
             check_resource(res)
             check_type(res["resourceType"], writable=True)
-            writes.validate(services, res, with_profiles=False)
+            writes.validate(services, res, SERVER, with_profiles=False)
         except FhirError as exc:
             raise LoadError(f"{label}: {exc.diagnostics}") from exc
         keyed.append((label, res))
@@ -138,7 +139,7 @@ def _store_batch(
             raise LoadError(f"{label}: {exc.diagnostics}") from exc
     if fresh:
         try:
-            writes.create_many(services, conn, fresh)
+            writes.create_many(services, conn, fresh, actor=SERVER)
         except FhirError as exc:
             raise LoadError(f"{batch[0][0]} and following: {exc.diagnostics}") from exc
     return unchanged
@@ -146,7 +147,7 @@ def _store_batch(
 
 def load_file(services: Services, path: Path, report: LoadReport) -> None:
     text = _read_text(path, services.settings.canonical_base)
-    info = RequestInfo(base_url=services.settings.base_url or "urn:fhirsrv", prefer_return="minimal")
+    info = RequestInfo(base_url=services.settings.base_url or "urn:fhirsrv", principal=SERVER, prefer_return="minimal")
     counts: Counter[str] = Counter()
     unchanged = 0
     try:
@@ -207,6 +208,7 @@ def _store_prepared(
             conn,
             [(p.res_type, p.res_id, p.content, None if stale else p.rows) for p in fresh],
             chunk.now,
+            actor=SERVER,
         )
     except FhirError as exc:
         raise LoadError(f"{chunk.items[0].label} and following: {exc.diagnostics}") from exc

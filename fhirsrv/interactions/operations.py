@@ -1,13 +1,16 @@
 """Registry of FHIR operations ($lookup, $expand, $validate, ...) and their input Parameters.
 
-Operations register themselves with @operation; api/routes.py dispatches GET and POST on
-`[Type/[id/]]$name` here, and the CapabilityStatement lists exactly what is registered.
+Operations are declared with @operation, which only describes the function; the server's
+OperationRegistry (on Services) is built from the modules app.py names, with plain imports, so
+a missing module fails at start-up. api/routes.py dispatches GET and POST on
+`[Type/[id/]]$name` through it, and the CapabilityStatement lists exactly what is registered.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 from fhirsrv.errors import BadRequest, MethodNotAllowed, NotFound
@@ -107,7 +110,7 @@ class OperationDef:
     documentation: str
 
 
-_REGISTRY: dict[str, list[OperationDef]] = {}
+_DECLARED = "__fhir_operations__"
 
 
 def operation(
@@ -122,7 +125,9 @@ def operation(
 ) -> Callable[[OperationFunc], OperationFunc]:
     def register(func: OperationFunc) -> OperationFunc:
         doc = (func.__doc__ or "").strip().splitlines()
-        _REGISTRY.setdefault(name, []).append(
+        declared = getattr(func, _DECLARED, [])
+        setattr(func, _DECLARED, declared)
+        declared.append(
             OperationDef(
                 name,
                 func,
@@ -140,12 +145,28 @@ def operation(
     return register
 
 
-def registered() -> list[OperationDef]:
-    return [op for ops in _REGISTRY.values() for op in ops]
+class OperationRegistry:
+    """The operations one server offers, collected from the modules that declare them."""
+
+    def __init__(self, modules: Iterable[ModuleType]) -> None:
+        self._by_name: dict[str, list[OperationDef]] = {}
+        for module in modules:
+            for value in vars(module).values():
+                for op in getattr(value, _DECLARED, ()):
+                    self._by_name.setdefault(op.name, []).append(op)
+        if not self._by_name:
+            raise RuntimeError("No FHIR operation was found in the operation modules")
+
+    def registered(self) -> list[OperationDef]:
+        return [op for ops in self._by_name.values() for op in ops]
+
+    def resolve(self, name: str, res_type: str | None, instance: bool, http_method: str) -> OperationDef:
+        return _resolve(self._by_name.get(name, []), name, res_type, instance, http_method)
 
 
-def resolve(name: str, res_type: str | None, instance: bool, http_method: str) -> OperationDef:
-    candidates = _REGISTRY.get(name, [])
+def _resolve(
+    candidates: list[OperationDef], name: str, res_type: str | None, instance: bool, http_method: str
+) -> OperationDef:
     for op in candidates:
         if res_type is None and op.system_level:
             break

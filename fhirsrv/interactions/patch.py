@@ -12,6 +12,7 @@ from fhirsrv.interactions import writes
 from fhirsrv.interactions.context import RequestInfo, Result, Services
 from fhirsrv.interactions.preconditions import check_if_match, lost_race_is_conflict, match_one
 from fhirsrv.interactions.read import served
+from fhirsrv.interactions.refusals import audited
 from fhirsrv.interactions.resources import check_id, check_type
 from fhirsrv.storage import repository
 from fhirsrv.storage.engine import joined_or_new_write
@@ -37,11 +38,14 @@ def patch(
     criteria: str | None = None,
 ) -> Result:
     check_type(res_type, writable=True)
-    if res_id is not None:
-        check_id(res_id)
-    compiled = _compile(operations)
-    with joined_or_new_write(services.engine, conn) as tx:
-        return _patch(services, info, res_type, res_id, compiled, tx, criteria)
+    target = f"{res_type}/{res_id}" if res_id else f"{res_type}?{criteria}"
+    with audited(services, info, "patch", target, conn):
+        services.policy.check_write_intent(info.principal, res_type, "u")
+        if res_id is not None:
+            check_id(res_id)
+        compiled = _compile(operations)
+        with joined_or_new_write(services.engine, conn) as tx:
+            return _patch(services, info, res_type, res_id, compiled, tx, criteria)
 
 
 def _patch(
@@ -53,14 +57,19 @@ def _patch(
     conn: Connection,
     criteria: str | None,
 ) -> Result:
+    actor = info.principal
+    policy = services.policy
     if criteria is not None:
-        current = match_one(services, conn, res_type, criteria, "Conditional patch")
+        current = match_one(services, conn, policy.scope(actor), res_type, criteria, "Conditional patch")
         if current is None:
             raise NotFound(f"No {res_type} matches '{criteria}'")
     else:
         current = repository.get_current(conn, res_type, res_id)
-        if current is None:
+        if current is None or not policy.visible(conn, actor, [current]):
+            # What the caller may not see is answered as what does not exist.
             raise NotFound(f"{res_type}/{res_id} is not known")
+    # Access first: the patch is not applied, nor its version compared, for a refused caller.
+    policy.check_write_target(conn, actor, current)
     if current.deleted:
         raise Gone(f"{res_type}/{current.res_id} was deleted and cannot be patched")
     check_if_match(current, info.if_match)
@@ -78,11 +87,11 @@ def _patch(
         or patched.get("id") != current.res_id
     ):
         raise BusinessRuleViolation("A patch may not change the resourceType or id of a resource")
-    writes.validate(services, patched)
-    # The caller must be allowed to write even when nothing would change (no 200 for a stranger).
-    writes.guard(services, conn, current.res_type, current, patched)
+    # The caller must be allowed to write the result before its validation is told.
+    writes.guard(services, conn, actor, current.res_type, current, patched)
+    writes.validate(services, patched, actor)
     if writes.unchanged(current, patched):
         return served(current, 200)
     with lost_race_is_conflict(info):
-        stored = writes.replace(services, conn, current, patched, "patch", validated=True)
+        stored = writes.replace(services, conn, current, patched, "patch", actor=actor, validated=True)
     return served(stored, 200)

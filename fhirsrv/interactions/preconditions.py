@@ -10,6 +10,7 @@ from sqlalchemy import Connection
 
 from fhirsrv.errors import BadRequest, Conflict, PreconditionFailed
 from fhirsrv.interactions.context import RequestInfo, Services
+from fhirsrv.search.scope import ReadScope
 from fhirsrv.storage.repository import ConcurrentUpdate, StoredResource
 
 
@@ -47,10 +48,11 @@ def parse_criteria(query: str) -> list[tuple[str, str]]:
 
 
 def match_one(
-    services: Services, conn: Connection, res_type: str, query: str, what: str
+    services: Services, conn: Connection, scope: ReadScope, res_type: str, query: str, what: str
 ) -> StoredResource | None:
-    """The single resource the criteria match, None for no match; 412 when several match."""
-    found = services.search.find(conn, res_type, parse_criteria(query), limit=2)
+    """The single resource the criteria match among those the caller may see (so a
+    conditional write reveals nothing hidden), None for no match; 412 when several match."""
+    found = services.search.find(conn, res_type, parse_criteria(query), scope, limit=2)
     if len(found) > 1:
         raise PreconditionFailed(f"{what}: the criteria '{query}' match more than one {res_type}")
     return found[0] if found else None

@@ -23,10 +23,10 @@ def _not_modified(stored: StoredResource, info: RequestInfo) -> bool:
     return False
 
 
-def visible(services: Services, stored: StoredResource) -> bool:
-    """Whether the caller may see this version (the auth read guard; everyone when absent)."""
-    guard = services.extras.get("read_guard")
-    return guard is None or stored.deleted or guard(stored)
+def visible(services: Services, conn: Connection, info: RequestInfo, stored: StoredResource) -> bool:
+    """Whether the caller may read this resource by id (a deleted one: whether it could
+    before, so its 410 is shown only to those who saw it)."""
+    return stored.rid in services.policy.visible(conn, info.principal, [stored])
 
 
 def served(stored: StoredResource, status: int = 200) -> Result:
@@ -39,12 +39,12 @@ def read(
     """`conn` lets a transaction's GET entry see the writes of the entries before it."""
     check_type(res_type)
     check_id(res_id)
+    services.policy.check_read(info.principal, res_type)
     if conn is None:
         with read_transaction(services.engine) as own:
-            stored = repository.get_current(own, res_type, res_id)
-    else:
-        stored = repository.get_current(conn, res_type, res_id)
-    if stored is None or not visible(services, stored):
+            return read(services, info, res_type, res_id, own)
+    stored = repository.get_current(conn, res_type, res_id)
+    if stored is None or not visible(services, conn, info, stored):
         raise NotFound(f"{res_type}/{res_id} is not known")
     if stored.deleted:
         raise Gone(
@@ -66,15 +66,17 @@ def vread(
 ) -> Result:
     check_type(res_type)
     check_id(res_id)
+    services.policy.check_read(info.principal, res_type)
     if not version.isdigit():
         raise BadRequest(f"'{version}' is not a version id of this server (a positive integer)")
     if conn is None:
         with read_transaction(services.engine) as own:
             return vread(services, info, res_type, res_id, version, own)
     stored = repository.get_version(conn, res_type, res_id, int(version))
-    exists = stored is not None or repository.get_current(conn, res_type, res_id) is not None
-    if stored is not None and not visible(services, stored):
-        stored, exists = None, False
+    current = repository.get_current(conn, res_type, res_id)
+    exists = current is not None and visible(services, conn, info, current)
+    if stored is not None and not services.policy.visible_versions(conn, info.principal, [stored]):
+        stored = None
     if stored is None:
         what = (
             f"{res_type}/{res_id} has no version {version}" if exists else f"{res_type}/{res_id} is not known"

@@ -41,18 +41,28 @@ def _link(
     return f"{path}?{urlencode(query)}" if query else path
 
 
+def _named_types(params: list[tuple[str, str]]) -> list[str]:
+    return [t.strip() for name, value in params if name == "_type" for t in value.split(",") if t.strip()]
+
+
 def search(
     services: Services, info: RequestInfo, res_type: str | None, params: list[tuple[str, str]]
 ) -> Result:
+    """Every search — a GET, a POST _search, a batch entry — comes through here, and here the
+    access policy decides: the types the caller may search at all, then, inside the engine,
+    which of their rows (and of what chains, `_has` and includes reach) it may see."""
     engine = services.search
+    policy = services.policy
     request = engine.prepare(res_type, params, strict=info.prefer_handling == "strict")
+    named = [res_type] if res_type else _named_types(params)
+    for searched in named:
+        policy.check_read(info.principal, searched, "s")
     summary = parse_summary(request.summary)
     if summary == "text" and request.elements:
         raise BadRequest("_summary and _elements cannot be combined")
     with read_transaction(services.engine) as conn:
-        page = engine.execute(conn, request)
-    guard = services.extras.get("read_guard")
-    included = [s for s in page.included if guard is None or guard(s)]
+        page = engine.execute(conn, request, policy.scope(info.principal))
+    included = page.included
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
     if page.total is not None:
         bundle["total"] = page.total

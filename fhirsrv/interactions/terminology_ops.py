@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fhirsrv.errors import BadRequest, NotFound, Unauthorized
-from fhirsrv.interactions.context import RequestInfo, Result, Services, current_principal
+from fhirsrv.interactions.context import RequestInfo, Result, Services
 from fhirsrv.interactions.operations import OperationCall, operation, parameters
 from fhirsrv.storage.engine import read_transaction, write_transaction
 from fhirsrv.terminology import client_closure, codesystem, conceptmap, store, valueset
@@ -173,11 +173,11 @@ def closure(services: Services, info: RequestInfo, call: OperationCall) -> Resul
             raise BadRequest("Each $closure 'concept' is a valueCoding")
         concepts.append(param["valueCoding"])
     since = call.string("version")
-    principal = current_principal.get()
-    if principal is None and services.extras.get("tokens") is not None:
-        # Authorization is on: the tables belong to a client, so the caller must be one.
+    principal = info.principal
+    if principal.is_anonymous:
+        # The tables belong to a client, so the caller must be one.
         raise Unauthorized("$closure keeps a closure table per client: it needs a bearer access token")
-    owner = str(getattr(principal, "client_id", "") or "")
+    owner = principal.client_id
     with write_transaction(services.engine) as conn:
         if concepts:
             answer = client_closure.add_concepts(conn, owner, name, concepts)

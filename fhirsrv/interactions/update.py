@@ -11,6 +11,7 @@ from fhirsrv.interactions import writes
 from fhirsrv.interactions.context import RequestInfo, Result, Services
 from fhirsrv.interactions.preconditions import check_if_match, lost_race_is_conflict, match_one
 from fhirsrv.interactions.read import served
+from fhirsrv.interactions.refusals import audited
 from fhirsrv.interactions.resources import check_id, check_resource, check_type
 from fhirsrv.storage import repository
 from fhirsrv.storage.engine import joined_or_new_write
@@ -27,6 +28,21 @@ def update(
 ) -> Result:
     """PUT Type/id, or PUT Type?criteria when `criteria` is given (res_id is then None)."""
     check_type(res_type, writable=True)
+    target = f"{res_type}/{res_id}" if res_id else f"{res_type}?{criteria}"
+    with audited(services, info, "update", target, conn):
+        services.policy.check_write_intent(info.principal, res_type, "u")
+        return _checked_update(services, info, res_type, res_id, res, conn, criteria)
+
+
+def _checked_update(
+    services: Services,
+    info: RequestInfo,
+    res_type: str,
+    res_id: str | None,
+    res: dict[str, Any],
+    conn: Connection | None,
+    criteria: str | None,
+) -> Result:
     check_resource(res, res_type)
     body_id = res.get("id")
     if criteria is None:
@@ -42,7 +58,7 @@ def update(
             )
     elif body_id is not None:
         check_id(str(body_id))
-    writes.validate(services, res)
+    writes.validate(services, res, info.principal)
     with joined_or_new_write(services.engine, conn) as tx:
         return _update(services, info, res_type, res_id, res, tx, criteria)
 
@@ -56,8 +72,9 @@ def _update(
     conn: Connection,
     criteria: str | None,
 ) -> Result:
+    actor = info.principal
     if criteria is not None:
-        current = match_one(services, conn, res_type, criteria, "Conditional update")
+        current = match_one(services, conn, services.policy.scope(actor), res_type, criteria, "Conditional update")
         if current is not None and res.get("id") not in (None, current.res_id):
             raise BadRequest(
                 f"The criteria match {res_type}/{current.res_id} but the body's id is '{res['id']}'",
@@ -66,22 +83,25 @@ def _update(
         res_id = current.res_id if current is not None else res.get("id")
         if res_id is None:
             check_if_match(None, info.if_match)
-            return served(writes.create(services, conn, res, validated=True), 201)
+            return served(writes.create(services, conn, res, actor=actor, validated=True), 201)
     else:
         current = repository.get_current(conn, res_type, res_id)
+    if current is not None:
+        # Before If-Match: a version number is not told to whoever may not write the resource.
+        services.policy.check_write_target(conn, actor, current)
     check_if_match(current, info.if_match)
     if current is None:
         try:
-            return served(writes.create(services, conn, res, res_id, validated=True), 201)
+            return served(writes.create(services, conn, res, res_id, actor=actor, validated=True), 201)
         except Conflict:
             # Another request created this id since we looked: this PUT becomes its update.
             current = repository.get_current(conn, res_type, res_id)
             if current is None:
                 raise
     # The caller must be allowed to write even when nothing would change (no 200 for a stranger).
-    writes.guard(services, conn, current.res_type, current, res)
+    writes.guard(services, conn, actor, current.res_type, current, res)
     if writes.unchanged(current, res):
         return served(current, 200)
     with lost_race_is_conflict(info):
-        stored = writes.replace(services, conn, current, res, "update", validated=True)
+        stored = writes.replace(services, conn, current, res, "update", actor=actor, validated=True)
     return served(stored, 201 if current.deleted else 200)

@@ -38,9 +38,13 @@ def validate(services: Services, info: RequestInfo, call: OperationCall) -> Resu
     res = call.resource("resource") or call.body_resource
     current = None
     if call.res_id is not None:
+        # An instance's $validate reads it: the same access as a read, and the same answer
+        # for what the caller may not see as for what does not exist.
+        services.policy.check_read(info.principal, call.res_type)
         with read_transaction(services.engine) as conn:
             current = repository.get_current(conn, call.res_type, call.res_id)
-        if current is None or current.deleted:
+            seen = current is not None and bool(services.policy.visible(conn, info.principal, [current]))
+        if current is None or current.deleted or not seen:
             raise NotFound(f"{call.res_type}/{call.res_id} is not known")
     if mode == "delete":
         # Nothing forbids deleting a directory entry: references to it stay resolvable
@@ -55,5 +59,5 @@ def validate(services: Services, info: RequestInfo, call: OperationCall) -> Resu
         return Result(
             resource=_outcome([Issue("error", "invalid", "The resource id differs from the URL id", ["id"])])
         )
-    issues = writes.validation_issues(services, res, (profile,) if profile else ())
+    issues = writes.validation_issues(services, res, info.principal, (profile,) if profile else ())
     return Result(resource=_outcome(issues))

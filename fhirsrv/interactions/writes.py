@@ -1,19 +1,21 @@
-"""The single write path: validate, store the next version, index it, run write hooks.
+"""The single write path: validate, check access, store the next version, index it, keep the
+access facts and the audit trail, run write hooks.
 
 Every interaction that changes data (create, update, patch, delete, transaction entries, the
-loader) goes through here, so a structurally invalid resource can never be stored, and the
-index rows always change in the same database transaction as the resource itself.
+loader) goes through here, so a structurally invalid resource can never be stored, no write
+escapes the access policy, and the index rows, access facts and audit event always change in
+the same database transaction as the resource itself.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection
 
+from fhirsrv.access.principal import Principal
 from fhirsrv.errors import BusinessRuleViolation, InvalidResource, Issue
 from fhirsrv.interactions.context import Services
 from fhirsrv.storage import repository
@@ -21,17 +23,18 @@ from fhirsrv.storage.jsonfmt import loads
 from fhirsrv.storage.repository import StoredResource
 from fhirsrv.validation.structure import validate_structure
 
-# Called after a resource is written (res is None for a deletion), inside the transaction:
-# e.g. the terminology closure for CodeSystems, the search registry for SearchParameters.
-WriteHook = Callable[[Connection, StoredResource, "dict[str, Any] | None"], None]
-
 
 def new_id() -> str:
     return str(uuid.uuid4())
 
 
 def validation_issues(
-    services: Services, res: dict[str, Any], profiles: tuple[str, ...] = (), *, with_profiles: bool = True
+    services: Services,
+    res: dict[str, Any],
+    principal: Principal,
+    profiles: tuple[str, ...] = (),
+    *,
+    with_profiles: bool = True,
 ) -> list[Issue]:
     """Everything a write checks: structure (R4 models), then the profiles that apply.
 
@@ -40,18 +43,19 @@ def validation_issues(
     issues = validate_structure(res)
     if any(i.severity in ("error", "fatal") for i in issues):
         return issues
-    profile_issues = services.extras.get("profile_issues")
-    if profile_issues is not None and with_profiles:
-        issues += profile_issues(res, profiles)
+    if with_profiles:
+        issues += services.profile_check(res, profiles, principal)
     return issues
 
 
-def validate(services: Services, res: dict[str, Any], *, with_profiles: bool = True) -> None:
+def validate(
+    services: Services, res: dict[str, Any], principal: Principal, *, with_profiles: bool = True
+) -> None:
     """Raise when the resource may not be stored: 400 for structure, 422 for profile rules.
 
     The file loader skips profiles (`with_profiles=False`): it loads the server's own
     conformance and demo content, whose conformance tests/ check once instead of every start."""
-    issues = validation_issues(services, res, with_profiles=with_profiles)
+    issues = validation_issues(services, res, principal, with_profiles=with_profiles)
     errors = [i for i in issues if i.severity in ("error", "fatal")]
     if not errors:
         return
@@ -63,24 +67,33 @@ def validate(services: Services, res: dict[str, Any], *, with_profiles: bool = T
 def guard(
     services: Services,
     conn: Connection,
+    actor: Principal,
     res_type: str,
     current: StoredResource | None,
     new: dict[str, Any] | None,
 ) -> None:
-    """The authorization hook: may raise Forbidden before anything is written."""
-    guard = services.extras.get("write_guard")
-    if guard is not None:
-        guard(conn, res_type, current, new)
+    """The access policy's last word on a write, before anything is written (401/403)."""
+    services.policy.check_write(conn, actor, res_type, current, new)
+    if new is not None:
+        services.policy.facts.lock_structure(conn, new)
 
 
 def _after_write(
-    services: Services, conn: Connection, stored: StoredResource, res: dict[str, Any] | None
+    services: Services,
+    conn: Connection,
+    actor: Principal,
+    stored: StoredResource,
+    res: dict[str, Any] | None,
+    previous: dict[str, Any] | None,
 ) -> None:
     if res is None:
         services.search.unindex(conn, stored.rid)
+        services.policy.facts.deleted(conn, stored, previous)
     else:
         services.search.index(conn, stored, res)
-    for hook in services.extras.get("write_hooks", ()):
+        services.policy.facts.record(conn, stored, res, previous)
+    services.audit.written(conn, stored, actor)
+    for hook in services.write_hooks:
         hook(conn, stored, res)
 
 
@@ -90,32 +103,39 @@ def create(
     res: dict[str, Any],
     res_id: str | None = None,
     *,
+    actor: Principal,
     validated: bool = False,
 ) -> StoredResource:
     if not validated:
-        validate(services, res)
-    guard(services, conn, res["resourceType"], None, res)
-    stored = repository.create(conn, res, res_id or new_id())
-    _after_write(services, conn, stored, loads(stored.content or "{}"))
+        validate(services, res, actor)
+    res_id = res_id or new_id()
+    # The policy judges the resource as it will be stored, with the id it will have.
+    guard(services, conn, actor, res["resourceType"], None, {**res, "id": res_id})
+    stored = repository.create(conn, res, res_id)
+    _after_write(services, conn, actor, stored, loads(stored.content or "{}"), None)
     return stored
 
 
+def _after_bulk(
+    services: Services, conn: Connection, actor: Principal, items: list[tuple[StoredResource, dict[str, Any]]]
+) -> None:
+    services.policy.facts.record_many(conn, items)
+    for s, res in items:
+        services.audit.written(conn, s, actor)
+        for hook in services.write_hooks:
+            hook(conn, s, res)
+
+
 def create_many(
-    services: Services, conn: Connection, items: list[tuple[dict[str, Any], str]]
+    services: Services, conn: Connection, items: list[tuple[dict[str, Any], str]], *, actor: Principal
 ) -> list[StoredResource]:
     """Bulk create of validated resources with their ids (the loader's path for new content)."""
-    for res, _ in items:
-        guard(services, conn, res["resourceType"], None, res)
+    for res, res_id in items:
+        guard(services, conn, actor, res["resourceType"], None, {**res, "id": res_id})
     stored = repository.create_many(conn, items)
-    bulk_index = getattr(services.search, "index_many", None)
-    if bulk_index is not None:
-        bulk_index(conn, [(s, loads(s.content or "{}")) for s in stored])
-        for s in stored:
-            for hook in services.extras.get("write_hooks", ()):
-                hook(conn, s, loads(s.content or "{}"))
-    else:
-        for s in stored:
-            _after_write(services, conn, s, loads(s.content or "{}"))
+    written = [(s, loads(s.content or "{}")) for s in stored]
+    services.search.index_many(conn, written)
+    _after_bulk(services, conn, actor, written)
     return stored
 
 
@@ -124,6 +144,8 @@ def create_prepared(
     conn: Connection,
     items: list[tuple[str, str, str, dict[str, list[tuple[Any, ...]]] | None]],
     when: datetime,
+    *,
+    actor: Principal,
 ) -> list[StoredResource]:
     """Store validated, stamped and serialised new resources with their index rows.
 
@@ -132,7 +154,7 @@ def create_prepared(
     """
     parsed = [loads(content) for _, _, content, _ in items]  # ~20 µs each, for the guard and hooks
     for (res_type, _, _, _), res in zip(items, parsed, strict=True):
-        guard(services, conn, res_type, None, res)
+        guard(services, conn, actor, res_type, None, res)
     stored = repository.insert_new(conn, [(t, i, c) for t, i, c, _ in items], when)
     rows: dict[str, list[tuple[Any, ...]]] = {}
     computed = []
@@ -145,9 +167,7 @@ def create_prepared(
     services.search.index_tuples(conn, rows)
     if computed:
         services.search.index_many(conn, computed)
-    for s, res in zip(stored, parsed, strict=True):
-        for hook in services.extras.get("write_hooks", ()):
-            hook(conn, s, res)
+    _after_bulk(services, conn, actor, list(zip(stored, parsed, strict=True)))
     return stored
 
 
@@ -158,20 +178,23 @@ def replace(
     res: dict[str, Any],
     method: str = "update",
     *,
+    actor: Principal,
     validated: bool = False,
 ) -> StoredResource:
     if not validated:
-        validate(services, res)
-    guard(services, conn, current.res_type, current, res)
+        validate(services, res, actor)
+    guard(services, conn, actor, current.res_type, current, res)
     stored = repository.replace(conn, current, res, method)
-    _after_write(services, conn, stored, loads(stored.content or "{}"))
+    previous = loads(current.content) if current.content else None
+    _after_write(services, conn, actor, stored, loads(stored.content or "{}"), previous)
     return stored
 
 
-def delete(services: Services, conn: Connection, current: StoredResource) -> StoredResource:
-    guard(services, conn, current.res_type, current, None)
+def delete(services: Services, conn: Connection, current: StoredResource, *, actor: Principal) -> StoredResource:
+    guard(services, conn, actor, current.res_type, current, None)
     stored = repository.replace(conn, current, None, "delete")
-    _after_write(services, conn, stored, None)
+    previous = loads(current.content) if current.content else None
+    _after_write(services, conn, actor, stored, None, previous)
     return stored
 
 

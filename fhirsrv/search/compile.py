@@ -17,6 +17,7 @@ from fhirsrv.search import clauses, near
 from fhirsrv.search.filter import Compare, Logical
 from fhirsrv.search.parameters import Criterion, parse, split_token
 from fhirsrv.search.registry import SearchParamDef, SearchParamRegistry
+from fhirsrv.search.scope import ReadScope
 from fhirsrv.storage.schema import (
     code_closure,
     idx_date,
@@ -61,11 +62,15 @@ class Compiler:
         self,
         registry: SearchParamRegistry,
         conn: Connection,
+        scope: ReadScope,
         base_url: str = "",
         expander: CodeExpander | None = None,
     ) -> None:
         self.registry = registry
         self.conn = conn
+        # What chains and _has may look through: a hidden entry's fields must not decide
+        # whether a visible one matches (that would let anyone read them, one guess at a time).
+        self.scope = scope
         self.base_url = base_url
         self.expander = expander
         self.ordered_prefix = ordered_prefix(conn)
@@ -212,7 +217,7 @@ class Compiler:
                     self._element_param(target, inner.path[0])
                 except BadRequest:
                     continue
-                joined = referring(
+                joined = self._referring(
                     res_type, name, target, lambda t_rid, target=target: self._compare(target, inner, t_rid)
                 )
                 options.append(rid.in_(joined))
@@ -260,7 +265,7 @@ class Compiler:
             inner = parse(inner_name, ",".join(v.replace(",", "\\,") for v in crit.values))
             if self.registry.get(target, inner.name) is None and inner.name != "_has":
                 continue
-            joined = referring(
+            joined = self._referring(
                 res_type,
                 param.code,
                 target,
@@ -291,9 +296,20 @@ class Compiler:
             idx_reference.c.target_type == res_type,
             self.condition(other, inner, idx_reference.c.rid),
         )
+        hidden_others = self.scope.searchable(other, idx_reference.c.rid)
+        if hidden_others is not None:
+            targets = targets.where(hidden_others)
         me = resource.alias()
         pointing = select(me.c.rid).where(me.c.res_type == res_type, me.c.res_id.in_(targets))
         return rid.in_(pointing)
+
+    def _referring(self, res_type: str, param_code: str, target: str, target_test: Any) -> Any:
+        def visible_test(t_rid: Any) -> Any:
+            visible = self.scope.searchable(target, t_rid)
+            test = target_test(t_rid)
+            return test if visible is None else and_(test, visible)
+
+        return referring(res_type, param_code, target, visible_test)
 
     # ------------------------------------------------------------------------------------ near
     def _near(self, res_type: str, crit: Criterion, rid: Any) -> ColumnElement[bool]:

@@ -17,6 +17,7 @@ from fhirsrv.search.compile import CodeExpander, Compiler
 from fhirsrv.search.extract import extract
 from fhirsrv.search.parameters import CONTROL, Criterion, parse, split_token
 from fhirsrv.search.registry import SearchParamRegistry, build_registry, stored_definitions
+from fhirsrv.search.scope import ReadScope
 from fhirsrv.settings import Settings
 from fhirsrv.storage import bulk, repository
 from fhirsrv.storage.jsonfmt import loads
@@ -190,11 +191,28 @@ class SearchEngine:
             request.used = [(k, v) for k, v in request.used if k != crit.raw_name]
         request.criteria = kept
 
-    def _conditions(self, conn: Connection, request: SearchRequest) -> list[ColumnElement[bool]]:
-        """One condition on resource.rid per criterion (an OR over the types it applies to)."""
-        compiler = Compiler(self.registry, conn, self.base_url, self.expander)
+    def _conditions(
+        self, conn: Connection, request: SearchRequest, scope: ReadScope
+    ) -> list[ColumnElement[bool]]:
+        """One condition on resource.rid per criterion (an OR over the types it applies to),
+        and the caller's read scope: matches are only what the caller may see, so the page,
+        its paging and the total count the same rows."""
+        compiler = Compiler(self.registry, conn, scope, self.base_url, self.expander)
         out = []
         single = len(request.res_types) == 1
+        visible = [(t, scope.searchable(t, resource.c.rid)) for t in request.res_types]
+        if single:
+            if visible[0][1] is not None:
+                out.append(visible[0][1])
+        elif any(condition is not None for _, condition in visible):
+            out.append(
+                or_(
+                    *[
+                        resource.c.res_type == t if c is None else and_(resource.c.res_type == t, c)
+                        for t, c in visible
+                    ]
+                )
+            )
         for crit in request.criteria:
             if single:
                 out.append(compiler.condition(request.res_types[0], crit, resource.c.rid))
@@ -212,15 +230,13 @@ class SearchEngine:
         return out
 
     def _filtered(
-        self, conn: Connection, request: SearchRequest, conditions: list[ColumnElement[bool]] | None = None
+        self, conn: Connection, request: SearchRequest, conditions: list[ColumnElement[bool]]
     ) -> Select:
         query = select(resource.c.rid).where(live(resource))
         if len(request.res_types) == 1:
             query = query.where(resource.c.res_type == request.res_types[0])
         else:
             query = query.where(resource.c.res_type.in_(request.res_types))
-        if conditions is None:
-            conditions = self._conditions(conn, request)
         return query.where(*conditions)
 
     def _walk(
@@ -246,8 +262,8 @@ class SearchEngine:
             return False, None
         return True, values[0]
 
-    def execute(self, conn: Connection, request: SearchRequest) -> SearchPage:
-        conditions = self._conditions(conn, request)
+    def execute(self, conn: Connection, request: SearchRequest, scope: ReadScope) -> SearchPage:
+        conditions = self._conditions(conn, request, scope)
         filtered = self._filtered(conn, request, conditions)
         mode = "accurate" if request.summary == "count" and request.total == "none" else request.total
         bound = self.settings.exact_total_up_to
@@ -261,8 +277,9 @@ class SearchEngine:
                 [(r, r) for r in walked.rids],
                 self._walk_total(conn, request, walked, filtered, mode, bound),
                 backwards=False,
+                scope=scope,
             )
-        by_token = self._token_page(conn, request, mode)
+        by_token = self._token_page(conn, request, mode, scope)
         if by_token is not None:
             return by_token
         query, columns = paging.sort_columns(
@@ -283,7 +300,7 @@ class SearchEngine:
             query = query.order_by(*paging.order_by(columns)).limit(request.count + 1)
             counted = conn.execute(query).all()
             total = counted[0][-1] if counted else 0
-            return self._page(conn, request, [r[:-1] for r in counted], total, backwards)
+            return self._page(conn, request, [r[:-1] for r in counted], total, backwards, scope)
         # A first page reads on up to the exact-count bound: when the matches end before it,
         # their number is the total, and the search was evaluated once instead of twice.
         fetch = max(request.count, bound if counted_here else 0) + 1
@@ -295,9 +312,11 @@ class SearchEngine:
             total = totals.count(conn, filtered, mode, bound)
             if total is not None and counted_here:
                 total = max(total, len(rows))  # an estimate never below the matches just read
-        return self._page(conn, request, rows, total, backwards)
+        return self._page(conn, request, rows, total, backwards, scope)
 
-    def _token_page(self, conn: Connection, request: SearchRequest, mode: str) -> SearchPage | None:
+    def _token_page(
+        self, conn: Connection, request: SearchRequest, mode: str, scope: ReadScope
+    ) -> SearchPage | None:
         """A search on one `system|code` and nothing else, from the token index alone
         (search/walk.py), on PostgreSQL, in rid order: the ROR consumer's commonest query."""
         applies, after = self._forward_in_rid_order(conn, request)
@@ -314,9 +333,17 @@ class SearchEngine:
         if not system or not code:
             return None
         rids, total = walk.token_page(
-            conn, res_type, param.code, system, code, after, request.count + 1, mode != "none"
+            conn,
+            res_type,
+            param.code,
+            system,
+            code,
+            after,
+            request.count + 1,
+            mode != "none",
+            lambda rid: scope.searchable(res_type, rid),
         )
-        return self._page(conn, request, [(r, r) for r in rids], total, backwards=False)
+        return self._page(conn, request, [(r, r) for r in rids], total, backwards=False, scope=scope)
 
     def _walk_total(
         self,
@@ -344,6 +371,7 @@ class SearchEngine:
         rows: Sequence[Sequence[Any]],
         total: int | None,
         backwards: bool,
+        scope: ReadScope,
     ) -> SearchPage:
         """The page from its sorted rows (rid, then the sort values), with its paging cursors."""
         rows = list(rows)
@@ -365,20 +393,27 @@ class SearchEngine:
                     paging.encode_cursor(positions[0], backwards=True) if request.cursor else None
                 )
         included = (
-            include.resolve(conn, self.registry, request.includes, matches, self.settings.max_include_depth)
+            include.resolve(
+                conn, self.registry, request.includes, matches, self.settings.max_include_depth, scope
+            )
             if request.includes
             else []
         )
         return SearchPage(matches, included, total, next_cursor, previous_cursor)
 
     def find(
-        self, conn: Connection, res_type: str, params: list[tuple[str, str]], limit: int = 2
+        self,
+        conn: Connection,
+        res_type: str,
+        params: list[tuple[str, str]],
+        scope: ReadScope,
+        limit: int = 2,
     ) -> list[StoredResource]:
-        """Strict matching for conditional operations: unknown parameters are errors."""
+        """Strict matching for conditional operations: unknown parameters are errors. Only what
+        the caller may see can match, so a conditional write cannot reveal hidden entries."""
         request = self.prepare(res_type, params, strict=True)
         if not request.criteria:
             raise BadRequest("A conditional operation needs at least one search criterion")
-        rids = [
-            r for (r,) in conn.execute(self._filtered(conn, request).order_by(resource.c.rid).limit(limit))
-        ]
+        filtered = self._filtered(conn, request, self._conditions(conn, request, scope))
+        rids = [r for (r,) in conn.execute(filtered.order_by(resource.c.rid).limit(limit))]
         return repository.get_many(conn, rids)

@@ -9,9 +9,10 @@ from sqlalchemy import Connection, select
 
 from fhirsrv.errors import BadRequest
 from fhirsrv.search.registry import SearchParamRegistry
+from fhirsrv.search.scope import ReadScope
 from fhirsrv.storage import repository
 from fhirsrv.storage.repository import StoredResource
-from fhirsrv.storage.schema import idx_reference
+from fhirsrv.storage.schema import idx_reference, resource
 
 
 @dataclass(frozen=True)
@@ -98,14 +99,39 @@ def _reverse(
     return [s for s in repository.get_many(conn, sorted(rids)) if not s.deleted]
 
 
+def _visible(
+    conn: Connection, scope: ReadScope, found: list[StoredResource], *, by_id: bool
+) -> list[StoredResource]:
+    by_type: dict[str, list[StoredResource]] = {}
+    for s in found:
+        by_type.setdefault(s.res_type, []).append(s)
+    kept: list[StoredResource] = []
+    for res_type, items in by_type.items():
+        condition = (scope.readable if by_id else scope.searchable)(res_type, resource.c.rid)
+        if condition is None:
+            kept.extend(items)
+            continue
+        rids = [s.rid for s in items]
+        shown: set[int] = set()
+        for start in range(0, len(rids), 500):
+            query = select(resource.c.rid).where(resource.c.rid.in_(rids[start : start + 500]), condition)
+            shown.update(r for (r,) in conn.execute(query))
+        kept.extend(s for s in items if s.rid in shown)
+    return kept
+
+
 def resolve(
     conn: Connection,
     registry: SearchParamRegistry,
     specs: list[IncludeSpec],
     matches: list[StoredResource],
     max_depth: int,
+    scope: ReadScope,
 ) -> list[StoredResource]:
-    """Everything the include specs bring in, minus the matches themselves."""
+    """Everything the include specs bring in, minus the matches themselves, and only what the
+    caller may see: what `_include` follows is shown as a read by id would show it, what
+    `_revinclude` finds as a search would. Each step is filtered before `:iterate` goes on
+    from it, so nothing is ever reached through a hidden resource."""
     match_types = {m.res_type for m in matches}
     # An include naming a source type the search does not return could never apply to the
     # matches (e.g. _include=PractitionerRole:practitioner beside _revinclude=PractitionerRole:service,
@@ -130,6 +156,7 @@ def resolve(
             found = (
                 _reverse(conn, registry, spec, pool) if spec.reverse else _forward(conn, registry, spec, pool)
             )
+            found = _visible(conn, scope, found, by_id=not spec.reverse)
             for s in found:
                 if (s.res_type, s.res_id) not in seen:
                     seen.add((s.res_type, s.res_id))

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Connection, and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from fhirsrv.errors import Conflict, PreconditionFailed
@@ -199,16 +199,22 @@ def history(
     *,
     res_type: str | None = None,
     res_id: str | None = None,
+    types: Sequence[str] | None = None,
     since: datetime | None = None,
     at: datetime | None = None,
     after: HistoryCursor | None = None,
     limit: int = 20,
+    where: Sequence[ColumnElement[bool]] = (),
 ) -> list[StoredResource]:
-    """Versions newest first; keyset paging so a page never shifts when writes happen."""
+    """Versions newest first; keyset paging so a page never shifts when writes happen.
+
+    `where`: further conditions on the versions' `rid` (the caller's read scope)."""
     rv = resource_version.c
-    query = select(*_VERSION_COLS)
+    query = select(*_VERSION_COLS).where(*where)
     if res_type is not None:
         query = query.where(rv.res_type == res_type)
+    if types is not None:
+        query = query.where(rv.res_type.in_(list(types)))
     if res_id is not None:
         query = query.where(rv.res_id == res_id)
     if since is not None:

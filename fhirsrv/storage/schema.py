@@ -198,6 +198,38 @@ closure_member = Table(
     ),
 )
 
+# ------------------------------------------------------------------------------ access facts
+# Who may see a directory entry is decided per structure (fhirsrv/access): these two tables
+# hold, per live resource, what that decision needs, written in the write's own transaction, so
+# that a visibility test is one index probe in a search, a read or a history page.
+entry_access = Table(
+    "entry_access",
+    metadata,
+    Column("rid", RowId, ForeignKey("resource.rid", ondelete="CASCADE"), primary_key=True),
+    Column("res_type", String(64), nullable=False),
+    # The entry's own lifecycle status (None: it has none and follows its structure).
+    Column("status", String(64), nullable=True),
+    # The Organization id the entry belongs to (its own id for an Organization).
+    Column("structure", String(64), nullable=True),
+    # A PractitionerRole's Practitioner id: a person is visible through a visible role.
+    Column("person", String(64), nullable=True),
+    # public | retired | hidden, derived from the status of the entry and of its structure.
+    Column("visibility", String(16), nullable=False),
+    Index("ix_entry_access_type_visibility_rid", "res_type", "visibility", "rid"),
+    Index("ix_entry_access_structure_type_rid", "structure", "res_type", "rid"),
+    Index("ix_entry_access_person", "person"),
+)
+
+# The départements an Organization is located in: the territory a territorial admin reads and
+# writes. One row per (structure, département).
+structure_territory = Table(
+    "structure_territory",
+    metadata,
+    Column("structure", String(64), primary_key=True),
+    Column("departement", String(8), primary_key=True),
+    Index("ix_structure_territory_departement", "departement", "structure"),
+)
+
 # --------------------------------------------------------------------------------- server state
 server_state = Table(
     "server_state",

@@ -9,32 +9,42 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from fhirsrv.access.principal import SERVER
 from fhirsrv.app import create_app
 from fhirsrv.interactions import writes
 from fhirsrv.settings import Settings
 from tests.api.helpers import FHIR, count_rows
 
-SAMPLE = {"resourceType": "Organization", "id": "o1", "name": "Ligue contre le cancer"}
+# A published structure: anonymous callers may read it.
+SAMPLE = {
+    "resourceType": "Organization",
+    "id": "o1",
+    "name": "Ligue contre le cancer",
+    "extension": [
+        {
+            "url": "https://sos.example.org/fhir/StructureDefinition/sos-entry-lifecycle",
+            "extension": [{"url": "status", "valueCode": "published"}],
+        }
+    ],
+}
 
 
-def _settings(db_url: str, extra: dict[str, str] | None = None, **limits: Any) -> Settings:
-    values = {"auth": "on", "rate_anonymous": "0", "rate_client": "0", **(extra or {})}
-    return Settings.from_env(
-        database_url=db_url, load_demo=False, base_url="http://fhir.test/fhir", extra=values, **limits
-    )
+def _settings(db_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {"auth": True, "rate_limit_anonymous": 0, "rate_limit_client": 0, **overrides}
+    return Settings.from_env(database_url=db_url, load_demo=False, base_url="http://fhir.test/fhir", **values)
 
 
 @pytest.fixture
 def make_app(db_url: str) -> Iterator[Any]:
     apps: list[Flask] = []
 
-    def build(extra: dict[str, str] | None = None, **limits: Any) -> FlaskClient:
-        app = create_app(_settings(db_url, extra, **limits))
+    def build(**overrides: Any) -> FlaskClient:
+        app = create_app(_settings(db_url, **overrides))
         apps.append(app)
         services = app.extensions["fhirsrv"]
         with services.engine.begin() as conn:
             if not count_rows(app.test_client())[0]:  # one sample per database
-                writes.create(services, conn, dict(SAMPLE), "o1")
+                writes.create(services, conn, dict(SAMPLE), "o1", actor=SERVER)
         return app.test_client()
 
     yield build
@@ -100,7 +110,7 @@ def test_bundle_entry_limit(make_app: Any) -> None:
 
 
 def test_anonymous_rate_limit_answers_429_with_retry_after(make_app: Any) -> None:
-    web = make_app({"rate_anonymous": "3", "rate_client": "100"})
+    web = make_app(rate_limit_anonymous=3, rate_limit_client=100)
     statuses = [web.get("/fhir/Organization/o1").status_code for _ in range(4)]
     assert statuses == [200, 200, 200, 429]
     limited = web.get("/fhir/Organization/o1")
@@ -114,7 +124,7 @@ def test_anonymous_rate_limit_answers_429_with_retry_after(make_app: Any) -> Non
 def test_client_rate_limit_is_per_client(make_app: Any) -> None:
     from fhirsrv.auth.clients import add_client
 
-    web = make_app({"rate_anonymous": "2", "rate_client": "3"})
+    web = make_app(rate_limit_anonymous=2, rate_limit_client=3)
     services = web.application.extensions["fhirsrv"]
     with services.engine.begin() as conn:
         client, secret = add_client(conn, "dsrc", "system/*.rs", "regional-admin")
@@ -150,7 +160,7 @@ def test_security_headers(make_app: Any) -> None:
 
 
 def test_cors_for_the_public_api(make_app: Any) -> None:
-    web = make_app({"cors_origins": "https://annuaire.example.org"})
+    web = make_app(cors_origins="https://annuaire.example.org")
     allowed = web.get("/fhir/Organization/o1", headers={"Origin": "https://annuaire.example.org"})
     assert allowed.headers["Access-Control-Allow-Origin"] == "https://annuaire.example.org"
     assert "ETag" in allowed.headers["Access-Control-Expose-Headers"]

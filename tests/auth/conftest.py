@@ -13,6 +13,7 @@ from flask.testing import FlaskClient
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
 
+from fhirsrv.access.principal import SERVER
 from fhirsrv.app import create_app
 from fhirsrv.auth.clients import add_client
 from fhirsrv.interactions import writes
@@ -73,19 +74,18 @@ DIRECTORY = [
 ]
 
 
-def auth_settings(db_url: str, **extra: str) -> Settings:
+def auth_settings(db_url: str, **overrides: Any) -> Settings:
     # These tests are about who may write what: the SOS profile rules that apply to referents'
     # writes (fhirsrv.wiring) are tested with the validation, so only claimed profiles apply here.
-    values = {
-        "auth": "on",
-        "rate_anonymous": "0",
-        "rate_client": "0",
+    # `overrides` are typed Settings fields (revocation_ttl=0, not "0").
+    values: dict[str, Any] = {
+        "auth": True,
+        "rate_limit_anonymous": 0,
+        "rate_limit_client": 0,
         "enforce_sos_profiles": "claimed-only",
-        **extra,
+        **overrides,
     }
-    return Settings.from_env(
-        database_url=db_url, load_demo=False, base_url="http://fhir.test/fhir", extra=values
-    )
+    return Settings.from_env(database_url=db_url, load_demo=False, base_url="http://fhir.test/fhir", **values)
 
 
 @pytest.fixture
@@ -94,7 +94,7 @@ def auth_app(db_url: str) -> Iterator[Flask]:
     services = app.extensions["fhirsrv"]
     with services.engine.begin() as conn:
         for res in DIRECTORY:
-            writes.create(services, conn, dict(res), res["id"])
+            writes.create(services, conn, dict(res), res["id"], actor=SERVER)
     yield app
     services.engine.dispose()
 

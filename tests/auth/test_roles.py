@@ -44,7 +44,7 @@ def test_a_territorial_admin_of_35_cannot_touch_an_entry_in_29(web: FlaskClient,
     assert refused.get_json()["issue"][0]["code"] == "forbidden"
     assert web.delete("/fhir/HealthcareService/hs-29", headers=headers).status_code == 403
     assert web.delete("/fhir/Location/loc-29", headers=headers).status_code == 403
-    # Nor can it move its own service to a location in 29, nor create one there.
+    # Nor can it move its own service to a location of a structure in 29, nor create one there.
     moved = _put(web, service("hs-35", "org-35", "loc-29"), headers)
     assert moved.status_code == 403
     created = web.post("/fhir/HealthcareService", json=service("x", "org-29", "loc-29"), headers=headers)
@@ -52,12 +52,21 @@ def test_a_territorial_admin_of_35_cannot_touch_an_entry_in_29(web: FlaskClient,
     assert web.get("/fhir/HealthcareService/hs-29").get_json()["name"] == "Offre hs-29"
 
 
-def test_a_territorial_admin_location_by_postal_code(web: FlaskClient, clients: Clients) -> None:
+def test_a_territorial_perimeter_is_its_structures_territory(web: FlaskClient, clients: Clients) -> None:
+    """A Location's own address does not decide who manages it (a structure of 29 may have a
+    place in 35): its structure's address does, so an admin cannot move an entry out of, or
+    into, its territory by editing a place's address or département."""
     headers = clients.headers("territorial-admin", departements=["29"])
     assert (
         _put(web, location("loc-29", "org-29", "29200") | {"name": "Site rénové"}, headers).status_code == 200
     )
-    assert _put(web, location("loc-29", "org-29", "35000"), headers).status_code == 403  # moving it away
+    assert _put(web, location("loc-29", "org-29", "35000"), headers).status_code == 200
+    assert _put(web, location("loc-29", "org-35", "29200"), headers).status_code == 403  # handed over
+    org = _current(web, headers, "Organization/org-29")
+    moved = org | {"address": [{"city": "Rennes", "postalCode": "35000"}]}
+    assert _put(web, moved, headers).status_code == 403  # the structure leaving the territory
+    of_35 = clients.headers("territorial-admin", departements=["35"])
+    assert _put(web, location("loc-29", "org-29", "35000") | {"name": "x"}, of_35).status_code == 403
 
 
 def test_a_referent_writes_its_own_structure_only(web: FlaskClient, clients: Clients) -> None:

@@ -160,7 +160,7 @@ def test_tokens_of_a_revoked_client_stop_working(db_url: str) -> None:
     from fhirsrv.auth.clients import revoke_client
     from tests.auth.conftest import auth_settings
 
-    app = create_app(auth_settings(db_url, revocation_ttl="0"))
+    app = create_app(auth_settings(db_url, revocation_ttl=0))
     clients = Clients(app)
     client_id, secret = clients.register(scopes="system/*.rs")
     web = app.test_client()

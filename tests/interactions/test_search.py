@@ -9,6 +9,7 @@ from urllib.parse import parse_qsl, urlsplit
 import orjson
 import pytest
 
+from fhirsrv.access.principal import SERVER
 from fhirsrv.errors import BadRequest
 from fhirsrv.interactions.context import RequestInfo
 from fhirsrv.interactions.search import search
@@ -25,7 +26,7 @@ def services(app):  # type: ignore[no-untyped-def]
 
 
 def run(services, res_type: str | None, params: list[tuple[str, str]], handling: str = "lenient") -> Any:  # type: ignore[no-untyped-def]
-    result = search(services, RequestInfo(base_url=BASE, prefer_handling=handling), res_type, params)
+    result = search(services, RequestInfo(base_url=BASE, principal=SERVER, prefer_handling=handling), res_type, params)
     assert result.status == 200
     # Entries splice stored JSON (orjson.Fragment): serialise as the api layer does.
     return orjson.loads(orjson.dumps(result.resource))

@@ -9,7 +9,12 @@ import pytest
 
 import fhirsrv.interactions.terminology_ops  # noqa: F401  (registers the operations)
 from fhirsrv.interactions.load import load_paths
-from fhirsrv.interactions.operations import registered
+from fhirsrv.interactions.operations import OperationRegistry
+from fhirsrv.wiring import OPERATION_MODULES
+
+
+def registered() -> list:
+    return OperationRegistry(OPERATION_MODULES).registered()
 
 BASE = "https://sos.example.org/fhir"
 CAT = f"{BASE}/CodeSystem/sos-category"

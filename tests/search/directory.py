@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fhirsrv.access.principal import SERVER
 from fhirsrv.interactions import writes
 from fhirsrv.interactions.context import Services
 from fhirsrv.storage.engine import write_transaction
@@ -106,4 +107,4 @@ def resources() -> list[dict[str, Any]]:
 def load(services: Services, items: list[dict[str, Any]] | None = None) -> None:
     with write_transaction(services.engine) as conn:
         for res in items or resources():
-            writes.create(services, conn, res, res["id"])
+            writes.create(services, conn, res, res["id"], actor=SERVER)

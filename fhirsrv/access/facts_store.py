@@ -1,0 +1,298 @@
+"""The `entry_access` and `structure_territory` rows: kept in step with every write, in the
+write's own transaction, so visibility is never a step behind the data.
+
+A resource's row holds its own facts (status, structure, person) and its derived
+visibility: the strictest of its own status and its structure's. When a structure's status
+changes, its offers, places, roles and endpoints change visibility with it, and so do the
+people of those roles — all in the same transaction, so a reader never sees half an entry.
+
+On PostgreSQL, a write to an entry takes a share lock on its structure's row first: the
+structure's own write holds that row exclusively until it commits, so a new offer either waits
+and then sees the structure's new status, or commits first and is refreshed by the
+structure's write. SQLite has one writer at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Select,
+    and_,
+    case,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+
+from fhirsrv.access.facts import (
+    GOVERNED_TYPES,
+    PUBLIC_STATUSES,
+    RETIRED_STATUSES,
+    FactReader,
+    Facts,
+)
+from fhirsrv.storage.jsonfmt import loads
+from fhirsrv.storage.repository import StoredResource
+from fhirsrv.storage.schema import entry_access, live, resource, structure_territory
+
+ea = entry_access.c
+
+# Visibilities are ranked (public 0, retired 1, hidden 2) so "the stricter of two" is a
+# comparison in SQL.
+def _status_rank(status: Any, *, absent: int) -> ColumnElement[int]:
+    return case(
+        (status.is_(None), absent),
+        (status.in_(sorted(PUBLIC_STATUSES)), 0),
+        (status.in_(sorted(RETIRED_STATUSES)), 1),
+        else_=2,
+    )
+
+
+def _visibility_rank(visibility: Any) -> ColumnElement[int]:
+    return case((visibility == "public", 0), (visibility == "retired", 1), else_=2)
+
+
+def _as_visibility(rank: ColumnElement[int]) -> ColumnElement[str]:
+    return case((rank == 0, "public"), (rank == 1, "retired"), else_="hidden")
+
+
+def _stricter(a: ColumnElement[int], b: ColumnElement[int]) -> ColumnElement[int]:
+    return case((a > b, a), else_=b)
+
+
+class FactStore:
+    def __init__(self, reader: FactReader) -> None:
+        self.reader = reader
+
+    # ------------------------------------------------------------------------------- writes
+    def lock_structure(self, conn: Connection, res: dict[str, Any]) -> None:
+        """Serialise an entry's write with its structure's (see the module's docstring)."""
+        if conn.dialect.name != "postgresql" or res.get("resourceType") == "Organization":
+            return
+        structure = self.reader.structure(res)
+        if structure is not None:
+            conn.execute(
+                select(resource.c.rid)
+                .where(resource.c.res_type == "Organization", resource.c.res_id == structure)
+                .with_for_update(read=True)
+            )
+
+    def record(
+        self, conn: Connection, stored: StoredResource, res: dict[str, Any], previous: dict[str, Any] | None
+    ) -> None:
+        """Facts of a new version, then the visibility of everything they decide."""
+        self.record_many(conn, [(stored, res)], previous=[previous] if previous else [])
+
+    def record_many(
+        self,
+        conn: Connection,
+        items: list[tuple[StoredResource, dict[str, Any]]],
+        previous: Iterable[dict[str, Any]] = (),
+    ) -> None:
+        governed = [(s, self.reader.facts(res)) for s, res in items if s.res_type in GOVERNED_TYPES]
+        if not governed:
+            return
+        rids = [s.rid for s, _ in governed]
+        for start in range(0, len(rids), 500):
+            chunk = rids[start : start + 500]
+            conn.execute(delete(entry_access).where(ea.rid.in_(chunk)))
+        conn.execute(
+            insert(entry_access),
+            [
+                {
+                    "rid": s.rid,
+                    "res_type": s.res_type,
+                    "status": f.status,
+                    "structure": f.structure,
+                    "person": f.person,
+                    "visibility": "hidden",
+                }
+                for s, f in governed
+            ],
+        )
+        orgs = [(s, f) for s, f in governed if s.res_type == "Organization"]
+        self._territories(conn, orgs)
+        people = {f.person for _, f in governed if f.person}
+        people |= {p for p in (self.reader.facts(old).person for old in previous) if p}
+        self.refresh(
+            conn,
+            rids=rids,
+            structures=[s.res_id for s, _ in orgs],
+            people=sorted(people) + [s.res_id for s, _ in governed if s.res_type == "Practitioner"],
+        )
+
+    def deleted(self, conn: Connection, stored: StoredResource, previous: dict[str, Any] | None) -> None:
+        """A deletion keeps the entry's facts (so a 410 is shown to whoever saw the entry) but
+        what depended on it loses it: a deleted structure's offers are hidden, a deleted role no
+        longer shows its person."""
+        if stored.res_type not in GOVERNED_TYPES:
+            return
+        people = [self.reader.facts(previous).person] if previous else []
+        structures = [stored.res_id] if stored.res_type == "Organization" else []
+        self.refresh(conn, rids=[], structures=structures, people=[p for p in people if p])
+
+    def _territories(self, conn: Connection, orgs: list[tuple[StoredResource, Facts]]) -> None:
+        ids = [s.res_id for s, _ in orgs]
+        for start in range(0, len(ids), 500):
+            conn.execute(
+                delete(structure_territory).where(structure_territory.c.structure.in_(ids[start : start + 500]))
+            )
+        rows = [{"structure": s.res_id, "departement": d} for s, f in orgs for d in sorted(f.territory)]
+        if rows:
+            conn.execute(insert(structure_territory), rows)
+
+    # ------------------------------------------------------------------------ visibility
+    def refresh(
+        self,
+        conn: Connection,
+        *,
+        rids: list[int] | Select | None = None,
+        structures: list[str] | Select = (),  # type: ignore[assignment]
+        people: list[str] | Select = (),  # type: ignore[assignment]
+        everything: bool = False,
+    ) -> None:
+        """Recompute visibility: structures first, then what belongs to them, then people.
+
+        `rids`: rows to recompute; `structures`: Organization ids whose entries (themselves and
+        every dependent) to recompute; `people`: Practitioner ids; `everything`: all rows."""
+        org_rows = select(resource.c.rid).where(
+            resource.c.res_type == "Organization", resource.c.res_id.in_(structures)
+        )
+        # Aliases: a subquery naming entry_access itself would be correlated to the UPDATE's row.
+        dep = entry_access.alias("dep")
+        dependents = select(dep.c.rid).where(dep.c.structure.in_(structures), dep.c.res_type != "Organization")
+        person_rows = select(resource.c.rid).where(
+            resource.c.res_type == "Practitioner", resource.c.res_id.in_(people)
+        )
+
+        def scope(*parts: Any) -> ColumnElement[bool] | None:
+            if everything:
+                return None
+            present = [p for p in parts if p is not None]
+            return or_(*[ea.rid.in_(p) for p in present])
+
+        mine = rids if rids is not None and (not isinstance(rids, list) or rids) else None
+        # 1. Structures: their own status (none: not listed).
+        self._update(conn, "Organization", _status_rank(ea.status, absent=2), scope(mine, org_rows))
+        # 2. Offers, places, roles, endpoints: the stricter of their status and their structure's.
+        org = entry_access.alias("org")
+        org_live = resource.alias("org_resource")
+        structure_rank = (
+            select(_visibility_rank(org.c.visibility))
+            .join(org_live, and_(org_live.c.rid == org.c.rid, live(org_live)))
+            .where(org.c.res_type == "Organization", org.c.structure == ea.structure)
+            .limit(1)
+            .scalar_subquery()
+        )
+        own = _status_rank(ea.status, absent=0)
+        dependent_rank = _stricter(own, func.coalesce(structure_rank, 2))
+        of_roles = entry_access.alias("of_roles")
+        roles_people = select(of_roles.c.person).where(
+            of_roles.c.structure.in_(structures),
+            of_roles.c.res_type == "PractitionerRole",
+            of_roles.c.person.is_not(None),
+        )
+        for res_type in GOVERNED_TYPES:
+            if res_type in ("Organization", "Practitioner"):
+                continue
+            self._update(conn, res_type, dependent_rank, scope(mine, dependents))
+        # 3. People: as visible as their most visible live role.
+        role = entry_access.alias("role")
+        role_live = resource.alias("role_resource")
+        person_id = (
+            select(resource.c.res_id).where(resource.c.rid == ea.rid).limit(1).scalar_subquery()
+        )
+        best_role = (
+            select(func.min(_visibility_rank(role.c.visibility)))
+            .join(role_live, and_(role_live.c.rid == role.c.rid, live(role_live)))
+            .where(role.c.res_type == "PractitionerRole", role.c.person == person_id)
+            .scalar_subquery()
+        )
+        people_of_roles = select(resource.c.rid).where(
+            resource.c.res_type == "Practitioner", resource.c.res_id.in_(roles_people)
+        )
+        self._update(
+            conn,
+            "Practitioner",
+            func.coalesce(best_role, 2),
+            scope(mine, person_rows, people_of_roles),
+        )
+
+    def _update(
+        self, conn: Connection, res_type: str, rank: ColumnElement[int], where: ColumnElement[bool] | None
+    ) -> None:
+        statement = update(entry_access).where(ea.res_type == res_type)
+        if where is not None:
+            statement = statement.where(where)
+        conn.execute(statement.values(visibility=_as_visibility(rank)))
+
+    # --------------------------------------------------------------------------- rebuild
+    def rebuild(self, conn: Connection, res_type: str | None = None) -> int:
+        """Every live resource's facts from its content (start-up on an older database,
+        `fhirsrv reindex`), in chunks, then every visibility."""
+        query = select(resource.c.rid, resource.c.res_type, resource.c.res_id, resource.c.content).where(
+            live(resource), resource.c.res_type.in_(GOVERNED_TYPES if res_type is None else (res_type,))
+        )
+        count = 0
+        batch: list[tuple[int, str, str, Facts]] = []
+        for row in conn.execute(query.order_by(resource.c.rid)):
+            batch.append((row.rid, row.res_type, row.res_id, self.reader.facts(loads(row.content))))
+            if len(batch) >= 2000:
+                count += self._write_facts(conn, batch)
+                batch = []
+        count += self._write_facts(conn, batch)
+        self.refresh(conn, everything=True)
+        return count
+
+    def _write_facts(self, conn: Connection, batch: list[tuple[int, str, str, Facts]]) -> int:
+        if not batch:
+            return 0
+        rids = [rid for rid, *_ in batch]
+        conn.execute(delete(entry_access).where(ea.rid.in_(rids)))
+        conn.execute(
+            insert(entry_access),
+            [
+                {
+                    "rid": rid,
+                    "res_type": t,
+                    "status": f.status,
+                    "structure": f.structure,
+                    "person": f.person,
+                    "visibility": "hidden",
+                }
+                for rid, t, _, f in batch
+            ],
+        )
+        orgs = [(rid, i, f) for rid, t, i, f in batch if t == "Organization"]
+        if orgs:
+            conn.execute(
+                delete(structure_territory).where(structure_territory.c.structure.in_([i for _, i, _ in orgs]))
+            )
+            rows = [{"structure": i, "departement": d} for _, i, f in orgs for d in sorted(f.territory)]
+            if rows:
+                conn.execute(insert(structure_territory), rows)
+        return len(batch)
+
+    def rebuild_if_missing(self, conn: Connection) -> bool:
+        """A database written before these tables existed gets its facts once, at start-up."""
+        has_facts = conn.execute(select(ea.rid).limit(1)).first() is not None
+        if has_facts:
+            return False
+        has_governed = (
+            conn.execute(
+                select(resource.c.rid).where(resource.c.res_type.in_(GOVERNED_TYPES), live(resource)).limit(1)
+            ).first()
+            is not None
+        )
+        if not has_governed:
+            return False
+        self.rebuild(conn)
+        return True
+

@@ -1,0 +1,303 @@
+"""The access policy: the one place that answers who may see and write what.
+
+Every interaction asks it, and only it, three questions:
+- which entries may this principal see? (`scope`: SQL conditions a search, a chain, an
+  include or a history page adds to its own query, so counts and paging stay exact);
+- may it see this stored resource or version? (`visible`, `visible_versions`);
+- may it make this change? (`check_write_intent` before any work on the request, then
+  `check_write` on the stored target and the new content inside the write's transaction).
+A refusal never depends on whether the target exists: an invisible resource is answered as
+an unknown one, and write refusals come before any lookup the caller could learn from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, and_, or_, select
+
+from fhirsrv.access.facts import (
+    AUDIT_TYPES,
+    CITEABLE_TYPES,
+    DIRECTORY_TYPES,
+    GOVERNED_TYPES,
+    FactReader,
+    Visibility,
+    local_reference,
+    status_visibility,
+)
+from fhirsrv.access.facts_store import FactStore
+from fhirsrv.access.principal import Principal, Role
+from fhirsrv.access.visibility import PrincipalScope
+from fhirsrv.canonical import Canonicals
+from fhirsrv.errors import Forbidden, Unauthorized
+from fhirsrv.storage.jsonfmt import loads
+from fhirsrv.storage.repository import StoredResource
+from fhirsrv.storage.schema import entry_access, live, resource, structure_territory
+
+CHALLENGE = 'Bearer realm="fhirsrv", error="invalid_token"'
+_INTERACTION_NAMES = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
+
+
+def unauthorized(message: str) -> Unauthorized:
+    return Unauthorized(message, headers={"WWW-Authenticate": CHALLENGE})
+
+
+class ScopedReads(PrincipalScope):
+    """A principal's ReadScope, narrowed by its token's SMART scopes: a type it may not
+    search (`s`) matches nothing, nor can a chain look through it; a type it may not read
+    (`r`) is never included."""
+
+    def searchable(self, res_type: str, rid: Any) -> Any:
+        if not self.principal.may(res_type, "s"):
+            return _nothing(rid)
+        return super().searchable(res_type, rid)
+
+    def readable(self, res_type: str, rid: Any) -> Any:
+        if not self.principal.may(res_type, "r"):
+            return _nothing(rid)
+        return super().readable(res_type, rid)
+
+
+def _nothing(rid: Any) -> Any:
+    from sqlalchemy import false
+
+    return false()
+
+
+class AccessPolicy:
+    def __init__(self, canonicals: Canonicals) -> None:
+        self.reader = FactReader(canonicals)
+        self.facts = FactStore(self.reader)
+
+    # ---------------------------------------------------------------------------- reads
+    def scope(self, principal: Principal) -> ScopedReads:
+        return ScopedReads(principal)
+
+    def check_read(self, principal: Principal, res_type: str, interaction: str = "r") -> None:
+        """May the principal use this interaction (r: read, vread, history; s: search) on the
+        type at all? Before any lookup, so the answer says nothing of what is stored."""
+        if res_type in AUDIT_TYPES and not principal.sees_everything:
+            if principal.is_anonymous:
+                raise unauthorized(f"Reading {res_type} needs a regional administrator's token")
+            raise Forbidden(f"Only regional administrators may read {res_type}")
+        if not principal.may(res_type, interaction):
+            raise Forbidden(
+                f"The token's scopes do not allow {_INTERACTION_NAMES[interaction]} on {res_type}"
+            )
+
+    def visible(self, conn: Connection, principal: Principal, stored: Sequence[StoredResource]) -> set[int]:
+        """The rids among `stored` (current versions) the principal may read by id."""
+        if principal.sees_everything:
+            return {s.rid for s in stored}
+        scope = self.scope(principal)
+        by_type: dict[str, list[int]] = {}
+        for s in stored:
+            by_type.setdefault(s.res_type, []).append(s.rid)
+        shown: set[int] = set()
+        for res_type, rids in by_type.items():
+            condition = scope.readable(res_type, resource.c.rid)
+            if condition is None:
+                shown.update(rids)
+                continue
+            for start in range(0, len(rids), 500):
+                query = select(resource.c.rid).where(resource.c.rid.in_(rids[start : start + 500]), condition)
+                shown.update(r for (r,) in conn.execute(query))
+        return shown
+
+    def visible_versions(
+        self, conn: Connection, principal: Principal, versions: Sequence[StoredResource]
+    ) -> list[StoredResource]:
+        """The versions (history, vread) the principal may read: the entry must be readable
+        now, and a version whose own status was not listed stays hidden unless the entry is in
+        the principal's perimeter (a referent sees its own drafts' history)."""
+        if principal.sees_everything or not versions:
+            return list(versions)
+        entries = self.visible(conn, principal, _unique_rids(versions))
+        mine = self._in_perimeter(conn, principal, versions)
+        shown = []
+        for v in versions:
+            if v.rid not in entries:
+                continue
+            if v.rid in mine or v.content is None or v.res_type not in DIRECTORY_TYPES:
+                shown.append(v)
+                continue
+            own = status_visibility(self.reader.status(loads(v.content)), absent=Visibility.PUBLIC)
+            allowed = {Visibility.PUBLIC}
+            if principal.role in (Role.PARTNER_READER, Role.TERRITORIAL_ADMIN) or v.res_type in CITEABLE_TYPES:
+                allowed.add(Visibility.RETIRED)
+            if own in allowed:
+                shown.append(v)
+        return shown
+
+    def _in_perimeter(self, conn: Connection, principal: Principal, stored: Sequence[StoredResource]) -> set[int]:
+        scope = self.scope(principal)
+        found: set[int] = set()
+        for res_type in {s.res_type for s in stored}:
+            condition = scope.perimeter(res_type, resource.c.rid)
+            if condition is None:
+                continue
+            rids = sorted({s.rid for s in stored if s.res_type == res_type})
+            found.update(r for (r,) in conn.execute(select(resource.c.rid).where(resource.c.rid.in_(rids), condition)))
+        return found
+
+    # --------------------------------------------------------------------------- writes
+    def check_write_intent(self, principal: Principal, res_type: str, interaction: str) -> None:
+        """Everything that can be refused from the request line and the token alone, before
+        the request's body is looked at or anything is read from the database."""
+        if principal.role is Role.SERVER:
+            return
+        if principal.is_anonymous:
+            raise unauthorized("Writing needs a bearer access token (see /fhir/.well-known/smart-configuration)")
+        if res_type in AUDIT_TYPES:
+            raise Forbidden(f"{res_type} resources are written by the server only")
+        if not principal.may(res_type, interaction):
+            raise Forbidden(f"The token's scopes do not allow {_INTERACTION_NAMES[interaction]} on {res_type}")
+        if principal.role is Role.PARTNER_READER:
+            raise Forbidden("A partner reader's client reads the directory; it cannot change it")
+        if principal.role is Role.REGIONAL_ADMIN:
+            return
+        if interaction == "d":
+            raise Forbidden(
+                "Deleting is reserved to regional administrators: an entry leaves the directory "
+                "through delisting, so the references to it never break"
+            )
+        if res_type not in GOVERNED_TYPES:
+            raise Forbidden(f"Only a regional administrator may write {res_type} resources")
+        if res_type == "Organization" and interaction == "c" and principal.role is Role.STRUCTURE_REFERENT:
+            raise Forbidden("A structure referent manages its own structure; it cannot create another one")
+
+    def check_write(
+        self,
+        conn: Connection,
+        principal: Principal,
+        res_type: str,
+        current: StoredResource | None,
+        new: dict[str, Any] | None,
+    ) -> None:
+        """The entry-level checks, inside the write's transaction: the stored target (if any,
+        deleted or not) and the new content must both lie in the principal's perimeter."""
+        self.check_write_intent(
+            principal, res_type, "d" if new is None else ("c" if current is None or current.deleted else "u")
+        )
+        if principal.role in (Role.SERVER, Role.REGIONAL_ADMIN):
+            return
+        if current is not None:
+            self.check_write_target(conn, principal, current)
+        if new is not None:
+            self._check_content(conn, principal, res_type, new, current)
+
+    def check_write_target(self, conn: Connection, principal: Principal, current: StoredResource) -> None:
+        if principal.role in (Role.SERVER, Role.REGIONAL_ADMIN):
+            return
+        if current.res_type == "Practitioner":
+            if not self._person_is_mine(conn, principal, current.res_id):
+                raise self._outside(principal, current.res_type)
+            return
+        if not self._in_perimeter(conn, principal, [current]):
+            raise self._outside(principal, current.res_type)
+
+    def _check_content(
+        self,
+        conn: Connection,
+        principal: Principal,
+        res_type: str,
+        new: dict[str, Any],
+        current: StoredResource | None,
+    ) -> None:
+        if res_type == "Practitioner":
+            return  # a person's links to structures are its roles, checked when they are written
+        structure = self.reader.structure(new)
+        if structure is None:
+            raise Forbidden(
+                f"This {res_type} names no structure (Organization) of this server: only a regional "
+                "administrator may write it"
+            )
+        self._check_places(conn, principal, res_type, new, structure)
+        if principal.role is Role.STRUCTURE_REFERENT:
+            if structure != principal.organization:
+                raise self._outside(principal, res_type)
+            return
+        if res_type == "Organization":
+            territory = set(self.reader.departements(new))
+        else:
+            territory = self._territory(conn, structure)
+        if not territory or not territory <= set(principal.departements):
+            raise self._outside(principal, res_type)
+
+    def _check_places(
+        self, conn: Connection, principal: Principal, res_type: str, new: dict[str, Any], structure: str
+    ) -> None:
+        """An offer or a role takes place at its own structure's Locations: pointing at another
+        structure's would move it into a perimeter that is not the writer's."""
+        places = new.get("location") if res_type in ("HealthcareService", "PractitionerRole") else None
+        ids = {local_reference(p, "Location") for p in places} if isinstance(places, list) else set()
+        ids.discard(None)
+        if not ids:
+            return
+        location = resource.alias("place")
+        owners = conn.execute(
+            select(entry_access.c.structure)
+            .join(location, location.c.rid == entry_access.c.rid)
+            .where(location.c.res_type == "Location", location.c.res_id.in_(sorted(ids)))  # type: ignore[arg-type]
+        ).all()
+        if len(owners) != len(ids) or any(owner != structure for (owner,) in owners):
+            raise Forbidden(
+                f"This {res_type}'s locations must be Locations of its own structure Organization/{structure}"
+            )
+
+    def _territory(self, conn: Connection, structure: str) -> set[str]:
+        rows = conn.execute(
+            select(structure_territory.c.departement).where(structure_territory.c.structure == structure)
+        )
+        return {d for (d,) in rows}
+
+    def _person_is_mine(self, conn: Connection, principal: Principal, person: str) -> bool:
+        """A referent (or territorial admin) updates a person named by its roles only, and only
+        when no role of another structure (territory) names that person too."""
+        role_resource = resource.alias("role_resource")
+        rows = conn.execute(
+            select(entry_access.c.structure).where(
+                entry_access.c.res_type == "PractitionerRole",
+                entry_access.c.person == person,
+                entry_access.c.rid.in_(select(role_resource.c.rid).where(live(role_resource))),
+            )
+        ).all()
+        structures = {s for (s,) in rows}
+        if not structures or None in structures:
+            return False
+        if principal.role is Role.STRUCTURE_REFERENT:
+            return structures == {principal.organization}
+        if principal.role is Role.TERRITORIAL_ADMIN:
+            inside = conn.execute(
+                select(structure_territory.c.structure).where(
+                    structure_territory.c.structure.in_(sorted(structures)),
+                    structure_territory.c.departement.in_(principal.departements),
+                )
+            )
+            outside_territory = conn.execute(
+                select(structure_territory.c.structure).where(
+                    structure_territory.c.structure.in_(sorted(structures)),
+                    ~structure_territory.c.departement.in_(principal.departements),
+                )
+            ).first()
+            return {s for (s,) in inside} == structures and outside_territory is None
+        return False
+
+    def _outside(self, principal: Principal, res_type: str) -> Forbidden:
+        if principal.role is Role.STRUCTURE_REFERENT:
+            where = f"the structure Organization/{principal.organization}"
+        else:
+            where = f"the territory of this client (départements {', '.join(principal.departements) or 'none'})"
+        return Forbidden(f"This {res_type} is outside {where}: this client may not write it")
+
+
+def _unique_rids(versions: Sequence[StoredResource]) -> list[StoredResource]:
+    seen: dict[int, StoredResource] = {}
+    for v in versions:
+        seen.setdefault(v.rid, v)
+    return list(seen.values())
+
+
+__all__ = ["AccessPolicy", "ScopedReads", "and_", "or_", "unauthorized"]

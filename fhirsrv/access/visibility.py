@@ -1,0 +1,96 @@
+"""Which entries a principal may see, as SQL on a row id (the ReadScope of search/scope.py).
+
+The rule, per type (README, "Who sees what"):
+- conformance and terminology content: everyone;
+- AuditEvent: regional administrators only;
+- the directory (Organization, HealthcareService, Location, PractitionerRole, Endpoint) and
+  its people (Practitioner), from the `entry_access` visibility of each resource:
+  - anonymous callers and structure referents search `public` entries; by id they also read
+    `retired` (delisted, withdrawn) structures, offers and places, which care plans cite;
+  - partner readers (coordination platforms) search and read `public` and `retired`;
+  - territorial administrators: as partners, plus every entry of a structure located in
+    their départements, whatever its status;
+  - structure referents: plus every entry of their own structure;
+  - regional administrators and the server: everything.
+A directory resource without an `entry_access` row is hidden from all but the last: the
+policy fails closed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import ColumnElement, false, or_, select
+
+from fhirsrv.access.facts import AUDIT_TYPES, CITEABLE_TYPES, GOVERNED_TYPES, Visibility
+from fhirsrv.access.principal import Principal, Role
+from fhirsrv.storage.schema import entry_access, resource, structure_territory
+
+ea = entry_access.c
+
+_SEARCHED: dict[Role, tuple[Visibility, ...]] = {
+    Role.ANONYMOUS: (Visibility.PUBLIC,),
+    Role.STRUCTURE_REFERENT: (Visibility.PUBLIC,),
+    Role.PARTNER_READER: (Visibility.PUBLIC, Visibility.RETIRED),
+    Role.TERRITORIAL_ADMIN: (Visibility.PUBLIC, Visibility.RETIRED),
+}
+
+
+class PrincipalScope:
+    """The ReadScope of one principal."""
+
+    def __init__(self, principal: Principal) -> None:
+        self.principal = principal
+
+    def searchable(self, res_type: str, rid: Any) -> ColumnElement[bool] | None:
+        return self._condition(res_type, rid, by_id=False)
+
+    def readable(self, res_type: str, rid: Any) -> ColumnElement[bool] | None:
+        return self._condition(res_type, rid, by_id=True)
+
+    def by_status(self, res_type: str, rid: Any, *, by_id: bool) -> ColumnElement[bool] | None:
+        """The part of the rule that comes from the entry's visibility alone (no perimeter)."""
+        principal = self.principal
+        if principal.sees_everything:
+            return None
+        if res_type in AUDIT_TYPES:
+            return false()
+        if res_type not in GOVERNED_TYPES:
+            return None
+        shown = _SEARCHED[principal.role]
+        if by_id and res_type in CITEABLE_TYPES and Visibility.RETIRED not in shown:
+            shown = (*shown, Visibility.RETIRED)
+        rows = select(ea.rid).where(ea.res_type == res_type, ea.visibility.in_([str(v) for v in shown]))
+        return rid.in_(rows)
+
+    def perimeter(self, res_type: str, rid: Any) -> ColumnElement[bool] | None:
+        """Entries the principal sees whatever their status (its structure, its territory);
+        None when it has no such perimeter."""
+        principal = self.principal
+        if res_type not in GOVERNED_TYPES:
+            return None
+        if principal.role is Role.STRUCTURE_REFERENT and principal.organization:
+            structures: Any = [principal.organization]
+        elif principal.role is Role.TERRITORIAL_ADMIN and principal.departements:
+            structures = select(structure_territory.c.structure).where(
+                structure_territory.c.departement.in_(principal.departements)
+            )
+        else:
+            return None
+        if res_type == "Practitioner":
+            role = entry_access.alias("perimeter_role")
+            people = select(role.c.person).where(
+                role.c.res_type == "PractitionerRole", role.c.structure.in_(structures)
+            )
+            return rid.in_(
+                select(resource.c.rid).where(resource.c.res_type == "Practitioner", resource.c.res_id.in_(people))
+            )
+        mine = entry_access.alias("perimeter_entry")
+        return rid.in_(select(mine.c.rid).where(mine.c.res_type == res_type, mine.c.structure.in_(structures)))
+
+    def _condition(self, res_type: str, rid: Any, *, by_id: bool) -> ColumnElement[bool] | None:
+        status = self.by_status(res_type, rid, by_id=by_id)
+        if status is None:
+            return None
+        extra = self.perimeter(res_type, rid)
+        return status if extra is None else or_(status, extra)
