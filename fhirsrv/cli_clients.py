@@ -37,7 +37,10 @@ def clients() -> None:
     "--scopes", required=True, help='SMART scopes, e.g. "system/HealthcareService.cruds system/*.rs".'
 )
 @click.option(
-    "--role", required=True, type=click.Choice(["regional-admin", "territorial-admin", "structure-referent"])
+    "--role",
+    required=True,
+    type=click.Choice(["regional-admin", "territorial-admin", "structure-referent", "partner-reader"]),
+    help="partner-reader: a coordination platform reading the public view and delisted entries.",
 )
 @click.option("--departement", "departements", multiple=True, help="Département code (territorial admin).")
 @click.option("--organization", default=None, help="Organization/ID (structure referent).")

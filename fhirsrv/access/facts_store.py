@@ -24,7 +24,7 @@ from sqlalchemy import (
     and_,
     case,
     delete,
-    func,
+    exists,
     insert,
     or_,
     select,
@@ -44,27 +44,13 @@ from fhirsrv.storage.schema import entry_access, live, resource, structure_terri
 
 ea = entry_access.c
 
-# Visibilities are ranked (public 0, retired 1, hidden 2) so "the stricter of two" is a
-# comparison in SQL.
-def _status_rank(status: Any, *, absent: int) -> ColumnElement[int]:
+def _status_visibility(status: Any, *, absent: str) -> ColumnElement[str]:
     return case(
         (status.is_(None), absent),
-        (status.in_(sorted(PUBLIC_STATUSES)), 0),
-        (status.in_(sorted(RETIRED_STATUSES)), 1),
-        else_=2,
+        (status.in_(sorted(PUBLIC_STATUSES)), "public"),
+        (status.in_(sorted(RETIRED_STATUSES)), "retired"),
+        else_="hidden",
     )
-
-
-def _visibility_rank(visibility: Any) -> ColumnElement[int]:
-    return case((visibility == "public", 0), (visibility == "retired", 1), else_=2)
-
-
-def _as_visibility(rank: ColumnElement[int]) -> ColumnElement[str]:
-    return case((rank == 0, "public"), (rank == 1, "retired"), else_="hidden")
-
-
-def _stricter(a: ColumnElement[int], b: ColumnElement[int]) -> ColumnElement[int]:
-    return case((a > b, a), else_=b)
 
 
 class FactStore:
@@ -171,6 +157,12 @@ class FactStore:
         person_rows = select(resource.c.rid).where(
             resource.c.res_type == "Practitioner", resource.c.res_id.in_(people)
         )
+        of_roles = entry_access.alias("of_roles")
+        roles_people = select(of_roles.c.person).where(
+            of_roles.c.structure.in_(structures),
+            of_roles.c.res_type == "PractitionerRole",
+            of_roles.c.person.is_not(None),
+        )
 
         def scope(*parts: Any) -> ColumnElement[bool] | None:
             if everything:
@@ -180,58 +172,58 @@ class FactStore:
 
         mine = rids if rids is not None and (not isinstance(rids, list) or rids) else None
         # 1. Structures: their own status (none: not listed).
-        self._update(conn, "Organization", _status_rank(ea.status, absent=2), scope(mine, org_rows))
+        self._set(conn, ("Organization",), _status_visibility(ea.status, absent="hidden"), scope(mine, org_rows))
         # 2. Offers, places, roles, endpoints: the stricter of their status and their structure's.
+        dependents_scope = scope(mine, dependents)
+        dependent_types = tuple(t for t in GOVERNED_TYPES if t not in ("Organization", "Practitioner"))
+        self._set(conn, dependent_types, _status_visibility(ea.status, absent="public"), dependents_scope)
         org = entry_access.alias("org")
         org_live = resource.alias("org_resource")
-        structure_rank = (
-            select(_visibility_rank(org.c.visibility))
-            .join(org_live, and_(org_live.c.rid == org.c.rid, live(org_live)))
-            .where(org.c.res_type == "Organization", org.c.structure == ea.structure)
-            .limit(1)
-            .scalar_subquery()
+
+        def structure_is(*shown: str) -> Any:
+            return exists(
+                select(org.c.rid)
+                .join(org_live, and_(org_live.c.rid == org.c.rid, live(org_live)))
+                .where(org.c.res_type == "Organization", org.c.structure == ea.structure, org.c.visibility.in_(shown))
+            )
+
+        self._set(conn, dependent_types, "hidden", dependents_scope, ~structure_is("public", "retired"))
+        self._set(
+            conn, dependent_types, "retired", dependents_scope, ea.visibility == "public", structure_is("retired")
         )
-        own = _status_rank(ea.status, absent=0)
-        dependent_rank = _stricter(own, func.coalesce(structure_rank, 2))
-        of_roles = entry_access.alias("of_roles")
-        roles_people = select(of_roles.c.person).where(
-            of_roles.c.structure.in_(structures),
-            of_roles.c.res_type == "PractitionerRole",
-            of_roles.c.person.is_not(None),
-        )
-        for res_type in GOVERNED_TYPES:
-            if res_type in ("Organization", "Practitioner"):
-                continue
-            self._update(conn, res_type, dependent_rank, scope(mine, dependents))
         # 3. People: as visible as their most visible live role.
         role = entry_access.alias("role")
         role_live = resource.alias("role_resource")
-        person_id = (
-            select(resource.c.res_id).where(resource.c.rid == ea.rid).limit(1).scalar_subquery()
-        )
-        best_role = (
-            select(func.min(_visibility_rank(role.c.visibility)))
-            .join(role_live, and_(role_live.c.rid == role.c.rid, live(role_live)))
-            .where(role.c.res_type == "PractitionerRole", role.c.person == person_id)
-            .scalar_subquery()
-        )
+        person = resource.alias("person")
+
+        def a_role_is(shown: str) -> Any:
+            return exists(
+                select(role.c.rid)
+                .join(role_live, and_(role_live.c.rid == role.c.rid, live(role_live)))
+                .join(person, and_(person.c.res_type == "Practitioner", person.c.res_id == role.c.person))
+                .where(role.c.res_type == "PractitionerRole", person.c.rid == ea.rid, role.c.visibility == shown)
+            )
+
         people_of_roles = select(resource.c.rid).where(
             resource.c.res_type == "Practitioner", resource.c.res_id.in_(roles_people)
         )
-        self._update(
-            conn,
-            "Practitioner",
-            func.coalesce(best_role, 2),
-            scope(mine, person_rows, people_of_roles),
-        )
+        people_scope = scope(mine, person_rows, people_of_roles)
+        self._set(conn, ("Practitioner",), "hidden", people_scope)
+        self._set(conn, ("Practitioner",), "retired", people_scope, a_role_is("retired"))
+        self._set(conn, ("Practitioner",), "public", people_scope, a_role_is("public"))
 
-    def _update(
-        self, conn: Connection, res_type: str, rank: ColumnElement[int], where: ColumnElement[bool] | None
+    def _set(
+        self,
+        conn: Connection,
+        res_types: tuple[str, ...],
+        value: Any,
+        where: ColumnElement[bool] | None,
+        *conditions: Any,
     ) -> None:
-        statement = update(entry_access).where(ea.res_type == res_type)
+        statement = update(entry_access).where(ea.res_type.in_(res_types), *conditions)
         if where is not None:
             statement = statement.where(where)
-        conn.execute(statement.values(visibility=_as_visibility(rank)))
+        conn.execute(statement.values(visibility=value))
 
     # --------------------------------------------------------------------------- rebuild
     def rebuild(self, conn: Connection, res_type: str | None = None) -> int:

@@ -82,8 +82,10 @@ class PrincipalScope:
             people = select(role.c.person).where(
                 role.c.res_type == "PractitionerRole", role.c.structure.in_(structures)
             )
+            # An alias: the bare table would be correlated to the searching query's own rows.
+            person = resource.alias("perimeter_person")
             return rid.in_(
-                select(resource.c.rid).where(resource.c.res_type == "Practitioner", resource.c.res_id.in_(people))
+                select(person.c.rid).where(person.c.res_type == "Practitioner", person.c.res_id.in_(people))
             )
         mine = entry_access.alias("perimeter_entry")
         return rid.in_(select(mine.c.rid).where(mine.c.res_type == res_type, mine.c.structure.in_(structures)))

@@ -200,4 +200,4 @@ def _operation(name: str, res_type: str | None, res_id: str | None) -> Response:
         call = operations.OperationCall.from_body(res_type, res_id, body, args)
     else:
         call = operations.OperationCall.from_query(res_type, res_id, args)
-    return answer(op.func(services(), request_info(), call))
+    return answer(services().operations.invoke(services(), request_info(), op, call))

@@ -17,10 +17,13 @@ from typing import Any
 
 from sqlalchemy import Connection, select, update
 
+from fhirsrv.access.principal import CLIENT_ROLES
+from fhirsrv.access.scopes import parse as parse_scopes
 from fhirsrv.auth.tables import oauth_client
 from fhirsrv.storage.jsonfmt import utcnow
 
-ROLES = ("regional-admin", "territorial-admin", "structure-referent")
+# The access policy's client roles (fhirsrv/access/principal.py), in its spelling.
+ROLES = tuple(str(role) for role in CLIENT_ROLES)
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
 
 
@@ -129,6 +132,14 @@ def add_client(
         raise ValueError("a territorial admin needs at least one --departement")
     if role == "structure-referent" and not (organization and organization.startswith("Organization/")):
         raise ValueError("a structure referent needs --organization Organization/ID")
+    if role != "territorial-admin" and departements:
+        raise ValueError("only a territorial admin has départements")
+    if role != "structure-referent" and organization:
+        raise ValueError("only a structure referent has an organization")
+    if role == "partner-reader" and any(
+        letter in grant.interactions for grant in parse_scopes(scopes) for letter in "cud"
+    ):
+        raise ValueError("a partner reader reads: its scopes may grant r and s only (e.g. system/*.rs)")
     if jwks is not None and not isinstance(jwks.get("keys"), list):
         raise ValueError("the JWKS must be a JSON object with a 'keys' array")
     secret = None if jwks is not None else secrets.token_urlsafe(32)

@@ -156,9 +156,8 @@ def _scope_conditions(
 
 
 def _readable_types(services: Services, principal: Principal) -> list[str] | None:
-    """The types a system-level history may show: those the caller may read at all."""
-    if principal.sees_everything:
-        return None
+    """The types a system-level history may show: those the caller may read at all (its
+    token's scopes limit even a regional administrator)."""
     readable = []
     for res_type in services.search.types:
         try:

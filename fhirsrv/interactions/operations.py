@@ -15,6 +15,8 @@ from typing import Any
 
 from fhirsrv.errors import BadRequest, MethodNotAllowed, NotFound
 from fhirsrv.interactions.context import RequestInfo, Result, Services
+from fhirsrv.storage import repository
+from fhirsrv.storage.engine import read_transaction
 
 
 @dataclass
@@ -162,6 +164,21 @@ class OperationRegistry:
 
     def resolve(self, name: str, res_type: str | None, instance: bool, http_method: str) -> OperationDef:
         return _resolve(self._by_name.get(name, []), name, res_type, instance, http_method)
+
+    def invoke(self, services: Services, info: RequestInfo, op: OperationDef, call: OperationCall) -> Result:
+        """Run an operation behind the access policy, the one door every operation goes
+        through: one called on a type reads that type's stored resources, so the caller must
+        be allowed to read the type; one called on an instance reads it, so the instance must
+        be one the caller may read by id — else it is answered as unknown."""
+        if call.res_type is not None:
+            services.policy.check_read(info.principal, call.res_type)
+        if call.res_type is not None and call.res_id is not None:
+            with read_transaction(services.engine) as conn:
+                current = repository.get_current(conn, call.res_type, call.res_id)
+                seen = current is not None and bool(services.policy.visible(conn, info.principal, [current]))
+            if not seen:
+                raise NotFound(f"{call.res_type}/{call.res_id} is not known")
+        return op.func(services, info, call)
 
 
 def _resolve(

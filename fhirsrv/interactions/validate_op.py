@@ -38,13 +38,10 @@ def validate(services: Services, info: RequestInfo, call: OperationCall) -> Resu
     res = call.resource("resource") or call.body_resource
     current = None
     if call.res_id is not None:
-        # An instance's $validate reads it: the same access as a read, and the same answer
-        # for what the caller may not see as for what does not exist.
-        services.policy.check_read(info.principal, call.res_type)
+        # The operation registry has checked the caller may read this instance.
         with read_transaction(services.engine) as conn:
             current = repository.get_current(conn, call.res_type, call.res_id)
-            seen = current is not None and bool(services.policy.visible(conn, info.principal, [current]))
-        if current is None or current.deleted or not seen:
+        if current is None or current.deleted:
             raise NotFound(f"{call.res_type}/{call.res_id} is not known")
     if mode == "delete":
         # Nothing forbids deleting a directory entry: references to it stay resolvable

@@ -1,0 +1,445 @@
+"""Every read path, for every principal, against every lifecycle state: what each may see.
+
+The table is READ_PATHS (one row a path) × PRINCIPALS × the fixture's entries, and the
+expectation comes from the oracle in directory.py. `test_every_read_path_has_a_row` lists
+the server's URL rules and operations: a new route or operation that can return stored data,
+added without a row here, fails it.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pytest
+
+from fhirsrv.interactions.operations import OperationRegistry
+from fhirsrv.wiring import OPERATION_MODULES
+from tests.access.directory import ENTRIES, GOVERNED, PRINCIPALS, Directory, Entry, Who
+
+ReadPath = Callable[[Directory, Who], None]
+READ_PATHS: dict[str, ReadPath] = {}
+# (URL rule endpoint, HTTP method) -> the rows that cover it.
+COVERS: dict[tuple[str, str], list[str]] = {}
+
+
+def row(name: str, *covers: tuple[str, str]) -> Callable[[ReadPath], ReadPath]:
+    def register(func: ReadPath) -> ReadPath:
+        READ_PATHS[name] = func
+        for key in covers:
+            COVERS.setdefault(key, []).append(name)
+        return func
+
+    return register
+
+
+def of_type(res_type: str) -> list[Entry]:
+    return [e for e in ENTRIES.values() if e.res_type == res_type]
+
+
+def ids(bundle: dict[str, Any], mode: str | None = "match", res_type: str | None = None) -> set[str]:
+    return {
+        f"{e['resource']['resourceType']}/{e['resource']['id']}"
+        for e in bundle.get("entry", [])
+        if "resource" in e
+        and e["resource"]["resourceType"] != "OperationOutcome"
+        and (mode is None or e.get("search", {}).get("mode") == mode)
+        and (res_type is None or e["resource"]["resourceType"] == res_type)
+    }
+
+
+def expected_read_status(who: Who, entry: Entry) -> int:
+    if not who.may(entry.res_type, "r"):
+        return 403
+    return 200 if who.reads(entry) else 404
+
+
+def searched(who: Who, res_type: str) -> set[str]:
+    return {e.key for e in of_type(res_type) if who.searches(e)}
+
+
+def read_by_id(who: Who, res_type: str) -> set[str]:
+    return {e.key for e in of_type(res_type) if who.reads(e)}
+
+
+def assert_no_hidden_content(text: str, who: Who) -> None:
+    """No name or e-mail of an entry the principal may not read appears in the answer."""
+    for entry in ENTRIES.values():
+        if who.may(entry.res_type, "r") and who.reads(entry):
+            continue
+        for secret in _identifying_strings(entry):
+            assert secret not in text, (who.name, entry.key, secret)
+
+
+def _identifying_strings(entry: Entry) -> list[str]:
+    body = entry.body
+    found = []
+    if isinstance(body.get("name"), str):
+        found.append(body["name"])
+    for name in body.get("name") or [] if isinstance(body.get("name"), list) else []:
+        found.append(name.get("family", ""))
+    for telecom in body.get("telecom") or []:
+        found.append(telecom["value"])
+    if entry.res_type == "Endpoint":
+        found.append(body["address"])
+    return [f for f in found if f]
+
+
+# ----------------------------------------------------------------------------------- reads
+@row("read", ("fhir.instance", "GET"))
+def read(d: Directory, who: Who) -> None:
+    for entry in ENTRIES.values():
+        response = d.web.get(f"/fhir/{entry.key}", headers=d.headers(who))
+        expected = expected_read_status(who, entry)
+        assert response.status_code == expected, (who.name, entry.key, response.get_json())
+        if expected != 200:
+            assert_no_hidden_content(response.get_data(as_text=True), who)
+
+
+@row("vread", ("fhir.instance_vread", "GET"))
+def vread(d: Directory, who: Who) -> None:
+    for entry in ENTRIES.values():
+        response = d.web.get(f"/fhir/{entry.key}/_history/1", headers=d.headers(who))
+        assert response.status_code == expected_read_status(who, entry), (who.name, entry.key)
+
+
+@row("instance history", ("fhir.instance_history", "GET"))
+def instance_history(d: Directory, who: Who) -> None:
+    for entry in ENTRIES.values():
+        response = d.web.get(f"/fhir/{entry.key}/_history", headers=d.headers(who))
+        expected = expected_read_status(who, entry)
+        assert response.status_code == expected, (who.name, entry.key)
+        if expected == 200:
+            bundle = response.get_json()
+            assert bundle["total"] == len(bundle["entry"]) >= 1
+
+
+@row("type history", ("fhir.type_history", "GET"))
+def type_history(d: Directory, who: Who) -> None:
+    for res_type in GOVERNED:
+        response = d.web.get(f"/fhir/{res_type}/_history?_count=500", headers=d.headers(who))
+        if not who.may(res_type, "r"):
+            assert response.status_code == 403
+            continue
+        shown = ids(response.get_json(), mode=None)
+        assert shown == read_by_id(who, res_type), (who.name, res_type)
+
+
+@row("system history", ("fhir.system_history", "GET"))
+def system_history(d: Directory, who: Who) -> None:
+    response = d.web.get("/fhir/_history?_count=1000", headers=d.headers(who))
+    assert response.status_code == 200
+    bundle = response.get_json()
+    for res_type in GOVERNED:
+        expected = read_by_id(who, res_type) if who.may(res_type, "r") else set()
+        assert ids(bundle, mode=None, res_type=res_type) == expected, (who.name, res_type)
+    audit = ids(bundle, mode=None, res_type="AuditEvent")
+    assert bool(audit) == (who.role == "regional-admin" and who.may("AuditEvent", "r")), who.name
+
+
+# -------------------------------------------------------------------------------- searches
+def _search(d: Directory, who: Who, url: str, res_type: str) -> dict[str, Any] | None:
+    response = d.web.get(url, headers=d.headers(who))
+    if not who.may(res_type, "s"):
+        assert response.status_code == 403, (who.name, url)
+        return None
+    assert response.status_code == 200, (who.name, url, response.get_json())
+    return response.get_json()
+
+
+@row("search", ("fhir.type_level", "GET"))
+def search(d: Directory, who: Who) -> None:
+    for res_type in GOVERNED:
+        bundle = _search(d, who, f"/fhir/{res_type}?_count=500&_total=accurate", res_type)
+        if bundle is None:
+            continue
+        expected = searched(who, res_type)
+        assert ids(bundle) == expected, (who.name, res_type)
+        assert bundle["total"] == len(expected)
+        # The policy is never echoed: links carry the client's own query only.
+        assert all("entry-status" not in link["url"] for link in bundle["link"])
+        assert_no_hidden_content(orjson.dumps(bundle).decode(), who)
+
+
+@row("search total (_summary=count, estimate)", ("fhir.type_level", "GET"))
+def search_totals(d: Directory, who: Who) -> None:
+    for res_type in GOVERNED:
+        for query in ("_summary=count", "_total=estimate&_count=1"):
+            bundle = _search(d, who, f"/fhir/{res_type}?{query}", res_type)
+            if bundle is not None:
+                assert bundle["total"] == len(searched(who, res_type)), (who.name, res_type, query)
+
+
+@row("search by POST", ("fhir.type_search_post", "POST"))
+def search_post(d: Directory, who: Who) -> None:
+    headers = d.headers(who) | {"Content-Type": "application/x-www-form-urlencoded"}
+    for res_type in GOVERNED:
+        response = d.web.post(f"/fhir/{res_type}/_search", data="_count=500", headers=headers)
+        if not who.may(res_type, "s"):
+            assert response.status_code == 403
+            continue
+        assert ids(response.get_json()) == searched(who, res_type), (who.name, res_type)
+
+
+@row("system search", ("fhir.system", "GET"))
+def system_search(d: Directory, who: Who) -> None:
+    allowed = [t for t in GOVERNED if who.may(t, "s")]
+    if allowed:
+        bundle = _search(d, who, f"/fhir?_type={','.join(allowed)}&_count=1000", allowed[0])
+        assert bundle is not None
+        assert ids(bundle) == set().union(*(searched(who, t) for t in allowed)), who.name
+    # Without _type: every type the caller may search, nothing of the others.
+    bundle = d.web.get("/fhir?_count=1000", headers=d.headers(who)).get_json()
+    for res_type in GOVERNED:
+        expected = searched(who, res_type) if who.may(res_type, "s") else set()
+        assert ids(bundle, res_type=res_type) == expected, (who.name, res_type)
+    assert bool(ids(bundle, res_type="AuditEvent")) == (who.role == "regional-admin" and who.may("AuditEvent", "s"))
+
+
+@row("_include", ("fhir.type_level", "GET"))
+def include(d: Directory, who: Who) -> None:
+    url = (
+        "/fhir/HealthcareService?_count=500&_include=HealthcareService:organization"
+        "&_include=HealthcareService:location"
+    )
+    bundle = _search(d, who, url, "HealthcareService")
+    if bundle is None:
+        return
+    matches = ids(bundle)
+    assert matches == searched(who, "HealthcareService")
+    expected = set()
+    for key in matches:
+        service = ENTRIES[key]
+        for ref in [service.body["providedBy"], *service.body.get("location", [])]:
+            target = ENTRIES[ref["reference"]]
+            if who.may(target.res_type, "r") and who.reads(target):
+                expected.add(target.key)
+    assert ids(bundle, mode="include") == expected, who.name
+    assert_no_hidden_content(orjson.dumps(bundle).decode(), who)
+
+
+@row("_include:iterate", ("fhir.type_level", "GET"))
+def include_iterate(d: Directory, who: Who) -> None:
+    url = "/fhir/PractitionerRole?_count=500&_include=PractitionerRole:practitioner&_include:iterate=PractitionerRole:organization"
+    bundle = _search(d, who, url, "PractitionerRole")
+    if bundle is None:
+        return
+    assert ids(bundle) == searched(who, "PractitionerRole")
+    assert_no_hidden_content(orjson.dumps(bundle).decode(), who)
+
+
+@row("_revinclude", ("fhir.type_level", "GET"))
+def revinclude(d: Directory, who: Who) -> None:
+    url = (
+        "/fhir/Organization?_count=500&_revinclude=HealthcareService:organization"
+        "&_revinclude=PractitionerRole:organization"
+    )
+    bundle = _search(d, who, url, "Organization")
+    if bundle is None:
+        return
+    matches = ids(bundle)
+    assert matches == searched(who, "Organization")
+    expected = {
+        e.key
+        for e in ENTRIES.values()
+        if e.res_type in ("HealthcareService", "PractitionerRole")
+        and f"Organization/{e.structure}" in matches
+        and who.may(e.res_type, "r")
+        and who.searches(e)
+    }
+    assert ids(bundle, mode="include") == expected, who.name
+
+
+@row("chain", ("fhir.type_level", "GET"))
+def chain(d: Directory, who: Who) -> None:
+    """A chain never looks through what the caller may not see: no guessing a hidden name."""
+    if not who.may("HealthcareService", "s"):
+        return
+    for service in of_type("HealthcareService"):
+        org = ENTRIES[f"Organization/{service.structure}"]
+        url = f"/fhir/HealthcareService?_id={service.res_id}&organization.name:exact={org.body['name']}"
+        found = ids(d.web.get(url, headers=d.headers(who)).get_json())
+        visible = who.searches(service) and who.searches(org) and who.may("Organization", "s")
+        assert found == ({service.key} if visible else set()), (who.name, service.key)
+
+
+@row("_has", ("fhir.type_level", "GET"))
+def has(d: Directory, who: Who) -> None:
+    if not who.may("Organization", "s"):
+        return
+    for service in of_type("HealthcareService"):
+        org = ENTRIES[f"Organization/{service.structure}"]
+        url = f"/fhir/Organization?_id={org.res_id}&_has:HealthcareService:organization:_id={service.res_id}"
+        found = ids(d.web.get(url, headers=d.headers(who)).get_json())
+        visible = who.searches(service) and who.searches(org) and who.may("HealthcareService", "s")
+        assert found == ({org.key} if visible else set()), (who.name, service.key)
+    # The audit log is no oracle either.
+    response = d.web.get("/fhir/Practitioner?_has:AuditEvent:entity:_id=x", headers=d.headers(who))
+    if who.may("Practitioner", "s"):
+        assert response.status_code == 200 and not response.get_json().get("entry")
+
+
+@row("_filter", ("fhir.type_level", "GET"))
+def filter_(d: Directory, who: Who) -> None:
+    if not who.may("HealthcareService", "s"):
+        return
+    for service in of_type("HealthcareService")[:6]:
+        org = ENTRIES[f"Organization/{service.structure}"]
+        query = f'organization.name eq "{org.body["name"]}"'
+        url = f"/fhir/HealthcareService?_filter={query}&_id={service.res_id}"
+        found = ids(d.web.get(url, headers=d.headers(who)).get_json())
+        visible = who.searches(service) and who.searches(org) and who.may("Organization", "s")
+        assert found == ({service.key} if visible else set()), (who.name, service.key)
+
+
+# ------------------------------------------------------------------------- Bundles, operations
+def _bundle(kind: str, requests: list[str]) -> dict[str, Any]:
+    return {
+        "resourceType": "Bundle",
+        "type": kind,
+        "entry": [{"request": {"method": "GET", "url": url}} for url in requests],
+    }
+
+
+@row("batch read entries", ("fhir.system", "POST"))
+def batch_reads(d: Directory, who: Who) -> None:
+    entries = list(ENTRIES.values())
+    answer = d.web.post("/fhir", json=_bundle("batch", [e.key for e in entries]), headers=d.headers(who))
+    assert answer.status_code == 200
+    for entry, result in zip(entries, answer.get_json()["entry"], strict=True):
+        assert result["response"]["status"].startswith(str(expected_read_status(who, entry))), (who.name, entry.key)
+    assert_no_hidden_content(answer.get_data(as_text=True), who)
+
+
+@row("batch search entries", ("fhir.system", "POST"))
+def batch_searches(d: Directory, who: Who) -> None:
+    urls = [f"{t}?_count=500" for t in GOVERNED] + ["AuditEvent?_count=5"]
+    answer = d.web.post("/fhir", json=_bundle("batch", urls), headers=d.headers(who)).get_json()
+    for res_type, result in zip([*GOVERNED, "AuditEvent"], answer["entry"], strict=True):
+        status = result["response"]["status"]
+        if res_type == "AuditEvent" and who.role != "regional-admin":
+            assert status.startswith("401" if who.role is None else "403"), who.name
+        elif not who.may(res_type, "s"):
+            assert status.startswith("403"), (who.name, res_type)
+        elif res_type == "AuditEvent":
+            assert ids(result["resource"]), "the regional administrator reads the audit log"
+        else:
+            assert ids(result["resource"]) == searched(who, res_type), (who.name, res_type)
+
+
+@row("transaction read entries", ("fhir.system", "POST"))
+def transaction_reads(d: Directory, who: Who) -> None:
+    readable = [e for e in ENTRIES.values() if who.may(e.res_type, "r") and who.reads(e)]
+    hidden = [e for e in ENTRIES.values() if e not in readable and who.may(e.res_type, "r")]
+    answer = d.web.post("/fhir", json=_bundle("transaction", [e.key for e in readable]), headers=d.headers(who))
+    assert answer.status_code == 200, (who.name, answer.get_json())
+    for entry in hidden[:5]:
+        refused = d.web.post("/fhir", json=_bundle("transaction", [entry.key]), headers=d.headers(who))
+        assert refused.status_code == 404, (who.name, entry.key)
+        assert_no_hidden_content(refused.get_data(as_text=True), who)
+
+
+@row("$validate on an instance", ("fhir.instance_operation", "POST"), ("fhir.instance", "POST"))
+def validate_instance(d: Directory, who: Who) -> None:
+    for entry in ENTRIES.values():
+        response = d.web.post(
+            f"/fhir/{entry.key}/$validate",
+            json={"resourceType": "Parameters", "parameter": [{"name": "mode", "valueCode": "delete"}]},
+            headers=d.headers(who),
+        )
+        assert response.status_code == expected_read_status(who, entry), (who.name, entry.key)
+
+
+@row("$validate on an instance (GET)", ("fhir.instance_operation", "GET"))
+def validate_instance_get(d: Directory, who: Who) -> None:
+    for entry in list(ENTRIES.values())[:12]:
+        response = d.web.get(f"/fhir/{entry.key}/$validate", headers=d.headers(who))
+        assert response.status_code == expected_read_status(who, entry), (who.name, entry.key)
+
+
+@row("conditional create's match", ("fhir.type_level", "POST"))
+def conditional_create(d: Directory, who: Who) -> None:
+    """If-None-Exist never hands back what the caller may not see: anonymous callers are refused
+    before any match, writers only match what they may read."""
+    for entry in of_type("HealthcareService"):
+        response = d.web.post(
+            "/fhir/HealthcareService",
+            json={"resourceType": "HealthcareService", "name": "x"},
+            headers=d.headers(who) | {"If-None-Exist": f"_id={entry.res_id}"},
+        )
+        if who.role is None:
+            assert response.status_code == 401
+        elif who.role == "partner-reader" or not who.may("HealthcareService", "c"):
+            assert response.status_code == 403
+        if response.status_code == 200:
+            assert who.searches(entry), (who.name, entry.key)
+        assert_no_hidden_content(response.get_data(as_text=True), who)
+
+
+# Every registered operation, and how it is covered: by a row, or why it returns no stored
+# entry of the directory (terminology content is public conformance data; the registry's
+# invoke() checks read access on its type and instance for all of them alike).
+OPERATIONS = {
+    "validate": "$validate on an instance",
+    "lookup": "terminology: public content, read access checked by OperationRegistry.invoke",
+    "validate-code": "terminology: public content, read access checked by OperationRegistry.invoke",
+    "subsumes": "terminology: public content, read access checked by OperationRegistry.invoke",
+    "expand": "terminology: public content, read access checked by OperationRegistry.invoke",
+    "translate": "terminology: public content, read access checked by OperationRegistry.invoke",
+    "closure": "per-client closure tables: a client's own data only (tests/terminology/test_closure_op.py)",
+}
+# URL rules that return no stored resource.
+NOT_READS = {
+    ("fhir.metadata", "GET"): "the CapabilityStatement",
+    ("auth_token", "POST"): "token endpoint",
+    ("auth_token_alias", "POST"): "token endpoint",
+    ("auth_jwks", "GET"): "public keys",
+    ("auth_smart", "GET"): "SMART configuration",
+    ("static", "GET"): "static files",
+    ("fhir.type_level", "PUT"): "write (test_write_paths.py)",
+    ("fhir.type_level", "PATCH"): "write (test_write_paths.py)",
+    ("fhir.type_level", "DELETE"): "write (test_write_paths.py)",
+    ("fhir.instance", "PUT"): "write (test_write_paths.py)",
+    ("fhir.instance", "PATCH"): "write (test_write_paths.py)",
+    ("fhir.instance", "DELETE"): "write (test_write_paths.py)",
+}
+
+
+def test_every_read_path_has_a_row(directory: Directory) -> None:
+    routes = {
+        (rule.endpoint, method)
+        for rule in directory.app.url_map.iter_rules()
+        for method in rule.methods or ()
+        if method not in ("HEAD", "OPTIONS")
+    }
+    uncovered = sorted(r for r in routes if r not in COVERS and r not in NOT_READS)
+    assert not uncovered, f"read paths without a row in the visibility table: {uncovered}"
+    registered = {op.name for op in OperationRegistry(OPERATION_MODULES).registered()}
+    assert registered == set(OPERATIONS), f"operations without a row: {registered ^ set(OPERATIONS)}"
+    assert all(name in READ_PATHS for name in OPERATIONS.values() if not name.startswith(("terminology", "per-client")))
+
+
+@pytest.mark.parametrize("path", READ_PATHS)
+@pytest.mark.parametrize("who", PRINCIPALS, ids=[p.name for p in PRINCIPALS])
+def test_read_path(directory: Directory, path: str, who: Who) -> None:
+    READ_PATHS[path](directory, who)
+
+
+def test_a_patch_entry_in_a_batch_is_refused_before_it_is_applied(directory: Directory) -> None:
+    """PATCH entries read nothing back to a refused caller (the Binary carries the patch)."""
+    patch = base64.b64encode(orjson.dumps([{"op": "test", "path": "", "value": 0}])).decode()
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {
+                "resource": {"resourceType": "Binary", "contentType": "application/json-patch+json", "data": patch},
+                "request": {"method": "PATCH", "url": "HealthcareService/hs-o29-draft"},
+            }
+        ],
+    }
+    answer = directory.web.post("/fhir", json=bundle, headers={"Content-Type": "application/fhir+json"})
+    assert answer.get_json()["entry"][0]["response"]["status"].startswith("401")
+    assert "Offre o29-draft" not in answer.get_data(as_text=True)
