@@ -23,6 +23,9 @@ from fhirsrv.interactions.search import search
 
 fhir = Blueprint("fhir", __name__)
 
+# HEAD is a GET without its body (Flask routes it with GET): never let it fall through to the
+# write branches of a handler (a HEAD used to reach DELETE).
+READING = ("GET", "HEAD")
 # Parameters that shape the answer rather than select resources.
 _PRESENTATION = {"_format", "_pretty"}
 
@@ -81,7 +84,7 @@ def metadata() -> Response:
 
 @fhir.route("/", methods=["GET", "POST"], strict_slashes=False)
 def system() -> Response:
-    if request.method == "GET":
+    if request.method in READING:
         return _search(None, query_params())
     negotiation.check_content_type(request)
     body = parse_json(request.get_data())
@@ -101,7 +104,7 @@ def type_level(res_type: str) -> Response:
     if res_type.startswith("$"):
         return _operation(res_type[1:], None, None)
     info = request_info()
-    if request.method == "GET":
+    if request.method in READING:
         check_type(res_type)
         return _search(res_type, query_params())
     if request.method == "POST":
@@ -124,6 +127,8 @@ def type_level(res_type: str) -> Response:
                 services(), info, res_type, None, parse_json(request.get_data()), criteria=criteria
             )
         )
+    if request.method != "DELETE":
+        raise MethodNotAllowed(f"{request.method} is not supported on {res_type}")
     return answer(delete_mod.delete(services(), info, res_type, None, criteria=criteria))
 
 
@@ -154,7 +159,7 @@ def instance(res_type: str, res_id: str) -> Response:
             headers={"Allow": "GET, HEAD, PUT, PATCH, DELETE"},
         )
     info = request_info()
-    if request.method == "GET":
+    if request.method in READING:
         return answer(read.read(services(), info, res_type, res_id))
     if request.method == "PUT":
         negotiation.check_content_type(request)
@@ -163,6 +168,8 @@ def instance(res_type: str, res_id: str) -> Response:
     if request.method == "PATCH":
         negotiation.check_content_type(request, patch=True)
         return answer(patch_mod.patch(services(), info, res_type, res_id, parse_json(request.get_data())))
+    if request.method != "DELETE":
+        raise MethodNotAllowed(f"{request.method} is not supported on {res_type}/{res_id}")
     return answer(delete_mod.delete(services(), info, res_type, res_id))
 
 

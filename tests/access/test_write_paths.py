@@ -283,3 +283,14 @@ def test_a_patch_in_a_transaction_is_refused_before_it_is_applied(d: Directory) 
 def test_territorial_admins_cannot_search_the_audit_log_across_types(d: Directory) -> None:
     answer = d.web.get("/fhir?_type=AuditEvent", headers=d.headers(BY_NAME["territorial-29"]))
     assert answer.status_code == 403
+
+
+def test_head_reads_and_never_writes(d: Directory) -> None:
+    """HEAD used to fall through to DELETE: a regional administrator's HEAD deleted the entry."""
+    regional = d.headers(BY_NAME["regional"])
+    assert d.web.head(f"/fhir/{HS}/hs-o29-published", headers=regional).status_code == 200
+    assert d.web.head(f"/fhir/{HS}?_id=hs-o29-published", headers=regional).status_code == 200
+    assert d.web.get(f"/fhir/{HS}/hs-o29-published", headers=regional).status_code == 200
+    anonymous = d.headers(BY_NAME["anonymous"])
+    assert d.web.head(f"/fhir/{HS}/hs-o29-published", headers=anonymous).status_code == 200
+    assert d.web.head(f"/fhir/{HS}/hs-o29-draft", headers=anonymous).status_code == 404
