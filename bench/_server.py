@@ -15,9 +15,16 @@ from fhirsrv.app import create_app
 from fhirsrv.settings import Settings
 
 
-def main(database_url: str, port: int, fixed_size: int) -> None:
-    # Authorization off: the benchmark measures the FHIR work, not token checks.
-    settings = Settings.from_env(database_url=database_url, load_demo=False, auth=False)
+def main(database_url: str, port: int, fixed_size: int, auth: bool = False) -> None:
+    # Authorization off unless asked: most benchmarks measure the FHIR work, policy_bench.py
+    # measures the access policy itself (auth on, no rate limit, against auth off).
+    settings = Settings.from_env(
+        database_url=database_url,
+        load_demo=False,
+        auth=auth,
+        rate_limit_anonymous=0,
+        rate_limit_client=0,
+    )
     app = create_app(settings)
     payload = b'{"resourceType":"Basic","text":"' + b"x" * max(0, fixed_size - 40) + b'"}'
 
@@ -29,4 +36,4 @@ def main(database_url: str, port: int, fixed_size: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), len(sys.argv) > 4 and sys.argv[4] == "auth")

@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
+from fhirsrv.canonical import DEFAULT_BASE
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 # The only spellings of a boolean: anything else is a mistake worth stopping for, not "false".
@@ -87,7 +89,7 @@ class Settings:
     database_url: str
     # Public base of the FHIR API as clients see it; derived from the request when empty.
     base_url: str = ""
-    canonical_base: str = "https://sos.example.org/fhir"
+    canonical_base: str = DEFAULT_BASE
     content_root: Path = PROJECT_ROOT
     load_demo: bool = True
     default_count: int = 20

@@ -14,11 +14,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from fhirsrv.canonical import DEFAULT_BASE
 from fhirsrv.seeding.catalogue import CATEGORIES, STRUCTURE_TYPE
 from fhirsrv.seeding.model import Service, Site, Structure
 from fhirsrv.seeding.regions import region_tag
 
-BASE = "https://sos.example.org/fhir"
+BASE = DEFAULT_BASE  # the demo is written under the shipped base; loading moves it
 CS = f"{BASE}/CodeSystem"
 SD = f"{BASE}/StructureDefinition"
 LIFECYCLE_URL = f"{SD}/sos-entry-lifecycle"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-DEFAULT_BASE = "https://sos.example.org/fhir"
+from fhirsrv.canonical import DEFAULT_BASE  # the base the shipped files are written in
 
 
 def rebase(resource: dict[str, Any], base: str, old_base: str = DEFAULT_BASE) -> dict[str, Any]:

@@ -11,12 +11,14 @@ from collections.abc import Callable, Iterable
 from functools import lru_cache
 from typing import Any
 
+from fhirsrv.canonical import DEFAULT_BASE, Canonicals
 from fhirsrv.errors import Issue
 from fhirsrv.validation.codes import CodeChecker, LocalCodeChecker
 from fhirsrv.validation.definitions import CORE_PREFIX, DirectorySource, StructureDefinitionSource
 from fhirsrv.validation.profile import ProfileValidator
 
-SOS_BASE = "https://sos.example.org/fhir/StructureDefinition/"
+# The profiles' files are written under the shipped base; the validator reads them as written.
+SOS_BASE = Canonicals(DEFAULT_BASE).structure_definition("")
 # The profile every entry of the directory must meet, by resource type.
 SOS_PROFILES = {
     "HealthcareService": SOS_BASE + "sos-healthcareservice",

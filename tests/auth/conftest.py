@@ -1,4 +1,7 @@
-"""An app with auth on, a small directory in two départements, and clients of each role."""
+"""An app with auth on, a small directory in two départements, and clients of each role.
+
+Every test here runs twice: under the shipped canonical base and under a region's own
+(FHIRSRV_CANONICAL_BASE), so no access check can depend on a URL spelt in the code."""
 
 from __future__ import annotations
 
@@ -20,12 +23,20 @@ from fhirsrv.interactions import writes
 from fhirsrv.settings import Settings
 
 FHIR = "application/fhir+json"
-LIFECYCLE = "https://sos.example.org/fhir/StructureDefinition/sos-entry-lifecycle"
+CANONICAL_BASES = ("https://sos.example.org/fhir", "https://annuaire.sos-bretagne.test/fhir")
 TOKEN_URL = "http://fhir.test/fhir/token"
+# The base of the running test (the `canonical_base` fixture sets it; tests run one at a time).
+_ACTIVE = {"base": CANONICAL_BASES[0]}
+
+
+def canonical(path: str) -> str:
+    """An SOS canonical URL under the base the test's server publishes."""
+    return f"{_ACTIVE['base']}/{path}"
 
 
 def lifecycle(status: str) -> list[dict[str, Any]]:
-    return [{"url": LIFECYCLE, "extension": [{"url": "status", "valueCode": status}]}]
+    url = canonical("StructureDefinition/sos-entry-lifecycle")
+    return [{"url": url, "extension": [{"url": "status", "valueCode": status}]}]
 
 
 def organization(oid: str, dep: str, status: str = "published") -> dict[str, Any]:
@@ -60,7 +71,8 @@ def service(sid: str, org_id: str, loc_id: str, status: str = "published") -> di
     }
 
 
-DIRECTORY = [
+def directory() -> list[dict[str, Any]]:
+    return [
     organization("org-29", "29"),
     organization("org-35", "35"),
     location("loc-29", "org-29", "29200"),
@@ -71,7 +83,14 @@ DIRECTORY = [
     service("hs-29-pending", "org-29", "loc-29", status="verification-pending"),
     service("hs-29-delisted", "org-29", "loc-29", status="delisted"),
     {"resourceType": "Practitioner", "id": "pr-1", "name": [{"family": "Martin"}]},
-]
+    ]
+
+
+@pytest.fixture(params=CANONICAL_BASES, ids=["shipped-base", "regional-base"])
+def canonical_base(request: pytest.FixtureRequest) -> Iterator[str]:
+    _ACTIVE["base"] = request.param
+    yield request.param
+    _ACTIVE["base"] = CANONICAL_BASES[0]
 
 
 def auth_settings(db_url: str, **overrides: Any) -> Settings:
@@ -83,17 +102,18 @@ def auth_settings(db_url: str, **overrides: Any) -> Settings:
         "rate_limit_anonymous": 0,
         "rate_limit_client": 0,
         "enforce_sos_profiles": "claimed-only",
+        "canonical_base": _ACTIVE["base"],
         **overrides,
     }
     return Settings.from_env(database_url=db_url, load_demo=False, base_url="http://fhir.test/fhir", **values)
 
 
 @pytest.fixture
-def auth_app(db_url: str) -> Iterator[Flask]:
+def auth_app(db_url: str, canonical_base: str) -> Iterator[Flask]:
     app = create_app(auth_settings(db_url))
     services = app.extensions["fhirsrv"]
     with services.engine.begin() as conn:
-        for res in DIRECTORY:
+        for res in directory():
             writes.create(services, conn, dict(res), res["id"], actor=SERVER)
     yield app
     services.engine.dispose()

@@ -7,14 +7,13 @@ from sqlalchemy import func, select
 
 from fhirsrv.interactions.load import load_paths
 from fhirsrv.storage.schema import metadata
-from tests.auth.conftest import FHIR
-
-CAT = "https://sos.example.org/fhir/CodeSystem/sos-category"
+from tests.auth.conftest import FHIR, canonical
 
 
 def _closure(web, headers, *codes: str):  # type: ignore[no-untyped-def]
     params = [{"name": "name", "valueString": "dcc"}]
-    params += [{"name": "concept", "valueCoding": {"system": CAT, "code": c}} for c in codes]
+    system = canonical("CodeSystem/sos-category")
+    params += [{"name": "concept", "valueCoding": {"system": system, "code": c}} for c in codes]
     return web.post(
         "/fhir/$closure", json={"resourceType": "Parameters", "parameter": params}, headers=headers
     )
