@@ -18,6 +18,7 @@ from fhirsrv.canonical import Canonicals
 from fhirsrv.errors import Issue
 from fhirsrv.interactions import terminology_ops, validate_op
 from fhirsrv.interactions.context import ProfileCheck, Services, WriteHook
+from fhirsrv.interactions.cursors import CursorSeal
 from fhirsrv.interactions.operations import OperationRegistry
 from fhirsrv.search.engine import SearchEngine
 from fhirsrv.settings import Settings
@@ -51,6 +52,7 @@ def build_services(settings: Settings) -> Services:
         profile_check=_profile_check(settings, engine),
         write_hooks=(),
         operations=OperationRegistry(OPERATION_MODULES),
+        cursors=CursorSeal(engine),
     )
     services.write_hooks = (_closure_hook, _search_parameter_hook(services))
     with read_transaction(engine) as conn:

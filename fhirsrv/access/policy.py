@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, and_, or_, select
+from sqlalchemy import Connection, and_, select
 
 from fhirsrv.access.facts import (
     AUDIT_TYPES,
@@ -32,6 +32,7 @@ from fhirsrv.access.principal import Principal, Role
 from fhirsrv.access.visibility import PrincipalScope
 from fhirsrv.canonical import Canonicals
 from fhirsrv.errors import Forbidden, Unauthorized
+from fhirsrv.storage import repository
 from fhirsrv.storage.jsonfmt import loads
 from fhirsrv.storage.repository import StoredResource
 from fhirsrv.storage.schema import entry_access, live, resource, structure_territory
@@ -109,27 +110,63 @@ class AccessPolicy:
     def visible_versions(
         self, conn: Connection, principal: Principal, versions: Sequence[StoredResource]
     ) -> list[StoredResource]:
-        """The versions (history, vread) the principal may read: the entry must be readable
-        now, and a version whose own status was not listed stays hidden unless the entry is in
-        the principal's perimeter (a referent sees its own drafts' history)."""
+        """The versions (history, vread) the principal may read. The entry must be readable
+        now, and each version is judged as it was: its own status and the structure it named
+        then must be ones the principal may see (an offer moved out of a draft structure does
+        not show its draft past), unless that structure is in the principal's perimeter."""
         if principal.sees_everything or not versions:
             return list(versions)
         entries = self.visible(conn, principal, _unique_rids(versions))
-        mine = self._in_perimeter(conn, principal, versions)
+        facts = {
+            (v.rid, v.version_id): self.reader.facts(loads(v.content))
+            for v in versions
+            if v.rid in entries and v.content is not None and v.res_type in DIRECTORY_TYPES
+        }
+        structures = {f.structure for f in facts.values() if f.structure}
+        mine = self._structures_in_perimeter(conn, principal, structures)
+        seen = self._structure_visibility(conn, structures)
         shown = []
         for v in versions:
             if v.rid not in entries:
                 continue
-            if v.rid in mine or v.content is None or v.res_type not in DIRECTORY_TYPES:
+            fact = facts.get((v.rid, v.version_id))
+            if fact is None:  # a deletion, or a person: judged by the entry alone
                 shown.append(v)
                 continue
-            own = status_visibility(self.reader.status(loads(v.content)), absent=Visibility.PUBLIC)
+            if fact.structure in mine:
+                shown.append(v)
+                continue
             allowed = {Visibility.PUBLIC}
             if principal.role in (Role.PARTNER_READER, Role.TERRITORIAL_ADMIN) or v.res_type in CITEABLE_TYPES:
                 allowed.add(Visibility.RETIRED)
-            if own in allowed:
+            own = status_visibility(fact.status, absent=Visibility.PUBLIC)
+            if own in allowed and seen.get(fact.structure or "") in allowed:
                 shown.append(v)
         return shown
+
+    def _structures_in_perimeter(self, conn: Connection, principal: Principal, structures: set[str]) -> set[str]:
+        if principal.role is Role.STRUCTURE_REFERENT:
+            return structures & {principal.organization}
+        if principal.role is Role.TERRITORIAL_ADMIN and structures:
+            rows = conn.execute(
+                select(structure_territory.c.structure).where(
+                    structure_territory.c.structure.in_(sorted(structures)),
+                    structure_territory.c.departement.in_(principal.departements),
+                )
+            )
+            return {s for (s,) in rows}
+        return set()
+
+    def _structure_visibility(self, conn: Connection, structures: set[str]) -> dict[str, Visibility]:
+        if not structures:
+            return {}
+        org = resource.alias("version_structure")
+        rows = conn.execute(
+            select(entry_access.c.structure, entry_access.c.visibility)
+            .join(org, and_(org.c.rid == entry_access.c.rid, live(org)))
+            .where(entry_access.c.res_type == "Organization", entry_access.c.structure.in_(sorted(structures)))
+        )
+        return {s: Visibility(v) for s, v in rows}
 
     def _in_perimeter(self, conn: Connection, principal: Principal, stored: Sequence[StoredResource]) -> set[int]:
         scope = self.scope(principal)
@@ -215,6 +252,8 @@ class AccessPolicy:
                 "administrator may write it"
             )
         self._check_places(conn, principal, res_type, new, structure)
+        if res_type == "PractitionerRole":
+            self._check_person(conn, principal, new, current)
         if principal.role is Role.STRUCTURE_REFERENT:
             if structure != principal.organization:
                 raise self._outside(principal, res_type)
@@ -246,6 +285,56 @@ class AccessPolicy:
             raise Forbidden(
                 f"This {res_type}'s locations must be Locations of its own structure Organization/{structure}"
             )
+
+    def _check_person(
+        self, conn: Connection, principal: Principal, new: dict[str, Any], current: StoredResource | None
+    ) -> None:
+        """A role may name a person the writer may already see, or one no role names yet (a
+        contact person just created): naming a hidden person of another structure would pull
+        that person into the writer's perimeter — and, for a listed structure, into public view."""
+        person = self.reader.facts(new).person
+        if person is None:
+            return
+        if current is not None and current.content and self.reader.facts(loads(current.content)).person == person:
+            return  # the role already named this person
+        stored = repository.get_current(conn, "Practitioner", person)
+        seen = stored is not None and not stored.deleted and self.visible(conn, principal, [stored])
+        if seen or (stored is not None and not stored.deleted and not self._named_by_a_role(conn, person)):
+            return
+        raise Forbidden(
+            f"This PractitionerRole names Practitioner/{person}, which this client may not see: a role "
+            "names the structure's own contact person (create it first, or ask a regional administrator)"
+        )
+
+    def _named_by_a_role(self, conn: Connection, person: str) -> bool:
+        role_resource = resource.alias("naming_role")
+        return (
+            conn.execute(
+                select(entry_access.c.rid).where(
+                    entry_access.c.res_type == "PractitionerRole",
+                    entry_access.c.person == person,
+                    entry_access.c.rid.in_(select(role_resource.c.rid).where(live(role_resource))),
+                )
+            ).first()
+            is not None
+        )
+
+    def check_update_target(
+        self, conn: Connection, principal: Principal, res_type: str, res_id: str, current: StoredResource | None
+    ) -> None:
+        """A PUT to an id: below regional administrators, a client updates entries it can see,
+        and creates through POST (the server chooses the id). So a PUT to an unknown, deleted or
+        unseen id gets one answer, before If-Match, and tells nothing of what is stored there."""
+        if principal.role in (Role.SERVER, Role.REGIONAL_ADMIN):
+            if current is not None:
+                self.check_write_target(conn, principal, current)
+            return
+        if current is None or current.deleted or not self.visible(conn, principal, [current]):
+            raise Forbidden(
+                f"{res_type}/{res_id} is not an entry this client may update: below regional "
+                "administrators, new entries are created by POST (the server chooses the id)"
+            )
+        self.check_write_target(conn, principal, current)
 
     def _territory(self, conn: Connection, structure: str) -> set[str]:
         rows = conn.execute(
@@ -300,4 +389,4 @@ def _unique_rids(versions: Sequence[StoredResource]) -> list[StoredResource]:
     return list(seen.values())
 
 
-__all__ = ["AccessPolicy", "ScopedReads", "and_", "or_", "unauthorized"]
+__all__ = ["AccessPolicy", "ScopedReads", "unauthorized"]

@@ -24,7 +24,7 @@ from sqlalchemy import ColumnElement, false, or_, select
 
 from fhirsrv.access.facts import AUDIT_TYPES, CITEABLE_TYPES, GOVERNED_TYPES, Visibility
 from fhirsrv.access.principal import Principal, Role
-from fhirsrv.storage.schema import entry_access, resource, structure_territory
+from fhirsrv.storage.schema import entry_access, live, resource, structure_territory
 
 ea = entry_access.c
 
@@ -79,8 +79,11 @@ class PrincipalScope:
             return None
         if res_type == "Practitioner":
             role = entry_access.alias("perimeter_role")
+            live_role = resource.alias("perimeter_live_role")
             people = select(role.c.person).where(
-                role.c.res_type == "PractitionerRole", role.c.structure.in_(structures)
+                role.c.res_type == "PractitionerRole",
+                role.c.structure.in_(structures),
+                role.c.rid.in_(select(live_role.c.rid).where(live(live_role))),
             )
             # An alias: the bare table would be correlated to the searching query's own rows.
             person = resource.alias("perimeter_person")

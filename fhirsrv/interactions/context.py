@@ -13,6 +13,7 @@ from fhirsrv.access.audit import AuditTrail
 from fhirsrv.access.policy import AccessPolicy
 from fhirsrv.access.principal import Principal
 from fhirsrv.errors import Issue
+from fhirsrv.interactions.cursors import CursorSeal
 from fhirsrv.settings import Settings
 from fhirsrv.storage.repository import StoredResource
 
@@ -43,6 +44,8 @@ class Services:
     profile_check: ProfileCheck
     write_hooks: tuple[WriteHook, ...]
     operations: OperationRegistry
+    # Seals the paging cursors handed to clients (search and history).
+    cursors: CursorSeal
     # The CapabilityStatement's rest.security (OAuth endpoints), None with authorization off.
     security_section: dict[str, Any] | None = None
     # Stored constraint profiles per type, keyed by the StructureDefinitions' versions.

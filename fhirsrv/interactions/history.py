@@ -75,7 +75,7 @@ def history(
     since = parse_instant(args["_since"], "_since") if "_since" in args else None
     at = parse_instant(args["_at"], "_at", end_of_period=True) if "_at" in args else None
     count = _count(services, args.get("_count"))
-    cursor = _decode_cursor(args["_cursor"]) if "_cursor" in args else None
+    cursor = _decode_cursor(services.cursors.open(args["_cursor"]) or "") if "_cursor" in args else None
     principal = info.principal
     policy = services.policy
     if res_type is not None:
@@ -123,7 +123,9 @@ def history(
         links.append(
             {
                 "relation": "next",
-                "url": _url(info, path, [*base_query, ("_cursor", _encode_cursor(page[-1]))]),
+                "url": _url(
+                    info, path, [*base_query, ("_cursor", services.cursors.seal(_encode_cursor(page[-1])) or "")]
+                ),
             }
         )
     bundle: dict = {"resourceType": "Bundle", "type": "history"}

@@ -53,6 +53,10 @@ def search(
     which of their rows (and of what chains, `_has` and includes reach) it may see."""
     engine = services.search
     policy = services.policy
+    sealed = [v for k, v in params if k == "_cursor"]
+    if sealed:
+        opened = services.cursors.open(sealed[-1])
+        params = [(k, v) for k, v in params if k != "_cursor"] + [("_cursor", opened or "")]
     request = engine.prepare(res_type, params, strict=info.prefer_handling == "strict")
     named = [res_type] if res_type else _named_types(params)
     for searched in named:
@@ -67,15 +71,19 @@ def search(
     if page.total is not None:
         bundle["total"] = page.total
     links = [
-        {"relation": "self", "url": _link(info, res_type, request.used, request.cursor)},
+        {"relation": "self", "url": _link(info, res_type, request.used, sealed[-1] if sealed else None)},
         {"relation": "first", "url": _link(info, res_type, request.used)},
     ]
     if page.previous_cursor:
         links.append(
-            {"relation": "previous", "url": _link(info, res_type, request.used, page.previous_cursor)}
+            {
+                "relation": "previous",
+                "url": _link(info, res_type, request.used, services.cursors.seal(page.previous_cursor)),
+            }
         )
     if page.next_cursor:
-        links.append({"relation": "next", "url": _link(info, res_type, request.used, page.next_cursor)})
+        next_url = _link(info, res_type, request.used, services.cursors.seal(page.next_cursor))
+        links.append({"relation": "next", "url": next_url})
     bundle["link"] = links
     entries = [_entry(info, s, "match", summary, request.elements) for s in page.matches]
     entries += [_entry(info, s, "include", summary, request.elements) for s in included]

@@ -84,11 +84,12 @@ def _update(
         if res_id is None:
             check_if_match(None, info.if_match)
             return served(writes.create(services, conn, res, actor=actor, validated=True), 201)
+        if current is None:
+            current = repository.get_current(conn, res_type, res_id)
     else:
         current = repository.get_current(conn, res_type, res_id)
-    if current is not None:
-        # Before If-Match: a version number is not told to whoever may not write the resource.
-        services.policy.check_write_target(conn, actor, current)
+    # Before If-Match: neither a version nor existence is told to whoever may not write there.
+    services.policy.check_update_target(conn, actor, res_type, str(res_id), current)
     check_if_match(current, info.if_match)
     if current is None:
         try:

@@ -283,7 +283,7 @@ class SearchEngine:
         if by_token is not None:
             return by_token
         query, columns = paging.sort_columns(
-            filtered, request.sort, request.res_types, self.registry, request.criteria
+            filtered, request.sort, request.res_types, self.registry, request.criteria, scope
         )
         query = query.add_columns(*[c for c, _ in columns])
         backwards = False

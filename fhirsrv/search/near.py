@@ -11,7 +11,8 @@ from sqlalchemy import ColumnElement, and_, func, select
 
 from fhirsrv.errors import BadRequest
 from fhirsrv.search.parameters import Criterion
-from fhirsrv.storage.schema import idx_geo, idx_reference, resource
+from fhirsrv.search.scope import ReadScope
+from fhirsrv.storage.schema import idx_geo, idx_reference, live, resource
 
 EARTH_KM = 6371.0088
 _UNITS = {"km": 1.0, "m": 0.001, "mi": 1.609344, "[mi_i]": 1.609344, "mi_i": 1.609344}
@@ -59,11 +60,13 @@ def within(value: str, rid: Any) -> ColumnElement[bool]:
     return rid.in_(sub)
 
 
-def sort_distance(criteria: list[Criterion], res_types: list[str]) -> ColumnElement[float]:
+def sort_distance(criteria: list[Criterion], res_types: list[str], scope: ReadScope) -> ColumnElement[float]:
     """The distance of each row to the point of the query's near criterion, for `_sort=near`.
 
     Location: its own position. Another type: the nearest Location its chained reference
-    parameter points to (`location.near=…`). Without such a criterion, sorting by near is an error.
+    parameter points to (`location.near=…`), among those the caller may see (a hidden place
+    must not pull an offer up the list, nor be found by moving the point). Without such a
+    criterion, sorting by near is an error.
     """
     for crit in criteria:
         if crit.name == "near" and crit.chain is None and res_types == ["Location"]:
@@ -92,6 +95,8 @@ def sort_distance(criteria: list[Criterion], res_types: list[str]) -> ColumnElem
                     idx_reference.c.rid == resource.c.rid,
                     idx_reference.c.param == crit.name,
                     target.c.res_type == "Location",
+                    live(target),
+                    *[c for c in [scope.searchable("Location", target.c.rid)] if c is not None],
                 )
                 .scalar_subquery()
             )

@@ -17,6 +17,7 @@ from fhirsrv.errors import BadRequest
 from fhirsrv.search import near
 from fhirsrv.search.parameters import Criterion
 from fhirsrv.search.registry import SearchParamRegistry
+from fhirsrv.search.scope import ReadScope
 from fhirsrv.storage.schema import idx_sort, resource
 
 _HIGH_TEXT = "\U0010ffff"
@@ -44,7 +45,8 @@ def sort_columns(
     keys: list[SortKey],
     res_types: list[str],
     registry: SearchParamRegistry,
-    criteria: Sequence[Criterion] = (),
+    criteria: Sequence[Criterion],
+    scope: ReadScope,
 ) -> tuple[Select, list[tuple[ColumnElement[Any], bool]]]:
     """Join what each key needs; return the query and (expression, descending) pairs, rid last.
 
@@ -59,7 +61,7 @@ def sort_columns(
             columns.append((resource.c.last_updated, key.descending))
             continue
         if key.code == "near":
-            columns.append((near.sort_distance(list(criteria), res_types), key.descending))
+            columns.append((near.sort_distance(list(criteria), res_types, scope), key.descending))
             continue
         params = [registry.get(t, key.code) for t in res_types]
         if not all(params):

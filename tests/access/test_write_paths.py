@@ -294,3 +294,132 @@ def test_head_reads_and_never_writes(d: Directory) -> None:
     anonymous = d.headers(BY_NAME["anonymous"])
     assert d.web.head(f"/fhir/{HS}/hs-o29-published", headers=anonymous).status_code == 200
     assert d.web.head(f"/fhir/{HS}/hs-o29-draft", headers=anonymous).status_code == 404
+
+
+# ------------------------------------------------ found by attacking the policy from outside
+def test_a_role_cannot_name_a_hidden_person_of_another_structure(d: Directory) -> None:
+    """Naming a person in a role pulled a hidden person into the writer's perimeter, and into
+    public view when the writer's structure was listed."""
+    role = {"resourceType": "PractitionerRole", "organization": {"reference": "Organization/o29-draft"}}
+    hidden = role | {"practitioner": {"reference": "Practitioner/p-o35-draft"}}
+    referent = d.headers(BY_NAME["referent"])
+    refused = d.web.post("/fhir/PractitionerRole", json=hidden, headers=referent)
+    assert refused.status_code == 403
+    assert d.web.get("/fhir/Practitioner/p-o35-draft", headers=referent).status_code == 404
+    territorial = d.headers(BY_NAME["territorial-29"])
+    assert d.web.post("/fhir/PractitionerRole", json=hidden, headers=territorial).status_code == 403
+    # A person the writer may see (public), or one no role names yet, can be named.
+    public = role | {"practitioner": {"reference": "Practitioner/p-o29-published"}}
+    created = d.web.post("/fhir/PractitionerRole", json=public, headers=referent)
+    assert created.status_code == 201
+    regional = d.headers(BY_NAME["regional"])
+    assert d.web.delete(f"/fhir/PractitionerRole/{created.get_json()['id']}", headers=regional).status_code == 204
+
+
+def test_a_deleted_role_no_longer_opens_its_person(d: Directory) -> None:
+    regional = d.headers(BY_NAME["regional"])
+    role = {
+        "resourceType": "PractitionerRole",
+        "organization": {"reference": "Organization/o29-draft"},
+        "practitioner": {"reference": "Practitioner/p-o35-draft"},
+    }
+    created = d.web.post("/fhir/PractitionerRole", json=role, headers=regional)
+    referent = d.headers(BY_NAME["referent"])
+    assert d.web.get("/fhir/Practitioner/p-o35-draft", headers=referent).status_code == 200
+    assert d.web.delete(f"/fhir/PractitionerRole/{created.get_json()['id']}", headers=regional).status_code == 204
+    assert d.web.get("/fhir/Practitioner/p-o35-draft", headers=referent).status_code == 404
+
+
+def test_a_put_tells_nothing_of_an_unseen_id(d: Directory) -> None:
+    """403 for an unseen entry against 412 (with If-Match) or 201 for a free id told which
+    ids exist: below regional administrators a PUT updates what the caller sees, and nothing
+    else, with one answer."""
+    referent = d.headers(BY_NAME["referent"]) | {"If-Match": 'W/"1"'}
+    answers = []
+    for res_id in ("hs-o35-draft", "hs-free-id"):
+        attempt = body(f"{HS}/hs-o29-draft", id=res_id)
+        response = d.web.put(f"/fhir/{HS}/{res_id}", json=attempt, headers=referent)
+        answers.append((response.status_code, response.get_json()["issue"][0]["diagnostics"].replace(res_id, "X")))
+    assert answers[0] == answers[1] and answers[0][0] == 403
+    territorial = d.headers(BY_NAME["territorial-29"])
+    free = d.web.put(f"/fhir/{HS}/hs-free-id", json=body(f"{HS}/hs-o29-draft", id="hs-free-id"), headers=territorial)
+    assert free.status_code == 403
+
+
+def test_history_does_not_show_a_past_under_a_hidden_structure(d: Directory) -> None:
+    regional = d.headers(BY_NAME["regional"])
+    offer = {
+        "resourceType": HS,
+        "id": "hs-moved",
+        "extension": lifecycle("published"),
+        "name": "Offre confidentielle en préparation",
+        "providedBy": {"reference": "Organization/o29-draft"},
+    }
+    assert d.web.put(f"/fhir/{HS}/hs-moved", json=offer, headers=regional).status_code == 201
+    moved = offer | {"name": "Offre publiée", "providedBy": {"reference": "Organization/o29-published"}}
+    assert d.web.put(f"/fhir/{HS}/hs-moved", json=moved, headers=regional).status_code == 200
+    anonymous = d.headers(BY_NAME["anonymous"])
+    assert d.web.get(f"/fhir/{HS}/hs-moved", headers=anonymous).status_code == 200
+    assert d.web.get(f"/fhir/{HS}/hs-moved/_history/1", headers=anonymous).status_code == 404
+    history = d.web.get(f"/fhir/{HS}/hs-moved/_history", headers=anonymous)
+    assert history.get_json()["total"] == 1
+    assert "confidentielle" not in history.get_data(as_text=True)
+    assert "confidentielle" not in d.web.get(f"/fhir/{HS}/_history?_count=500", headers=anonymous).get_data(as_text=True)
+    assert d.web.delete(f"/fhir/{HS}/hs-moved", headers=regional).status_code == 204
+
+
+def test_paging_cursors_are_opaque_and_forgeries_refused(d: Directory) -> None:
+    territorial = d.headers(BY_NAME["territorial-29"])
+    page = d.web.get("/fhir/Organization?_sort=name&_count=1", headers=territorial).get_json()
+    next_url = next(link["url"] for link in page["link"] if link["relation"] == "next")
+    cursor = next_url.split("_cursor=", 1)[1]
+    from urllib.parse import unquote
+
+    raw = base64.urlsafe_b64decode(unquote(cursor) + "==")
+    assert b"structure" not in raw.lower() and b'"v"' not in raw
+    assert d.web.get(next_url.replace("http://fhir.test", ""), headers=territorial).status_code == 200
+    forged = base64.urlsafe_b64encode(b'{"v":[[1,2],5]}').decode()
+    assert d.web.get(f"/fhir/Organization?_cursor={forged}", headers=territorial).status_code == 400
+    history = d.web.get("/fhir/Organization/_history?_count=1", headers=territorial).get_json()
+    history_next = next(link["url"] for link in history["link"] if link["relation"] == "next")
+    assert b"|" not in base64.urlsafe_b64decode(unquote(history_next.split("_cursor=", 1)[1]) + "==")
+
+
+def test_sorting_by_distance_ignores_hidden_places(d: Directory) -> None:
+    regional = d.headers(BY_NAME["regional"])
+
+    def place(lid: str, org: str, lat: float) -> dict[str, Any]:
+        return {
+            "resourceType": "Location",
+            "id": lid,
+            "name": lid,
+            "managingOrganization": {"reference": f"Organization/{org}"},
+            "position": {"latitude": lat, "longitude": -3.0},
+        }
+
+    near_offer = {
+        "resourceType": HS,
+        "id": "hs-near",
+        "extension": lifecycle("published"),
+        "name": "Offre près",
+        "providedBy": {"reference": "Organization/o29-published"},
+        "location": [{"reference": "Location/loc-near"}],
+    }
+    far_offer = near_offer | {
+        "id": "hs-far",
+        "name": "Offre loin",
+        "location": [{"reference": "Location/loc-far"}, {"reference": "Location/loc-secret"}],
+    }
+    for res in (
+        place("loc-near", "o29-published", 48.05),  # about 6 km from the point
+        place("loc-far", "o29-published", 49.5),  # about 167 km
+        place("loc-secret", "o29-draft", 48.0),  # at the point, hidden
+        near_offer,
+        far_offer,
+    ):
+        assert d.web.put(f"/fhir/{res['resourceType']}/{res['id']}", json=res, headers=regional).status_code == 201
+    url = f"/fhir/{HS}?location.near=48.0|-3.0|500|km&_sort=near&_count=10"
+    found = [e["resource"]["id"] for e in d.web.get(url, headers=d.headers(BY_NAME["anonymous"])).get_json()["entry"]]
+    assert found.index("hs-near") < found.index("hs-far"), found
+    for key in ("HealthcareService/hs-near", "HealthcareService/hs-far", "Location/loc-near", "Location/loc-far", "Location/loc-secret"):
+        assert d.web.delete(f"/fhir/{key}", headers=regional).status_code == 204
