@@ -32,6 +32,7 @@ from fhirsrv.access.principal import Principal, Role
 from fhirsrv.access.visibility import PrincipalScope
 from fhirsrv.canonical import Canonicals
 from fhirsrv.errors import Forbidden, Unauthorized
+from fhirsrv.search.walk import correlate
 from fhirsrv.storage import repository
 from fhirsrv.storage.jsonfmt import loads
 from fhirsrv.storage.repository import StoredResource
@@ -102,8 +103,9 @@ class AccessPolicy:
             if condition is None:
                 shown.update(rids)
                 continue
+            probe = correlate(condition, resource.c.rid)  # one index probe per row, not a join
             for start in range(0, len(rids), 500):
-                query = select(resource.c.rid).where(resource.c.rid.in_(rids[start : start + 500]), condition)
+                query = select(resource.c.rid).where(resource.c.rid.in_(rids[start : start + 500]), probe)
                 shown.update(r for (r,) in conn.execute(query))
         return shown
 
@@ -176,7 +178,8 @@ class AccessPolicy:
             if condition is None:
                 continue
             rids = sorted({s.rid for s in stored if s.res_type == res_type})
-            found.update(r for (r,) in conn.execute(select(resource.c.rid).where(resource.c.rid.in_(rids), condition)))
+            probe = correlate(condition, resource.c.rid)
+            found.update(r for (r,) in conn.execute(select(resource.c.rid).where(resource.c.rid.in_(rids), probe)))
         return found
 
     # --------------------------------------------------------------------------- writes

@@ -119,7 +119,7 @@ def create(
 def _after_bulk(
     services: Services, conn: Connection, actor: Principal, items: list[tuple[StoredResource, dict[str, Any]]]
 ) -> None:
-    services.policy.facts.record_many(conn, items)
+    services.policy.facts.record_many(conn, items, bulk=True)
     for s, res in items:
         services.audit.written(conn, s, actor)
         for hook in services.write_hooks:

@@ -65,6 +65,7 @@ class Compiler:
         scope: ReadScope,
         base_url: str = "",
         expander: CodeExpander | None = None,
+        ordered: bool = False,
     ) -> None:
         self.registry = registry
         self.conn = conn
@@ -73,7 +74,7 @@ class Compiler:
         self.scope = scope
         self.base_url = base_url
         self.expander = expander
-        self.ordered_prefix = ordered_prefix(conn)
+        self.ordered_prefix = ordered
 
     # ------------------------------------------------------------------------------ entry points
     def condition(self, res_type: str, crit: Criterion, rid: ColumnClause | Any) -> ColumnElement[bool]:
@@ -318,27 +319,20 @@ class Compiler:
         return or_(*[near.within(value, rid) for value in crit.values])
 
 
-_ORDERED: dict[str, bool] = {}
-
-
 def ordered_prefix(conn: Connection) -> bool:
     """Whether text compares by code point on this database, so that a starts-with search may
     add the range `value >= p AND value < p || U+10FFFF`, which a B-tree index serves (SQLite
     and PostgreSQL do not use an index for LIKE 'p%' under their default settings).
     SQLite compares bytes; PostgreSQL does when the database collation is C or C.UTF-8.
-    Asked once per database."""
-    key = conn.engine.url.render_as_string(hide_password=True)
-    if key not in _ORDERED:
-        if conn.dialect.name == "sqlite":
-            _ORDERED[key] = True
-        elif conn.dialect.name == "postgresql":
-            collation = conn.execute(
-                text("SELECT datcollate FROM pg_database WHERE datname = current_database()")
-            ).scalar()
-            _ORDERED[key] = str(collation).upper() in ("C", "POSIX", "C.UTF-8", "C.UTF8")
-        else:
-            _ORDERED[key] = False
-    return _ORDERED[key]
+    Asked once per server, by the SearchEngine when it starts."""
+    if conn.dialect.name == "sqlite":
+        return True
+    if conn.dialect.name == "postgresql":
+        collation = conn.execute(
+            text("SELECT datcollate FROM pg_database WHERE datname = current_database()")
+        ).scalar()
+        return str(collation).upper() in ("C", "POSIX", "C.UTF-8", "C.UTF8")
+    return False
 
 
 def referring(res_type: str, param_code: str, target: str, target_test: Any) -> Any:

@@ -13,7 +13,7 @@ from fhirsrv.errors import BadRequest, Issue
 from fhirsrv.resource_types import SUPPORTED_TYPES
 from fhirsrv.search import include, paging, walk
 from fhirsrv.search import total as totals
-from fhirsrv.search.compile import CodeExpander, Compiler
+from fhirsrv.search.compile import CodeExpander, Compiler, ordered_prefix
 from fhirsrv.search.extract import extract
 from fhirsrv.search.parameters import CONTROL, Criterion, parse, split_token
 from fhirsrv.search.registry import SearchParamRegistry, build_registry, stored_definitions
@@ -58,10 +58,14 @@ class SearchEngine:
         self.registry: SearchParamRegistry = build_registry(settings, self.types)
         self.expander: CodeExpander | None = None
         self.base_url = settings.base_url.rstrip("/")
+        # Whether text compares by code point on this database (compile.ordered_prefix): read
+        # with the stored parameters when the server starts.
+        self.ordered_prefix = False
 
     # ---------------------------------------------------------------------------- registry
     def load_stored_parameters(self, conn: Connection) -> None:
         """Rebuild the registry from the shipped definitions plus the stored SearchParameters."""
+        self.ordered_prefix = ordered_prefix(conn)
         registry = build_registry(self.settings, self.types)
         for sp in stored_definitions(conn):
             registry.add_definition(sp, self.types)
@@ -197,7 +201,7 @@ class SearchEngine:
         """One condition on resource.rid per criterion (an OR over the types it applies to),
         and the caller's read scope: matches are only what the caller may see, so the page,
         its paging and the total count the same rows."""
-        compiler = Compiler(self.registry, conn, scope, self.base_url, self.expander)
+        compiler = Compiler(self.registry, conn, scope, self.base_url, self.expander, self.ordered_prefix)
         out = []
         single = len(request.res_types) == 1
         visible = [(t, scope.searchable(t, resource.c.rid)) for t in request.res_types]

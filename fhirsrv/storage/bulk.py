@@ -17,7 +17,7 @@ import psycopg
 from sqlalchemy import Connection, Engine, Table, text
 
 from fhirsrv.errors import Conflict
-from fhirsrv.storage.schema import INDEX_TABLES, resource_version
+from fhirsrv.storage.schema import INDEX_TABLES, entry_access, resource_version, structure_territory
 
 Row = tuple[Any, ...]
 
@@ -90,7 +90,7 @@ def refresh_statistics(engine: Engine) -> None:
     if engine.dialect.name == "postgresql":
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(text("VACUUM (ANALYZE) resource"))
-            for table in (*INDEX_TABLES, resource_version):
+            for table in (*INDEX_TABLES, resource_version, entry_access, structure_territory):
                 conn.execute(text(f"VACUUM (ANALYZE) {table.name}"))
     else:
         with engine.connect() as conn:

@@ -204,8 +204,9 @@ def _cache_key(valueset: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def codes(conn: Connection, valueset: dict[str, Any]) -> list[Code]:
-    """The ValueSet's codes (compose applied), from the cache while the terminology is unchanged."""
-    key = _cache_key(valueset)
+    """The ValueSet's codes (compose applied), from the cache while the terminology is unchanged.
+    Keyed by database too: two servers in one process (tests, tools) never share an expansion."""
+    key = (conn.engine.url.render_as_string(hide_password=True), *_cache_key(valueset))
     now = generation(conn)
     hit = _CACHE.get(key)
     if hit is not None and hit[0] == now:
