@@ -273,6 +273,11 @@ class SearchEngine:
         bound = self.settings.exact_total_up_to
         if request.summary == "count" or request.count == 0:
             return SearchPage([], [], totals.count(conn, filtered, mode, bound), None, None)
+        # One system|code alone: straight from the token index, whatever the code's breadth
+        # (its count is bounded); anything else: walk rid order when that pays.
+        by_token = self._token_page(conn, request, mode, scope)
+        if by_token is not None:
+            return by_token
         walked = self._walk(conn, request, conditions)
         if walked is not None:
             return self._page(
@@ -283,9 +288,6 @@ class SearchEngine:
                 backwards=False,
                 scope=scope,
             )
-        by_token = self._token_page(conn, request, mode, scope)
-        if by_token is not None:
-            return by_token
         query, columns = paging.sort_columns(
             filtered, request.sort, request.res_types, self.registry, request.criteria, scope
         )
@@ -336,7 +338,7 @@ class SearchEngine:
         system, code = split_token(crit.values[0])
         if not system or not code:
             return None
-        rids, total = walk.token_page(
+        rids, matches = walk.token_page(
             conn,
             res_type,
             param.code,
@@ -344,9 +346,10 @@ class SearchEngine:
             code,
             after,
             request.count + 1,
-            mode != "none",
             lambda rid: scope.searchable(res_type, rid),
         )
+        # Exact up to the bound (a count of at most bound + 1 index rows), estimated above it.
+        total = totals.count(conn, matches, mode, self.settings.exact_total_up_to)
         return self._page(conn, request, [(r, r) for r in rids], total, backwards=False, scope=scope)
 
     def _walk_total(

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Select, distinct, exists, func, select
+from sqlalchemy import ColumnElement, Connection, Select, exists, select
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import BinaryExpression, Grouping
 from sqlalchemy.sql.visitors import replacement_traverse
@@ -105,9 +105,8 @@ def token_page(
     code: str,
     after: int | None,
     fetch: int,
-    with_total: bool,
     restrict: Callable[[Any], ColumnElement[bool] | None],
-) -> tuple[list[int], int | None]:
+) -> tuple[list[int], Select]:
     """A search on one `system|code` alone, answered from the token index only.
 
     Its (res_type, param, code, system, rid) index lists that code's resources in rid order, and
@@ -124,12 +123,7 @@ def token_page(
     scope = restrict(idx_token.c.rid)
     if scope is not None:
         in_range = (*in_range, correlate(scope, idx_token.c.rid))
-    page = select(idx_token.c.rid).where(*in_range).distinct()
-    if after is not None:
-        page = page.where(idx_token.c.rid > after)
+    matches = select(idx_token.c.rid).where(*in_range).distinct()
+    page = matches.where(idx_token.c.rid > after) if after is not None else matches
     rids = [r for (r,) in conn.execute(page.order_by(idx_token.c.rid).limit(fetch))]
-    total = None
-    if with_total:
-        counting = select(func.count(distinct(idx_token.c.rid))).where(*in_range)
-        total = int(conn.execute(counting).scalar_one())
-    return rids, total
+    return rids, matches
