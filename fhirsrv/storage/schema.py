@@ -27,6 +27,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -216,6 +217,22 @@ entry_access = Table(
     # public | retired | hidden, derived from the status of the entry and of its structure.
     Column("visibility", String(16), nullable=False),
     Index("ix_entry_access_type_visibility_rid", "res_type", "visibility", "rid"),
+    # A search checks each candidate row against the caller's visibility: these partial
+    # indexes make that probe index-only on a small index (2 µs a row instead of 5 at 100k).
+    Index(
+        "ix_entry_access_public",
+        "rid",
+        "res_type",
+        postgresql_where=text("visibility = 'public'"),
+        sqlite_where=text("visibility = 'public'"),
+    ),
+    Index(
+        "ix_entry_access_listed",
+        "rid",
+        "res_type",
+        postgresql_where=text("visibility <> 'hidden'"),
+        sqlite_where=text("visibility <> 'hidden'"),
+    ),
     Index("ix_entry_access_structure_type_rid", "structure", "res_type", "rid"),
     Index("ix_entry_access_person", "person"),
 )

@@ -34,6 +34,14 @@ def upgrade() -> None:
     op.create_index("ix_entry_access_type_visibility_rid", "entry_access", ["res_type", "visibility", "rid"])
     op.create_index("ix_entry_access_structure_type_rid", "entry_access", ["structure", "res_type", "rid"])
     op.create_index("ix_entry_access_person", "entry_access", ["person"])
+    for name, where in (("public", "visibility = 'public'"), ("listed", "visibility <> 'hidden'")):
+        op.create_index(
+            f"ix_entry_access_{name}",
+            "entry_access",
+            ["rid", "res_type"],
+            postgresql_where=sa.text(where),
+            sqlite_where=sa.text(where),
+        )
     op.create_table(
         "structure_territory",
         sa.Column("structure", sa.String(64), primary_key=True),
