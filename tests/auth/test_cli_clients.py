@@ -88,3 +88,21 @@ def test_bad_input_is_refused_without_a_client(db_url: str) -> None:
     assert missing_org[0] != 0
     assert json.loads(_run("list", "--database", db_url)[1]) == []
     assert _run("revoke", "nobody", "--database", db_url)[0] == 1
+
+
+def test_a_partner_reader_reads_only(db_url: str) -> None:
+    """Coordination platforms get a read-only role: write scopes are refused at registration,
+    and the role's token reads the public view plus delisted entries (tests/access)."""
+    code, out = _run(
+        "add", "Santélien", "--scopes", "system/*.cruds", "--role", "partner-reader", "--database", db_url,
+    )  # fmt: skip
+    assert code == 2 and "r and s only" in out
+    code, out = _run(
+        "add", "Santélien", "--scopes", "system/*.rs", "--role", "partner-reader", "--database", db_url,
+    )  # fmt: skip
+    assert code == 0, out
+    assert json.loads(out)["role"] == "partner-reader"
+    code, out = _run(
+        "add", "x", "--scopes", "system/*.rs", "--role", "partner-reader", "--departement", "29", "--database", db_url,
+    )  # fmt: skip
+    assert code == 2 and "territorial" in out
