@@ -45,6 +45,13 @@ def clients() -> None:
 @click.option("--departement", "departements", multiple=True, help="Département code (territorial admin).")
 @click.option("--organization", default=None, help="Organization/ID (structure referent).")
 @click.option(
+    "--kind",
+    default=None,
+    type=click.Choice(["3c", "dac"]),
+    help="Territorial admin: 3c validates authorised health establishments, dac every other structure.",
+)
+@click.option("--email", default=None, help="Where the procedure's messages to this client's people go.")
+@click.option(
     "--jwks",
     "jwks_file",
     default=None,
@@ -58,6 +65,8 @@ def add(
     role: str,
     departements: tuple[str, ...],
     organization: str | None,
+    kind: str | None,
+    email: str | None,
     jwks_file: Path | None,
     database: str | None,
 ) -> None:
@@ -78,7 +87,7 @@ def add(
     try:
         with engine.begin() as conn:
             client, secret = add_client(
-                conn, name, " ".join(scopes.split()), role, list(departements), organization, jwks
+                conn, name, " ".join(scopes.split()), role, list(departements), organization, jwks, kind, email
             )
     except ValueError as exc:
         click.echo(f"error: {exc}", err=True)

@@ -663,6 +663,16 @@ def sos_extensions() -> list[dict[str, Any]]:
             ("status", "1..1", ["code"], sos_vs("sos-entry-status")),
             ("lastVerified", "0..1", ["date"], None),
             ("validatedBy", "0..*", ["Reference", "string"], None),
+            # The inclusion procedure's record (fhirsrv/workflow): when the status last changed
+            # and why, who validated at each level and when, the yearly verification's request.
+            ("statusDate", "0..1", ["dateTime"], None),
+            ("statusReason", "0..1", ["string"], None),
+            ("applicationConfirmed", "0..1", ["dateTime"], None),
+            ("territoryValidatedBy", "0..1", ["string"], None),
+            ("territoryValidatedOn", "0..1", ["dateTime"], None),
+            ("regionValidatedBy", "0..1", ["string"], None),
+            ("regionValidatedOn", "0..1", ["dateTime"], None),
+            ("verificationRequested", "0..1", ["date"], None),
         ],
     )
     fee = complex_extension(

@@ -57,6 +57,18 @@ ENTRY_STATUS = [
         "Rappel annuel envoyé ; sans vérification sous deux mois, l'entrée est retirée.",
     ),
     ("delisted", "Retirée", "Delisted", "Retirée de l'annuaire ; reste lisible avec son historique."),
+    (
+        "rejected",
+        "Refusée",
+        "Rejected",
+        "Refusée par le niveau territorial ou régional, avec un motif ; la structure la corrige puis la soumet de nouveau.",
+    ),
+    (
+        "withdrawn",
+        "Retirée par la structure",
+        "Withdrawn",
+        "Retirée par la structure elle-même ; reste lisible avec son historique.",
+    ),
 ]
 R211 = "https://mos.esante.gouv.fr/NOS/TRE_R211-ActiviteOperationnelle/FHIR/TRE-R211-ActiviteOperationnelle"
 

@@ -80,6 +80,27 @@ class AuditTrail:
             return
         self._store(conn, self.event(stored, principal))
 
+    def transition(
+        self, conn: Connection, stored: StoredResource, principal: Principal, operation: str, source: str, target: str
+    ) -> None:
+        """A step of the inclusion procedure, beside the version it made: the operation and the
+        statuses it moved between, whoever made it (the server's sweep included)."""
+        event = self.event(stored, principal, "update")
+        event["subtype"] = [{"system": "http://hl7.org/fhir/restful-interaction", "code": "operation"}]
+        event["action"] = "E"
+        event["outcomeDesc"] = f"${operation}: {source or 'none'} -> {target}"
+        event["entity"][0]["description"] = f"${operation}"
+        if self.enabled:
+            self._store(conn, event)
+
+    def repair(self, conn: Connection, stored: StoredResource, principal: Principal, reason: str) -> None:
+        """A lifecycle record changed by hand (X-Lifecycle-Repair), beside the version it made."""
+        if not self.enabled:
+            return
+        event = self.event(stored, principal)
+        event["outcomeDesc"] = f"lifecycle repair: {reason[:500]}"
+        self._store(conn, event)
+
     def refused(
         self,
         engine: Engine,
@@ -95,14 +116,15 @@ class AuditTrail:
         if not self.enabled:
             return
         action = {"create": "C", "update": "U", "patch": "U", "delete": "D"}.get(interaction, "E")
+        code = interaction if interaction in ("create", "update", "patch", "delete") else "operation"
         event = {
             "resourceType": "AuditEvent",
             "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest"},
-            "subtype": [{"system": "http://hl7.org/fhir/restful-interaction", "code": interaction}],
+            "subtype": [{"system": "http://hl7.org/fhir/restful-interaction", "code": code}],
             "action": action,
             "recorded": format_instant(utcnow()),
             "outcome": "4",
-            "outcomeDesc": reason[:1000],
+            "outcomeDesc": (f"{interaction}: " if code == "operation" else "") + reason[:1000],
             "agent": [self._agent(principal)],
             "source": {"observer": {"display": "fhirsrv"}},
             "entity": [{"what": {"display": target[:200]}}],

@@ -79,6 +79,13 @@ class FactReader:
         self.lifecycle_url = canonicals.entry_lifecycle
         self.departement_url = canonicals.departement
 
+    def lifecycle(self, res: dict[str, Any]) -> dict[str, Any] | None:
+        """The lifecycle extension as stored, for comparing two versions."""
+        for ext in res.get("extension") or []:
+            if isinstance(ext, dict) and ext.get("url") == self.lifecycle_url:
+                return ext
+        return None
+
     def status(self, res: dict[str, Any]) -> str | None:
         for ext in res.get("extension") or []:
             if isinstance(ext, dict) and ext.get("url") == self.lifecycle_url:

@@ -322,6 +322,35 @@ class AccessPolicy:
             is not None
         )
 
+    def check_lifecycle(
+        self,
+        principal: Principal,
+        current: dict[str, Any] | None,
+        new: dict[str, Any],
+        repair: str | None,
+    ) -> bool:
+        """A plain create, update or patch may not change an entry's lifecycle record: the
+        procedure's operations do. A new entry starts as a draft (or without a status of its
+        own). Only a regional administrator repairing data may, saying why
+        (`X-Lifecycle-Repair: reason`), and the repair is audited. Returns whether one was used."""
+        if principal.role is Role.SERVER or new.get("resourceType") not in DIRECTORY_TYPES:
+            return False
+        before = self.reader.lifecycle(current) if current is not None else None
+        after = self.reader.lifecycle(new)
+        if current is None:
+            changed = after is not None and self.reader.status(new) not in (None, "draft")
+        else:
+            changed = before != after
+        if not changed:
+            return False
+        if principal.role is Role.REGIONAL_ADMIN and repair and repair.strip():
+            return True
+        raise Forbidden(
+            "An entry's lifecycle (status, validations, verification) changes through the procedure's "
+            "operations: $submit, $validate-territory, $publish, $reject, $withdraw, $attest. A regional "
+            "administrator repairing data sends the header X-Lifecycle-Repair with the reason."
+        )
+
     def check_update_target(
         self, conn: Connection, principal: Principal, res_type: str, res_id: str, current: StoredResource | None
     ) -> None:

@@ -24,6 +24,9 @@ class Role(StrEnum):
     SERVER = "server"
 
 
+# What a territorial admin validates: the 3C, authorised health establishments; the DAC,
+# every other structure (INCa; thesis 004, l. ~3068). A client without a kind does both.
+TERRITORIAL_KINDS = ("3c", "dac")
 # The roles an OAuth client may be registered with (`fhirsrv clients add --role`).
 CLIENT_ROLES = (
     Role.REGIONAL_ADMIN,
@@ -44,6 +47,8 @@ class Principal:
     organization: str | None = None
     # The network address the request came from, for audit records.
     address: str | None = None
+    # A territorial admin's kind (TERRITORIAL_KINDS), None for both.
+    kind: str | None = None
     grants: tuple[smart.Grant, ...] = field(default=(), compare=False)
 
     @classmethod
@@ -56,6 +61,7 @@ class Principal:
         scope: str,
         departements: tuple[str, ...] = (),
         organization: str | None = None,
+        kind: str | None = None,
     ) -> Principal:
         """A token's principal; an unknown role in a token is refused rather than guessed."""
         parsed = Role(role)
@@ -70,6 +76,7 @@ class Principal:
             tuple(departements),
             org,
             None,
+            kind if kind in TERRITORIAL_KINDS else None,
             tuple(smart.parse(scope)),
         )
 

@@ -53,6 +53,7 @@ def request_info() -> RequestInfo:
         if_none_match=request.headers.get("If-None-Match"),
         if_modified_since=negotiation.if_modified_since(request),
         if_none_exist=request.headers.get("If-None-Exist"),
+        lifecycle_repair=request.headers.get("X-Lifecycle-Repair"),
     )
 
 

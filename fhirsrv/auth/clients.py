@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select, update
 
-from fhirsrv.access.principal import CLIENT_ROLES
+from fhirsrv.access.principal import CLIENT_ROLES, TERRITORIAL_KINDS
 from fhirsrv.access.scopes import parse as parse_scopes
 from fhirsrv.auth.tables import oauth_client
 from fhirsrv.storage.jsonfmt import utcnow
@@ -55,6 +55,8 @@ class Client:
     jwks: dict[str, Any] | None = None
     created: datetime | None = None
     revoked: bool = False
+    kind: str | None = None
+    email: str | None = None
 
     # -- authlib ClientMixin --------------------------------------------------------------
     def get_client_id(self) -> str:
@@ -95,6 +97,8 @@ class Client:
             "role": self.role,
             "departements": self.departements,
             "organization": self.organization,
+            "kind": self.kind,
+            "email": self.email,
             "auth_method": "private_key_jwt" if self.jwks else "client_secret",
             "created": self.created.isoformat() if self.created else None,
             "revoked": self.revoked,
@@ -109,6 +113,8 @@ def _from_row(row: Any) -> Client:
         role=row.role,
         departements=row.departements.split() if row.departements else [],
         organization=row.organization,
+        kind=row.kind,
+        email=row.email,
         secret_hash=row.secret_hash,
         jwks=json.loads(row.jwks) if row.jwks else None,
         created=row.created,
@@ -124,6 +130,8 @@ def add_client(
     departements: list[str] | None = None,
     organization: str | None = None,
     jwks: dict[str, Any] | None = None,
+    kind: str | None = None,
+    email: str | None = None,
 ) -> tuple[Client, str | None]:
     """Register a client; returns it with its clear secret (None for a private_key_jwt client)."""
     if role not in ROLES:
@@ -136,6 +144,10 @@ def add_client(
         raise ValueError("only a territorial admin has départements")
     if role != "structure-referent" and organization:
         raise ValueError("only a structure referent has an organization")
+    if kind is not None and (role != "territorial-admin" or kind not in TERRITORIAL_KINDS):
+        raise ValueError("--kind is 3c or dac, for a territorial admin only")
+    if email is not None and "@" not in email:
+        raise ValueError("--email must be an e-mail address")
     if role == "partner-reader" and any(
         letter in grant.interactions for grant in parse_scopes(scopes) for letter in "cud"
     ):
@@ -153,6 +165,8 @@ def add_client(
         secret_hash=hash_secret(secret) if secret else None,
         jwks=jwks,
         created=utcnow(),
+        kind=kind,
+        email=email,
     )
     conn.execute(
         oauth_client.insert().values(
@@ -166,6 +180,8 @@ def add_client(
             organization=organization,
             created=client.created,
             revoked=False,
+            kind=kind,
+            email=email,
         )
     )
     return client, secret

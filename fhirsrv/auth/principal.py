@@ -37,6 +37,7 @@ class TokenService:
             "role": client.role,
             "departements": client.departements,
             "organization": client.organization,
+            "kind": client.kind,
         }
         token = jwt.encode(
             {"alg": ALGORITHM, "typ": "at+jwt", "kid": self.key.kid}, claims, self.key, algorithms=[ALGORITHM]
@@ -64,6 +65,7 @@ class TokenService:
                 scope=str(claims.get("scope") or ""),
                 departements=tuple(claims.get("departements") or ()),
                 organization=claims.get("organization"),
+                kind=claims.get("kind"),
             )
         except ValueError:
             return None  # a role this server does not know: no access rather than a guess

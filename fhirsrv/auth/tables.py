@@ -24,6 +24,11 @@ oauth_client = Table(
     Column("organization", String(128), nullable=True),
     Column("created", DateTime, nullable=False),
     Column("revoked", Boolean, nullable=False, default=False),
+    # Territorial admins: "3c" (authorised health establishments) or "dac" (every other
+    # structure); None validates both (a département's single administration).
+    Column("kind", String(8), nullable=True),
+    # Where the procedure's messages to this client's people go (migration 0008).
+    Column("email", String(256), nullable=True),
 )
 
 # A client assertion's jti is kept until the assertion expires, so a replay is refused.

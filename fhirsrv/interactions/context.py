@@ -64,6 +64,8 @@ class RequestInfo:
     if_none_match: str | None = None
     if_modified_since: datetime | None = None
     if_none_exist: str | None = None  # query string of a conditional create
+    # X-Lifecycle-Repair: a regional admin's reason for changing a lifecycle record by hand.
+    lifecycle_repair: str | None = None
 
 
 @dataclass

@@ -49,5 +49,8 @@ def _create(
         existing = match_one(services, conn, scope, res_type, info.if_none_exist, "Conditional create")
         if existing is not None:
             return served(existing, 200)
+    repair = services.policy.check_lifecycle(info.principal, None, res, info.lifecycle_repair)
     stored = writes.create(services, conn, res, res_id, actor=info.principal, validated=True)
+    if repair:
+        services.audit.repair(conn, stored, info.principal, info.lifecycle_repair or "")
     return served(stored, 201)

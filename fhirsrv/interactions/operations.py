@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
+from fhirsrv.access.policy import unauthorized
 from fhirsrv.errors import BadRequest, MethodNotAllowed, NotFound
 from fhirsrv.interactions.context import RequestInfo, Result, Services
 from fhirsrv.storage import repository
@@ -110,6 +111,11 @@ class OperationDef:
     affects_state: bool
     definition: str | None
     documentation: str
+    # How the registry guards a call (see OperationRegistry.invoke): "read" (the default),
+    # "write" (a client token first: 401 for anonymous callers, whatever the target), or
+    # "link" (the call carries its own single-use credential, e.g. an e-mailed link: no
+    # instance check, and GET is allowed although it changes state).
+    guard: str = "read"
 
 
 _DECLARED = "__fhir_operations__"
@@ -124,7 +130,10 @@ def operation(
     system_level: bool = False,
     affects_state: bool = False,
     definition: str | None = None,
+    guard: str = "read",
 ) -> Callable[[OperationFunc], OperationFunc]:
+    if guard not in ("read", "write", "link"):
+        raise ValueError(f"unknown operation guard '{guard}'")
     def register(func: OperationFunc) -> OperationFunc:
         doc = (func.__doc__ or "").strip().splitlines()
         declared = getattr(func, _DECLARED, [])
@@ -140,6 +149,7 @@ def operation(
                 affects_state,
                 definition,
                 doc[0] if doc else "",
+                guard,
             )
         )
         return func
@@ -170,9 +180,11 @@ class OperationRegistry:
         through: one called on a type reads that type's stored resources, so the caller must
         be allowed to read the type; one called on an instance reads it, so the instance must
         be one the caller may read by id — else it is answered as unknown."""
+        if op.guard == "write" and info.principal.is_anonymous:
+            raise unauthorized(f"${op.name} needs a bearer access token")
         if call.res_type is not None:
             services.policy.check_read(info.principal, call.res_type)
-        if call.res_type is not None and call.res_id is not None:
+        if call.res_type is not None and call.res_id is not None and op.guard != "link":
             with read_transaction(services.engine) as conn:
                 current = repository.get_current(conn, call.res_type, call.res_id)
                 seen = current is not None and bool(services.policy.visible(conn, info.principal, [current]))
@@ -196,7 +208,7 @@ def _resolve(
     else:
         where = f"{res_type}{'/[id]' if instance else ''}" if res_type else "system level"
         raise NotFound(f"Operation ${name} is not supported at {where}", code="not-supported")
-    if http_method == "GET" and op.affects_state:
+    if http_method == "GET" and op.affects_state and op.guard != "link":
         raise MethodNotAllowed(f"Operation ${name} changes state and must be invoked with POST")
     return op
 

@@ -92,6 +92,9 @@ def _patch(
     writes.validate(services, patched, actor)
     if writes.unchanged(current, patched):
         return served(current, 200)
+    repair = policy.check_lifecycle(actor, loads(current.content or "{}"), patched, info.lifecycle_repair)
     with lost_race_is_conflict(info):
         stored = writes.replace(services, conn, current, patched, "patch", actor=actor, validated=True)
+    if repair:
+        services.audit.repair(conn, stored, actor, info.lifecycle_repair or "")
     return served(stored, 200)

@@ -15,6 +15,7 @@ from fhirsrv.interactions.refusals import audited
 from fhirsrv.interactions.resources import check_id, check_resource, check_type
 from fhirsrv.storage import repository
 from fhirsrv.storage.engine import joined_or_new_write
+from fhirsrv.storage.jsonfmt import loads
 
 
 def update(
@@ -83,6 +84,7 @@ def _update(
         res_id = current.res_id if current is not None else res.get("id")
         if res_id is None:
             check_if_match(None, info.if_match)
+            services.policy.check_lifecycle(actor, None, res, info.lifecycle_repair)
             return served(writes.create(services, conn, res, actor=actor, validated=True), 201)
         if current is None:
             current = repository.get_current(conn, res_type, res_id)
@@ -93,6 +95,7 @@ def _update(
     check_if_match(current, info.if_match)
     if current is None:
         try:
+            services.policy.check_lifecycle(actor, None, res, info.lifecycle_repair)
             return served(writes.create(services, conn, res, res_id, actor=actor, validated=True), 201)
         except Conflict:
             # Another request created this id since we looked: this PUT becomes its update.
@@ -103,6 +106,10 @@ def _update(
     writes.guard(services, conn, actor, current.res_type, current, res)
     if writes.unchanged(current, res):
         return served(current, 200)
+    previous = loads(current.content) if current.content and not current.deleted else None
+    repair = services.policy.check_lifecycle(actor, previous, res, info.lifecycle_repair)
     with lost_race_is_conflict(info):
         stored = writes.replace(services, conn, current, res, "update", actor=actor, validated=True)
+    if repair:
+        services.audit.repair(conn, stored, actor, info.lifecycle_repair or "")
     return served(stored, 201 if current.deleted else 200)

@@ -19,7 +19,8 @@ def test_create_update_delete_are_audited_with_the_client(web: FlaskClient, clie
     client_id, secret = clients.register("territorial-admin", departements=["35"])
     token = web.post("/fhir/token", data={"grant_type": "client_credentials"}, auth=(client_id, secret))
     headers = {"Authorization": f"Bearer {token.get_json()['access_token']}", "Content-Type": FHIR}
-    created = web.post("/fhir/HealthcareService", json=service("new", "org-35", "loc-35"), headers=headers)
+    draft = service("new", "org-35", "loc-35", status="draft")  # a new entry starts as a draft
+    created = web.post("/fhir/HealthcareService", json=draft, headers=headers)
     assert created.status_code == 201
     new_id = created.get_json()["id"]
     body = created.get_json() | {"name": "Renommée"}
