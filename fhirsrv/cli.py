@@ -1,4 +1,4 @@
-"""The `fhirsrv` command: serve, load, db, reindex, seed."""
+"""The `fhirsrv` command: serve, load, db, reindex, seed, clients, outbox."""
 
 from __future__ import annotations
 
@@ -81,6 +81,9 @@ def serve(host: str, port: int, database: str | None, no_demo: bool, threads: in
             ", ".join(f"{t} {n}" for t, n in sorted(report.counts.items())),
         )
     app = create_app(settings, services)
+    from fhirsrv.workflow import runner
+
+    runner.start(services)  # the yearly sweep and mail delivery, when FHIRSRV_SWEEP_INTERVAL_SECONDS is set
     log.info(
         "fhirsrv serving http://%s:%s/fhir (database %s)", host, port, services.engine.url.render_as_string()
     )
@@ -137,6 +140,41 @@ def reindex(database: str | None, res_type: str | None) -> None:
     click.echo(json.dumps({"reindexed": count}))
 
 
+@main.command()
+@click.option("--database", default=None)
+@click.option(
+    "--now",
+    default=None,
+    help="Run as if it were this instant (ISO 8601, UTC): to rehearse a sweep, or in tests.",
+)
+def sweep(database: str | None, now: str | None) -> None:
+    """The yearly verification: reminders, then delisting (idempotent; safe from cron every hour)."""
+    from datetime import UTC, datetime
+
+    from fhirsrv.workflow import runner
+    from fhirsrv.workflow.sweep import sweep as run_sweep
+
+    services = _services(_settings(database))
+    when = datetime.fromisoformat(now).astimezone(UTC).replace(tzinfo=None) if now else None
+    if when is None:
+        report = runner.run_once(services)
+    else:
+        report = run_sweep(services, runner.procedure(services), when)
+    click.echo(
+        json.dumps(
+            {
+                "examined": report.examined,
+                "asked_to_verify": report.requested,
+                "second_reminders": report.second_reminders,
+                "delisted": report.delisted,
+                "left_for_next_run": report.skipped,
+                "another_sweep_was_running": report.locked,
+                "seconds": report.seconds,
+            }
+        )
+    )
+
+
 @main.group()
 def seed() -> None:
     """Demo and benchmark directories."""
@@ -161,7 +199,15 @@ def _attach_clients() -> None:
     main.add_command(clients)
 
 
+def _attach_outbox() -> None:
+    """`fhirsrv outbox list|retry|deliver` (e-mails of the inclusion procedure)."""
+    from fhirsrv.cli_outbox import outbox
+
+    main.add_command(outbox)
+
+
 _attach_clients()
+_attach_outbox()
 
 
 if __name__ == "__main__":

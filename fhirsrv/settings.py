@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from fhirsrv.canonical import DEFAULT_BASE
@@ -23,6 +23,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BOOLEAN_WORDS: dict[str, bool] = {"on": True, "true": True, "1": True, "off": False, "false": False, "0": False}
 DEFAULT_TOTALS = ("none", "estimate", "accurate")
 PROFILE_ENFORCEMENTS = ("non-admin", "all", "claimed-only")
+# none: plain SMTP (a local relay); starttls: upgrade on the submission port; tls: implicit TLS (465).
+SMTP_SECURITIES = ("none", "starttls", "tls")
 
 # The environment variable of each field; fields without one are set by code only.
 VARIABLES: dict[str, str] = {
@@ -50,6 +52,19 @@ VARIABLES: dict[str, str] = {
     "enforce_sos_profiles": "FHIRSRV_ENFORCE_SOS_PROFILES",
     "load_workers": "FHIRSRV_LOAD_WORKERS",
     "revocation_ttl": "FHIRSRV_REVOCATION_TTL",
+    "smtp_host": "FHIRSRV_SMTP_HOST",
+    "smtp_port": "FHIRSRV_SMTP_PORT",
+    "smtp_security": "FHIRSRV_SMTP_SECURITY",
+    "smtp_user": "FHIRSRV_SMTP_USER",
+    "smtp_password": "FHIRSRV_SMTP_PASSWORD",
+    "mail_sender": "FHIRSRV_MAIL_SENDER",
+    "smtp_timeout": "FHIRSRV_SMTP_TIMEOUT",
+    "mail_retry_base_seconds": "FHIRSRV_MAIL_RETRY_BASE_SECONDS",
+    "mail_max_attempts": "FHIRSRV_MAIL_MAX_ATTEMPTS",
+    "verify_after_days": "FHIRSRV_VERIFY_AFTER_DAYS",
+    "second_reminder_days": "FHIRSRV_SECOND_REMINDER_DAYS",
+    "delist_after_days": "FHIRSRV_DELIST_AFTER_DAYS",
+    "sweep_interval_seconds": "FHIRSRV_SWEEP_INTERVAL_SECONDS",
 }
 DATA_DIR_VARIABLE = "FHIRSRV_DATA_DIR"
 
@@ -64,11 +79,22 @@ AT_LEAST_ONE = frozenset(
         "max_search_params",
         "token_lifetime",
         "max_assertion_lifetime",
+        "smtp_port",
+        "verify_after_days",
+        "second_reminder_days",
+        "delist_after_days",
+        # 0 would mean "wait forever" to smtplib, or retry in a tight loop, or never send at all.
+        "smtp_timeout",
+        "mail_retry_base_seconds",
+        "mail_max_attempts",
     }
 )
+# Upper bounds, where a larger value can only be a typo (and would fail later, far from its cause).
+AT_MOST: dict[str, int] = {"smtp_port": 65535}
 CHOICES: dict[str, tuple[str, ...]] = {
     "default_total": DEFAULT_TOTALS,
     "enforce_sos_profiles": PROFILE_ENFORCEMENTS,
+    "smtp_security": SMTP_SECURITIES,
 }
 
 
@@ -122,6 +148,29 @@ class Settings:
     load_workers: int | None = None
     # Seconds a revoked client's tokens may still be accepted (cache of the revocation list).
     revocation_ttl: float = 30.0
+    # Outgoing mail of the inclusion procedure (fhirsrv/workflow/outbox.py). No host: messages
+    # are still written to the outbox with their transitions, but nothing delivers them.
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_security: str = "none"
+    smtp_user: str = ""
+    # Out of the repr, so printing or logging the settings never shows it.
+    smtp_password: str = field(default="", repr=False)
+    mail_sender: str = "annuaire-sos@localhost"
+    # Seconds each SMTP operation (connect, each command) may take before the attempt fails.
+    smtp_timeout: int = 10
+    # A failed message is retried after base, 2 x base, 4 x base... seconds (capped at 6 h),
+    # and is marked failed (kept, retryable with `fhirsrv outbox retry`) after max attempts.
+    mail_retry_base_seconds: int = 60
+    mail_max_attempts: int = 8
+    # The yearly verification (fhirsrv/workflow/sweep.py): a published entry not verified for
+    # this many days is asked to verify; a second reminder comes after the second period, and
+    # the entry is delisted after the third, both counted from the request.
+    verify_after_days: int = 365
+    second_reminder_days: int = 30
+    delist_after_days: int = 61
+    # Seconds between two sweeps run inside `fhirsrv serve` (0: none; run `fhirsrv sweep` from cron).
+    sweep_interval_seconds: int = 0
 
     def __post_init__(self) -> None:
         """Check every field, so an override or a direct construction is as strict as the environment."""
@@ -229,6 +278,8 @@ def _check_field(name: str, kind: _Kind, value: object) -> None:
         minimum = 1 if name in AT_LEAST_ONE else 0
         if not math.isfinite(value) or value < minimum:
             raise SettingsError(f"{_label(name)} must be at least {minimum}, not {value!r}")
+        if name in AT_MOST and value > AT_MOST[name]:
+            raise SettingsError(f"{_label(name)} must be at most {AT_MOST[name]}, not {value!r}")
 
 
 def _read_environment(env: Mapping[str, str]) -> dict[str, object]:

@@ -31,9 +31,10 @@ from fhirsrv.terminology import closure
 from fhirsrv.terminology.valueset import ValueSetExpander
 from fhirsrv.validation import profile_issues_hook
 from fhirsrv.validation.codes import stored_terminology
+from fhirsrv.workflow import operations as workflow_ops
 
 # The modules whose @operation functions the server offers.
-OPERATION_MODULES = (terminology_ops, validate_op)
+OPERATION_MODULES = (terminology_ops, validate_op, workflow_ops)
 ADMIN_ROLES = (Role.REGIONAL_ADMIN, Role.TERRITORIAL_ADMIN, Role.SERVER)
 
 

@@ -249,7 +249,8 @@ def test_only_settings_reads_the_environment() -> None:
 
 
 @pytest.mark.parametrize(
-    "command", [["serve", "--no-demo"], ["load", "nothing.json"], ["db", "upgrade"], ["clients", "list"]]
+    "command",
+    [["serve", "--no-demo"], ["load", "nothing.json"], ["db", "upgrade"], ["clients", "list"], ["outbox", "deliver"]],
 )
 def test_a_bad_setting_stops_a_command_with_one_line(
     command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -267,3 +268,54 @@ def test_a_bad_setting_stops_a_command_with_one_line(
     assert "'oui'" in lines[0]
     assert "Traceback" not in result.output
     assert not (tmp_path / "fhirsrv.sqlite3").exists()
+
+
+def test_mail_defaults_leave_delivery_off() -> None:
+    settings = from_env()
+    assert settings.smtp_host == "" and (settings.smtp_port, settings.smtp_security) == (25, "none")
+    assert settings.mail_sender == "annuaire-sos@localhost" and settings.smtp_timeout == 10
+    assert (settings.mail_retry_base_seconds, settings.mail_max_attempts) == (60, 8)
+
+
+def test_mail_settings_parse() -> None:
+    settings = from_env(
+        FHIRSRV_SMTP_HOST="smtp.example.org",
+        FHIRSRV_SMTP_PORT="465",
+        FHIRSRV_SMTP_SECURITY="tls",
+        FHIRSRV_SMTP_USER="annuaire",
+        FHIRSRV_SMTP_PASSWORD="pw",
+        FHIRSRV_MAIL_SENDER="annuaire-sos@sos.example.org",
+        FHIRSRV_SMTP_TIMEOUT="30",
+        FHIRSRV_MAIL_RETRY_BASE_SECONDS="120",
+        FHIRSRV_MAIL_MAX_ATTEMPTS="3",
+    )
+    assert (settings.smtp_host, settings.smtp_port, settings.smtp_security) == ("smtp.example.org", 465, "tls")
+    assert (settings.smtp_user, settings.smtp_password, settings.smtp_timeout) == ("annuaire", "pw", 30)
+    assert settings.mail_sender == "annuaire-sos@sos.example.org"
+    assert (settings.mail_retry_base_seconds, settings.mail_max_attempts) == (120, 3)
+
+
+def test_the_smtp_password_is_not_in_the_repr() -> None:
+    assert "hunter2" not in repr(from_env(FHIRSRV_SMTP_PASSWORD="hunter2"))
+
+
+@pytest.mark.parametrize("value", ["ssl", "STARTTLS", "on", "true"])
+def test_smtp_security_is_validated(value: str) -> None:
+    with pytest.raises(SettingsError, match="FHIRSRV_SMTP_SECURITY.*none, starttls, tls"):
+        from_env(FHIRSRV_SMTP_SECURITY=value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("FHIRSRV_SMTP_PORT", "0"),
+        ("FHIRSRV_SMTP_PORT", "65536"),
+        ("FHIRSRV_SMTP_PORT", "smtp"),
+        ("FHIRSRV_SMTP_TIMEOUT", "0"),
+        ("FHIRSRV_MAIL_RETRY_BASE_SECONDS", "0"),
+        ("FHIRSRV_MAIL_MAX_ATTEMPTS", "0"),
+    ],
+)
+def test_mail_numbers_out_of_range_are_errors(variable: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=variable):
+        from_env(**{variable: value})

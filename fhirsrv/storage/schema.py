@@ -247,6 +247,36 @@ structure_territory = Table(
     Index("ix_structure_territory_departement", "departement", "structure"),
 )
 
+# ------------------------------------------------------------------------------------ outbox
+# E-mails of the inclusion procedure (fhirsrv/workflow/outbox.py), written in the transaction of
+# the transition that causes them: a message exists if and only if its transition committed, and
+# a delivery loop sends it later, retrying, so an SMTP failure neither loses it nor fails the
+# transition.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    Column("created", DateTime, nullable=False),
+    Column("template", String(64), nullable=False),
+    # JSON list of addresses; JSON object of strings (the template's placeholders).
+    Column("recipients", Text, nullable=False),
+    Column("context", Text, nullable=False),
+    # The directory entry the message is about, e.g. "Organization/abc".
+    Column("entry", String(128), nullable=True),
+    # Enqueuing a key that exists stores nothing: a sweep that runs twice sends nothing twice.
+    Column("dedupe_key", String(256), nullable=True),
+    # pending | sending | sent | failed
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    # When a pending message is due; while sending, when its claim lapses (a process died).
+    Column("next_attempt", DateTime, nullable=False),
+    # The last failure, without any address.
+    Column("last_error", Text, nullable=True),
+    Column("sent", DateTime, nullable=True),
+    UniqueConstraint("dedupe_key", name="uq_outbox_dedupe_key"),
+    Index("ix_outbox_status_next_attempt", "status", "next_attempt"),
+)
+
 # --------------------------------------------------------------------------------- server state
 server_state = Table(
     "server_state",

@@ -378,6 +378,38 @@ def conditional_create(d: Directory, who: Who) -> None:
         assert_no_hidden_content(response.get_data(as_text=True), who)
 
 
+@row("procedure operations on an instance", ("fhir.instance_operation", "POST"))
+def procedure_operations(d: Directory, who: Who) -> None:
+    """$submit (an empty grid) and $attest change nothing here whoever asks, but they say who
+    may ask: a token first (401), then an entry the caller may see (404, as unknown), then the
+    role and status (403, 409, 422) — never the content of what it may not see."""
+    for entry in of_type("Organization"):
+        for op in ("$submit", "$attest"):
+            response = d.web.post(
+                f"/fhir/{entry.key}/{op}", json={"resourceType": "Parameters"}, headers=d.headers(who)
+            )
+            if who.role is None:
+                assert response.status_code == 401, (who.name, entry.key, op)
+            elif not (who.may("Organization", "r") and who.reads(entry)):
+                assert response.status_code in (403, 404), (who.name, entry.key, op)
+            else:
+                assert response.status_code in (403, 409, 422), (who.name, entry.key, op, response.get_json())
+            assert_no_hidden_content(response.get_data(as_text=True), who)
+
+
+@row("procedure application and confirmation", ("fhir.type_level", "POST"), ("fhir.instance_operation", "GET"))
+def procedure_links(d: Directory, who: Who) -> None:
+    """$apply answers a malformed application with its field errors only; a confirmation link
+    with a wrong token is unknown, whatever entry it names."""
+    bad = d.web.post("/fhir/Organization/$apply", json={"resourceType": "Parameters"}, headers=d.headers(who))
+    assert bad.status_code == (422 if who.may("Organization", "r") else 403), (who.name, bad.get_json())
+    assert_no_hidden_content(bad.get_data(as_text=True), who)
+    for entry in of_type("Organization"):
+        response = d.web.get(f"/fhir/{entry.key}/$confirm?token=forged", headers=d.headers(who))
+        assert response.status_code == 404, (who.name, entry.key)
+        assert_no_hidden_content(response.get_data(as_text=True), who)
+
+
 # Every registered operation, and how it is covered: by a row, or why it returns no stored
 # entry of the directory (terminology content is public conformance data; the registry's
 # invoke() checks read access on its type and instance for all of them alike).
@@ -389,6 +421,14 @@ OPERATIONS = {
     "expand": "terminology: public content, read access checked by OperationRegistry.invoke",
     "translate": "terminology: public content, read access checked by OperationRegistry.invoke",
     "closure": "per-client closure tables: a client's own data only (tests/terminology/test_closure_op.py)",
+    "submit": "procedure operations on an instance",
+    "validate-territory": "procedure operations on an instance",
+    "publish": "procedure operations on an instance",
+    "reject": "procedure operations on an instance",
+    "withdraw": "procedure operations on an instance",
+    "attest": "procedure operations on an instance",
+    "apply": "procedure application and confirmation",
+    "confirm": "procedure application and confirmation",
 }
 # URL rules that return no stored resource.
 NOT_READS = {
