@@ -103,22 +103,52 @@ def draw_lifecycle(
     territorial_reference: str | None = None,
     territorial: str | None = None,
 ) -> Lifecycle:
-    """Dates and validator consistent with the state (verified within the year when published)."""
+    """Dates and validators consistent with the procedure's rules (fhirsrv/workflow/sweep.py:
+    asked to verify 365 days after the last verification, delisted 61 days after the request):
+    verified within the year when published, asked to verify when pending, validated at the
+    territorial level some days before the regional one."""
     days = {
         "published": (0, 330),
         "territorial-validated": (0, 45),
         "verification-pending": (366, 420),
         "delisted": (430, 800),
     }
-    if status not in days:  # draft, submitted: never verified yet
-        return Lifecycle(status)
+    if status in ("draft", "submitted"):  # never validated yet
+        return Lifecycle(status, status_date=REFERENCE_DATE - timedelta(days=rng.randint(0, 30)))
+    if status == "rejected":
+        return Lifecycle(
+            status,
+            status_date=REFERENCE_DATE - timedelta(days=rng.randint(5, 60)),
+            status_reason="Statuts de plus de trois mois : merci de joindre des statuts à jour.",
+        )
+    if status == "withdrawn":
+        return Lifecycle(status, status_date=REFERENCE_DATE - timedelta(days=rng.randint(5, 200)))
     low, high = days[status]
     verified = REFERENCE_DATE - timedelta(days=rng.randint(low, high))
+    territory_on = verified - timedelta(days=rng.randint(3, 30))
     if status == "territorial-validated":
         return Lifecycle(
-            status, verified, territorial_reference, None if territorial_reference else territorial
+            status,
+            verified,
+            territorial_reference,
+            None if territorial_reference else territorial,
+            status_date=verified,
+            territory_validated_on=verified,
         )
-    return Lifecycle(status, verified, None, regional)
+    requested = verified + timedelta(days=365) if status in ("verification-pending", "delisted") else None
+    changed = {"published": verified, "verification-pending": requested}.get(status)
+    if status == "delisted" and requested is not None:
+        changed = requested + timedelta(days=61)
+    return Lifecycle(
+        status,
+        verified,
+        None,
+        regional,
+        status_date=changed,
+        territory_validated_on=territory_on,
+        region_validated_on=verified,
+        verification_requested=requested,
+    )
 
 
 # Days before REFERENCE_DATE an entry in each state was created: old for entries that have
@@ -130,6 +160,8 @@ CREATED_DAYS_AGO = {
     "territorial-validated": (60, 240),
     "submitted": (10, 90),
     "draft": (0, 30),
+    "rejected": (30, 120),
+    "withdrawn": (200, 900),
 }
 # Mode d'exercice (NOS TRE_R23) of a referent person, by structure type.
 EXERCISE_MODE = {"association": "B", "msp": "L", "pole-sante": "L", "cpts": "L"}

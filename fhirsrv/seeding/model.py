@@ -46,6 +46,13 @@ class Lifecycle:
     last_verified: date | None = None
     validated_by_reference: str | None = None
     validated_by_text: str | None = None
+    # The procedure's record (fhirsrv/workflow): when the status last changed and why, when each
+    # level validated, when the yearly verification was asked for.
+    status_date: date | None = None
+    status_reason: str | None = None
+    territory_validated_on: date | None = None
+    region_validated_on: date | None = None
+    verification_requested: date | None = None
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,8 @@ BASE = DEFAULT_BASE  # the demo is written under the shipped base; loading moves
 CS = f"{BASE}/CodeSystem"
 SD = f"{BASE}/StructureDefinition"
 LIFECYCLE_URL = f"{SD}/sos-entry-lifecycle"
+# The statuses whose entries are listed: `active` follows them (fhirsrv/workflow/lifecycle.py).
+LISTED = ("published", "verification-pending")
 NOS = "https://mos.esante.gouv.fr/NOS"
 R211 = f"{NOS}/TRE_R211-ActiviteOperationnelle/FHIR/TRE-R211-ActiviteOperationnelle"
 R213 = f"{NOS}/TRE_R213-ModePriseEnCharge/FHIR/TRE-R213-ModePriseEnCharge"
@@ -202,6 +204,18 @@ def lifecycle_extension(s: Structure) -> dict[str, Any]:
         parts.append({"url": "validatedBy", "valueReference": {"reference": life.validated_by_reference}})
     elif life.validated_by_text:
         parts.append({"url": "validatedBy", "valueString": life.validated_by_text})
+    if life.status_date:
+        parts.append({"url": "statusDate", "valueDateTime": f"{life.status_date.isoformat()}T09:00:00+00:00"})
+    if life.status_reason:
+        parts.append({"url": "statusReason", "valueString": life.status_reason})
+    validator = life.validated_by_reference or life.validated_by_text
+    if life.territory_validated_on:
+        parts.append({"url": "territoryValidatedOn", "valueDateTime": f"{life.territory_validated_on.isoformat()}T09:00:00+00:00"})
+    if life.region_validated_on and validator:
+        parts.append({"url": "regionValidatedBy", "valueString": validator})
+        parts.append({"url": "regionValidatedOn", "valueDateTime": f"{life.region_validated_on.isoformat()}T09:00:00+00:00"})
+    if life.verification_requested:
+        parts.append({"url": "verificationRequested", "valueDate": life.verification_requested.isoformat()})
     return {"url": LIFECYCLE_URL, "extension": parts}
 
 
@@ -227,7 +241,7 @@ def organization(s: Structure) -> dict[str, Any]:
         "meta": _meta("sos-organization", s.departement),
         "extension": [_created(s), lifecycle_extension(s)],
         "identifier": identifiers,
-        "active": s.lifecycle.status != "delisted",
+        "active": s.lifecycle.status in LISTED,
         "type": [concept(f"{CS}/sos-structure-type", s.type, STRUCTURE_TYPE[s.type])],
         "name": s.name,
         "telecom": _telecom(s.phone, s.email),
@@ -259,7 +273,7 @@ def location(s: Structure, index: int) -> dict[str, Any]:
             _created(s),
         ],
         "identifier": [{"system": LOCATION_ID_SYSTEM, "value": location_id(s.key, index).upper()}],
-        "status": "inactive" if s.lifecycle.status == "delisted" else "active",
+        "status": "active" if s.lifecycle.status in LISTED else "inactive",
         "name": site.name,
         "mode": "instance",
         "address": address(site),
@@ -273,7 +287,7 @@ def endpoint(s: Structure) -> dict[str, Any]:
         "resourceType": "Endpoint",
         "id": f"end-{s.key}",
         "meta": _meta("sos-endpoint"),
-        "status": "off" if s.lifecycle.status == "delisted" else "active",
+        "status": "active" if s.lifecycle.status in LISTED else "off",
         "connectionType": _coding(
             "http://terminology.hl7.org/CodeSystem/endpoint-connection-type",
             "secure-email",
@@ -312,7 +326,7 @@ def practitioner_role(s: Structure) -> dict[str, Any]:
                 ),
             },
         ],
-        "active": s.lifecycle.status != "delisted",
+        "active": s.lifecycle.status in LISTED,
         "practitioner": ref("Practitioner", f"pra-{s.key}", _person_display(s)),
         "organization": ref("Organization", org_id(s.key), s.name),
         "code": [
@@ -375,7 +389,7 @@ def healthcare_service(s: Structure, index: int) -> dict[str, Any]:
             lifecycle_extension(s),
         ],
         "identifier": [{"system": OFFER_ID_SYSTEM, "value": f"SOS-{s.key}-{index + 1:02d}"}],
-        "active": s.lifecycle.status in ("published", "verification-pending"),
+        "active": s.lifecycle.status in LISTED,
         "providedBy": ref("Organization", org_id(s.key), s.name),
     }
     if service.offer_type:

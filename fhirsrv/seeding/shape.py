@@ -238,6 +238,8 @@ LIFECYCLE = {
     "submitted": 0.04,
     "draft": 0.03,
     "delisted": 0.03,
+    "rejected": 0.01,
+    "withdrawn": 0.01,
 }
 # Share of services that also take teleconsultations / home visits (ROR TRE_R338).
 TELECONSULTATION = 0.15

@@ -90,8 +90,11 @@ def sweep(services: Services, procedure: Procedure, now: datetime) -> SweepRepor
                         _move(services, procedure, org_id, version, "request-verification", now, report)
                 elif status == "verification-pending":
                     requested = _date(procedure.lifecycle.get(org, "verificationRequested"))
-                    if requested is None:
-                        continue
+                    if requested is None:  # asked before the request was recorded: a year after the check
+                        verified = _date(procedure.lifecycle.get(org, "lastVerified"))
+                        if verified is None:
+                            continue
+                        requested = verified + timedelta(days=settings.verify_after_days)
                     if requested <= delist:
                         _move(services, procedure, org_id, version, "delist", now, report)
                     elif requested <= second:

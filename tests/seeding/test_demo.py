@@ -10,6 +10,7 @@ import csv
 import importlib.util
 import json
 from collections import Counter
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -127,10 +128,22 @@ def test_every_lifecycle_state_is_represented_with_consistent_dates(demo):
     for service in demo["HealthcareService"]:
         life = lifecycle(service)
         seen[life["status"]] += 1
-        assert ("lastVerified" in life) == (life["status"] not in ("draft", "submitted"))
+        never_validated = ("draft", "submitted", "rejected", "withdrawn")
+        assert ("lastVerified" in life) == (life["status"] not in never_validated)
         assert service["active"] == (life["status"] in ("published", "verification-pending"))
+        assert "statusDate" in life
         if life["status"] == "territorial-validated":
             assert life["validatedBy"]["reference"].startswith("Organization/org-")
+        if life["status"] in ("published", "verification-pending", "delisted"):
+            assert life["regionValidatedOn"][:10] == life["lastVerified"] >= life["territoryValidatedOn"][:10]
+        if life["status"] in ("verification-pending", "delisted"):
+            # The sweep's rule: asked to verify a year after the last check, delisted 61 days later.
+            asked = date.fromisoformat(life["verificationRequested"])
+            assert asked == date.fromisoformat(life["lastVerified"]) + timedelta(days=365)
+        if life["status"] == "delisted":
+            assert life["statusDate"][:10] == (asked + timedelta(days=61)).isoformat()
+        if life["status"] == "rejected":
+            assert life["statusReason"]
     assert set(seen) == {
         "draft",
         "submitted",
@@ -138,6 +151,8 @@ def test_every_lifecycle_state_is_represented_with_consistent_dates(demo):
         "published",
         "verification-pending",
         "delisted",
+        "rejected",
+        "withdrawn",
     }
     assert seen.most_common(1)[0][0] == "published"
 
