@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import (
@@ -55,7 +56,18 @@ def _status_visibility(status: Any, *, absent: str) -> ColumnElement[str]:
     )
 
 
-_DEFERRED = "fhirsrv.facts_deferred_from"
+_DEFERRED = "fhirsrv.facts_deferred"
+
+
+@dataclass
+class _Pending:
+    """What a deferred block wrote: new rows of a file load from `first_new` on, and the rows,
+    structures and people that single writes (a transition's cascade) concern."""
+
+    first_new: int | None = None
+    rids: set[int] = field(default_factory=set)
+    structures: set[str] = field(default_factory=set)
+    people: set[str] = field(default_factory=set)
 
 
 class FactStore:
@@ -68,20 +80,29 @@ class FactStore:
         one pass when the file's transaction is about to commit, instead of one pass per chunk
         of 500 (which rescanned what earlier chunks wrote: 378 resources/s at 100k). Nothing
         else sees the transaction before then, so no reader can see a stale visibility."""
-        conn.info[_DEFERRED] = None
+        if _DEFERRED in conn.info:  # already deferred by an outer frame: it refreshes
+            yield
+            return
+        pending = _Pending()
+        conn.info[_DEFERRED] = pending
         try:
             yield
-            first = conn.info.get(_DEFERRED)
-            if first is not None:
+            if pending.first_new is not None:
                 analyze(conn)
                 new = entry_access.alias("new_entry")
                 self.refresh(
                     conn,
-                    rids=select(new.c.rid).where(new.c.rid >= first),
-                    structures=select(new.c.structure).where(new.c.rid >= first, new.c.res_type == "Organization"),
-                    people=select(new.c.person).where(
-                        new.c.rid >= first, new.c.res_type == "PractitionerRole", new.c.person.is_not(None)
+                    rids=select(new.c.rid).where(new.c.rid >= pending.first_new),
+                    structures=select(new.c.structure).where(
+                        new.c.rid >= pending.first_new, new.c.res_type == "Organization"
                     ),
+                    people=select(new.c.person).where(
+                        new.c.rid >= pending.first_new, new.c.res_type == "PractitionerRole", new.c.person.is_not(None)
+                    ),
+                )
+            if pending.rids or pending.structures or pending.people:
+                self.refresh(
+                    conn, rids=sorted(pending.rids), structures=sorted(pending.structures), people=sorted(pending.people)
                 )
         finally:
             conn.info.pop(_DEFERRED, None)
@@ -138,19 +159,21 @@ class FactStore:
         )
         orgs = [(s, f) for s, f in governed if s.res_type == "Organization"]
         self._territories(conn, orgs)
-        if bulk and _DEFERRED in conn.info:
+        pending = conn.info.get(_DEFERRED)
+        if bulk and pending is not None:
             first = min(rids)
-            known = conn.info[_DEFERRED]
-            conn.info[_DEFERRED] = first if known is None else min(known, first)
+            pending.first_new = first if pending.first_new is None else min(pending.first_new, first)
             return
         people = {f.person for _, f in governed if f.person}
         people |= {p for p in (self.reader.facts(old).person for old in previous) if p}
-        self.refresh(
-            conn,
-            rids=rids,
-            structures=[s.res_id for s, _ in orgs],
-            people=sorted(people) + [s.res_id for s, _ in governed if s.res_type == "Practitioner"],
-        )
+        people |= {s.res_id for s, _ in governed if s.res_type == "Practitioner"}
+        structures = {s.res_id for s, _ in orgs}
+        if pending is not None:  # a transition's cascade: one refresh when it is complete
+            pending.rids.update(rids)
+            pending.structures.update(structures)
+            pending.people.update(people)
+            return
+        self.refresh(conn, rids=rids, structures=sorted(structures), people=sorted(people))
 
     def deleted(self, conn: Connection, stored: StoredResource, previous: dict[str, Any] | None) -> None:
         """A deletion keeps the entry's facts (so a 410 is shown to whoever saw the entry) but
@@ -158,9 +181,14 @@ class FactStore:
         longer shows its person."""
         if stored.res_type not in GOVERNED_TYPES:
             return
-        people = [self.reader.facts(previous).person] if previous else []
+        people = [p for p in ([self.reader.facts(previous).person] if previous else []) if p]
         structures = [stored.res_id] if stored.res_type == "Organization" else []
-        self.refresh(conn, rids=[], structures=structures, people=[p for p in people if p])
+        pending = conn.info.get(_DEFERRED)
+        if pending is not None:
+            pending.structures.update(structures)
+            pending.people.update(people)
+            return
+        self.refresh(conn, rids=[], structures=structures, people=people)
 
     def _territories(self, conn: Connection, orgs: list[tuple[StoredResource, Facts]]) -> None:
         ids = [s.res_id for s, _ in orgs]
@@ -209,12 +237,27 @@ class FactStore:
             return or_(*[ea.rid.in_(p) for p in present])
 
         mine = rids if rids is not None and (not isinstance(rids, list) or rids) else None
+        if everything:
+            org_scope = dependents_scope = people_scope = None
+        elif all(isinstance(x, (list, tuple)) for x in ([] if rids is None else rids, structures, people)):
+            # One write: resolve the few rows concerned first, so each UPDATE is a probe by key
+            # (an OR of subqueries made PostgreSQL scan the table once per statement).
+            org_scope, dependents_scope, people_scope = self._targets(
+                conn, list(rids if isinstance(rids, list) else []), list(structures), list(people), org_rows,
+                dependents, roles_people,
+            )
+        else:
+            org_scope = scope(mine, org_rows)
+            dependents_scope = scope(mine, dependents)
+            people_of_roles = select(resource.c.rid).where(
+                resource.c.res_type == "Practitioner", resource.c.res_id.in_(roles_people)
+            )
+            people_scope = scope(mine, person_rows, people_of_roles)
         # 1. Structures: their own status (none: not listed).
-        self._set(conn, ("Organization",), _status_visibility(ea.status, absent="hidden"), scope(mine, org_rows))
+        if org_scope is not False:
+            self._set(conn, ("Organization",), _status_visibility(ea.status, absent="hidden"), org_scope)
         # 2. Offers, places, roles, endpoints: the stricter of their status and their structure's.
-        dependents_scope = scope(mine, dependents)
         dependent_types = tuple(t for t in GOVERNED_TYPES if t not in ("Organization", "Practitioner"))
-        self._set(conn, dependent_types, _status_visibility(ea.status, absent="public"), dependents_scope)
         org = entry_access.alias("org")
         org_live = resource.alias("org_resource")
 
@@ -225,10 +268,12 @@ class FactStore:
                 .where(org.c.res_type == "Organization", org.c.structure == ea.structure, org.c.visibility.in_(shown))
             )
 
-        self._set(conn, dependent_types, "hidden", dependents_scope, ~structure_is("public", "retired"))
-        self._set(
-            conn, dependent_types, "retired", dependents_scope, ea.visibility == "public", structure_is("retired")
-        )
+        if dependents_scope is not False:
+            self._set(conn, dependent_types, _status_visibility(ea.status, absent="public"), dependents_scope)
+            self._set(conn, dependent_types, "hidden", dependents_scope, ~structure_is("public", "retired"))
+            self._set(
+                conn, dependent_types, "retired", dependents_scope, ea.visibility == "public", structure_is("retired")
+            )
         # 3. People: as visible as their most visible live role.
         role = entry_access.alias("role")
         role_live = resource.alias("role_resource")
@@ -242,13 +287,41 @@ class FactStore:
                 .where(role.c.res_type == "PractitionerRole", person.c.rid == ea.rid, role.c.visibility == shown)
             )
 
-        people_of_roles = select(resource.c.rid).where(
-            resource.c.res_type == "Practitioner", resource.c.res_id.in_(roles_people)
-        )
-        people_scope = scope(mine, person_rows, people_of_roles)
-        self._set(conn, ("Practitioner",), "hidden", people_scope)
-        self._set(conn, ("Practitioner",), "retired", people_scope, a_role_is("retired"))
-        self._set(conn, ("Practitioner",), "public", people_scope, a_role_is("public"))
+        if people_scope is not False:
+            self._set(conn, ("Practitioner",), "hidden", people_scope)
+            self._set(conn, ("Practitioner",), "retired", people_scope, a_role_is("retired"))
+            self._set(conn, ("Practitioner",), "public", people_scope, a_role_is("public"))
+
+    def _targets(
+        self,
+        conn: Connection,
+        rids: list[int],
+        structures: list[str],
+        people: list[str],
+        org_rows: Select,
+        dependents: Select,
+        roles_people: Select,
+    ) -> tuple[Any, Any, Any]:
+        """The rows one write concerns, as explicit key lists (False: none of that kind)."""
+        orgs = list(rids)
+        deps = list(rids)
+        persons = list(rids)
+        if structures:
+            orgs += [r for (r,) in conn.execute(org_rows)]
+            deps += [r for (r,) in conn.execute(dependents)]
+            people = people + [p for (p,) in conn.execute(roles_people)]
+        if people:
+            persons += [
+                r
+                for (r,) in conn.execute(
+                    select(resource.c.rid).where(resource.c.res_type == "Practitioner", resource.c.res_id.in_(people))
+                )
+            ]
+
+        def keyed(found: list[int]) -> Any:
+            return ea.rid.in_(sorted(set(found))) if found else False
+
+        return keyed(orgs), keyed(deps), keyed(persons)
 
     def _set(
         self,

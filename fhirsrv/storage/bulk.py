@@ -26,6 +26,10 @@ def columns_of(table: Table) -> tuple[str, ...]:
     return tuple(c.name for c in table.columns)
 
 
+# From this many rows on, PostgreSQL gets a COPY; below, a multi-row INSERT is cheaper.
+COPY_FROM = 64
+
+
 def insert_tuples(conn: Connection, table: Table, rows: Sequence[Row], columns: Sequence[str] = ()) -> None:
     """Insert `rows`, tuples in the order of `columns` (all the table's columns by default).
 
@@ -38,10 +42,16 @@ def insert_tuples(conn: Connection, table: Table, rows: Sequence[Row], columns: 
     names = ", ".join(columns)
     raw = conn.connection.driver_connection
     try:
-        if conn.dialect.name == "postgresql":
+        if conn.dialect.name == "postgresql" and len(rows) >= COPY_FROM:
             with raw.cursor() as cur, cur.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row(row)
+            return
+        if conn.dialect.name == "postgresql":
+            # A few rows (one resource's index): a COPY costs more to set up than it saves.
+            marks = ", ".join(["%s"] * len(columns))
+            with raw.cursor() as cur:
+                cur.executemany(f"INSERT INTO {table.name} ({names}) VALUES ({marks})", rows)
             return
         # Dates take SQLAlchemy's own text form, so that they compare with what it stored.
         processors = [

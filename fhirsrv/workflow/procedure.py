@@ -125,8 +125,10 @@ class Procedure:
             check(current)
         parts = self._parts(transition, principal, now, reason)
         updated = self.lifecycle.with_parts(org, **parts)
-        stored = writes.replace(self.services, conn, current, updated, "update", actor=principal, validated=True)
-        self._cascade(conn, org_id, transition, now)
+        # The structure and its entries change visibility once, together, at the end.
+        with self.services.policy.facts.deferred(conn):
+            stored = writes.replace(self.services, conn, current, updated, "update", actor=principal, validated=True)
+            self._cascade(conn, org_id, transition, now)
         self.services.audit.transition(conn, stored, principal, name, status or "", transition.target)
         self._notify(conn, name, org_id, updated, reason, now)
         return stored
