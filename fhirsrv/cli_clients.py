@@ -52,6 +52,12 @@ def clients() -> None:
 )
 @click.option("--email", default=None, help="Where the procedure's messages to this client's people go.")
 @click.option(
+    "--commune",
+    "communes",
+    multiple=True,
+    help="Territorial admin: an INSEE commune code of its territory (a DAC area smaller than a département).",
+)
+@click.option(
     "--jwks",
     "jwks_file",
     default=None,
@@ -67,6 +73,7 @@ def add(
     organization: str | None,
     kind: str | None,
     email: str | None,
+    communes: tuple[str, ...],
     jwks_file: Path | None,
     database: str | None,
 ) -> None:
@@ -87,7 +94,8 @@ def add(
     try:
         with engine.begin() as conn:
             client, secret = add_client(
-                conn, name, " ".join(scopes.split()), role, list(departements), organization, jwks, kind, email
+                conn, name, " ".join(scopes.split()), role, list(departements), organization, jwks, kind, email,
+                list(communes),
             )
     except ValueError as exc:
         click.echo(f"error: {exc}", err=True)

@@ -70,6 +70,7 @@ class Facts:
     structure: str | None
     person: str | None
     territory: frozenset[str]
+    commune: str | None = None
 
 
 class FactReader:
@@ -78,6 +79,17 @@ class FactReader:
     def __init__(self, canonicals: Canonicals) -> None:
         self.lifecycle_url = canonicals.entry_lifecycle
         self.departement_url = canonicals.departement
+
+    @staticmethod
+    def commune(res: dict[str, Any]) -> str | None:
+        """A Location's commune: the ROR commune-cog extension's INSEE code."""
+        for ext in res.get("extension") or []:
+            if isinstance(ext, dict) and str(ext.get("url", "")).endswith("/ror-commune-cog"):
+                for coding in (ext.get("valueCodeableConcept") or {}).get("coding") or []:
+                    code = coding.get("code") if isinstance(coding, dict) else None
+                    if isinstance(code, str) and code.strip():
+                        return code.strip()[:8]
+        return None
 
     def lifecycle(self, res: dict[str, Any]) -> dict[str, Any] | None:
         """The lifecycle extension as stored, for comparing two versions."""
@@ -138,4 +150,5 @@ class FactReader:
         )
         territory = self.departements(res) if res_type == "Organization" else frozenset()
         status = self.status(res) if res_type in DIRECTORY_TYPES else None
-        return Facts(res_type, status, self.structure(res), person, territory)
+        commune = self.commune(res) if res_type == "Location" else None
+        return Facts(res_type, status, self.structure(res), person, territory, commune)

@@ -152,6 +152,7 @@ class FactStore:
                     "status": f.status,
                     "structure": f.structure,
                     "person": f.person,
+                    "commune": f.commune,
                     "visibility": "hidden",
                 }
                 for s, f in governed
@@ -368,6 +369,7 @@ class FactStore:
                     "status": f.status,
                     "structure": f.structure,
                     "person": f.person,
+                    "commune": f.commune,
                     "visibility": "hidden",
                 }
                 for rid, t, _, f in batch

@@ -29,14 +29,14 @@ from fhirsrv.access.facts import (
 )
 from fhirsrv.access.facts_store import FactStore
 from fhirsrv.access.principal import Principal, Role
-from fhirsrv.access.visibility import PrincipalScope
+from fhirsrv.access.visibility import PrincipalScope, territory_structures
 from fhirsrv.canonical import Canonicals
 from fhirsrv.errors import Forbidden, Unauthorized
 from fhirsrv.search.walk import correlate
 from fhirsrv.storage import repository
 from fhirsrv.storage.jsonfmt import loads
 from fhirsrv.storage.repository import StoredResource
-from fhirsrv.storage.schema import entry_access, live, resource, structure_territory
+from fhirsrv.storage.schema import entry_access, live, resource
 
 CHALLENGE = 'Bearer realm="fhirsrv", error="invalid_token"'
 _INTERACTION_NAMES = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
@@ -150,14 +150,20 @@ class AccessPolicy:
         if principal.role is Role.STRUCTURE_REFERENT:
             return structures & {principal.organization}
         if principal.role is Role.TERRITORIAL_ADMIN and structures:
-            rows = conn.execute(
-                select(structure_territory.c.structure).where(
-                    structure_territory.c.structure.in_(sorted(structures)),
-                    structure_territory.c.departement.in_(principal.departements),
-                )
-            )
-            return {s for (s,) in rows}
+            return self._territory_structures(conn, principal, structures)
         return set()
+
+    def _territory_structures(self, conn: Connection, principal: Principal, structures: set[str]) -> set[str]:
+        """Which of these structures lie in the territorial admin's territory."""
+        territory = territory_structures(principal)
+        if territory is None or not structures:
+            return set()
+        found = territory.subquery()
+        rows = conn.execute(select(found.c[0]).where(found.c[0].in_(sorted(structures))).distinct())
+        return {s for (s,) in rows}
+
+    def in_territory(self, conn: Connection, principal: Principal, structure: str) -> bool:
+        return structure in self._territory_structures(conn, principal, {structure})
 
     def _structure_visibility(self, conn: Connection, structures: set[str]) -> dict[str, Visibility]:
         if not structures:
@@ -262,10 +268,15 @@ class AccessPolicy:
                 raise self._outside(principal, res_type)
             return
         if res_type == "Organization":
-            territory = set(self.reader.departements(new))
+            # Its address decides, as written now (a structure cannot be moved out of, or into,
+            # a territory); or, for a DAC of communes, its places there.
+            departements = set(self.reader.departements(new))
+            inside = bool(departements) and departements <= set(principal.departements)
+            if not inside and principal.communes:
+                inside = structure in self._territory_structures(conn, principal, {structure})
         else:
-            territory = self._territory(conn, structure)
-        if not territory or not territory <= set(principal.departements):
+            inside = structure in self._territory_structures(conn, principal, {structure})
+        if not inside:
             raise self._outside(principal, res_type)
 
     def _check_places(
@@ -368,12 +379,6 @@ class AccessPolicy:
             )
         self.check_write_target(conn, principal, current)
 
-    def _territory(self, conn: Connection, structure: str) -> set[str]:
-        rows = conn.execute(
-            select(structure_territory.c.departement).where(structure_territory.c.structure == structure)
-        )
-        return {d for (d,) in rows}
-
     def _person_is_mine(self, conn: Connection, principal: Principal, person: str) -> bool:
         """A referent (or territorial admin) updates a person named by its roles only, and only
         when no role of another structure (territory) names that person too."""
@@ -391,26 +396,18 @@ class AccessPolicy:
         if principal.role is Role.STRUCTURE_REFERENT:
             return structures == {principal.organization}
         if principal.role is Role.TERRITORIAL_ADMIN:
-            inside = conn.execute(
-                select(structure_territory.c.structure).where(
-                    structure_territory.c.structure.in_(sorted(structures)),
-                    structure_territory.c.departement.in_(principal.departements),
-                )
-            )
-            outside_territory = conn.execute(
-                select(structure_territory.c.structure).where(
-                    structure_territory.c.structure.in_(sorted(structures)),
-                    ~structure_territory.c.departement.in_(principal.departements),
-                )
-            ).first()
-            return {s for (s,) in inside} == structures and outside_territory is None
+            return self._territory_structures(conn, principal, structures) == structures
         return False
 
     def _outside(self, principal: Principal, res_type: str) -> Forbidden:
         if principal.role is Role.STRUCTURE_REFERENT:
             where = f"the structure Organization/{principal.organization}"
         else:
-            where = f"the territory of this client (départements {', '.join(principal.departements) or 'none'})"
+            where = (
+                f"the territory of this client (départements {', '.join(principal.departements) or 'none'}"
+                + (f"; communes {', '.join(principal.communes)}" if principal.communes else "")
+                + ")"
+            )
         return Forbidden(f"This {res_type} is outside {where}: this client may not write it")
 
 

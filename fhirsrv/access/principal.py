@@ -49,6 +49,8 @@ class Principal:
     address: str | None = None
     # A territorial admin's kind (TERRITORIAL_KINDS), None for both.
     kind: str | None = None
+    # A territory given as communes (INSEE codes): structures with a place there.
+    communes: tuple[str, ...] = ()
     grants: tuple[smart.Grant, ...] = field(default=(), compare=False)
 
     @classmethod
@@ -62,6 +64,7 @@ class Principal:
         departements: tuple[str, ...] = (),
         organization: str | None = None,
         kind: str | None = None,
+        communes: tuple[str, ...] = (),
     ) -> Principal:
         """A token's principal; an unknown role in a token is refused rather than guessed."""
         parsed = Role(role)
@@ -77,6 +80,7 @@ class Principal:
             org,
             None,
             kind if kind in TERRITORIAL_KINDS else None,
+            tuple(communes),
             tuple(smart.parse(scope)),
         )
 

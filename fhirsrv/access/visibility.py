@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, false, or_, select
+from sqlalchemy import ColumnElement, false, or_, select, union
 
 from fhirsrv.access.facts import AUDIT_TYPES, CITEABLE_TYPES, GOVERNED_TYPES, Visibility
 from fhirsrv.access.principal import Principal, Role
@@ -34,6 +34,32 @@ _SEARCHED: dict[Role, tuple[Visibility, ...]] = {
     Role.PARTNER_READER: (Visibility.PUBLIC, Visibility.RETIRED),
     Role.TERRITORIAL_ADMIN: (Visibility.PUBLIC, Visibility.RETIRED),
 }
+
+
+def territory_structures(principal: Principal) -> Any:
+    """The structures of a territorial admin's territory, as a SELECT of Organization ids:
+    those whose address lies in its départements, and those with a live place (Location) in
+    its communes (a DAC area may be smaller than a département). None when it has neither."""
+    parts = []
+    if principal.departements:
+        parts.append(
+            select(structure_territory.c.structure).where(
+                structure_territory.c.departement.in_(principal.departements)
+            )
+        )
+    if principal.communes:
+        place = entry_access.alias("territory_place")
+        place_live = resource.alias("territory_place_resource")
+        parts.append(
+            select(place.c.structure).where(
+                place.c.res_type == "Location",
+                place.c.commune.in_(principal.communes),
+                place.c.rid.in_(select(place_live.c.rid).where(live(place_live))),
+            )
+        )
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else union(*parts)
 
 
 class PrincipalScope:
@@ -72,10 +98,8 @@ class PrincipalScope:
             return None
         if principal.role is Role.STRUCTURE_REFERENT and principal.organization:
             structures: Any = [principal.organization]
-        elif principal.role is Role.TERRITORIAL_ADMIN and principal.departements:
-            structures = select(structure_territory.c.structure).where(
-                structure_territory.c.departement.in_(principal.departements)
-            )
+        elif principal.role is Role.TERRITORIAL_ADMIN and territory_structures(principal) is not None:
+            structures = territory_structures(principal)
         else:
             return None
         if res_type == "Practitioner":

@@ -57,6 +57,7 @@ class Client:
     revoked: bool = False
     kind: str | None = None
     email: str | None = None
+    communes: list[str] = field(default_factory=list)
 
     # -- authlib ClientMixin --------------------------------------------------------------
     def get_client_id(self) -> str:
@@ -98,6 +99,7 @@ class Client:
             "departements": self.departements,
             "organization": self.organization,
             "kind": self.kind,
+            "communes": self.communes,
             "email": self.email,
             "auth_method": "private_key_jwt" if self.jwks else "client_secret",
             "created": self.created.isoformat() if self.created else None,
@@ -115,6 +117,7 @@ def _from_row(row: Any) -> Client:
         organization=row.organization,
         kind=row.kind,
         email=row.email,
+        communes=row.communes.split() if row.communes else [],
         secret_hash=row.secret_hash,
         jwks=json.loads(row.jwks) if row.jwks else None,
         created=row.created,
@@ -132,12 +135,17 @@ def add_client(
     jwks: dict[str, Any] | None = None,
     kind: str | None = None,
     email: str | None = None,
+    communes: list[str] | None = None,
 ) -> tuple[Client, str | None]:
     """Register a client; returns it with its clear secret (None for a private_key_jwt client)."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
-    if role == "territorial-admin" and not departements:
-        raise ValueError("a territorial admin needs at least one --departement")
+    if role == "territorial-admin" and not departements and not communes:
+        raise ValueError("a territorial admin needs at least one --departement or --commune")
+    if communes and role != "territorial-admin":
+        raise ValueError("only a territorial admin has communes")
+    if any(not (len(c) == 5 and c[:2].isalnum() and c[2:].isdigit()) for c in communes or []):
+        raise ValueError("--commune takes INSEE codes of five characters (e.g. 94028, 2A004)")
     if role == "structure-referent" and not (organization and organization.startswith("Organization/")):
         raise ValueError("a structure referent needs --organization Organization/ID")
     if role != "territorial-admin" and departements:
@@ -167,6 +175,7 @@ def add_client(
         created=utcnow(),
         kind=kind,
         email=email,
+        communes=list(communes or []),
     )
     conn.execute(
         oauth_client.insert().values(
@@ -182,6 +191,7 @@ def add_client(
             revoked=False,
             kind=kind,
             email=email,
+            communes=" ".join(communes or []),
         )
     )
     return client, secret

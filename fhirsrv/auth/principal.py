@@ -38,6 +38,7 @@ class TokenService:
             "departements": client.departements,
             "organization": client.organization,
             "kind": client.kind,
+            "communes": client.communes,
         }
         token = jwt.encode(
             {"alg": ALGORITHM, "typ": "at+jwt", "kid": self.key.kid}, claims, self.key, algorithms=[ALGORITHM]
@@ -66,6 +67,7 @@ class TokenService:
                 departements=tuple(claims.get("departements") or ()),
                 organization=claims.get("organization"),
                 kind=claims.get("kind"),
+                communes=tuple(claims.get("communes") or ()),
             )
         except ValueError:
             return None  # a role this server does not know: no access rather than a guess

@@ -29,6 +29,9 @@ oauth_client = Table(
     Column("kind", String(8), nullable=True),
     # Where the procedure's messages to this client's people go (migration 0008).
     Column("email", String(256), nullable=True),
+    # A territory given as communes (INSEE codes, space-separated): a DAC area may be smaller
+    # than a département.
+    Column("communes", Text, nullable=False, default=""),
 )
 
 # A client assertion's jti is kept until the assertion expires, so a replay is refused.

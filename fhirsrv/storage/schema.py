@@ -214,6 +214,8 @@ entry_access = Table(
     Column("structure", String(64), nullable=True),
     # A PractitionerRole's Practitioner id: a person is visible through a visible role.
     Column("person", String(64), nullable=True),
+    # A Location's commune (INSEE code, ROR commune-cog): a DAC's territory may be communes.
+    Column("commune", String(8), nullable=True),
     # public | retired | hidden, derived from the status of the entry and of its structure.
     Column("visibility", String(16), nullable=False),
     Index("ix_entry_access_type_visibility_rid", "res_type", "visibility", "rid"),
@@ -235,6 +237,7 @@ entry_access = Table(
     ),
     Index("ix_entry_access_structure_type_rid", "structure", "res_type", "rid"),
     Index("ix_entry_access_person", "person"),
+    Index("ix_entry_access_commune", "commune", "structure"),
 )
 
 # The départements an Organization is located in: the territory a territorial admin reads and

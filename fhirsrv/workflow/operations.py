@@ -210,10 +210,21 @@ def _store_application(
     org = {k: v for k, v in org.items() if v != []}
     stored = writes.create(services, conn, org, actor=SERVER)
     owner = {"reference": f"Organization/{stored.res_id}"}
-    place = writes.create(
-        services, conn, {"resourceType": "Location", "name": s.name, "address": address, "managingOrganization": owner},
-        actor=SERVER,
-    )  # fmt: skip
+    location: dict[str, Any] = {
+        "resourceType": "Location", "name": s.name, "address": address, "managingOrganization": owner,
+    }  # fmt: skip
+    if s.commune:  # the ROR's commune of a place: what a DAC's territory of communes is made of
+        location["extension"] = [
+            {
+                "url": "https://interop.esante.gouv.fr/ig/fhir/ror/StructureDefinition/ror-commune-cog",
+                "valueCodeableConcept": {
+                    "coding": [
+                        {"system": "https://mos.esante.gouv.fr/NOS/TRE_R13-Commune/FHIR/TRE-R13-Commune", "code": s.commune}
+                    ]
+                },
+            }
+        ]
+    place = writes.create(services, conn, location, actor=SERVER)
     for service in app.services:
         offer = lifecycle.with_parts(
             {

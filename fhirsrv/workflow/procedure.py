@@ -156,11 +156,11 @@ class Procedure:
         if principal.role is Role.STRUCTURE_REFERENT and org.get("id") != principal.organization:
             raise Forbidden(f"${transition.name}: this client is the referent of another structure")
         if principal.role is Role.TERRITORIAL_ADMIN:
-            territory = self._territory(conn, str(org.get("id")))
-            if not territory or not territory <= set(principal.departements):
+            if not self.services.policy.in_territory(conn, principal, str(org.get("id"))):
+                territory = self._territory(conn, str(org.get("id")))
                 raise Forbidden(
-                    f"${transition.name}: the structure is in département(s) {', '.join(sorted(territory)) or 'unknown'}, "
-                    f"outside this territory ({', '.join(principal.departements)})"
+                    f"${transition.name}: the structure (département(s) {', '.join(sorted(territory)) or 'unknown'}) "
+                    "is outside this client's territory"
                 )
             kind = "3c" if AUTHORISED_ESTABLISHMENT in structure_types(org) else "dac"
             if principal.kind is not None and principal.kind != kind:
@@ -251,7 +251,7 @@ class Procedure:
         from fhirsrv.auth.tables import oauth_client  # the registered clients: auth's table
 
         rows = conn.execute(
-            select(oauth_client.c.email, oauth_client.c.departements, oauth_client.c.kind).where(
+            select(oauth_client.c.email, oauth_client.c.departements, oauth_client.c.communes, oauth_client.c.kind).where(
                 oauth_client.c.role == ("territorial-admin" if territorial else "regional-admin"),
                 oauth_client.c.revoked.is_(False),
                 oauth_client.c.email.is_not(None),
@@ -261,11 +261,23 @@ class Procedure:
             return [r.email for r in rows]
         territory = self._territory(conn, str(org.get("id")))
         kind = "3c" if AUTHORISED_ESTABLISHMENT in structure_types(org) else "dac"
+        communes = self._communes(conn, str(org.get("id")))
         return [
             r.email
             for r in rows
-            if territory & set((r.departements or "").split()) and r.kind in (None, kind)
+            if (territory & set((r.departements or "").split()) or communes & set((r.communes or "").split()))
+            and r.kind in (None, kind)
         ]
+
+    def _communes(self, conn: Connection, org_id: str) -> set[str]:
+        rows = conn.execute(
+            select(entry_access.c.commune).where(
+                entry_access.c.structure == org_id,
+                entry_access.c.res_type == "Location",
+                entry_access.c.commune.is_not(None),
+            )
+        )
+        return {c for (c,) in rows}
 
 
 def structure_types(org: dict[str, Any]) -> set[str]:

@@ -78,16 +78,17 @@ def actors(procedure_app: Flask) -> Actors:
     return Actors(procedure_app)
 
 
-def _application() -> dict[str, Any]:
+def _application(postal_code: str = "29200", commune: str = "29019") -> dict[str, Any]:
+    """A complete application; by default a structure of Brest (Finistère)."""
     body = complete_body()
     body["parameter"] = [p for p in body["parameter"] if p["name"] != "criterion"]
     for p in body["parameter"]:
-        if p["name"] == "structure":  # a structure of Finistère
+        if p["name"] == "structure":
             for part in p["part"]:
                 if part["name"] == "postalCode":
-                    part["valueString"] = "29200"
+                    part["valueString"] = postal_code
                 if part["name"] == "commune":
-                    part["valueString"] = "29019"
+                    part["valueString"] = commune
     return body
 
 
@@ -119,9 +120,12 @@ def _life(org: dict[str, Any], part: str) -> Any:
     return None
 
 
-def _apply_and_confirm(actors: Actors, smtp: SmtpRecorder) -> tuple[str, dict[str, str]]:
+def _apply_and_confirm(
+    actors: Actors, smtp: SmtpRecorder, application: dict[str, Any] | None = None
+) -> tuple[str, dict[str, str]]:
     web = actors.web
-    applied = web.post("/fhir/Organization/$apply", json=_application(), headers={"Content-Type": FHIR})
+    body = application or _application()
+    applied = web.post("/fhir/Organization/$apply", json=body, headers={"Content-Type": FHIR})
     assert applied.status_code == 201, applied.get_json()
     org_id = applied.get_json()["id"]
     assert _status(applied.get_json()) == "draft"
@@ -310,3 +314,21 @@ def test_applications_are_limited_per_address(actors: Actors) -> None:
         environ_base={"REMOTE_ADDR": "192.0.2.7"},
     )
     assert other.status_code == 201
+
+
+def test_a_dac_of_communes_validates_the_structures_placed_there(actors: Actors, smtp_server: SmtpRecorder) -> None:
+    """A DAC area may be smaller than a département (DAC 94 Ouest): its territory is communes,
+    and it validates (and sees) the structures with a place in them, not the rest of 94."""
+    web = actors.web
+    ouest = actors.register("territorial-admin", communes=["94028", "94041"], kind="dac", email="dac94o@example.org")
+    est = actors.register("territorial-admin", communes=["94068"], kind="dac", email="dac94e@example.org")
+    org_id, referent = _apply_and_confirm(actors, smtp_server, _application("94000", "94028"))  # Créteil
+    org_url = f"/fhir/Organization/{org_id}"
+    assert web.get(org_url, headers=ouest).status_code == 200
+    assert web.get(org_url, headers=est).status_code == 404
+    assert web.post(f"{org_url}/$submit", json=_params(*_grid()), headers=referent).status_code == 200
+    actors.deliver()
+    assert smtp_server.received[-1].envelope_to == ["dac94o@example.org"]
+    assert web.post(f"{org_url}/$validate-territory", json=_params(), headers=est).status_code in (403, 404)
+    validated = web.post(f"{org_url}/$validate-territory", json=_params(), headers=ouest)
+    assert validated.status_code == 200 and _status(validated.get_json()) == "territorial-validated"

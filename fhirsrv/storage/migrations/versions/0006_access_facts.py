@@ -29,11 +29,13 @@ def upgrade() -> None:
         sa.Column("status", sa.String(64), nullable=True),
         sa.Column("structure", sa.String(64), nullable=True),
         sa.Column("person", sa.String(64), nullable=True),
+        sa.Column("commune", sa.String(8), nullable=True),
         sa.Column("visibility", sa.String(16), nullable=False),
     )
     op.create_index("ix_entry_access_type_visibility_rid", "entry_access", ["res_type", "visibility", "rid"])
     op.create_index("ix_entry_access_structure_type_rid", "entry_access", ["structure", "res_type", "rid"])
     op.create_index("ix_entry_access_person", "entry_access", ["person"])
+    op.create_index("ix_entry_access_commune", "entry_access", ["commune", "structure"])
     for name, where in (("public", "visibility = 'public'"), ("listed", "visibility <> 'hidden'")):
         op.create_index(
             f"ix_entry_access_{name}",

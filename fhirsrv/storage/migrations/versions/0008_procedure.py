@@ -20,6 +20,7 @@ def upgrade() -> None:
     with op.batch_alter_table("oauth_client") as batch:
         batch.add_column(sa.Column("kind", sa.String(8), nullable=True))
         batch.add_column(sa.Column("email", sa.String(256), nullable=True))
+        batch.add_column(sa.Column("communes", sa.Text(), nullable=False, server_default=""))
     op.create_table(
         "application",
         sa.Column("organization", sa.String(64), primary_key=True),
@@ -38,5 +39,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("application")
     with op.batch_alter_table("oauth_client") as batch:
+        batch.drop_column("communes")
         batch.drop_column("email")
         batch.drop_column("kind")
