@@ -8,22 +8,7 @@ from pathlib import Path
 
 import click
 
-from fhirsrv.settings import Settings
-
-
-def _engine(database: str | None):  # type: ignore[no-untyped-def]
-    from fhirsrv.storage.engine import make_engine
-    from fhirsrv.storage.migrate import ensure_schema
-
-    settings = Settings.from_env(database_url=database)
-    engine = make_engine(settings.database_url)
-    ensure_schema(engine)
-    return engine
-
-
-_DATABASE = click.option(
-    "--database", default=None, help="SQLAlchemy URL (default: FHIRSRV_DATABASE_URL or embedded SQLite)."
-)
+from fhirsrv.cli_common import DATABASE, engine_for
 
 
 @click.group()
@@ -64,7 +49,7 @@ def clients() -> None:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Public JWKS file: the client authenticates with private_key_jwt instead of a secret.",
 )
-@_DATABASE
+@DATABASE
 def add(
     name: str,
     scopes: str,
@@ -90,7 +75,7 @@ def add(
             jwks = json.loads(jwks_file.read_text())
         except ValueError as exc:
             raise click.BadParameter(f"not JSON: {exc}", param_hint="--jwks") from exc
-    engine = _engine(database)
+    engine = engine_for(database)
     try:
         with engine.begin() as conn:
             client, secret = add_client(
@@ -109,12 +94,12 @@ def add(
 
 
 @clients.command("list")
-@_DATABASE
+@DATABASE
 def list_(database: str | None) -> None:
     """Every registered client (never a secret) as a JSON array."""
     from fhirsrv.auth.clients import list_clients
 
-    engine = _engine(database)
+    engine = engine_for(database)
     with engine.connect() as conn:
         rows = [c.public_view() for c in list_clients(conn)]
     engine.dispose()
@@ -123,12 +108,12 @@ def list_(database: str | None) -> None:
 
 @clients.command("revoke")
 @click.argument("client_id")
-@_DATABASE
+@DATABASE
 def revoke(client_id: str, database: str | None) -> None:
     """Revoke a client: it gets no new token (tokens already issued expire within minutes)."""
     from fhirsrv.auth.clients import revoke_client
 
-    engine = _engine(database)
+    engine = engine_for(database)
     with engine.begin() as conn:
         found = revoke_client(conn, client_id)
     engine.dispose()

@@ -11,28 +11,7 @@ import sys
 
 import click
 
-from fhirsrv.settings import Settings
-
-
-def _settings(database: str | None) -> Settings:
-    """The settings parsed by `fhirsrv` (or the environment's), with --database on top."""
-    parsed = click.get_current_context().find_object(Settings)
-    base = parsed if parsed is not None else Settings.from_env()
-    return base.overridden(database_url=database)
-
-
-def _engine(settings: Settings):  # type: ignore[no-untyped-def]
-    from fhirsrv.storage.engine import make_engine
-    from fhirsrv.storage.migrate import ensure_schema
-
-    engine = make_engine(settings.database_url)
-    ensure_schema(engine)
-    return engine
-
-
-_DATABASE = click.option(
-    "--database", default=None, help="SQLAlchemy URL (default: FHIRSRV_DATABASE_URL or embedded SQLite)."
-)
+from fhirsrv.cli_common import DATABASE, engine_for, settings_with
 
 
 @click.group()
@@ -44,12 +23,12 @@ def outbox() -> None:
 @click.option(
     "--status", default=None, type=click.Choice(["pending", "sending", "sent", "failed"]), help="Only these."
 )
-@_DATABASE
+@DATABASE
 def list_(status: str | None, database: str | None) -> None:
     """One JSON line per message: id, template, entry, status, attempts, next_attempt, last_error."""
     from fhirsrv.workflow.outbox import list_messages
 
-    engine = _engine(_settings(database))
+    engine = engine_for(database)
     try:
         messages = list_messages(engine, status)
     finally:
@@ -60,12 +39,12 @@ def list_(status: str | None, database: str | None) -> None:
 
 @outbox.command("retry")
 @click.argument("ids", nargs=-1, type=int)
-@_DATABASE
+@DATABASE
 def retry_(ids: tuple[int, ...], database: str | None) -> None:
     """Put failed messages (these ids, or every failed one) back to pending, due now."""
     from fhirsrv.workflow.outbox import retry
 
-    engine = _engine(_settings(database))
+    engine = engine_for(database)
     try:
         retried = retry(engine, list(ids) if ids else None)
     finally:
@@ -78,16 +57,16 @@ def retry_(ids: tuple[int, ...], database: str | None) -> None:
 
 
 @outbox.command("deliver")
-@_DATABASE
+@DATABASE
 def deliver(database: str | None) -> None:
     """Send the messages that are due, once (run it from a timer); prints sent/retried/failed."""
     from fhirsrv.workflow.mail import Mailer
     from fhirsrv.workflow.outbox import deliver_due
 
-    settings = _settings(database)
+    settings = settings_with(database)
     if not settings.smtp_host:
         click.echo("warning: FHIRSRV_SMTP_HOST is not set: nothing is sent, messages stay queued", err=True)
-    engine = _engine(settings)
+    engine = engine_for(database)
     try:
         counts = deliver_due(engine, Mailer.from_settings(settings), settings)
     finally:
