@@ -307,3 +307,37 @@ def confirm(services: Services, info: RequestInfo, call: OperationCall) -> Resul
             dedupe_key=f"credentials:{org_id}",
         )
     return served(stored)
+
+
+@operation(
+    "withdraw", types=("HealthcareService",), type_level=False, instance_level=True, affects_state=True,
+    definition=SPEC + "withdraw-offer", guard="write",
+)  # fmt: skip
+def withdraw_offer(services: Services, info: RequestInfo, call: OperationCall) -> Result:
+    """Withdraw one offer while its structure stays listed (its referent, or an administrator of its territory)."""
+    from fhirsrv.errors import Conflict, Forbidden
+    from fhirsrv.storage import repository
+
+    principal = info.principal
+    lifecycle = Lifecycle(Canonicals(services.settings.canonical_base))
+    target = f"HealthcareService/{call.res_id}"
+    try:
+        with write_transaction(services.engine) as conn:
+            current = repository.get_current(conn, "HealthcareService", str(call.res_id))
+            if current is None or current.deleted:
+                raise NotFound(f"{target} is not known")
+            offer = orjson.loads(current.content or "{}")
+            if principal.role.value not in ("structure-referent", "territorial-admin", "regional-admin"):
+                raise Forbidden("$withdraw is for the structure's referent and administrators")
+            status = lifecycle.status(offer)
+            if status in ("withdrawn", "delisted"):
+                raise Conflict(f"{target} is already {status}", code="business-rule")
+            updated = lifecycle.with_parts(offer, status="withdrawn", statusDate=utcnow())
+            # The access policy's write perimeter decides who may: its structure's referent, its
+            # territory's administrators, the region's.
+            stored = writes.replace(services, conn, current, updated, "update", actor=principal, validated=True)
+            services.audit.transition(conn, stored, principal, "withdraw", status or "", "withdrawn")
+    except FhirError as refusal:
+        services.audit.refused(services.engine, principal, "$withdraw", target, refusal.diagnostics)
+        raise
+    return served(stored)

@@ -332,3 +332,24 @@ def test_a_dac_of_communes_validates_the_structures_placed_there(actors: Actors,
     assert web.post(f"{org_url}/$validate-territory", json=_params(), headers=est).status_code in (403, 404)
     validated = web.post(f"{org_url}/$validate-territory", json=_params(), headers=ouest)
     assert validated.status_code == 200 and _status(validated.get_json()) == "territorial-validated"
+
+
+def test_an_offer_is_withdrawn_on_its_own(actors: Actors, smtp_server: SmtpRecorder) -> None:
+    web = actors.web
+    dac = actors.register("territorial-admin", departements=["29"], kind="dac")
+    dsrc = actors.register("regional-admin")
+    org_id, referent = _apply_and_confirm(actors, smtp_server)
+    org_url = f"/fhir/Organization/{org_id}"
+    for step, who, body in (("$submit", referent, _params(*_grid())), ("$validate-territory", dac, _params()), ("$publish", dsrc, _params())):
+        assert web.post(f"{org_url}/{step}", json=body, headers=who).status_code == 200, step
+    offers = web.get(f"/fhir/HealthcareService?organization={org_id}").get_json()["entry"]
+    offer_id = offers[0]["resource"]["id"]
+    assert web.post(f"/fhir/HealthcareService/{offer_id}/$withdraw", json=_params(), headers={"Content-Type": FHIR}).status_code == 401
+    withdrawn = web.post(f"/fhir/HealthcareService/{offer_id}/$withdraw", json=_params(), headers=referent)
+    assert withdrawn.status_code == 200 and _status(withdrawn.get_json()) == "withdrawn"
+    assert withdrawn.get_json()["active"] is False
+    listed = web.get(f"/fhir/HealthcareService?organization={org_id}&_total=accurate").get_json()
+    assert listed["total"] == 1 and listed["entry"][0]["resource"]["id"] != offer_id
+    assert web.get(org_url).status_code == 200  # the structure stays listed
+    assert web.get(f"/fhir/HealthcareService/{offer_id}").status_code == 200  # citeable by id
+    assert web.post(f"/fhir/HealthcareService/{offer_id}/$withdraw", json=_params(), headers=referent).status_code == 409
