@@ -22,7 +22,6 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Connection,
-    Select,
     and_,
     case,
     delete,
@@ -46,6 +45,9 @@ from fhirsrv.storage.repository import StoredResource
 from fhirsrv.storage.schema import entry_access, live, resource, structure_territory
 
 ea = entry_access.c
+
+DEPENDENT_TYPES = tuple(t for t in GOVERNED_TYPES if t not in ("Organization", "Practitioner"))
+
 
 def _status_visibility(status: Any, *, absent: str) -> ColumnElement[str]:
     return case(
@@ -89,17 +91,7 @@ class FactStore:
             yield
             if pending.first_new is not None:
                 analyze(conn)
-                new = entry_access.alias("new_entry")
-                self.refresh(
-                    conn,
-                    rids=select(new.c.rid).where(new.c.rid >= pending.first_new),
-                    structures=select(new.c.structure).where(
-                        new.c.rid >= pending.first_new, new.c.res_type == "Organization"
-                    ),
-                    people=select(new.c.person).where(
-                        new.c.rid >= pending.first_new, new.c.res_type == "PractitionerRole", new.c.person.is_not(None)
-                    ),
-                )
+                self._refresh_loaded(conn, pending.first_new)
             if pending.rids or pending.structures or pending.people:
                 self.refresh(
                     conn, rids=sorted(pending.rids), structures=sorted(pending.structures), people=sorted(pending.people)
@@ -206,59 +198,40 @@ class FactStore:
         self,
         conn: Connection,
         *,
-        rids: list[int] | Select | None = None,
-        structures: list[str] | Select = (),  # type: ignore[assignment]
-        people: list[str] | Select = (),  # type: ignore[assignment]
+        rids: list[int] | None = None,
+        structures: list[str] | tuple[str, ...] = (),
+        people: list[str] | tuple[str, ...] = (),
         everything: bool = False,
     ) -> None:
         """Recompute visibility: structures first, then what belongs to them, then people.
 
         `rids`: rows to recompute; `structures`: Organization ids whose entries (themselves and
-        every dependent) to recompute; `people`: Practitioner ids; `everything`: all rows."""
-        org_rows = select(resource.c.rid).where(
-            resource.c.res_type == "Organization", resource.c.res_id.in_(structures)
-        )
-        # Aliases: a subquery naming entry_access itself would be correlated to the UPDATE's row.
-        dep = entry_access.alias("dep")
-        dependents = select(dep.c.rid).where(dep.c.structure.in_(structures), dep.c.res_type != "Organization")
-        person_rows = select(resource.c.rid).where(
-            resource.c.res_type == "Practitioner", resource.c.res_id.in_(people)
-        )
-        of_roles = entry_access.alias("of_roles")
-        roles_people = select(of_roles.c.person).where(
-            of_roles.c.structure.in_(structures),
-            of_roles.c.res_type == "PractitionerRole",
-            of_roles.c.person.is_not(None),
-        )
-
-        def scope(*parts: Any) -> ColumnElement[bool] | None:
-            if everything:
-                return None
-            present = [p for p in parts if p is not None]
-            return or_(*[ea.rid.in_(p) for p in present])
-
-        mine = rids if rids is not None and (not isinstance(rids, list) or rids) else None
+        every dependent) to recompute; `people`: Practitioner ids; `everything`: all rows. The
+        rows concerned are resolved first, so each UPDATE is a probe by key (an OR of
+        subqueries made PostgreSQL scan the table once per statement). A file load uses
+        `_refresh_loaded` instead."""
         if everything:
-            org_scope = dependents_scope = people_scope = None
-        elif all(isinstance(x, (list, tuple)) for x in ([] if rids is None else rids, structures, people)):
-            # One write: resolve the few rows concerned first, so each UPDATE is a probe by key
-            # (an OR of subqueries made PostgreSQL scan the table once per statement).
-            org_scope, dependents_scope, people_scope = self._targets(
-                conn, list(rids if isinstance(rids, list) else []), list(structures), list(people), org_rows,
-                dependents, roles_people,
-            )
-        else:
-            org_scope = scope(mine, org_rows)
-            dependents_scope = scope(mine, dependents)
-            people_of_roles = select(resource.c.rid).where(
-                resource.c.res_type == "Practitioner", resource.c.res_id.in_(roles_people)
-            )
-            people_scope = scope(mine, person_rows, people_of_roles)
-        # 1. Structures: their own status (none: not listed).
-        if org_scope is not False:
-            self._set(conn, ("Organization",), _status_visibility(ea.status, absent="hidden"), org_scope)
-        # 2. Offers, places, roles, endpoints: the stricter of their status and their structure's.
-        dependent_types = tuple(t for t in GOVERNED_TYPES if t not in ("Organization", "Practitioner"))
+            self._structures_step(conn, None)
+            self._dependents_step(conn, None)
+            self._people_step(conn, None)
+            return
+        org_scope, dependents_scope, people_scope = self._targets(
+            conn, list(rids or []), list(structures), list(people)
+        )
+        self._structures_step(conn, org_scope)
+        self._dependents_step(conn, dependents_scope)
+        self._people_step(conn, people_scope)
+
+    # The three steps of a refresh, each on the rows `where` selects (None: all; False: none).
+    def _structures_step(self, conn: Connection, where: Any) -> None:
+        """Structures: their own status (none: not listed)."""
+        if where is not False:
+            self._set(conn, ("Organization",), _status_visibility(ea.status, absent="hidden"), where)
+
+    def _dependents_step(self, conn: Connection, where: Any) -> None:
+        """Offers, places, roles, endpoints: the stricter of their status and their structure's."""
+        if where is False:
+            return
         org = entry_access.alias("org")
         org_live = resource.alias("org_resource")
 
@@ -269,13 +242,14 @@ class FactStore:
                 .where(org.c.res_type == "Organization", org.c.structure == ea.structure, org.c.visibility.in_(shown))
             )
 
-        if dependents_scope is not False:
-            self._set(conn, dependent_types, _status_visibility(ea.status, absent="public"), dependents_scope)
-            self._set(conn, dependent_types, "hidden", dependents_scope, ~structure_is("public", "retired"))
-            self._set(
-                conn, dependent_types, "retired", dependents_scope, ea.visibility == "public", structure_is("retired")
-            )
-        # 3. People: as visible as their most visible live role.
+        self._set(conn, DEPENDENT_TYPES, _status_visibility(ea.status, absent="public"), where)
+        self._set(conn, DEPENDENT_TYPES, "hidden", where, ~structure_is("public", "retired"))
+        self._set(conn, DEPENDENT_TYPES, "retired", where, ea.visibility == "public", structure_is("retired"))
+
+    def _people_step(self, conn: Connection, where: Any) -> None:
+        """People: as visible as their most visible live role."""
+        if where is False:
+            return
         role = entry_access.alias("role")
         role_live = resource.alias("role_resource")
         person = resource.alias("person")
@@ -288,25 +262,53 @@ class FactStore:
                 .where(role.c.res_type == "PractitionerRole", person.c.rid == ea.rid, role.c.visibility == shown)
             )
 
-        if people_scope is not False:
-            self._set(conn, ("Practitioner",), "hidden", people_scope)
-            self._set(conn, ("Practitioner",), "retired", people_scope, a_role_is("retired"))
-            self._set(conn, ("Practitioner",), "public", people_scope, a_role_is("public"))
+        self._set(conn, ("Practitioner",), "hidden", where)
+        self._set(conn, ("Practitioner",), "retired", where, a_role_is("retired"))
+        self._set(conn, ("Practitioner",), "public", where, a_role_is("public"))
+
+    def _refresh_loaded(self, conn: Connection, first: int) -> None:
+        """After a file load: the rows it added (rid >= first, a range), then the older rows
+        its structures and roles decide. Ranges and hashed sets, never a subquery per row (an
+        OR of IN-subqueries ran for over ten minutes on a file of 450k offers)."""
+        new = ea.rid >= first
+        loaded = entry_access.alias("loaded")
+        new_structures = select(loaded.c.structure).where(loaded.c.res_type == "Organization", loaded.c.rid >= first)
+        self._structures_step(conn, new)
+        self._dependents_step(conn, new)
+        self._dependents_step(conn, and_(ea.rid < first, ea.structure.in_(new_structures)))
+        named = select(loaded.c.person).where(
+            loaded.c.res_type == "PractitionerRole",
+            loaded.c.person.is_not(None),
+            or_(loaded.c.rid >= first, loaded.c.structure.in_(new_structures)),
+        )
+        older = resource.alias("older_person")
+        self._people_step(conn, new)
+        self._people_step(
+            conn,
+            and_(
+                ea.rid < first,
+                ea.rid.in_(select(older.c.rid).where(older.c.res_type == "Practitioner", older.c.res_id.in_(named))),
+            ),
+        )
 
     def _targets(
-        self,
-        conn: Connection,
-        rids: list[int],
-        structures: list[str],
-        people: list[str],
-        org_rows: Select,
-        dependents: Select,
-        roles_people: Select,
+        self, conn: Connection, rids: list[int], structures: list[str], people: list[str]
     ) -> tuple[Any, Any, Any]:
         """The rows one write concerns, as explicit key lists (False: none of that kind)."""
         orgs = list(rids)
         deps = list(rids)
         persons = list(rids)
+        dep = entry_access.alias("dep")  # an alias: a bare entry_access would be correlated
+        of_roles = entry_access.alias("of_roles")
+        org_rows = select(resource.c.rid).where(
+            resource.c.res_type == "Organization", resource.c.res_id.in_(structures)
+        )
+        dependents = select(dep.c.rid).where(dep.c.structure.in_(structures), dep.c.res_type != "Organization")
+        roles_people = select(of_roles.c.person).where(
+            of_roles.c.structure.in_(structures),
+            of_roles.c.res_type == "PractitionerRole",
+            of_roles.c.person.is_not(None),
+        )
         if structures:
             orgs += [r for (r,) in conn.execute(org_rows)]
             deps += [r for (r,) in conn.execute(dependents)]
