@@ -35,7 +35,7 @@ from fhirsrv.workflow.procedure import Procedure
 
 log = logging.getLogger("fhirsrv.sweep")
 BATCH = 500
-LOCK_KEY = 7_414_141  # the sweep's PostgreSQL advisory lock
+LOCK_KEY = 7_414  # the sweep's PostgreSQL advisory lock (with the schema's hash)
 
 
 @dataclass
@@ -56,13 +56,19 @@ def _one_at_a_time(engine: Engine) -> Iterator[bool]:
         yield True
         return
     with engine.connect() as conn:
-        got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": LOCK_KEY}).scalar())
+        # Keyed by schema too: an advisory lock is database-wide, and two directories may share
+        # a database in different schemas (the test-suite's workers do).
+        got = bool(
+            conn.execute(
+                text("SELECT pg_try_advisory_lock(:k, hashtext(current_schema()))"), {"k": LOCK_KEY}
+            ).scalar()
+        )
         conn.commit()
         try:
             yield got
         finally:
             if got:
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
+                conn.execute(text("SELECT pg_advisory_unlock(:k, hashtext(current_schema()))"), {"k": LOCK_KEY})
                 conn.commit()
 
 
