@@ -329,6 +329,9 @@ def withdraw_offer(services: Services, info: RequestInfo, call: OperationCall) -
             offer = orjson.loads(current.content or "{}")
             if principal.role.value not in ("structure-referent", "territorial-admin", "regional-admin"):
                 raise Forbidden("$withdraw is for the structure's referent and administrators")
+            # Scopes and perimeter before the status: a caller who may not write learns nothing.
+            services.policy.check_write_intent(principal, "HealthcareService", "u")
+            services.policy.check_write_target(conn, principal, current)
             status = lifecycle.status(offer)
             if status in ("withdrawn", "delisted"):
                 raise Conflict(f"{target} is already {status}", code="business-rule")

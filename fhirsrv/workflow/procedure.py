@@ -112,6 +112,10 @@ class Procedure:
         if current is None or current.deleted:
             raise NotFound(f"Organization/{org_id} is not known")
         org = loads(current.content or "{}")
+        # The token's scopes and the write perimeter first: no status is told to a caller who
+        # could not make the change anyway.
+        self.services.policy.check_write_intent(principal, "Organization", "u")
+        self.services.policy.check_write_target(conn, principal, current)
         self.authorize(conn, principal, transition, org)
         status = self.lifecycle.status(org)
         if status not in transition.sources:
