@@ -338,7 +338,8 @@ class SearchEngine:
         system, code = split_token(crit.values[0])
         if not system or not code:
             return None
-        rids, matches = walk.token_page(
+        bound = self.settings.exact_total_up_to
+        rids, matches, counted = walk.token_page(
             conn,
             res_type,
             param.code,
@@ -347,9 +348,13 @@ class SearchEngine:
             after,
             request.count + 1,
             lambda rid: scope.searchable(res_type, rid),
+            count_up_to=bound if mode == "estimate" else None,
         )
-        # Exact up to the bound (a count of at most bound + 1 index rows), estimated above it.
-        total = totals.count(conn, matches, mode, self.settings.exact_total_up_to)
+        # Exact up to the bound (at most bound + 1 index rows read), estimated above it.
+        if counted is None:
+            total = totals.count(conn, matches, mode, bound)
+        else:
+            total = counted if counted <= bound else max(counted, totals.planner_rows(conn, matches))
         return self._page(conn, request, [(r, r) for r in rids], total, backwards=False, scope=scope)
 
     def _walk_total(

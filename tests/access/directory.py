@@ -35,6 +35,7 @@ STATUSES = (
 PUBLIC = {"published", "verification-pending"}
 RETIRED = {"delisted", "withdrawn"}
 CITEABLE = {"Organization", "HealthcareService", "Location"}
+OFFER_KIND = "https://example.org/fhir/CodeSystem/test-offer-kind"
 GOVERNED = ("Organization", "HealthcareService", "Location", "PractitionerRole", "Endpoint", "Practitioner")
 
 
@@ -105,6 +106,9 @@ def build_entries() -> dict[str, Entry]:
                     "id": f"hs-{org_id}",
                     "extension": lifecycle("published"),
                     "name": f"Offre {org_id}",
+                    # One code for every offer: a `system|code` search alone takes the token
+                    # index's own path (search/walk.py), which must check visibility too.
+                    "type": [{"coding": [{"system": OFFER_KIND, "code": "offer"}]}],
                     "providedBy": owner,
                     "location": [{"reference": f"Location/loc-{org_id}"}],
                 },
@@ -166,6 +170,7 @@ def build_entries() -> dict[str, Entry]:
                     "id": sid,
                     "extension": lifecycle(own),
                     "name": f"Offre propre {own}",
+                    "type": [{"coding": [{"system": OFFER_KIND, "code": "offer"}]}],
                     "providedBy": {"reference": "Organization/o29-published"},
                 },
                 "o29-published",

@@ -17,7 +17,7 @@ import pytest
 
 from fhirsrv.interactions.operations import OperationRegistry
 from fhirsrv.wiring import OPERATION_MODULES
-from tests.access.directory import ENTRIES, GOVERNED, PRINCIPALS, Directory, Entry, Who
+from tests.access.directory import ENTRIES, GOVERNED, OFFER_KIND, PRINCIPALS, Directory, Entry, Who
 
 ReadPath = Callable[[Directory, Who], None]
 READ_PATHS: dict[str, ReadPath] = {}
@@ -170,6 +170,23 @@ def search_totals(d: Directory, who: Who) -> None:
             bundle = _search(d, who, f"/fhir/{res_type}?{query}", res_type)
             if bundle is not None:
                 assert bundle["total"] == len(searched(who, res_type)), (who.name, res_type, query)
+
+
+@row("search on one system|code (the token index's path), page by page", ("fhir.type_level", "GET"))
+def search_one_code(d: Directory, who: Who) -> None:
+    url: str | None = f"/fhir/HealthcareService?service-type={OFFER_KIND}|offer&_count=2"
+    seen: set[str] = set()
+    totals = []
+    while url:
+        bundle = _search(d, who, url, "HealthcareService")
+        if bundle is None:
+            return
+        seen |= ids(bundle)
+        totals.append(bundle.get("total"))
+        url = next((link["url"] for link in bundle["link"] if link["relation"] == "next"), None)
+        url = url.replace("http://fhir.test", "") if url else None
+    assert seen == searched(who, "HealthcareService"), who.name
+    assert totals[0] == len(seen), who.name
 
 
 @row("search by POST", ("fhir.type_search_post", "POST"))
