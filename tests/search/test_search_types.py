@@ -73,6 +73,48 @@ def test_reference_forms(client):
     assert ids(client, "/fhir/PractitionerRole?service:missing=false") == ["role-1"]
 
 
+def test_text_modifier_reads_the_concept_text_and_the_codings_display(app):
+    services = app.extensions["fhirsrv"]
+    role = "http://example.org/role"
+    load(
+        services,
+        [
+            {
+                "resourceType": "PractitionerRole",
+                "id": "both",
+                "code": [
+                    {
+                        "coding": [{"system": role, "code": "ref", "display": "Référent"}],
+                        "text": "Personne ressource",
+                    }
+                ],
+            },
+            {
+                "resourceType": "PractitionerRole",
+                "id": "display-only",
+                "code": [{"coding": [{"system": role, "code": "ref", "display": "Personne à prévenir"}]}],
+            },
+            {
+                "resourceType": "PractitionerRole",
+                "id": "text-only",
+                "code": [{"text": "Praticien d'accueil"}],
+            },
+        ],
+    )
+    client = app.test_client()
+    assert ids(client, "/fhir/PractitionerRole?role:text=Personne") == ["both", "display-only"]
+    assert ids(client, "/fhir/PractitionerRole?role:text=referent") == ["both"]
+    assert ids(client, "/fhir/PractitionerRole?role:text=praticien") == ["text-only"]
+    # The text is not a code: code searches and sorting by code are unchanged ("ref" sorts
+    # after "praticien d'accueil", which has no code, and "personne ressource" is no code).
+    assert ids(client, f"/fhir/PractitionerRole?role={role}|ref") == ["both", "display-only"]
+    assert ids_in_order(client, "/fhir/PractitionerRole?_sort=role,_id") == [
+        "text-only",
+        "both",
+        "display-only",
+    ]
+
+
 def test_date_prefixes_on_last_updated(client):
     everything = ids(client, "/fhir/HealthcareService?_lastUpdated=gt2000-01-01")
     assert len(everything) == 5
