@@ -76,13 +76,28 @@ def reference_test(
             idx_reference.c.url == url, idx_reference.c.url.like(f"{_like_escape(url)}|%", escape="\\")
         )
     parts = value.split("/")
+    version = None
+    if len(parts) >= 3 and parts[-2] == "_history":
+        # A versioned reference matches the references to that version only: the index keeps
+        # the version a resource cites (extract._reference); without one, any version matches.
+        version, parts = parts[-1], parts[:-2]
+    res_id = parts[-1]
     if len(parts) >= 2:
-        return and_(idx_reference.c.target_type == parts[-2], idx_reference.c.target_id == parts[-1])
-    if modifier and modifier[:1].isupper():
-        return and_(idx_reference.c.target_type == modifier, idx_reference.c.target_id == value)
-    if targets:
-        return and_(idx_reference.c.target_type.in_(targets), idx_reference.c.target_id == value)
-    return idx_reference.c.target_id == value
+        types: tuple[str, ...] | None = (parts[-2],)
+    elif modifier and modifier[:1].isupper():
+        types = (modifier,)
+    else:
+        types = targets or None
+    test = idx_reference.c.target_id == res_id
+    if types is not None:
+        of_type = idx_reference.c.target_type
+        test = and_(of_type == types[0] if len(types) == 1 else of_type.in_(types), test)
+    if version is None:
+        return test
+    if types is None:
+        cited = f"%/{_like_escape(res_id)}/_history/{_like_escape(version)}"
+        return and_(test, idx_reference.c.url.like(cited, escape="\\"))
+    return and_(test, idx_reference.c.url.in_([f"{t}/{res_id}/_history/{version}" for t in types]))
 
 
 def date_test(value: str) -> ColumnElement[bool]:

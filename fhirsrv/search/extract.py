@@ -132,7 +132,9 @@ def _reference(value: Any, base_url: str) -> dict[str, Any] | None:
         if len(parts) == 2 and parts[0][:1].isupper() and "://" not in local:
             row["target_type"], row["target_id"] = parts
         elif len(parts) == 4 and parts[2] == "_history" and "://" not in local:
+            # The version is kept (as the local versioned reference) for a search on it.
             row["target_type"], row["target_id"] = parts[0], parts[1]
+            row["url"] = _cut(local)
         else:
             row["url"] = _cut(ref)
     if row["target_id"] is None and row["url"] is None and row["ident_value"] is None:

@@ -115,6 +115,44 @@ def test_text_modifier_reads_the_concept_text_and_the_codings_display(app):
     ]
 
 
+def test_versioned_reference_values_match_that_version(app):
+    services = app.extensions["fhirsrv"]
+    load(
+        services,
+        [
+            {"resourceType": "HealthcareService", "id": "hs", "name": "Offre"},
+            {
+                "resourceType": "PractitionerRole",
+                "id": "cites-v1",
+                "healthcareService": [{"reference": "HealthcareService/hs/_history/1"}],
+            },
+            {
+                "resourceType": "PractitionerRole",
+                "id": "cites-v2",
+                "healthcareService": [{"reference": "HealthcareService/hs/_history/2"}],
+            },
+            {
+                "resourceType": "PractitionerRole",
+                "id": "cites-current",
+                "healthcareService": [{"reference": "HealthcareService/hs"}],
+            },
+        ],
+    )
+    client = app.test_client()
+    assert ids(client, "/fhir/PractitionerRole?service=HealthcareService/hs/_history/1") == ["cites-v1"]
+    assert ids(
+        client, "/fhir/PractitionerRole?service=http://fhir.test/fhir/HealthcareService/hs/_history/2"
+    ) == ["cites-v2"]
+    assert ids(client, "/fhir/PractitionerRole?service:HealthcareService=hs/_history/2") == ["cites-v2"]
+    assert ids(client, "/fhir/PractitionerRole?service=HealthcareService/hs/_history/3") == []
+    # Without a version, every reference to the resource, versioned or not.
+    assert ids(client, "/fhir/PractitionerRole?service=HealthcareService/hs") == [
+        "cites-current",
+        "cites-v1",
+        "cites-v2",
+    ]
+
+
 def test_date_prefixes_on_last_updated(client):
     everything = ids(client, "/fhir/HealthcareService?_lastUpdated=gt2000-01-01")
     assert len(everything) == 5
