@@ -57,7 +57,9 @@ def search(
     if sealed:
         opened = services.cursors.open(sealed[-1])
         params = [(k, v) for k, v in params if k != "_cursor"] + [("_cursor", opened or "")]
-    request = engine.prepare(res_type, params, strict=info.prefer_handling == "strict")
+    request = engine.prepare(
+        res_type, params, strict=info.prefer_handling == "strict", base_url=info.base_url
+    )
     named = [res_type] if res_type else _named_types(params)
     for searched in named:
         policy.check_read(info.principal, searched, "s")

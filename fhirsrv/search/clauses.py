@@ -61,15 +61,18 @@ def token_test(value: str, modifier: str | None) -> ColumnElement[bool]:
 
 
 def reference_test(
-    value: str, modifier: str | None, targets: tuple[str, ...], base_url: str
+    value: str, modifier: str | None, targets: tuple[str, ...], bases: tuple[str, ...] = ()
 ) -> ColumnElement[bool]:
+    """`bases`: this server's base URLs (the configured public one, the one the client used):
+    an absolute reference on one of them is a local reference."""
     if modifier == "identifier":
         system, code = split_token(value)
         if system is None:
             return idx_reference.c.ident_value == code
         return and_(idx_reference.c.ident_system == system, idx_reference.c.ident_value == code)
-    if base_url and value.startswith(base_url + "/"):
-        value = value[len(base_url) + 1 :]
+    own = next((b for b in bases if b and value.startswith(b + "/")), None)
+    if own is not None:
+        value = value[len(own) + 1 :]
     if "://" in value or value.startswith("urn:"):
         url = value.split("|", 1)[0]
         return or_(

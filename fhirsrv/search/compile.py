@@ -63,7 +63,7 @@ class Compiler:
         registry: SearchParamRegistry,
         conn: Connection,
         scope: ReadScope,
-        base_url: str = "",
+        bases: tuple[str, ...] = (),
         expander: CodeExpander | None = None,
         ordered: bool = False,
     ) -> None:
@@ -72,7 +72,8 @@ class Compiler:
         # What chains and _has may look through: a hidden entry's fields must not decide
         # whether a visible one matches (that would let anyone read them, one guess at a time).
         self.scope = scope
-        self.base_url = base_url
+        # This server's base URLs (configured, and as the client called it): see reference_test.
+        self.bases = bases
         self.expander = expander
         self.ordered_prefix = ordered
 
@@ -146,7 +147,7 @@ class Compiler:
                 return and_(idx_token.c.system == parts[0], idx_token.c.code == f"{parts[1]}|{parts[2]}")
             return clauses.token_test(value, modifier)
         if kind == "reference":
-            return clauses.reference_test(value, modifier, param.target, self.base_url)
+            return clauses.reference_test(value, modifier, param.target, self.bases)
         if kind == "date":
             return clauses.date_test(value)
         if kind in ("number", "quantity"):

@@ -40,6 +40,9 @@ class SearchRequest:
     elements: list[str] | None = None
     issues: list[Issue] = field(default_factory=list)  # ignored parameters (lenient handling)
     used: list[tuple[str, str]] = field(default_factory=list)  # the parameters applied, for links
+    # The base URL the client called: an absolute reference on it is local, even when the
+    # public base URL is not configured.
+    base_url: str = ""
 
 
 @dataclass
@@ -119,9 +122,15 @@ class SearchEngine:
         return len(rids)
 
     # ----------------------------------------------------------------------------- queries
-    def prepare(self, res_type: str | None, params: list[tuple[str, str]], *, strict: bool) -> SearchRequest:
+    def prepare(
+        self, res_type: str | None, params: list[tuple[str, str]], *, strict: bool, base_url: str = ""
+    ) -> SearchRequest:
         settings = self.settings
-        request = SearchRequest(res_types=[res_type] if res_type else [], count=settings.default_count)
+        request = SearchRequest(
+            res_types=[res_type] if res_type else [],
+            count=settings.default_count,
+            base_url=base_url.rstrip("/"),
+        )
         controls: dict[str, list[str]] = defaultdict(list)
         include_values: dict[bool, list[tuple[str, bool]]] = {False: [], True: []}
         for name, value in params:
@@ -201,7 +210,8 @@ class SearchEngine:
         """One condition on resource.rid per criterion (an OR over the types it applies to),
         and the caller's read scope: matches are only what the caller may see, so the page,
         its paging and the total count the same rows."""
-        compiler = Compiler(self.registry, conn, scope, self.base_url, self.expander, self.ordered_prefix)
+        bases = tuple(dict.fromkeys(b for b in (self.base_url, request.base_url) if b))
+        compiler = Compiler(self.registry, conn, scope, bases, self.expander, self.ordered_prefix)
         out = []
         single = len(request.res_types) == 1
         visible = [(t, scope.searchable(t, resource.c.rid)) for t in request.res_types]

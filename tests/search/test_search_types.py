@@ -153,6 +153,38 @@ def test_versioned_reference_values_match_that_version(app):
     ]
 
 
+@pytest.mark.parametrize("configured", ["", "http://fhir.test/fhir"])
+def test_absolute_references_on_this_server_are_local(db_url, configured):
+    """With or without a configured public base, a search value on the base the client used is local."""
+    from fhirsrv.app import create_app
+    from fhirsrv.settings import Settings
+
+    settings = Settings.from_env(database_url=db_url, load_demo=False, base_url=configured, auth=False)
+    app = create_app(settings)
+    try:
+        load(app.extensions["fhirsrv"])
+        client = app.test_client()
+        base = configured or "http://localhost/fhir"  # the test client's host
+        assert ids(client, f"/fhir/HealthcareService?organization={base}/Organization/ligue29") == [
+            "hs-apa",
+            "hs-psy",
+        ]
+        assert ids(
+            client, f"/fhir/HealthcareService?organization:Organization={base}/Organization/ligue29"
+        ) == [
+            "hs-apa",
+            "hs-psy",
+        ]
+        assert (
+            ids(
+                client, "/fhir/HealthcareService?organization=http://elsewhere.test/fhir/Organization/ligue29"
+            )
+            == []
+        )
+    finally:
+        app.extensions["fhirsrv"].engine.dispose()
+
+
 def test_date_prefixes_on_last_updated(client):
     everything = ids(client, "/fhir/HealthcareService?_lastUpdated=gt2000-01-01")
     assert len(everything) == 5
