@@ -14,7 +14,7 @@ from fhirsrv.search.parameters import Criterion
 from fhirsrv.search.scope import ReadScope
 from fhirsrv.storage.schema import idx_geo, idx_reference, live, resource
 
-EARTH_KM = 6371.0088
+EARTH_KM = 6371.0088  # the mean Earth radius (IUGG): the distance and the box both use it
 _UNITS = {"km": 1.0, "m": 0.001, "mi": 1.609344, "[mi_i]": 1.609344, "mi_i": 1.609344}
 FAR = 1e9  # the distance given to a resource without a position: it sorts last
 
@@ -45,18 +45,35 @@ def distance_km(lat: float, lon: float) -> ColumnElement[float]:
     return EARTH_KM * func.acos(func.least(1.0, func.greatest(-1.0, cos_angle)))
 
 
+def bounding_box(lat: float, lon: float, dist: float) -> tuple[float, tuple[float, float] | None]:
+    """The smallest latitude/longitude box holding every point within `dist` km of (lat, lon)
+    on the sphere of distance_km: its half-height in degrees, and its (west, east) longitudes,
+    None when the circle reaches a pole or the antimeridian (no longitude bound then).
+
+    The box must contain the whole circle: one made with another radius, or with the circle's
+    width at the centre's latitude (it is wider nearer the pole), left out places that
+    distance_km puts inside the distance."""
+    angle = dist / EARTH_KM  # radians along the great circle
+    d_lat = math.degrees(angle)
+    ratio = math.sin(min(angle, math.pi / 2)) / max(math.cos(math.radians(lat)), 1e-12)
+    if abs(lat) + d_lat >= 90 or ratio >= 1:
+        return d_lat, None
+    d_lon = math.degrees(math.asin(ratio))
+    if abs(lon) + d_lon > 180:
+        return d_lat, None
+    return d_lat, (lon - d_lon, lon + d_lon)
+
+
 def within(value: str, rid: Any) -> ColumnElement[bool]:
-    """`rid IN` the Locations within the distance of one near value."""
+    """`rid IN` the Locations within the distance of one near value: a box the idx_geo index
+    serves, then the exact distance."""
     lat, lon, dist, _ = parse_near(value)
-    d_lat = dist / 111.32
-    d_lon = dist / max(111.32 * math.cos(math.radians(lat)), 1e-6)
+    d_lat, longitudes = bounding_box(lat, lon, dist)
     g = idx_geo.c
-    sub = select(g.rid).where(
-        g.res_type == "Location",
-        g.latitude.between(lat - d_lat, lat + d_lat),
-        g.longitude.between(lon - d_lon, lon + d_lon),
-        distance_km(lat, lon) <= dist,
-    )
+    box = [g.latitude.between(lat - d_lat, lat + d_lat)]
+    if longitudes is not None:
+        box.append(g.longitude.between(*longitudes))
+    sub = select(g.rid).where(g.res_type == "Location", *box, distance_km(lat, lon) <= dist)
     return rid.in_(sub)
 
 
