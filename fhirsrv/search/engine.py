@@ -11,7 +11,7 @@ from sqlalchemy import ColumnElement, Connection, Select, and_, delete, func, or
 
 from fhirsrv.errors import BadRequest, Issue
 from fhirsrv.resource_types import SUPPORTED_TYPES
-from fhirsrv.search import include, paging, walk
+from fhirsrv.search import include, near, paging, walk
 from fhirsrv.search import total as totals
 from fhirsrv.search.compile import CodeExpander, Compiler, ordered_prefix
 from fhirsrv.search.extract import extract
@@ -52,6 +52,8 @@ class SearchPage:
     total: int | None
     next_cursor: str | None
     previous_cursor: str | None
+    # km from the near point, per match rid (searches with a near criterion only).
+    distances: dict[int, float] = field(default_factory=dict)
 
 
 class SearchEngine:
@@ -416,7 +418,8 @@ class SearchEngine:
             if request.includes
             else []
         )
-        return SearchPage(matches, included, total, next_cursor, previous_cursor)
+        distances = near.distances(conn, request.criteria, request.res_types, scope, [m.rid for m in matches])
+        return SearchPage(matches, included, total, next_cursor, previous_cursor, distances)
 
     def find(
         self,

@@ -1,13 +1,14 @@
 """`near` on Location: a bounding-box prefilter the idx_geo index can serve, then the exact
 great-circle distance; and the distance as a sort key (`_sort=near`), also through a chain
-such as `HealthcareService?location.near=…&_sort=near` (the offers nearest a patient first)."""
+such as `HealthcareService?location.near=…&_sort=near` (the offers nearest a patient first),
+and as each match's distance in the search result."""
 
 from __future__ import annotations
 
 import math
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, select
+from sqlalchemy import ColumnElement, Connection, and_, func, select
 
 from fhirsrv.errors import BadRequest
 from fhirsrv.search.parameters import Criterion
@@ -77,47 +78,79 @@ def within(value: str, rid: Any) -> ColumnElement[bool]:
     return rid.in_(sub)
 
 
-def sort_distance(criteria: list[Criterion], res_types: list[str], scope: ReadScope) -> ColumnElement[float]:
-    """The distance of each row to the point of the query's near criterion, for `_sort=near`.
-
-    Location: its own position. Another type: the nearest Location its chained reference
-    parameter points to (`location.near=…`), among those the caller may see (a hidden place
-    must not pull an offer up the list, nor be found by moving the point). Without such a
-    criterion, sorting by near is an error.
-    """
+def near_criterion(criteria: list[Criterion], res_types: list[str]) -> Criterion | None:
+    """The query's near criterion: `near=…` on Location, or a chain ending in it (`location.near=…`)."""
     for crit in criteria:
         if crit.name == "near" and crit.chain is None and res_types == ["Location"]:
-            lat, lon, _, _ = parse_near(crit.values[0])
-            return func.coalesce(
-                select(func.min(distance_km(lat, lon)))
-                .where(idx_geo.c.rid == resource.c.rid)
-                .scalar_subquery(),
-                FAR,
-            )
+            return crit
         if crit.chain == "near" and crit.name != "_has":
-            lat, lon, _, _ = parse_near(crit.values[0])
-            target = resource.alias()
-            nearest = (
-                select(func.min(distance_km(lat, lon)))
-                .select_from(idx_reference)
-                .join(
-                    target,
-                    and_(
-                        target.c.res_type == idx_reference.c.target_type,
-                        target.c.res_id == idx_reference.c.target_id,
-                    ),
-                )
-                .join(idx_geo, idx_geo.c.rid == target.c.rid)
-                .where(
-                    idx_reference.c.rid == resource.c.rid,
-                    idx_reference.c.param == crit.name,
-                    target.c.res_type == "Location",
-                    live(target),
-                    *[c for c in [scope.searchable("Location", target.c.rid)] if c is not None],
-                )
-                .scalar_subquery()
-            )
-            return func.coalesce(nearest, FAR)
-    raise BadRequest(
-        "_sort=near needs a near criterion (near=… on Location, or a chain such as location.near=…)"
+            return crit
+    return None
+
+
+def _nearest_point(crit: Criterion) -> ColumnElement[float]:
+    """The distance from idx_geo's point to the nearest of the criterion's points (its values are
+    OR-ed: a place is as far as the nearest point asked about)."""
+    points = [parse_near(value)[:2] for value in crit.values]
+    nearest = distance_km(*points[0])
+    for lat, lon in points[1:]:
+        nearest = func.least(nearest, distance_km(lat, lon))
+    return nearest
+
+
+def _distance_of(crit: Criterion, scope: ReadScope) -> ColumnElement[float]:
+    """The distance of each row (resource.c.rid) to the criterion's point, FAR without a position.
+
+    Location: its own position. Another type: the nearest Location its chained reference
+    parameter points to, among those the caller may see (a hidden place must not pull an offer
+    up the list, nor be found by moving the point)."""
+    if crit.chain is None:
+        return func.coalesce(
+            select(func.min(_nearest_point(crit))).where(idx_geo.c.rid == resource.c.rid).scalar_subquery(),
+            FAR,
+        )
+    target = resource.alias()
+    nearest = (
+        select(func.min(_nearest_point(crit)))
+        .select_from(idx_reference)
+        .join(
+            target,
+            and_(
+                target.c.res_type == idx_reference.c.target_type,
+                target.c.res_id == idx_reference.c.target_id,
+            ),
+        )
+        .join(idx_geo, idx_geo.c.rid == target.c.rid)
+        .where(
+            idx_reference.c.rid == resource.c.rid,
+            idx_reference.c.param == crit.name,
+            target.c.res_type == "Location",
+            live(target),
+            *[c for c in [scope.searchable("Location", target.c.rid)] if c is not None],
+        )
+        .scalar_subquery()
     )
+    return func.coalesce(nearest, FAR)
+
+
+def sort_distance(criteria: list[Criterion], res_types: list[str], scope: ReadScope) -> ColumnElement[float]:
+    """The distance of each row to the point of the query's near criterion, for `_sort=near`
+    (see _distance_of). Without such a criterion, sorting by near is an error."""
+    crit = near_criterion(criteria, res_types)
+    if crit is None:
+        raise BadRequest(
+            "_sort=near needs a near criterion (near=… on Location, or a chain such as location.near=…)"
+        )
+    return _distance_of(crit, scope)
+
+
+def distances(
+    conn: Connection, criteria: list[Criterion], res_types: list[str], scope: ReadScope, rids: list[int]
+) -> dict[int, float]:
+    """How far each of a page's matches is from the near point, in km (none without a near
+    criterion, or for a match without a position): the search result shows it to the client."""
+    crit = near_criterion(criteria, res_types)
+    if crit is None or not rids:
+        return {}
+    query = select(resource.c.rid, _distance_of(crit, scope)).where(resource.c.rid.in_(rids))
+    return {rid: float(km) for rid, km in conn.execute(query) if km is not None and km < FAR}

@@ -1,20 +1,47 @@
-"""`near`: who is within the distance."""
+"""`near`: who is within the distance, and how far each match is."""
 
 from __future__ import annotations
 
 import math
+from typing import Any
+
+import pytest
 
 from tests.search.directory import load
 
+DISTANCE = "http://hl7.org/fhir/StructureDefinition/location-distance"
 EARTH_KM = 6371.0088  # the mean Earth radius (IUGG)
 
 
-def matches(client, query: str) -> list[str]:  # type: ignore[no-untyped-def]
+def great_circle_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Haversine distance, written independently of the server's SQL."""
+    p1, l1, p2, l2 = map(math.radians, (lat1, lon1, lat2, lon2))
+    h = math.sin((p2 - p1) / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin((l2 - l1) / 2) ** 2
+    return 2 * EARTH_KM * math.asin(math.sqrt(h))
+
+
+@pytest.fixture
+def client(app):  # type: ignore[no-untyped-def]
+    load(app.extensions["fhirsrv"])
+    return app.test_client()
+
+
+def matches(client, query: str) -> dict[str, dict[str, Any]]:  # type: ignore[no-untyped-def]
     res = client.get(query)
     assert res.status_code == 200, res.get_json()
-    return sorted(
-        e["resource"]["id"] for e in res.get_json().get("entry", []) if e["search"]["mode"] == "match"
-    )
+    return {
+        e["resource"]["id"]: e["search"]
+        for e in res.get_json().get("entry", [])
+        if e["search"]["mode"] == "match"
+    }
+
+
+def distance_km(search: dict[str, Any]) -> float:
+    (extension,) = [e for e in search.get("extension", []) if e["url"] == DISTANCE]
+    value = extension["valueDistance"]
+    assert value["unit"] == "km"
+    assert value["system"] == "http://unitsofmeasure.org" and value["code"] == "km"
+    return value["value"]
 
 
 def test_a_place_just_inside_the_distance_is_found(app):
@@ -31,4 +58,32 @@ def test_a_place_just_inside_the_distance_is_found(app):
             for lid, (lat, lon) in places.items()
         ],
     )
-    assert matches(app.test_client(), "/fhir/Location?near=48.0|-3.0|100|km") == ["east", "north"]
+    found = matches(app.test_client(), "/fhir/Location?near=48.0|-3.0|100|km")
+    assert sorted(found) == ["east", "north"]
+    for lid in found:
+        assert distance_km(found[lid]) == pytest.approx(99.95, abs=0.01)
+
+
+def test_each_match_says_how_far_it_is(client):
+    point = (48.39, -4.49)
+    found = matches(client, "/fhir/Location?near=48.39|-4.49|80|km")
+    assert sorted(found) == ["loc-brest", "loc-quimper"]
+    assert distance_km(found["loc-brest"]) == pytest.approx(
+        great_circle_km(*point, 48.3904, -4.4861), abs=0.01
+    )
+    assert distance_km(found["loc-quimper"]) == pytest.approx(
+        great_circle_km(*point, 47.9960, -4.1020), abs=0.01
+    )
+
+
+def test_through_a_chain_an_offer_is_as_far_as_its_nearest_location(client):
+    found = matches(client, "/fhir/HealthcareService?location.near=48.39|-4.49|80|km&_sort=near")
+    assert list(found) == ["hs-apa", "hs-psy"]  # Brest, then Quimper
+    assert distance_km(found["hs-psy"]) == pytest.approx(
+        great_circle_km(48.39, -4.49, 47.9960, -4.1020), abs=0.01
+    )
+
+
+def test_no_distance_without_a_near_criterion(client):
+    found = matches(client, "/fhir/Location?_id=loc-brest")
+    assert "extension" not in found["loc-brest"]
