@@ -1097,6 +1097,17 @@ def ror_search_parameters() -> list[dict[str, Any]]:
             "Code officiel géographique (INSEE) de la commune du lieu (ROR).",
         ),
         search_parameter(
+            "ror-sp-location-near-insee-code",
+            ROR_SP + "ror-sp-location-near-insee-code",
+            "near-insee-code",
+            ["Location"],
+            "special",
+            "Location.position",
+            "Lieux proches d'une commune : near-insee-code=code INSEE|distance|unité (ex. 29019|15|km) ; "
+            "la distance est mesurée depuis la mairie de la commune jusqu'à la position du lieu (ROR, "
+            "qui la mesure de commune à commune).",
+        ),
+        search_parameter(
             "ror-sp-organization-closing-type",
             ROR_SP + "ror-sp-organization-closing-type",
             "closing-type",

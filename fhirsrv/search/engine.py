@@ -11,8 +11,9 @@ from sqlalchemy import ColumnElement, Connection, Select, and_, delete, func, or
 
 from fhirsrv.errors import BadRequest, Issue
 from fhirsrv.resource_types import SUPPORTED_TYPES
-from fhirsrv.search import include, near, paging, walk
+from fhirsrv.search import include, near, paging, ror_spellings, walk
 from fhirsrv.search import total as totals
+from fhirsrv.search.communes import CommunePositions
 from fhirsrv.search.compile import CodeExpander, Compiler, ordered_prefix
 from fhirsrv.search.extract import extract
 from fhirsrv.search.parameters import CONTROL, Criterion, parse, split_token
@@ -63,6 +64,7 @@ class SearchEngine:
         self.registry: SearchParamRegistry = build_registry(settings, self.types)
         self.expander: CodeExpander | None = None
         self.base_url = settings.base_url.rstrip("/")
+        self.communes = CommunePositions(settings.seed_dir / "data")  # for near-insee-code
         # Whether text compares by code point on this database (compile.ordered_prefix): read
         # with the stored parameters when the server starts.
         self.ordered_prefix = False
@@ -145,7 +147,7 @@ class SearchEngine:
                 if base not in ("_cursor", "_format", "_pretty"):
                     request.used.append((name, value))
             else:
-                request.criteria.append(parse(name, value))
+                request.criteria.append(ror_spellings.standard(parse(name, value), self.communes))
                 request.used.append((name, value))
         if res_type is None:
             types = [t for v in controls.get("_type", []) for t in v.split(",") if t]

@@ -1,4 +1,4 @@
-"""`near`: who is within the distance, and how far each match is."""
+"""`near` and `near-insee-code`: who is within the distance, and how far each match is."""
 
 from __future__ import annotations
 
@@ -87,3 +87,30 @@ def test_through_a_chain_an_offer_is_as_far_as_its_nearest_location(client):
 def test_no_distance_without_a_near_criterion(client):
     found = matches(client, "/fhir/Location?_id=loc-brest")
     assert "extension" not in found["loc-brest"]
+
+
+def test_near_a_commune_by_its_insee_code(client):
+    # 29019 is Brest: its town hall (48.39169, -4.48454), from the shipped commune list.
+    found = matches(client, "/fhir/Location?near-insee-code=29019|10|km")
+    assert sorted(found) == ["loc-brest"]
+    assert distance_km(found["loc-brest"]) == pytest.approx(
+        great_circle_km(48.39169, -4.48454, 48.3904, -4.4861), abs=0.01
+    )
+    assert sorted(matches(client, "/fhir/Location?near-insee-code=29019|60|km")) == [
+        "loc-brest",
+        "loc-quimper",
+    ]
+    assert sorted(matches(client, "/fhir/Location?near-insee-code=29019|500|m")) == ["loc-brest"]
+    assert sorted(matches(client, "/fhir/Location?near-insee-code=29019|5|km,35238|5|km")) == [
+        "loc-brest",
+        "loc-rennes",
+    ]
+
+
+def test_near_insee_code_refuses_what_it_cannot_place(client):
+    for value in ("99999|10|km", "29019|far|km", "29019|10|parsecs", ""):
+        res = client.get(f"/fhir/Location?near-insee-code={value}")
+        assert res.status_code == 400, value
+        assert res.get_json()["resourceType"] == "OperationOutcome"
+    unknown = client.get("/fhir/Location?near-insee-code=99999|10|km").get_json()
+    assert "99999" in unknown["issue"][0]["diagnostics"]
