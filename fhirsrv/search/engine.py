@@ -345,7 +345,9 @@ class SearchEngine:
         crit = request.criteria[0]
         res_type = request.res_types[0]
         param = self.registry.get(res_type, crit.name)
-        if param is None or param.type != "token" or crit.modifier or crit.chain or crit.tree is not None:
+        if param is None or param.type != "token" or param.via or crit.modifier or crit.chain:
+            return None  # a chained parameter (param.via) has no index rows of its own
+        if crit.tree is not None:
             return None
         if len(crit.values) != 1:
             return None

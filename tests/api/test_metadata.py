@@ -106,3 +106,11 @@ def test_the_ror_near_insee_code_parameter_is_listed(client):
     assert location["near-insee-code"]["definition"] == (
         "https://interop.esante.gouv.fr/ig/fhir/ror/SearchParameter/ror-sp-location-near-insee-code"
     )
+
+
+def test_the_chained_departement_parameter_is_listed(client):
+    service = {p["name"]: p for p in _resource(_statement(client), "HealthcareService")["searchParam"]}
+    assert service["departement"]["type"] == "token"
+    assert service["departement"]["definition"] == (
+        "https://sos.example.org/fhir/SearchParameter/healthcareservice-departement"
+    )
