@@ -75,9 +75,11 @@ def search(
     if sealed:
         opened = services.cursors.open(sealed[-1])
         params = [(k, v) for k, v in params if k != "_cursor"] + [("_cursor", opened or "")]
-    request = engine.prepare(
-        res_type, params, strict=info.prefer_handling == "strict", base_url=info.base_url
-    )
+    # Unknown parameters are refused unless the client asks for lenient handling (R4 leaves the
+    # default to the server): ignoring one answers a broader search than the one asked, and a
+    # client that does not read the outcome entry refers a patient to the wrong département.
+    strict = info.prefer_handling != "lenient"
+    request = engine.prepare(res_type, params, strict=strict, base_url=info.base_url)
     named = [res_type] if res_type else _named_types(params)
     for searched in named:
         policy.check_read(info.principal, searched, "s")

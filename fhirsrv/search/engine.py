@@ -203,7 +203,10 @@ class SearchEngine:
                 continue
             message = f"Unknown search parameter '{crit.name}' for {', '.join(request.res_types)}"
             if strict:
-                raise BadRequest(message)
+                raise BadRequest(
+                    f"{message} (see /metadata for the supported ones; "
+                    "'Prefer: handling=lenient' ignores unknown parameters)"
+                )
             request.issues.append(Issue("warning", "not-supported", f"{message}: ignored"))
             request.used = [(k, v) for k, v in request.used if k != crit.raw_name]
         request.criteria = kept

@@ -221,13 +221,24 @@ def test_near_on_location_and_through_a_chain(client):
     assert client.get("/fhir/Location?near=91|0|1|km").status_code == 400
 
 
-def test_unknown_parameters_lenient_and_strict(client):
-    res = client.get("/fhir/HealthcareService?nonsense=1&specialty=004").get_json()
+def test_unknown_parameters_are_refused_unless_the_client_prefers_lenient(client):
+    # By default an unknown parameter is an error: ignoring it would answer a broader search
+    # than the one asked (every offer of the region for a misspelt département).
+    for headers in ({}, {"Prefer": "handling=strict"}, {"Prefer": "handling=whatever"}):
+        refused = client.get("/fhir/HealthcareService?nonsense=1&specialty=004", headers=headers)
+        assert refused.status_code == 400
+        issue = refused.get_json()["issue"][0]
+        assert issue["severity"] == "error" and "nonsense" in issue["diagnostics"]
+    lenient = client.get(
+        "/fhir/HealthcareService?nonsense=1&specialty=004", headers={"Prefer": "handling=lenient"}
+    )
+    assert lenient.status_code == 200
+    res = lenient.get_json()
     assert [e["resource"]["id"] for e in res["entry"] if e["search"]["mode"] == "match"] == ["hs-douleur"]
     outcome = [e for e in res["entry"] if e["search"]["mode"] == "outcome"][0]["resource"]
+    assert outcome["issue"][0]["severity"] == "warning"
     assert "nonsense" in outcome["issue"][0]["diagnostics"]
-    strict = client.get("/fhir/HealthcareService?nonsense=1", headers={"Prefer": "handling=strict"})
-    assert strict.status_code == 400
+    assert "nonsense" not in next(lk["url"] for lk in res["link"] if lk["relation"] == "self")
     assert client.get("/fhir/HealthcareService?name:nope=x").status_code == 400
     assert client.get("/fhir/HealthcareService?_contained=true").status_code == 400
 
