@@ -41,6 +41,11 @@ class Canonicals:
         return self.structure_definition("sos-departement")
 
     @property
+    def search_chain(self) -> str:
+        """The SearchParameter extension naming the chain a parameter stands for (search/registry.py)."""
+        return self.structure_definition("sos-search-chain")
+
+    @property
     def oauth_client(self) -> str:
         """The identifier system of the server's OAuth clients (AuditEvent agents)."""
         return self.naming_system("oauth-client")

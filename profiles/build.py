@@ -639,6 +639,7 @@ FEE = SOS_SD + "sos-announced-fee"
 DELAY = SOS_SD + "sos-appointment-delay"
 DEPARTEMENT = SOS_SD + "sos-departement"
 DEPARTEMENT_SYSTEM = tre("G09-DepartementOM")
+SEARCH_CHAIN = SOS_SD + "sos-search-chain"
 DIRECTORY_TYPES = ["HealthcareService", "Organization", "Location", "PractitionerRole"]
 AXES = [
     # slice name, CodeSystem/ValueSet id, search code, French label, minimum
@@ -721,7 +722,16 @@ def sos_extensions() -> list[dict[str, Any]]:
         el("Extension.value[x].system", card="1..1", fixedUri=DEPARTEMENT_SYSTEM),
         el("Extension.value[x].code", card="1..1"),
     ]
-    return [lifecycle, fee, delay, departement]
+    search_chain = simple_extension(
+        "sos-search-chain",
+        SEARCH_CHAIN,
+        "SOSSearchChain",
+        "Le chaînage qu'un paramètre de recherche abrège (ex. location.departement) : fhirsrv le "
+        "recherche ainsi, dans la ressource référencée telle qu'elle est au moment de la recherche.",
+        ["SearchParameter"],
+        "string",
+    )
+    return [lifecycle, fee, delay, departement, search_chain]
 
 
 def sos_delay_units() -> dict[str, Any]:
@@ -992,6 +1002,24 @@ def sos_search_parameters() -> list[dict[str, Any]]:
                 "Sur HealthcareService : location.departement ou organization.departement (chaînage).",
             )
         )
+    # On the offer: the département of its places, read from each Location when searching (a
+    # copy indexed with the offer would go stale when a Location moves).
+    params.append(
+        search_parameter(
+            "healthcareservice-departement",
+            sp_base + "healthcareservice-departement",
+            "departement",
+            ["HealthcareService"],
+            "token",
+            " | ".join(
+                f"HealthcareService.location.resolve().address{where}"
+                for where in (f".{departement}", f".where({departement}.empty()).postalCode.substring(0, 2)")
+            ),
+            "Département (code INSEE) des lieux de l'offre : le paramètre departement de ses Location "
+            "(chaînage location.departement).",
+            extension=[{"url": SEARCH_CHAIN, "valueString": "location.departement"}],
+        )
+    )
     params += [
         search_parameter(
             "directory-entry-status",
@@ -1095,6 +1123,17 @@ def ror_search_parameters() -> list[dict[str, Any]]:
             "token",
             f"Location.extension('{ROR_SD}ror-commune-cog').value",
             "Code officiel géographique (INSEE) de la commune du lieu (ROR).",
+        ),
+        search_parameter(
+            "ror-sp-location-near-insee-code",
+            ROR_SP + "ror-sp-location-near-insee-code",
+            "near-insee-code",
+            ["Location"],
+            "special",
+            "Location.position",
+            "Lieux proches d'une commune : near-insee-code=code INSEE|distance|unité (ex. 29019|15|km) ; "
+            "la distance est mesurée depuis la mairie de la commune jusqu'à la position du lieu (ROR, "
+            "qui la mesure de commune à commune).",
         ),
         search_parameter(
             "ror-sp-organization-closing-type",

@@ -41,9 +41,9 @@ def base_url() -> str:
 
 def request_info() -> RequestInfo:
     prefs = negotiation.prefer(request)
-    handling = prefs.get("handling", "lenient")
+    handling = prefs.get("handling")
     if handling not in ("lenient", "strict"):
-        handling = "lenient"
+        handling = None  # not stated: each interaction's default (search: strict)
     return RequestInfo(
         base_url=base_url(),
         principal=caller.principal(),

@@ -59,7 +59,7 @@ class RequestInfo:
     base_url: str  # e.g. "http://127.0.0.1:8080/fhir", no trailing slash
     principal: Principal  # who asks: never optional (ANONYMOUS, SERVER or a client)
     prefer_return: str | None = None  # minimal | representation | OperationOutcome
-    prefer_handling: str = "lenient"  # lenient | strict
+    prefer_handling: str | None = None  # lenient | strict; None: the client did not say
     if_match: str | None = None
     if_none_match: str | None = None
     if_modified_since: datetime | None = None

@@ -18,18 +18,36 @@ from fhirsrv.storage.engine import read_transaction
 from fhirsrv.storage.jsonfmt import loads
 from fhirsrv.storage.repository import StoredResource
 
+# R4's extension for the distance of a match to the `near` point, on Bundle.entry.search.
+LOCATION_DISTANCE = "http://hl7.org/fhir/StructureDefinition/location-distance"
+
 
 def _entry(
-    info: RequestInfo, stored: StoredResource, mode: str, summary: str | None, elements: list[str] | None
+    info: RequestInfo,
+    stored: StoredResource,
+    mode: str,
+    summary: str | None,
+    elements: list[str] | None,
+    distance_km: float | None = None,
 ) -> dict[str, Any]:
     if summary or elements:
         body: Any = shape(loads(stored.content), summary, elements)
     else:
         body = orjson.Fragment(stored.content)
+    search_info: dict[str, Any] = {"mode": mode}
+    if distance_km is not None:
+        # So a client can say "3.2 km" without computing it: to 10 m, about a building's size.
+        value = {
+            "value": round(distance_km, 2),
+            "unit": "km",
+            "system": "http://unitsofmeasure.org",
+            "code": "km",
+        }
+        search_info["extension"] = [{"url": LOCATION_DISTANCE, "valueDistance": value}]
     return {
         "fullUrl": f"{info.base_url}/{stored.res_type}/{stored.res_id}",
         "resource": body,
-        "search": {"mode": mode},
+        "search": search_info,
     }
 
 
@@ -57,7 +75,11 @@ def search(
     if sealed:
         opened = services.cursors.open(sealed[-1])
         params = [(k, v) for k, v in params if k != "_cursor"] + [("_cursor", opened or "")]
-    request = engine.prepare(res_type, params, strict=info.prefer_handling == "strict")
+    # Unknown parameters are refused unless the client asks for lenient handling (R4 leaves the
+    # default to the server): ignoring one answers a broader search than the one asked, and a
+    # client that does not read the outcome entry refers a patient to the wrong département.
+    strict = info.prefer_handling != "lenient"
+    request = engine.prepare(res_type, params, strict=strict, base_url=info.base_url)
     named = [res_type] if res_type else _named_types(params)
     for searched in named:
         policy.check_read(info.principal, searched, "s")
@@ -85,7 +107,9 @@ def search(
         next_url = _link(info, res_type, request.used, services.cursors.seal(page.next_cursor))
         links.append({"relation": "next", "url": next_url})
     bundle["link"] = links
-    entries = [_entry(info, s, "match", summary, request.elements) for s in page.matches]
+    entries = [
+        _entry(info, s, "match", summary, request.elements, page.distances.get(s.rid)) for s in page.matches
+    ]
     entries += [_entry(info, s, "include", summary, request.elements) for s in included]
     if request.issues:
         entries.append(

@@ -61,28 +61,46 @@ def token_test(value: str, modifier: str | None) -> ColumnElement[bool]:
 
 
 def reference_test(
-    value: str, modifier: str | None, targets: tuple[str, ...], base_url: str
+    value: str, modifier: str | None, targets: tuple[str, ...], bases: tuple[str, ...] = ()
 ) -> ColumnElement[bool]:
+    """`bases`: this server's base URLs (the configured public one, the one the client used):
+    an absolute reference on one of them is a local reference."""
     if modifier == "identifier":
         system, code = split_token(value)
         if system is None:
             return idx_reference.c.ident_value == code
         return and_(idx_reference.c.ident_system == system, idx_reference.c.ident_value == code)
-    if base_url and value.startswith(base_url + "/"):
-        value = value[len(base_url) + 1 :]
+    own = next((b for b in bases if b and value.startswith(b + "/")), None)
+    if own is not None:
+        value = value[len(own) + 1 :]
     if "://" in value or value.startswith("urn:"):
         url = value.split("|", 1)[0]
         return or_(
             idx_reference.c.url == url, idx_reference.c.url.like(f"{_like_escape(url)}|%", escape="\\")
         )
     parts = value.split("/")
+    version = None
+    if len(parts) >= 3 and parts[-2] == "_history":
+        # A versioned reference matches the references to that version only: the index keeps
+        # the version a resource cites (extract._reference); without one, any version matches.
+        version, parts = parts[-1], parts[:-2]
+    res_id = parts[-1]
     if len(parts) >= 2:
-        return and_(idx_reference.c.target_type == parts[-2], idx_reference.c.target_id == parts[-1])
-    if modifier and modifier[:1].isupper():
-        return and_(idx_reference.c.target_type == modifier, idx_reference.c.target_id == value)
-    if targets:
-        return and_(idx_reference.c.target_type.in_(targets), idx_reference.c.target_id == value)
-    return idx_reference.c.target_id == value
+        types: tuple[str, ...] | None = (parts[-2],)
+    elif modifier and modifier[:1].isupper():
+        types = (modifier,)
+    else:
+        types = targets or None
+    test = idx_reference.c.target_id == res_id
+    if types is not None:
+        of_type = idx_reference.c.target_type
+        test = and_(of_type == types[0] if len(types) == 1 else of_type.in_(types), test)
+    if version is None:
+        return test
+    if types is None:
+        cited = f"%/{_like_escape(res_id)}/_history/{_like_escape(version)}"
+        return and_(test, idx_reference.c.url.like(cited, escape="\\"))
+    return and_(test, idx_reference.c.url.in_([f"{t}/{res_id}/_history/{version}" for t in types]))
 
 
 def date_test(value: str) -> ColumnElement[bool]:

@@ -63,7 +63,7 @@ class Compiler:
         registry: SearchParamRegistry,
         conn: Connection,
         scope: ReadScope,
-        base_url: str = "",
+        bases: tuple[str, ...] = (),
         expander: CodeExpander | None = None,
         ordered: bool = False,
     ) -> None:
@@ -72,7 +72,8 @@ class Compiler:
         # What chains and _has may look through: a hidden entry's fields must not decide
         # whether a visible one matches (that would let anyone read them, one guess at a time).
         self.scope = scope
-        self.base_url = base_url
+        # This server's base URLs (configured, and as the client called it): see reference_test.
+        self.bases = bases
         self.expander = expander
         self.ordered_prefix = ordered
 
@@ -83,6 +84,8 @@ class Compiler:
         if crit.tree is not None:
             return self._filter(res_type, crit.tree, rid)
         param = self.param(res_type, crit.name)
+        if param.via:
+            return self._via(res_type, param, crit, rid)
         if crit.chain:
             return self._chain(res_type, param, crit, rid)
         if param.type == "special" or param.code == "near":
@@ -146,7 +149,7 @@ class Compiler:
                 return and_(idx_token.c.system == parts[0], idx_token.c.code == f"{parts[1]}|{parts[2]}")
             return clauses.token_test(value, modifier)
         if kind == "reference":
-            return clauses.reference_test(value, modifier, param.target, self.base_url)
+            return clauses.reference_test(value, modifier, param.target, self.bases)
         if kind == "date":
             return clauses.date_test(value)
         if kind in ("number", "quantity"):
@@ -276,6 +279,36 @@ class Compiler:
         if not options:
             raise BadRequest(f"Unknown chained parameter '{crit.raw_name}' for {res_type}")
         return or_(*options)
+
+    def _via(self, res_type: str, param: SearchParamDef, crit: Criterion, rid: Any) -> ColumnElement[bool]:
+        """A parameter defined as a chain (registry.SearchParamDef.via), such as `departement` on
+        HealthcareService for `location.departement`: compiled as that chain, so it reads each
+        Location as it is now. Negation and :missing hold for the resource, not for each link:
+        an offer is `departement:not=35` when none of its places is in 35."""
+        if crit.chain:
+            raise BadRequest(f"'{crit.name}' is not a reference parameter and cannot be chained")
+        modifier = crit.modifier
+        if modifier and modifier not in _MODIFIERS.get(param.type, set()):
+            raise BadRequest(
+                f"Modifier :{modifier} is not supported on {param.type} parameter '{param.code}'"
+            )
+        if modifier in ("not", "not-in"):
+            positive = Criterion(
+                crit.raw_name, crit.name, None if modifier == "not" else "in", None, crit.values
+            )
+            return ~self._via(res_type, param, positive, rid)
+        reference, _, inner = (param.via or "").partition(".")
+        if modifier == "missing":
+            missing = crit.values[0].lower() if crit.values else ""
+            if missing not in ("true", "false"):
+                raise BadRequest(f"{crit.raw_name} takes true or false, not '{','.join(crit.values)}'")
+            through = Criterion(crit.raw_name, reference, None, f"{inner}:missing", ["false"])
+            present = self.condition(res_type, through, rid)
+            return present if missing == "false" else ~present
+        inner_name = f"{inner}:{modifier}" if modifier else inner
+        return self.condition(
+            res_type, Criterion(crit.raw_name, reference, None, inner_name, crit.values), rid
+        )
 
     def _has(self, res_type: str, crit: Criterion, rid: Any) -> ColumnElement[bool]:
         # _has:Type:refparam:param[:modifier]=value (the raw name keeps every colon).

@@ -11,8 +11,9 @@ from sqlalchemy import ColumnElement, Connection, Select, and_, delete, func, or
 
 from fhirsrv.errors import BadRequest, Issue
 from fhirsrv.resource_types import SUPPORTED_TYPES
-from fhirsrv.search import include, paging, walk
+from fhirsrv.search import include, near, paging, ror_spellings, walk
 from fhirsrv.search import total as totals
+from fhirsrv.search.communes import CommunePositions
 from fhirsrv.search.compile import CodeExpander, Compiler, ordered_prefix
 from fhirsrv.search.extract import extract
 from fhirsrv.search.parameters import CONTROL, Criterion, parse, split_token
@@ -40,6 +41,9 @@ class SearchRequest:
     elements: list[str] | None = None
     issues: list[Issue] = field(default_factory=list)  # ignored parameters (lenient handling)
     used: list[tuple[str, str]] = field(default_factory=list)  # the parameters applied, for links
+    # The base URL the client called: an absolute reference on it is local, even when the
+    # public base URL is not configured.
+    base_url: str = ""
 
 
 @dataclass
@@ -49,6 +53,8 @@ class SearchPage:
     total: int | None
     next_cursor: str | None
     previous_cursor: str | None
+    # km from the near point, per match rid (searches with a near criterion only).
+    distances: dict[int, float] = field(default_factory=dict)
 
 
 class SearchEngine:
@@ -58,6 +64,7 @@ class SearchEngine:
         self.registry: SearchParamRegistry = build_registry(settings, self.types)
         self.expander: CodeExpander | None = None
         self.base_url = settings.base_url.rstrip("/")
+        self.communes = CommunePositions(settings.seed_dir / "data")  # for near-insee-code
         # Whether text compares by code point on this database (compile.ordered_prefix): read
         # with the stored parameters when the server starts.
         self.ordered_prefix = False
@@ -119,9 +126,15 @@ class SearchEngine:
         return len(rids)
 
     # ----------------------------------------------------------------------------- queries
-    def prepare(self, res_type: str | None, params: list[tuple[str, str]], *, strict: bool) -> SearchRequest:
+    def prepare(
+        self, res_type: str | None, params: list[tuple[str, str]], *, strict: bool, base_url: str = ""
+    ) -> SearchRequest:
         settings = self.settings
-        request = SearchRequest(res_types=[res_type] if res_type else [], count=settings.default_count)
+        request = SearchRequest(
+            res_types=[res_type] if res_type else [],
+            count=settings.default_count,
+            base_url=base_url.rstrip("/"),
+        )
         controls: dict[str, list[str]] = defaultdict(list)
         include_values: dict[bool, list[tuple[str, bool]]] = {False: [], True: []}
         for name, value in params:
@@ -134,7 +147,7 @@ class SearchEngine:
                 if base not in ("_cursor", "_format", "_pretty"):
                     request.used.append((name, value))
             else:
-                request.criteria.append(parse(name, value))
+                request.criteria.append(ror_spellings.standard(parse(name, value), self.communes))
                 request.used.append((name, value))
         if res_type is None:
             types = [t for v in controls.get("_type", []) for t in v.split(",") if t]
@@ -190,7 +203,10 @@ class SearchEngine:
                 continue
             message = f"Unknown search parameter '{crit.name}' for {', '.join(request.res_types)}"
             if strict:
-                raise BadRequest(message)
+                raise BadRequest(
+                    f"{message} (see /metadata for the supported ones; "
+                    "'Prefer: handling=lenient' ignores unknown parameters)"
+                )
             request.issues.append(Issue("warning", "not-supported", f"{message}: ignored"))
             request.used = [(k, v) for k, v in request.used if k != crit.raw_name]
         request.criteria = kept
@@ -201,7 +217,8 @@ class SearchEngine:
         """One condition on resource.rid per criterion (an OR over the types it applies to),
         and the caller's read scope: matches are only what the caller may see, so the page,
         its paging and the total count the same rows."""
-        compiler = Compiler(self.registry, conn, scope, self.base_url, self.expander, self.ordered_prefix)
+        bases = tuple(dict.fromkeys(b for b in (self.base_url, request.base_url) if b))
+        compiler = Compiler(self.registry, conn, scope, bases, self.expander, self.ordered_prefix)
         out = []
         single = len(request.res_types) == 1
         visible = [(t, scope.searchable(t, resource.c.rid)) for t in request.res_types]
@@ -331,7 +348,9 @@ class SearchEngine:
         crit = request.criteria[0]
         res_type = request.res_types[0]
         param = self.registry.get(res_type, crit.name)
-        if param is None or param.type != "token" or crit.modifier or crit.chain or crit.tree is not None:
+        if param is None or param.type != "token" or param.via or crit.modifier or crit.chain:
+            return None  # a chained parameter (param.via) has no index rows of its own
+        if crit.tree is not None:
             return None
         if len(crit.values) != 1:
             return None
@@ -411,7 +430,8 @@ class SearchEngine:
             if request.includes
             else []
         )
-        return SearchPage(matches, included, total, next_cursor, previous_cursor)
+        distances = near.distances(conn, request.criteria, request.res_types, scope, [m.rid for m in matches])
+        return SearchPage(matches, included, total, next_cursor, previous_cursor, distances)
 
     def find(
         self,

@@ -39,13 +39,16 @@ def _tokens(value: Any) -> list[tuple[str | None, str | None, str | None]]:
         text = _str(value)
         return [(None, text, None)] if text else []
     if "coding" in value or "text" in value and "code" not in value and "value" not in value:
+        text = value.get("text") if isinstance(value.get("text"), str) else None
         out = [
-            (c.get("system"), c.get("code"), c.get("display") or value.get("text"))
+            (c.get("system"), c.get("code"), c.get("display") or text)
             for c in value.get("coding") or []
             if isinstance(c, dict)
         ]
-        if not out and value.get("text"):
-            out = [(None, None, value["text"])]
+        # `:text` reads the concept's text and the codings' displays (R4): the text gets its own
+        # row (no code) when no coding already carries it.
+        if text and all(label != text for _, _, label in out):
+            out.append((None, None, text))
         return out
     if "code" in value or "system" in value and "value" not in value:
         return [(value.get("system"), value.get("code"), value.get("display"))]
@@ -129,7 +132,9 @@ def _reference(value: Any, base_url: str) -> dict[str, Any] | None:
         if len(parts) == 2 and parts[0][:1].isupper() and "://" not in local:
             row["target_type"], row["target_id"] = parts
         elif len(parts) == 4 and parts[2] == "_history" and "://" not in local:
+            # The version is kept (as the local versioned reference) for a search on it.
             row["target_type"], row["target_id"] = parts[0], parts[1]
+            row["url"] = _cut(local)
         else:
             row["url"] = _cut(ref)
     if row["target_id"] is None and row["url"] is None and row["ident_value"] is None:
@@ -213,7 +218,9 @@ def sort_row(param: SearchParamDef, rows: Rows) -> dict[str, Any] | None:
             "value_date": None,
         }
     if param.type == "token" and rows.get("idx_token"):
-        codes = [r["code"] or r["text_norm"] or "" for r in rows["idx_token"]]
+        # By code when there is one: a concept's text is not what it sorts by.
+        codes = [r["code"] for r in rows["idx_token"] if r["code"]]
+        codes = codes or [r["text_norm"] or "" for r in rows["idx_token"]]
         return {"value_text": min(codes), "value_num": None, "value_date": None}
     if param.type == "date" and rows.get("idx_date"):
         return {"value_text": None, "value_num": None, "value_date": min(r["low"] for r in rows["idx_date"])}

@@ -20,6 +20,7 @@ from fhirpathpy import compile as fhirpath_compile
 from fhirpathpy.models import models
 from sqlalchemy import Connection, select
 
+from fhirsrv.canonical import Canonicals
 from fhirsrv.settings import Settings
 from fhirsrv.storage.jsonfmt import loads
 from fhirsrv.storage.schema import live, resource
@@ -134,6 +135,9 @@ class SearchParamDef:
     target: tuple[str, ...] = ()
     modifiers: tuple[str, ...] = ()
     evaluate: Callable[[dict[str, Any]], list[Any]] = field(default=lambda res: [], repr=False)
+    # The chain this parameter stands for ("location.departement"): searched through the
+    # referenced resources as they are when searching, it indexes nothing of its own.
+    via: str | None = None
 
 
 def _specialise(expression: str, res_type: str) -> str:
@@ -151,13 +155,45 @@ def _specialise(expression: str, res_type: str) -> str:
 
 
 class SearchParamRegistry:
-    def __init__(self) -> None:
+    def __init__(self, chain_extensions: Iterable[str] = ()) -> None:
         self._by_type: dict[str, dict[str, SearchParamDef]] = {}
         self._abstract: dict[str, dict[str, Any]] = {}
         self.known_types: set[str] = set()
+        # The urls of the extension naming a parameter's chain: the shipped files' and, once
+        # stored, the deployment's (terminology/rebase.py moves it under canonical_base).
+        self.chain_extensions = frozenset(chain_extensions)
+
+    def _chain_of(self, sp: dict[str, Any]) -> str | None:
+        for ext in sp.get("extension") or []:
+            if isinstance(ext, dict) and ext.get("url") in self.chain_extensions:
+                value = ext.get("valueString")
+                return value if isinstance(value, str) and "." in value else None
+        return None
+
+    def _add_chained(self, sp: dict[str, Any], via: str) -> None:
+        """A parameter defined as a chain: the search compiles it as that chain (compile.py), so
+        it always reads the referenced resource as it is now. Its FHIRPath (through resolve(),
+        which needs the other resource) is never evaluated here."""
+        for res_type in sp.get("base") or []:
+            if res_type in ABSTRACT_BASES:
+                continue
+            self._by_type.setdefault(res_type, {})[sp["code"]] = SearchParamDef(
+                code=sp["code"],
+                type=sp["type"],
+                expression="",
+                url=sp.get("url", ""),
+                description=sp.get("description", ""),
+                base=tuple(sp.get("base") or ()),
+                modifiers=tuple(sp.get("modifier") or ()),
+                via=via,
+            )
 
     def add_definition(self, sp: dict[str, Any], types: Iterable[str]) -> None:
         if sp.get("status") == "retired" or sp.get("type") == "composite":
+            return
+        via = self._chain_of(sp)
+        if via is not None:
+            self._add_chained(sp, via)
             return
         expression = sp.get("expression") or ""
         if not expression:
@@ -205,7 +241,8 @@ def _definitions_in(path: Path) -> Iterable[dict[str, Any]]:
 
 def build_registry(settings: Settings, types: Iterable[str]) -> SearchParamRegistry:
     types = tuple(types)
-    registry = SearchParamRegistry()
+    chains = {Canonicals().search_chain, Canonicals(settings.canonical_base).search_chain}
+    registry = SearchParamRegistry(chains)
     registry.known_types = set(types)
     r4 = settings.profiles_dir / "r4" / "search-parameters.json"
     for sp in _definitions_in(r4):

@@ -111,7 +111,8 @@ idx_reference = _index_table(
     "idx_reference",
     Column("target_type", String(64), nullable=True),
     Column("target_id", String(64), nullable=True),
-    # Absolute or canonical URL when the reference is not local (and canonical version, if any).
+    # Absolute or canonical URL when the reference is not local (and canonical version, if any);
+    # for a versioned local reference, that reference ("Type/id/_history/v").
     Column("url", String(1024), nullable=True),
     # Reference.identifier for the :identifier modifier.
     Column("ident_system", String(512), nullable=True),

@@ -98,3 +98,19 @@ def test_stored_profiles_are_supported_profiles(client):
     )
     org = _resource(_statement(client), "Organization")
     assert "https://sos.example.org/fhir/StructureDefinition/test-org" in org["supportedProfile"]
+
+
+def test_the_ror_near_insee_code_parameter_is_listed(client):
+    location = {p["name"]: p for p in _resource(_statement(client), "Location")["searchParam"]}
+    assert location["near-insee-code"]["type"] == "special"
+    assert location["near-insee-code"]["definition"] == (
+        "https://interop.esante.gouv.fr/ig/fhir/ror/SearchParameter/ror-sp-location-near-insee-code"
+    )
+
+
+def test_the_chained_departement_parameter_is_listed(client):
+    service = {p["name"]: p for p in _resource(_statement(client), "HealthcareService")["searchParam"]}
+    assert service["departement"]["type"] == "token"
+    assert service["departement"]["definition"] == (
+        "https://sos.example.org/fhir/SearchParameter/healthcareservice-departement"
+    )

@@ -26,7 +26,9 @@ def services(app):  # type: ignore[no-untyped-def]
 
 
 def run(services, res_type: str | None, params: list[tuple[str, str]], handling: str = "lenient") -> Any:  # type: ignore[no-untyped-def]
-    result = search(services, RequestInfo(base_url=BASE, principal=SERVER, prefer_handling=handling), res_type, params)
+    result = search(
+        services, RequestInfo(base_url=BASE, principal=SERVER, prefer_handling=handling), res_type, params
+    )
     assert result.status == 200
     # Entries splice stored JSON (orjson.Fragment): serialise as the api layer does.
     return orjson.loads(orjson.dumps(result.resource))
@@ -69,6 +71,13 @@ def test_unknown_parameter_lenient_is_reported_strict_is_refused(services):
     with pytest.raises(BadRequest) as err:
         run(services, "Organization", [("colour", "blue")], handling="strict")
     assert err.value.status == 400
+
+
+def test_unknown_parameter_is_refused_when_the_client_states_no_handling(services):
+    info = RequestInfo(base_url=BASE, principal=SERVER)  # no Prefer header: the server's default
+    with pytest.raises(BadRequest) as err:
+        search(services, info, "Organization", [("colour", "blue"), ("name", "ligue")])
+    assert "colour" in str(err.value)
 
 
 def test_malformed_values_are_refused(services):

@@ -97,6 +97,26 @@ def test_near_a_patient(client):
     assert matches == ["hs-apa"] and included == ["loc-brest"]
 
 
+def test_near_a_patient_as_the_ror_spells_it(client):
+    """The ROR publishes `location:near=…`: the same search as the chain `location.near=…`."""
+    standard = split(client, f"/fhir/HealthcareService?specialty={R211}|330&location.near=48.4|-4.5|30|km")
+    ror = split(client, f"/fhir/HealthcareService?specialty={R211}|330&location:near=48.4|-4.5|30|km")
+    assert ror[1:] == standard[1:] and ror[1] == ["hs-apa"]
+    assert split(client, "/fhir/HealthcareService?location:near=48.4|-4.5|30|km&_sort=near")[1] == ["hs-apa"]
+
+
+def test_near_the_commune_of_a_patient(client):
+    """ROR scenario 6, request 1: offers within a distance of a commune given by its INSEE code."""
+    # 29232 is Quimper: loc-quimper is about 0 km away, loc-brest about 52 km.
+    for spelling in ("location.near-insee-code", "location:near-insee-code"):
+        _, near, _ = split(client, f"/fhir/HealthcareService?{spelling}=29232|15|km")
+        assert near == ["hs-psy"]
+        _, wider, _ = split(client, f"/fhir/HealthcareService?{spelling}=29232|60|km")
+        assert wider == ["hs-apa", "hs-psy"]
+    _, located, _ = split(client, "/fhir/Location?near-insee-code=29232|15|km")
+    assert located == ["loc-quimper"]
+
+
 def test_location_capacity_views(client):
     _, matches, included = split(client, "/fhir/Location?_revinclude=HealthcareService:location")
     assert len(matches) == 3

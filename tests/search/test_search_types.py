@@ -73,6 +73,118 @@ def test_reference_forms(client):
     assert ids(client, "/fhir/PractitionerRole?service:missing=false") == ["role-1"]
 
 
+def test_text_modifier_reads_the_concept_text_and_the_codings_display(app):
+    services = app.extensions["fhirsrv"]
+    role = "http://example.org/role"
+    load(
+        services,
+        [
+            {
+                "resourceType": "PractitionerRole",
+                "id": "both",
+                "code": [
+                    {
+                        "coding": [{"system": role, "code": "ref", "display": "Référent"}],
+                        "text": "Personne ressource",
+                    }
+                ],
+            },
+            {
+                "resourceType": "PractitionerRole",
+                "id": "display-only",
+                "code": [{"coding": [{"system": role, "code": "ref", "display": "Personne à prévenir"}]}],
+            },
+            {
+                "resourceType": "PractitionerRole",
+                "id": "text-only",
+                "code": [{"text": "Praticien d'accueil"}],
+            },
+        ],
+    )
+    client = app.test_client()
+    assert ids(client, "/fhir/PractitionerRole?role:text=Personne") == ["both", "display-only"]
+    assert ids(client, "/fhir/PractitionerRole?role:text=referent") == ["both"]
+    assert ids(client, "/fhir/PractitionerRole?role:text=praticien") == ["text-only"]
+    # The text is not a code: code searches and sorting by code are unchanged ("ref" sorts
+    # after "praticien d'accueil", which has no code, and "personne ressource" is no code).
+    assert ids(client, f"/fhir/PractitionerRole?role={role}|ref") == ["both", "display-only"]
+    assert ids_in_order(client, "/fhir/PractitionerRole?_sort=role,_id") == [
+        "text-only",
+        "both",
+        "display-only",
+    ]
+
+
+def test_versioned_reference_values_match_that_version(app):
+    services = app.extensions["fhirsrv"]
+    load(
+        services,
+        [
+            {"resourceType": "HealthcareService", "id": "hs", "name": "Offre"},
+            {
+                "resourceType": "PractitionerRole",
+                "id": "cites-v1",
+                "healthcareService": [{"reference": "HealthcareService/hs/_history/1"}],
+            },
+            {
+                "resourceType": "PractitionerRole",
+                "id": "cites-v2",
+                "healthcareService": [{"reference": "HealthcareService/hs/_history/2"}],
+            },
+            {
+                "resourceType": "PractitionerRole",
+                "id": "cites-current",
+                "healthcareService": [{"reference": "HealthcareService/hs"}],
+            },
+        ],
+    )
+    client = app.test_client()
+    assert ids(client, "/fhir/PractitionerRole?service=HealthcareService/hs/_history/1") == ["cites-v1"]
+    assert ids(
+        client, "/fhir/PractitionerRole?service=http://fhir.test/fhir/HealthcareService/hs/_history/2"
+    ) == ["cites-v2"]
+    assert ids(client, "/fhir/PractitionerRole?service:HealthcareService=hs/_history/2") == ["cites-v2"]
+    assert ids(client, "/fhir/PractitionerRole?service=HealthcareService/hs/_history/3") == []
+    # Without a version, every reference to the resource, versioned or not.
+    assert ids(client, "/fhir/PractitionerRole?service=HealthcareService/hs") == [
+        "cites-current",
+        "cites-v1",
+        "cites-v2",
+    ]
+
+
+@pytest.mark.parametrize("configured", ["", "http://fhir.test/fhir"])
+def test_absolute_references_on_this_server_are_local(db_url, configured):
+    """With or without a configured public base, a search value on the base the client used is local."""
+    from fhirsrv.app import create_app
+    from fhirsrv.settings import Settings
+
+    settings = Settings.from_env(database_url=db_url, load_demo=False, base_url=configured, auth=False)
+    app = create_app(settings)
+    try:
+        load(app.extensions["fhirsrv"])
+        client = app.test_client()
+        base = configured or "http://localhost/fhir"  # the test client's host
+        assert ids(client, f"/fhir/HealthcareService?organization={base}/Organization/ligue29") == [
+            "hs-apa",
+            "hs-psy",
+        ]
+        assert ids(
+            client, f"/fhir/HealthcareService?organization:Organization={base}/Organization/ligue29"
+        ) == [
+            "hs-apa",
+            "hs-psy",
+        ]
+        assert (
+            ids(
+                client, "/fhir/HealthcareService?organization=http://elsewhere.test/fhir/Organization/ligue29"
+            )
+            == []
+        )
+    finally:
+        app.extensions["fhirsrv"].engine.dispose()
+
+
 def test_date_prefixes_on_last_updated(client):
     everything = ids(client, "/fhir/HealthcareService?_lastUpdated=gt2000-01-01")
     assert len(everything) == 5
@@ -109,13 +221,24 @@ def test_near_on_location_and_through_a_chain(client):
     assert client.get("/fhir/Location?near=91|0|1|km").status_code == 400
 
 
-def test_unknown_parameters_lenient_and_strict(client):
-    res = client.get("/fhir/HealthcareService?nonsense=1&specialty=004").get_json()
+def test_unknown_parameters_are_refused_unless_the_client_prefers_lenient(client):
+    # By default an unknown parameter is an error: ignoring it would answer a broader search
+    # than the one asked (every offer of the region for a misspelt département).
+    for headers in ({}, {"Prefer": "handling=strict"}, {"Prefer": "handling=whatever"}):
+        refused = client.get("/fhir/HealthcareService?nonsense=1&specialty=004", headers=headers)
+        assert refused.status_code == 400
+        issue = refused.get_json()["issue"][0]
+        assert issue["severity"] == "error" and "nonsense" in issue["diagnostics"]
+    lenient = client.get(
+        "/fhir/HealthcareService?nonsense=1&specialty=004", headers={"Prefer": "handling=lenient"}
+    )
+    assert lenient.status_code == 200
+    res = lenient.get_json()
     assert [e["resource"]["id"] for e in res["entry"] if e["search"]["mode"] == "match"] == ["hs-douleur"]
     outcome = [e for e in res["entry"] if e["search"]["mode"] == "outcome"][0]["resource"]
+    assert outcome["issue"][0]["severity"] == "warning"
     assert "nonsense" in outcome["issue"][0]["diagnostics"]
-    strict = client.get("/fhir/HealthcareService?nonsense=1", headers={"Prefer": "handling=strict"})
-    assert strict.status_code == 400
+    assert "nonsense" not in next(lk["url"] for lk in res["link"] if lk["relation"] == "self")
     assert client.get("/fhir/HealthcareService?name:nope=x").status_code == 400
     assert client.get("/fhir/HealthcareService?_contained=true").status_code == 400
 
