@@ -41,6 +41,7 @@ _REASON = {
     304: "Not Modified",
     400: "Bad Request",
     404: "Not Found",
+    405: "Method Not Allowed",
     409: "Conflict",
     410: "Gone",
     412: "Precondition Failed",
@@ -197,7 +198,12 @@ def _transaction_entries(
         try:
             entry.result = entry.result or _execute(services, info, entry, conn)
         except FhirError as exc:
-            raise _for_entry(entry, exc) from exc
+            failure = _for_entry(entry, exc)
+            if failure.status == 405:
+                # The Bundle's own POST is allowed (a 405 would need an Allow for /fhir): it is
+                # the request's content, one entry, that asks for what the server does not do.
+                failure.status = 400
+            raise failure from exc
 
 
 def _run_batch(services: Services, info: RequestInfo, entries: list[Entry]) -> None:

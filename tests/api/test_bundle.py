@@ -200,3 +200,17 @@ def test_a_transaction_naming_a_resource_twice_fails_and_writes_nothing(client, 
     assert f"Organization/{existing['id']}" in issue["diagnostics"]
     assert count_rows(client) == before
     assert client.get(f"/fhir/Organization/{existing['id']}").get_json()["name"] == "Intacte"
+
+
+def test_a_bundle_entry_writing_a_read_only_type_is_method_not_allowed(client):
+    audit = {"resourceType": "AuditEvent", "type": {"code": "rest"}}
+    batch = _send(client, _bundle("batch", _entry("POST", "AuditEvent", audit))).get_json()
+    assert batch["entry"][0]["response"]["status"] == "405 Method Not Allowed"
+    # The transaction's own POST is allowed: what fails is its entry, and the whole is a bad request.
+    tx = _send(
+        client,
+        _bundle("transaction", _entry("POST", "Organization", org()), _entry("DELETE", "AuditEvent/a1")),
+    )
+    assert tx.status_code == 400 and "Allow" not in tx.headers
+    assert tx.get_json()["issue"][0]["expression"][0] == "Bundle.entry[1]"
+    assert count_rows(client) == (0, 0)
