@@ -51,6 +51,10 @@ class _Commands(click.Group):
 def main(ctx: click.Context, verbose: bool) -> None:
     """fhirsrv: FHIR R4 server of a regional directory of cancer supportive care (SOS)."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(message)s")
+    if not verbose:
+        # Every command migrates its database first; Alembic's plugin and revision lines would
+        # bury what the command prints (a client's JSON, a secret shown once). Warnings remain.
+        logging.getLogger("alembic").setLevel(logging.WARNING)
     # Parsed here, before a command imports or opens anything: a bad variable stops every command.
     ctx.obj = Settings.from_env()
 

@@ -127,3 +127,16 @@ def test_serve_answers_metadata_on_an_embedded_database(tmp_path: Path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_clients_add_prints_its_json_and_nothing_else(tmp_path: Path):
+    """A first command on a fresh database migrates it: quietly, the JSON alone on the terminal."""
+    url = f"sqlite:///{tmp_path / 'fresh.sqlite3'}"
+    done = subprocess.run(
+        [sys.executable, "-m", "fhirsrv.cli", "clients", "add", "Santélien", "--scopes", "system/*.rs",
+         "--role", "partner-reader", "--database", url],
+        capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["role"] == "partner-reader"
+    assert done.stderr == ""
