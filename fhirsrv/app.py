@@ -8,6 +8,7 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from fhirsrv.api import negotiation, outcome
+from fhirsrv.api.home import home
 from fhirsrv.api.routes import fhir
 from fhirsrv.errors import FhirError, Issue
 from fhirsrv.interactions.context import Services
@@ -23,6 +24,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["fhirsrv"] = services
     app.register_blueprint(fhir, url_prefix="/fhir")
+    app.register_blueprint(home)
 
     @app.before_request
     def _guard() -> Response | None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
@@ -51,8 +53,37 @@ class _Commands(click.Group):
 def main(ctx: click.Context, verbose: bool) -> None:
     """fhirsrv: FHIR R4 server of a regional directory of cancer supportive care (SOS)."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(message)s")
+    if not verbose:
+        # Every command migrates its database first; Alembic's plugin and revision lines would
+        # bury what the command prints (a client's JSON, a secret shown once). Warnings remain.
+        logging.getLogger("alembic").setLevel(logging.WARNING)
     # Parsed here, before a command imports or opens anything: a bad variable stops every command.
     ctx.obj = Settings.from_env()
+
+
+def _unlistenable(host: str, port: int) -> str | None:
+    """Why the server could not listen on host:port, None if it can.
+
+    Asked before the first start loads the demo region (a minute on a small machine), so a
+    busy port costs one line at once, not that wait and a traceback. Each address the host
+    resolves to is tried, as waitress will, with the SO_REUSEADDR it sets."""
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return f"cannot listen on {host}:{port}: {exc.strerror}"
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                return f"cannot listen on {host}:{port}: {exc.strerror} (another server? choose --port)"
+    return None
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
 
 
 @main.command()
@@ -65,12 +96,15 @@ def main(ctx: click.Context, verbose: bool) -> None:
 @click.option("--threads", default=8, show_default=True, type=int)
 def serve(host: str, port: int, database: str | None, no_demo: bool, threads: int) -> None:
     """Serve the FHIR API under /fhir."""
-    from waitress import serve as waitress_serve
+    from waitress import create_server
 
     from fhirsrv.app import create_app
     from fhirsrv.interactions.load import load_initial_content
 
     settings = _settings(database, load_demo=False if no_demo else None)
+    reason = _unlistenable(host, port)
+    if reason is not None:
+        _fail(reason)
     services = _services(settings)
     report = load_initial_content(services, demo=settings.load_demo)
     if report is not None:
@@ -81,13 +115,17 @@ def serve(host: str, port: int, database: str | None, no_demo: bool, threads: in
             ", ".join(f"{t} {n}" for t, n in sorted(report.counts.items())),
         )
     app = create_app(settings, services)
+    try:
+        server = create_server(app, host=host, port=port, threads=threads, ident="fhirsrv")
+    except OSError as exc:  # taken since the check, by another process
+        _fail(f"cannot listen on {host}:{port}: {exc.strerror}")
     from fhirsrv.workflow import runner
 
     runner.start(services)  # the yearly sweep and mail delivery, when FHIRSRV_SWEEP_INTERVAL_SECONDS is set
     log.info(
         "fhirsrv serving http://%s:%s/fhir (database %s)", host, port, services.engine.url.render_as_string()
     )
-    waitress_serve(app, host=host, port=port, threads=threads, ident="fhirsrv")
+    server.run()
 
 
 @main.command()

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import click
+from sqlalchemy import Connection
 
 from fhirsrv.cli_common import DATABASE, engine_for
 
@@ -78,6 +79,7 @@ def add(
     engine = engine_for(database)
     try:
         with engine.begin() as conn:
+            _check_organization(conn, organization)
             client, secret = add_client(
                 conn, name, " ".join(scopes.split()), role, list(departements), organization, jwks, kind, email,
                 list(communes),
@@ -91,6 +93,20 @@ def add(
     if secret is not None:
         out["client_secret"] = secret
     click.echo(json.dumps(out, indent=2, ensure_ascii=False))
+
+
+def _check_organization(conn: Connection, organization: str | None) -> None:
+    """A referent's Organization must be in this database: a typo, or a database other than the
+    server's, would give a client that silently sees nothing of its structure."""
+    from fhirsrv.storage import repository
+
+    if organization is None or not organization.startswith("Organization/"):
+        return  # add_client says what is wrong with it
+    stored = repository.get_current(conn, "Organization", organization.removeprefix("Organization/"))
+    if stored is None or stored.deleted:
+        raise ValueError(
+            f"{organization} does not exist in this database (give --database the URL `fhirsrv serve` uses)"
+        )
 
 
 @clients.command("list")

@@ -127,3 +127,33 @@ def test_serve_answers_metadata_on_an_embedded_database(tmp_path: Path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_clients_add_prints_its_json_and_nothing_else(tmp_path: Path):
+    """A first command on a fresh database migrates it: quietly, the JSON alone on the terminal."""
+    url = f"sqlite:///{tmp_path / 'fresh.sqlite3'}"
+    done = subprocess.run(
+        [sys.executable, "-m", "fhirsrv.cli", "clients", "add", "Santélien", "--scopes", "system/*.rs",
+         "--role", "partner-reader", "--database", url],
+        capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["role"] == "partner-reader"
+    assert done.stderr == ""
+
+
+def test_serve_on_a_busy_port_stops_at_once_with_one_line(tmp_path: Path):
+    """Not after the first load of the database, and not with a traceback."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "fhirsrv.cli", "serve", "--port", str(port), "--no-demo"],
+            capture_output=True, text=True, env={"FHIRSRV_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"},
+            timeout=600, check=False,
+        )  # fmt: skip
+    assert done.returncode != 0
+    assert done.stdout == "" and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("error: ") and f"127.0.0.1:{port}" in done.stderr
+    assert not (tmp_path / "fhirsrv.sqlite3").exists()

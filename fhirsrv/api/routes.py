@@ -108,6 +108,7 @@ def type_level(res_type: str) -> Response:
     if request.method in READING:
         check_type(res_type)
         return _search(res_type, query_params())
+    check_type(res_type, writable=True)  # a read-only type answers 405 before its body is read
     if request.method == "POST":
         negotiation.check_content_type(request)
         res = parse_resource(request.get_data(), res_type)
@@ -115,7 +116,8 @@ def type_level(res_type: str) -> Response:
     criteria = _criteria()
     if criteria is None:
         raise MethodNotAllowed(
-            f"{request.method} on {res_type} needs search criteria (a conditional {request.method})"
+            f"{request.method} on {res_type} needs search criteria (a conditional {request.method})",
+            headers={"Allow": "GET, HEAD, POST"},
         )
     if request.method == "PUT":
         negotiation.check_content_type(request)
@@ -154,6 +156,8 @@ def type_history(res_type: str) -> Response:
 def instance(res_type: str, res_id: str) -> Response:
     if res_id.startswith("$"):
         return _operation(res_id[1:], res_type, None)
+    if request.method not in READING:
+        check_type(res_type, writable=True)
     if request.method == "POST":
         raise MethodNotAllowed(
             f"POST is not allowed on {res_type}/{res_id}; use PUT to update it",

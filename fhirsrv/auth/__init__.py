@@ -9,6 +9,8 @@ demo, never a deployment.
 
 from __future__ import annotations
 
+from functools import partial
+
 from flask import Flask
 
 from fhirsrv.api.caller import install_open_access
@@ -16,7 +18,7 @@ from fhirsrv.auth.hardening import install_headers, install_rate_limit
 from fhirsrv.auth.keys import load_signing_key
 from fhirsrv.auth.principal import TokenService
 from fhirsrv.auth.protect import RevokedClients, install_protector
-from fhirsrv.auth.server import install_server, security_section
+from fhirsrv.auth.server import api_base, install_server, security_section
 from fhirsrv.interactions.context import Services
 
 __all__ = ["install"]
@@ -28,10 +30,11 @@ def install(app: Flask, services: Services) -> None:
     if not settings.auth:
         install_open_access(app)
         return
-    issuer = (settings.base_url or settings.canonical_base).rstrip("/")
     key = load_signing_key(services.engine, settings.jwt_private_key)
-    tokens = TokenService(key, issuer, settings.token_lifetime)
+    # The issuer is the public base (FHIRSRV_BASE_URL, else the request's): the one the
+    # CapabilityStatement and the SMART configuration give, never the canonical base.
+    tokens = TokenService(key, partial(api_base, services), settings.token_lifetime)
     install_server(app, services, tokens)
     install_protector(app, tokens, RevokedClients(services.engine, settings.revocation_ttl))
     install_rate_limit(app, settings)
-    services.security_section = security_section(services)
+    services.security_section = security_section

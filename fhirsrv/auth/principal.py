@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 
 from joserfc import jwt
 from joserfc.errors import JoseError
@@ -15,19 +16,30 @@ from fhirsrv.auth.keys import ALGORITHM
 
 
 class TokenService:
-    """Issues and verifies the server's JWT access tokens."""
+    """Issues and verifies the server's JWT access tokens.
 
-    def __init__(self, key: RSAKey, issuer: str, lifetime: int) -> None:
+    The issuer (and audience) is the server's public base as the current request sees it: the
+    configured FHIRSRV_BASE_URL, else the base the request reached. A token is thus accepted
+    only at the base it was issued for; the signature, not the issuer, is what makes it
+    trustworthy, so a Host header a client chooses can narrow where its token works, never
+    widen it."""
+
+    def __init__(self, key: RSAKey, issuer: Callable[[], str], lifetime: int) -> None:
         self.key = key
-        self.issuer = issuer
+        self._issuer = issuer
         self.lifetime = lifetime
+
+    @property
+    def issuer(self) -> str:
+        return self._issuer()
 
     def issue(self, client: Client, scope: str) -> dict:
         now = int(time.time())
+        issuer = self.issuer
         claims = {
-            "iss": self.issuer,
+            "iss": issuer,
             "sub": client.client_id,
-            "aud": self.issuer,
+            "aud": issuer,
             "iat": now,
             "exp": now + self.lifetime,
             "jti": str(uuid.uuid4()),
@@ -47,12 +59,13 @@ class TokenService:
 
     def verify(self, token: str) -> Principal | None:
         """The principal of a valid token; None when the signature, issuer or expiry is wrong."""
+        issuer = self.issuer
         try:
             decoded = jwt.decode(token, self.key, algorithms=[ALGORITHM])
             jwt.JWTClaimsRegistry(
                 leeway=30,
-                iss={"essential": True, "value": self.issuer},
-                aud={"essential": True, "value": self.issuer},
+                iss={"essential": True, "value": issuer},
+                aud={"essential": True, "value": issuer},
                 exp={"essential": True},
             ).validate(decoded.claims)
         except (JoseError, ValueError, TypeError):

@@ -145,9 +145,10 @@ def install_server(app: Flask, services: Services, tokens: TokenService) -> None
     app.add_url_rule("/fhir/.well-known/smart-configuration", "auth_smart", smart_configuration)
 
 
-def security_section(services: Services) -> dict[str, Any]:
-    """CapabilityStatement.rest.security: SMART on FHIR with the oauth-uris extension."""
-    base = (services.settings.base_url or services.settings.canonical_base).rstrip("/")
+def security_section(base: str) -> dict[str, Any]:
+    """CapabilityStatement.rest.security: SMART on FHIR with the oauth-uris extension, for the
+    public base the statement is served from (the token endpoint is under it, as in the
+    SMART configuration)."""
     return {
         "cors": True,
         "service": [

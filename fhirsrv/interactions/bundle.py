@@ -3,7 +3,9 @@
 A transaction runs in one database transaction: ids are assigned to every POST first,
 `urn:uuid:` and conditional references are rewritten to them, entries are processed in the
 order the specification gives (DELETE, POST, PUT/PATCH, GET) and one failing entry rolls all
-back, with an OperationOutcome naming it. A batch runs each entry on its own.
+back, with an OperationOutcome naming it. Two writing entries that act on the same resource
+fail the transaction before anything is written: their order would decide the outcome, and
+R4 says such a transaction SHALL fail. A batch runs each entry on its own.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ _REASON = {
     304: "Not Modified",
     400: "Bad Request",
     404: "Not Found",
+    405: "Method Not Allowed",
     409: "Conflict",
     410: "Gone",
     412: "Precondition Failed",
@@ -184,6 +187,7 @@ def _transaction_entries(
         except FhirError as exc:
             raise _for_entry(entry, exc) from exc
     mapping = _assign_ids(services, info, conn, entries)
+    _refuse_overlaps(services, info, conn, entries)
     for entry in entries:
         if entry.resource is not None and mapping:
             entry.resource = _rewrite(entry.resource, mapping)
@@ -194,7 +198,12 @@ def _transaction_entries(
         try:
             entry.result = entry.result or _execute(services, info, entry, conn)
         except FhirError as exc:
-            raise _for_entry(entry, exc) from exc
+            failure = _for_entry(entry, exc)
+            if failure.status == 405:
+                # The Bundle's own POST is allowed (a 405 would need an Allow for /fhir): it is
+                # the request's content, one entry, that asks for what the server does not do.
+                failure.status = 400
+            raise failure from exc
 
 
 def _run_batch(services: Services, info: RequestInfo, entries: list[Entry]) -> None:
@@ -245,6 +254,48 @@ def _assign_ids(
         if entry.full_url and entry.assigned_id:
             mapping[entry.full_url] = f"{target.res_type}/{entry.assigned_id}"
     return mapping
+
+
+def _identity(services: Services, info: RequestInfo, conn: Connection, entry: Entry) -> str | None:
+    """'Type/id' of the resource a writing entry acts on, its conditional criteria resolved
+    against what is stored now (among what the caller may see); None for a read, and for a
+    conditional DELETE or PATCH that matches nothing."""
+    if entry.method in ("GET", "HEAD"):
+        return None
+    target = _parse_target(entry.url)
+    res_id = entry.assigned_id if entry.method in ("POST", "PUT") else target.res_id
+    if res_id is None and target.query is not None:
+        what = f"Conditional {entry.method.lower()}"
+        scope = services.policy.scope(info.principal)
+        try:
+            found = match_one(services, conn, scope, target.res_type, target.query, what)
+        except FhirError as exc:
+            raise _for_entry(entry, exc) from exc
+        res_id = found.res_id if found else None
+    return f"{target.res_type}/{res_id}" if res_id else None
+
+
+def _refuse_overlaps(services: Services, info: RequestInfo, conn: Connection, entries: list[Entry]) -> None:
+    """R4 (http.html#trules): identities that overlap among the DELETE, POST and PUT/PATCH
+    entries, conditional ones resolved, SHALL fail the transaction; GETs may read anything."""
+    by_identity: dict[str, list[Entry]] = {}
+    for entry in entries:
+        identity = _identity(services, info, conn, entry)
+        if identity is not None:
+            by_identity.setdefault(identity, []).append(entry)
+    issues = [
+        Issue(
+            "error",
+            "invalid",
+            f"{' and '.join(e.label for e in group)} act on {identity}: "
+            "a transaction may write a resource only once",
+            [f"Bundle.entry[{e.index}]" for e in group],
+        )
+        for identity, group in by_identity.items()
+        if len(group) > 1
+    ]
+    if issues:
+        raise BadRequest(issues[0].diagnostics, issues=issues)
 
 
 def _rewrite(value: Any, mapping: dict[str, str]) -> Any:

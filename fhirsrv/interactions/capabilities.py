@@ -117,9 +117,8 @@ def capability_statement(services: Services, info: RequestInfo) -> Result:
     system_ops = [_operation_entry(op) for op in ops if op.system_level]
     if system_ops:
         rest["operation"] = system_ops
-    security = services.security_section
-    if security:
-        rest["security"] = security
+    if services.security_section is not None:
+        rest["security"] = services.security_section(info.base_url)
     statement = {
         "resourceType": "CapabilityStatement",
         "status": "active",

@@ -46,8 +46,9 @@ class Services:
     operations: OperationRegistry
     # Seals the paging cursors handed to clients (search and history).
     cursors: CursorSeal
-    # The CapabilityStatement's rest.security (OAuth endpoints), None with authorization off.
-    security_section: dict[str, Any] | None = None
+    # The CapabilityStatement's rest.security (OAuth endpoints) for a public base, None with
+    # authorization off: the endpoints are under the base the statement is served from.
+    security_section: Callable[[str], dict[str, Any]] | None = None
     # Stored constraint profiles per type, keyed by the StructureDefinitions' versions.
     profiles_cache: dict[str, Any] = field(default_factory=dict)
 

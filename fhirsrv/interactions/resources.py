@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from fhirsrv.errors import BadRequest, InvalidResource, NotFound
+from fhirsrv.errors import BadRequest, InvalidResource, MethodNotAllowed, NotFound
 from fhirsrv.resource_types import (  # noqa: F401 - re-exported for interactions
     CONFORMANCE_TYPES,
     DIRECTORY_TYPES,
@@ -16,13 +16,19 @@ from fhirsrv.resource_types import (  # noqa: F401 - re-exported for interaction
 )
 
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+# What a client may do at any URL of a server-written type (its search, its instances).
+READ_ONLY_METHODS = "GET, HEAD"
 
 
 def check_type(res_type: str, *, writable: bool = False) -> None:
+    """A write to a server-written type is 405 with the methods that remain (R4 and RFC 9110:
+    the method, not the request, is what this server does not support there)."""
     if res_type not in SUPPORTED_TYPES:
         raise NotFound(f"Resource type '{res_type}' is not supported by this server", code="not-supported")
     if writable and res_type in SERVER_WRITTEN_TYPES:
-        raise BadRequest(f"{res_type} resources are written by the server only", code="not-supported")
+        raise MethodNotAllowed(
+            f"{res_type} resources are written by the server only", headers={"Allow": READ_ONLY_METHODS}
+        )
 
 
 def check_id(res_id: str) -> None:

@@ -17,7 +17,13 @@ import psycopg
 from sqlalchemy import Connection, Engine, Table, text
 
 from fhirsrv.errors import Conflict
-from fhirsrv.storage.schema import INDEX_TABLES, entry_access, resource_version, structure_territory
+from fhirsrv.storage.schema import (
+    INDEX_TABLES,
+    code_closure,
+    entry_access,
+    resource_version,
+    structure_territory,
+)
 
 Row = tuple[Any, ...]
 
@@ -90,7 +96,8 @@ def allocate_rids(conn: Connection, count: int) -> list[int]:
 
 
 def refresh_statistics(engine: Engine) -> None:
-    """After a bulk load: fresh planner statistics, and on PostgreSQL the visibility map.
+    """After a load: fresh planner statistics of every table a load writes, and on PostgreSQL
+    the visibility map.
 
     Until VACUUM marks the new pages all-visible, PostgreSQL cannot answer from an index alone
     and prices index scans as if each row needed a heap visit; it then reads a type's first
@@ -100,7 +107,7 @@ def refresh_statistics(engine: Engine) -> None:
     if engine.dialect.name == "postgresql":
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(text("VACUUM (ANALYZE) resource"))
-            for table in (*INDEX_TABLES, resource_version, entry_access, structure_territory):
+            for table in (*INDEX_TABLES, resource_version, entry_access, structure_territory, code_closure):
                 conn.execute(text(f"VACUUM (ANALYZE) {table.name}"))
     else:
         with engine.connect() as conn:

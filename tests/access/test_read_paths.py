@@ -461,6 +461,7 @@ OPERATIONS = {
 # URL rules that return no stored resource.
 NOT_READS = {
     ("fhir.metadata", "GET"): "the CapabilityStatement",
+    ("home.page", "GET"): "the server's short description at /",
     ("auth_token", "POST"): "token endpoint",
     ("auth_token_alias", "POST"): "token endpoint",
     ("auth_jwks", "GET"): "public keys",

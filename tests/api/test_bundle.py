@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import json
 
+import pytest
+
 from tests.api.helpers import FHIR, IDENT_SYSTEM, count_rows, org, post, service
 
 
@@ -150,3 +152,65 @@ def test_bundle_entry_limit_is_413(app, client):
     limit = app.extensions["fhirsrv"].settings.max_bundle_entries
     many = _bundle("batch", *[_entry("GET", "Organization/x")] * (limit + 1))
     assert _send(client, many).status_code == 413
+
+
+def _twice(existing: dict) -> dict[str, list[dict]]:
+    """Transactions whose entries of steps 1-3 (DELETE, POST, PUT/PATCH) meet on `existing`."""
+    url = f"Organization/{existing['id']}"
+    ident = existing["identifier"][0]
+    criteria = f"identifier={ident['system']}|{ident['value']}"
+    patch = base64.b64encode(json.dumps([{"op": "replace", "path": "/name", "value": "P"}]).encode()).decode()
+    binary = {"resourceType": "Binary", "contentType": "application/json-patch+json", "data": patch}
+    return {
+        "put and delete": [_entry("PUT", url, {**existing, "name": "A"}), _entry("DELETE", url)],
+        "two puts": [
+            _entry("PUT", url, {**existing, "name": "A"}),
+            _entry("PUT", url, {**existing, "name": "B"}),
+        ],
+        "conditional create and put": [
+            _entry("POST", "Organization", org("C", identifier=[ident]), ifNoneExist=criteria),
+            _entry("PUT", url, {**existing, "name": "A"}),
+        ],
+        "conditional update and patch": [
+            _entry("PUT", f"Organization?{criteria}", org("D", identifier=[ident])),
+            _entry("PATCH", url, binary),
+        ],
+        "conditional delete and put": [
+            _entry("DELETE", f"Organization?{criteria}"),
+            _entry("PUT", url, {**existing, "name": "A"}),
+        ],
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["put and delete", "two puts", "conditional create and put", "conditional update and patch",
+     "conditional delete and put"],
+)  # fmt: skip
+def test_a_transaction_naming_a_resource_twice_fails_and_writes_nothing(client, case):
+    """R4 http.html#trules: identities that overlap in steps 1-3 SHALL fail the transaction."""
+    existing = post(client, org("Intacte", identifier=[{"system": IDENT_SYSTEM, "value": "O1"}])).get_json()
+    before = count_rows(client)
+    location = _entry("POST", "Location", {"resourceType": "Location"})
+    res = _send(client, _bundle("transaction", location, *_twice(existing)[case]))
+    assert res.status_code == 400, res.get_json()
+    issue = res.get_json()["issue"][0]
+    assert issue["expression"] == ["Bundle.entry[1]", "Bundle.entry[2]"]
+    assert "Bundle.entry[1]" in issue["diagnostics"] and "Bundle.entry[2]" in issue["diagnostics"]
+    assert f"Organization/{existing['id']}" in issue["diagnostics"]
+    assert count_rows(client) == before
+    assert client.get(f"/fhir/Organization/{existing['id']}").get_json()["name"] == "Intacte"
+
+
+def test_a_bundle_entry_writing_a_read_only_type_is_method_not_allowed(client):
+    audit = {"resourceType": "AuditEvent", "type": {"code": "rest"}}
+    batch = _send(client, _bundle("batch", _entry("POST", "AuditEvent", audit))).get_json()
+    assert batch["entry"][0]["response"]["status"] == "405 Method Not Allowed"
+    # The transaction's own POST is allowed: what fails is its entry, and the whole is a bad request.
+    tx = _send(
+        client,
+        _bundle("transaction", _entry("POST", "Organization", org()), _entry("DELETE", "AuditEvent/a1")),
+    )
+    assert tx.status_code == 400 and "Allow" not in tx.headers
+    assert tx.get_json()["issue"][0]["expression"][0] == "Bundle.entry[1]"
+    assert count_rows(client) == (0, 0)

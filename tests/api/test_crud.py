@@ -91,7 +91,13 @@ def test_unknown_type_and_unknown_id_are_404(client):
 
 def test_server_written_types_are_read_only(client):
     res = post(client, {"resourceType": "AuditEvent", "type": {"code": "rest"}})
-    assert res.status_code == 400
+    assert res.status_code == 405 and res.headers["Allow"] == "GET, HEAD"
+    assert res.get_json()["issue"][0]["code"] == "not-supported"
+    assert client.delete("/fhir/AuditEvent/a1").status_code == 405
+    assert (
+        client.post("/fhir/AuditEvent/a1", data="not json", headers={"Content-Type": FHIR}).headers["Allow"]
+        == "GET, HEAD"
+    )
     assert count_rows(client) == (0, 0)
 
 

@@ -114,3 +114,57 @@ def test_the_chained_departement_parameter_is_listed(client):
     assert service["departement"]["definition"] == (
         "https://sos.example.org/fhir/SearchParameter/healthcareservice-departement"
     )
+
+
+# How a client attempts each write interaction the statement may offer or not, on a type T.
+_ATTEMPTS = {
+    "create": ("POST", "/fhir/{t}", {}),
+    "conditional create": ("POST", "/fhir/{t}", {"If-None-Exist": "_id=x1"}),
+    "update": ("PUT", "/fhir/{t}/x1", {}),
+    "conditional update": ("PUT", "/fhir/{t}?_id=x1", {}),
+    "patch": ("PATCH", "/fhir/{t}/x1", {}),
+    "conditional patch": ("PATCH", "/fhir/{t}?_id=x1", {}),
+    "delete": ("DELETE", "/fhir/{t}/x1", {}),
+    "conditional delete": ("DELETE", "/fhir/{t}?_id=x1", {}),
+}
+
+
+def _offered(entry: dict) -> set[str]:
+    """The attempts of _ATTEMPTS that the statement's entry for a type says it supports."""
+    codes = {i["code"] for i in entry["interaction"]}
+    flags = {
+        "conditional create": entry.get("conditionalCreate", False),
+        "conditional update": entry.get("conditionalUpdate", False),
+        "conditional patch": "patch" in codes,
+        "conditional delete": entry.get("conditionalDelete", "not-supported") != "not-supported",
+    }
+    return {a for a in _ATTEMPTS if (a in codes) or flags.get(a, False)}
+
+
+def test_what_the_statement_does_not_offer_is_405_with_allow_and_the_rest_is_not(client):
+    """RFC 9110 and R4: a method the server does not support on a URL is 405 Method Not
+    Allowed with an Allow header; the CapabilityStatement and the answers agree."""
+    refused: set[str] = set()
+    for entry in _statement(client)["rest"][0]["resource"]:
+        t = entry["type"]
+        offered = _offered(entry)
+        for attempt, (method, url, extra) in _ATTEMPTS.items():
+            body = (
+                {"resourceType": t, "id": "x1"} if method in ("POST", "PUT") else [{"op": "test", "path": ""}]
+            )
+            ctype = "application/json-patch+json" if method == "PATCH" else FHIR
+            answer = client.open(
+                url.format(t=t), method=method, json=body, headers={"Content-Type": ctype, **extra}
+            )
+            where = f"{attempt} on {t}: {answer.status_code} {answer.get_data(as_text=True)[:200]}"
+            if attempt in offered:
+                assert answer.status_code != 405, where
+                continue
+            refused.add(t)
+            assert answer.status_code == 405, where
+            assert answer.get_json()["issue"][0]["code"] == "not-supported", where
+            allowed = {m.strip() for m in answer.headers.get("Allow", "").split(",") if m.strip()}
+            assert allowed and method not in allowed, where
+            for other in allowed - {"HEAD"}:
+                assert client.open(url.format(t=t), method=other).status_code != 405, where
+    assert "AuditEvent" in refused

@@ -103,9 +103,10 @@ def auth_settings(db_url: str, **overrides: Any) -> Settings:
         "rate_limit_client": 0,
         "enforce_sos_profiles": "claimed-only",
         "canonical_base": _ACTIVE["base"],
+        "base_url": "http://fhir.test/fhir",
         **overrides,
     }
-    return Settings.from_env(database_url=db_url, load_demo=False, base_url="http://fhir.test/fhir", **values)
+    return Settings.from_env(database_url=db_url, load_demo=False, **values)
 
 
 @pytest.fixture

@@ -9,10 +9,13 @@ from pathlib import Path
 from click.testing import CliRunner
 from sqlalchemy import select
 
+from fhirsrv.access.principal import SERVER
 from fhirsrv.app import create_app
 from fhirsrv.auth.tables import oauth_client
 from fhirsrv.cli_clients import clients
+from fhirsrv.interactions import writes
 from fhirsrv.storage.engine import make_engine
+from fhirsrv.wiring import build_services
 from tests.auth.conftest import assertion, assertion_form, auth_settings, public_jwks, rsa_key
 
 
@@ -55,7 +58,15 @@ def test_add_a_secret_client_then_get_a_token_then_revoke(db_url: str) -> None:
     app.extensions["fhirsrv"].engine.dispose()
 
 
+def _store_organization(db_url: str, oid: str) -> None:
+    services = build_services(auth_settings(db_url))
+    with services.engine.begin() as conn:
+        writes.create(services, conn, {"resourceType": "Organization", "name": "Santélien"}, oid, actor=SERVER)
+    services.engine.dispose()
+
+
 def test_add_a_private_key_jwt_client(db_url: str, tmp_path: Path) -> None:
+    _store_organization(db_url, "org-29")
     key = rsa_key()
     jwks_file = tmp_path / "jwks.json"
     jwks_file.write_text(json.dumps(public_jwks(key)))
@@ -106,3 +117,15 @@ def test_a_partner_reader_reads_only(db_url: str) -> None:
         "add", "x", "--scopes", "system/*.rs", "--role", "partner-reader", "--departement", "29", "--database", db_url,
     )  # fmt: skip
     assert code == 2 and "territorial" in out
+
+
+def test_a_referent_of_an_organization_the_database_does_not_hold_is_refused(db_url: str) -> None:
+    """A typo, or another database than the server's: the referent would see nothing, silently."""
+    _store_organization(db_url, "org-29")
+    code, out = _run(
+        "add", "x", "--scopes", "system/*.rs", "--role", "structure-referent",
+        "--organization", "Organization/does-not-exist", "--database", db_url,
+    )  # fmt: skip
+    assert code == 2
+    assert out.count("\n") == 1 and out.startswith("error: ") and "Organization/does-not-exist" in out
+    assert json.loads(_run("list", "--database", db_url)[1]) == []

@@ -171,3 +171,28 @@ def test_tokens_of_a_revoked_client_stop_working(db_url: str) -> None:
         revoke_client(conn, client_id)
     assert web.get("/fhir/Organization", headers=headers).status_code == 401
     app.extensions["fhirsrv"].engine.dispose()
+
+
+def test_without_a_configured_base_the_token_endpoint_and_issuer_are_the_requests_base(db_url: str) -> None:
+    """/metadata, the SMART configuration and the tokens agree on the public base, here the
+    request's (FHIRSRV_BASE_URL unset); a token is accepted only at the base it was issued for."""
+    from fhirsrv.app import create_app
+    from tests.auth.conftest import auth_settings
+
+    app = create_app(auth_settings(db_url, base_url=""))
+    client_id, secret = Clients(app).register(scopes="system/*.rs")
+    web = app.test_client()
+    here, elsewhere = "https://annuaire.example", "https://other.example"
+    security = web.get("/fhir/metadata", base_url=here).get_json()["rest"][0]["security"]
+    assert {"url": "token", "valueUri": f"{here}/fhir/token"} in security["extension"][0]["extension"]
+    smart = web.get("/fhir/.well-known/smart-configuration", base_url=here).get_json()
+    assert smart["issuer"] == f"{here}/fhir" and smart["token_endpoint"] == f"{here}/fhir/token"
+    issued = web.post(
+        "/fhir/token", data={"grant_type": "client_credentials"}, auth=(client_id, secret), base_url=here
+    ).get_json()["access_token"]
+    keys = KeySet.import_key_set(web.get("/fhir/.well-known/jwks.json").get_json())
+    assert jwt.decode(issued, keys, algorithms=["RS384"]).claims["iss"] == f"{here}/fhir"
+    headers = {"Authorization": f"Bearer {issued}"}
+    assert web.get("/fhir/Organization", headers=headers, base_url=here).status_code == 200
+    assert web.get("/fhir/Organization", headers=headers, base_url=elsewhere).status_code == 401
+    app.extensions["fhirsrv"].engine.dispose()

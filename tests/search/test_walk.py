@@ -34,7 +34,7 @@ def directory(app: Flask, tmp_path: Path) -> list[dict]:
     services = [_service(i) for i in range(SIZE)]
     (tmp_path / "services.ndjson").write_text("\n".join(json.dumps(s) for s in services) + "\n")
     load_paths(app.extensions["fhirsrv"], [tmp_path])
-    refresh_statistics(app.extensions["fhirsrv"].engine)  # as a load of 5,000 or more does
+    refresh_statistics(app.extensions["fhirsrv"].engine)  # as every load does
     return services
 
 
