@@ -11,8 +11,14 @@ order on PostgreSQL, search/walk.py, estimates from the match rate it saw instea
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 from sqlalchemy import Connection, Select, func, select
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.base import Executable
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import ClauseElement
 
 MODES = ("none", "estimate", "accurate")
 
@@ -21,9 +27,27 @@ def exact(conn: Connection, matches: Select) -> int:
     return int(conn.execute(select(func.count()).select_from(matches.subquery())).scalar_one())
 
 
+class Explain(Executable, ClauseElement):
+    """`EXPLAIN (FORMAT JSON) <statement>`, executed as a statement of its own.
+
+    Compiling the statement to a string and sending that through the driver left its expanding
+    binds unrendered (an `:in` value set's codes, a `_type` list: `IN (__[POSTCOMPILE_…])`),
+    and PostgreSQL answered `column "__" does not exist`. As a construct, the statement is
+    compiled and its lists expanded like any other query's."""
+
+    inherit_cache = False
+
+    def __init__(self, statement: Select) -> None:
+        self.statement = statement
+
+
+@compiles(Explain, "postgresql")
+def _explain(element: Explain, compiler: SQLCompiler, **kw: Any) -> str:
+    return "EXPLAIN (FORMAT JSON) " + compiler.process(element.statement, **kw)
+
+
 def planner_rows(conn: Connection, matches: Select) -> int:
-    compiled = matches.compile(dialect=conn.dialect)
-    plan = conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {compiled.string}", compiled.params).scalar_one()
+    plan = conn.execute(Explain(matches)).scalar_one()
     if isinstance(plan, (str, bytes)):
         plan = orjson.loads(plan)
     return int(plan[0]["Plan"]["Plan Rows"])
