@@ -5,12 +5,14 @@ of them and counting costs more than the page itself. So `estimate` (the default
 FHIRSRV_DEFAULT_TOTAL) counts exactly up to a bound (FHIRSRV_EXACT_TOTAL_UP_TO, 1000), which
 covers the searches people read page by page, and above it asks PostgreSQL's planner. The
 planner's figure can fall short on chained searches, so it is never reported below the bound
-just proven. SQLite has no such estimate and counts exactly. (A first page found by walking rid
-order on PostgreSQL, search/walk.py, estimates from the match rate it saw instead.)
+just proven. SQLite has no such estimate and counts exactly. (A page found by walking rid
+order on PostgreSQL, search/walk.py, estimates from the match rate it saw instead, but only
+above the bound too: a rate seen over a page of one or two is no proof of anything.)
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -53,7 +55,16 @@ def planner_rows(conn: Connection, matches: Select) -> int:
     return int(plan[0]["Plan"]["Plan Rows"])
 
 
-def count(conn: Connection, matches: Select, mode: str, exact_up_to: int) -> int | None:
+def count(
+    conn: Connection,
+    matches: Select,
+    mode: str,
+    exact_up_to: int,
+    estimate: Callable[[], int] | None = None,
+) -> int | None:
+    """The total by `mode`. `estimate`: a better guess than the planner's for above the bound
+    (the walk's match rate), asked only once the bounded count has proven the bound exceeded:
+    up to it the total is exact, whatever the page size or the path that found the page."""
     if mode == "none":
         return None
     if mode == "accurate" or conn.dialect.name != "postgresql":
@@ -61,4 +72,4 @@ def count(conn: Connection, matches: Select, mode: str, exact_up_to: int) -> int
     bounded = exact(conn, matches.limit(exact_up_to + 1))
     if bounded <= exact_up_to:
         return bounded
-    return max(bounded, planner_rows(conn, matches))
+    return max(bounded, estimate() if estimate is not None else planner_rows(conn, matches))

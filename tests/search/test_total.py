@@ -3,13 +3,16 @@ above it that never breaks a page, on both back-ends."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
 from fhirsrv.interactions.load import load_paths
+from fhirsrv.storage.bulk import refresh_statistics
 from fhirsrv.terminology import valueset
 from fhirsrv.validation import codes
 from tests.search.directory import load
@@ -81,3 +84,34 @@ def test_a_count_alone_above_the_bound_is_estimated(basket):
     res = basket.get(f"/fhir/HealthcareService?sos-category:in={BASKET}&_summary=count&_total=estimate")
     assert res.status_code == 200, res.get_json()
     assert res.get_json()["total"] > 5
+
+
+# ------------------------------------------------------------------------------- the walk
+SIZE = 1300  # more than the walk's 500 rows, and more than the bound of 1,000
+
+
+@pytest.fixture
+def structures(app: Flask, tmp_path: Path) -> FlaskClient:
+    """1,300 services, of which one structure provides the first three (in id order)."""
+    services = [
+        {
+            "resourceType": "HealthcareService",
+            "id": f"hs{i:04d}",
+            "name": f"Service {i}",
+            "providedBy": {"reference": f"Organization/org-{'22-0001' if i < 3 else i % 97}"},
+        }
+        for i in range(SIZE)
+    ]
+    (tmp_path / "services.ndjson").write_text("\n".join(json.dumps(s) for s in services) + "\n")
+    load_paths(app.extensions["fhirsrv"], [tmp_path])
+    refresh_statistics(app.extensions["fhirsrv"].engine)
+    return app.test_client()
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 20])
+def test_a_few_matches_found_at_once_are_counted_whatever_the_page_size(structures, count):
+    """The walk finds the first page among the first rows; it used to scale the rate it saw
+    to the whole type (3 matches: total 1,300 with _count=1 on PostgreSQL)."""
+    ids, totals = all_pages(structures, f"HealthcareService?organization=org-22-0001&_count={count}")
+    assert ids == ["hs0000", "hs0001", "hs0002"]
+    assert totals == [3] * len(totals)
