@@ -11,7 +11,7 @@ from datetime import timedelta
 from sqlalchemy import ColumnElement, and_, false, literal, or_
 
 from fhirsrv.errors import BadRequest
-from fhirsrv.search.normalize import date_range, fold, now_utc, number_range
+from fhirsrv.search.normalize import date_range, fold, now_utc, number_range, shifted
 from fhirsrv.search.parameters import prefix_of, split_token
 from fhirsrv.storage.schema import idx_date, idx_number, idx_reference, idx_string, idx_token, idx_uri
 
@@ -127,9 +127,10 @@ def date_test(value: str) -> ColumnElement[bool]:
         return t_low > high
     if prefix == "eb":
         return t_high < low
-    # ap: within 10% of the distance between now and the searched value (at least a day).
-    margin = max(abs(now_utc() - low) * 0.1, timedelta(days=1))
-    return and_(t_low <= high + margin, t_high >= low - margin)
+    # ap: the ranges overlap once the searched one is widened by a tenth of its distance to
+    # now (R4's recommendation), and at least by a day.
+    margin = max(abs(now_utc() - low) // 10, timedelta(days=1))
+    return and_(t_low <= shifted(high, margin), t_high >= shifted(low, -margin))
 
 
 def number_test(value: str, quantity: bool = False) -> ColumnElement[bool]:

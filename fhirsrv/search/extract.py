@@ -10,6 +10,7 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
+from fhirsrv.search.datetypes import is_instant
 from fhirsrv.search.normalize import MAX_DATE, MIN_DATE, date_range, fold, number_range
 from fhirsrv.search.registry import SearchParamDef, SearchParamRegistry
 
@@ -91,7 +92,9 @@ def _strings(value: Any) -> list[str]:
     return [text] if text else []
 
 
-def _dates(value: Any) -> list[tuple[datetime, datetime]]:
+def _dates(value: Any, instant: bool) -> list[tuple[datetime, datetime]]:
+    """A Period runs from its start's first instant to its end's last, open on a missing side
+    (R4: an ongoing period has no end). `instant`: the value is an instant, a point."""
     if isinstance(value, dict):
         start = date_range(value["start"]) if isinstance(value.get("start"), str) else None
         end = date_range(value["end"]) if isinstance(value.get("end"), str) else None
@@ -99,7 +102,7 @@ def _dates(value: Any) -> list[tuple[datetime, datetime]]:
             return [(start[0] if start else MIN_DATE, end[1] if end else MAX_DATE)]
         return []
     text = _str(value)
-    parsed = date_range(text) if text else None
+    parsed = date_range(text, instant=instant) if text else None
     return [parsed] if parsed else []
 
 
@@ -198,7 +201,7 @@ def rows_for(param: SearchParamDef, values: list[Any], base_url: str) -> Rows:
             if row:
                 rows["idx_reference"].append(row)
         elif kind == "date":
-            for low, high in _dates(value):
+            for low, high in _dates(value, is_instant(param.expression)):
                 rows["idx_date"].append({"low": low, "high": high})
         elif kind in ("number", "quantity"):
             rows["idx_number"].extend(_quantity(value))

@@ -14,7 +14,9 @@ the search is selective and the set-at-a-time plan is the cheap one; the probe c
 WALK_ROWS index checks.
 
 The walk also gives a fair estimate of the total: the match rate seen, times the number of
-live rows of the type (which the planner knows well: it is one column's statistics).
+live rows of the type (which the planner knows well: it is one column's statistics). It is
+used once a count bounded by FHIRSRV_EXACT_TOTAL_UP_TO has shown there are more matches than
+that: all the matches of a small result may lie among the first rows, and be the whole page.
 
 PostgreSQL only: SQLite plans the correlated check anew for each row, chained searches took
 1,157 ms by walking against 46 ms by its own plan at 100k resources.

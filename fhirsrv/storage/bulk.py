@@ -9,7 +9,7 @@ on the connection (and so inside the transaction) that SQLAlchemy already holds.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -59,13 +59,7 @@ def insert_tuples(conn: Connection, table: Table, rows: Sequence[Row], columns: 
             with raw.cursor() as cur:
                 cur.executemany(f"INSERT INTO {table.name} ({names}) VALUES ({marks})", rows)
             return
-        # Dates take SQLAlchemy's own text form, so that they compare with what it stored.
-        processors = [
-            table.c[name].type.bind_processor(conn.dialect)
-            if table.c[name].type.python_type is datetime
-            else None
-            for name in columns
-        ]
+        processors = [_date_processor(conn, table, name) for name in columns]
         if any(processors):
             rows = [
                 tuple(v if p is None or v is None else p(v) for p, v in zip(processors, row, strict=True))
@@ -75,6 +69,19 @@ def insert_tuples(conn: Connection, table: Table, rows: Sequence[Row], columns: 
         raw.executemany(f"INSERT INTO {table.name} ({names}) VALUES ({marks})", rows)
     except (psycopg.errors.UniqueViolation, sqlite3.IntegrityError) as exc:
         raise Conflict(f"Some rows of {table.name} already exist: {exc}") from exc
+
+
+def _date_processor(conn: Connection, table: Table, name: str) -> Callable[[Any], Any] | None:
+    """SQLite keeps dates as text and compares them as text, so every date must be written in
+    the one fixed-width form SQLAlchemy binds in queries ('2026-07-03 00:00:00.000000').
+
+    The generic DateTime type has no processor: only its SQLite implementation has. Without it
+    the driver wrote '2026-07-03 00:00:00' for midnight, which sorts below the bound
+    '2026-07-03 00:00:00.000000': a search for that day found nothing, and `lt` took it in."""
+    column_type = table.c[name].type
+    if column_type.python_type is not datetime:
+        return None
+    return column_type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
 
 
 def allocate_rids(conn: Connection, count: int) -> list[int]:
