@@ -144,3 +144,45 @@ def test_a_search_parameter_loaded_first_indexes_what_follows(db_url: str, tmp_p
     with services.engine.connect() as conn:
         page = services.search.execute(conn, request, UNRESTRICTED)
     assert sorted(r.res_id for r in page.matches) == ["o59"]
+
+
+@pytest.mark.parametrize("workers", [0, 2], ids=["in-process", "workers"])
+@pytest.mark.parametrize(
+    ("change", "where"),
+    [
+        ({"active": "yes"}, "Organization.active"),
+        ({"alias": []}, "Organization.alias"),
+    ],
+)
+def test_json_the_models_would_coerce_stops_its_file(
+    db_url: str, tmp_path: Path, parallel: None, workers: int, change: dict, where: str
+):
+    (tmp_path / "a-good.ndjson").write_text(
+        json.dumps({"resourceType": "Organization", "id": "ok", "name": "Chargée"}) + "\n"
+    )
+    orgs = [{"resourceType": "Organization", "id": f"o{i}", "name": f"Structure {i}"} for i in range(30)]
+    orgs[17].update(change)
+    (tmp_path / "b-orgs.ndjson").write_text("\n".join(json.dumps(o) for o in orgs) + "\n")
+    services = _services(db_url, workers=workers)
+    with pytest.raises(load.LoadError, match=rf"b-orgs.ndjson, line 18: {where}: "):
+        load.load_paths(services, [tmp_path])
+    with services.engine.connect() as conn:
+        assert [r.res_id for r in conn.execute(select(resource.c.res_id))] == ["ok"]
+
+
+def test_a_bundle_file_with_a_string_for_a_decimal_writes_nothing(db_url: str, tmp_path: Path):
+    place = {"resourceType": "Location", "id": "l1", "position": {"latitude": "48.1", "longitude": -1.68}}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [
+            {"resource": {"resourceType": "Organization", "id": "o1", "name": "x"}},
+            {"resource": place},
+        ],
+    }
+    (tmp_path / "places.json").write_text(json.dumps(bundle))
+    services = _services(db_url, workers=0)
+    with pytest.raises(load.LoadError, match=r"places.json, entry 1: Location.position.latitude: "):
+        load.load_paths(services, [tmp_path])
+    with services.engine.connect() as conn:
+        assert conn.execute(select(resource.c.rid)).first() is None
