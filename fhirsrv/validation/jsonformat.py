@@ -11,7 +11,9 @@ client that parses strictly. This walk holds the JSON itself to the R4 JSON form
   JSON string;
 - no null (save in an array of primitives, to line up with its `_element` array of
   extensions), no empty string, array or object;
-- a repeating element is an array, a single one is not.
+- a repeating element is an array, a single one is not;
+- a string (and code, id, markdown, which specialise it) is at most 1,048,576 characters: R4
+  says strings SHALL NOT exceed 1MB, and its string.value has that maxLength.
 
 The element types come from the R4 core StructureDefinitions of profiles/r4, those the profile
 validator reads. Elements they do not define are left to the models, which refuse them, and
@@ -29,6 +31,8 @@ from fhirsrv.errors import Issue
 from fhirsrv.validation.definitions import PROFILES_DIR
 
 CORE_DEFINITIONS = PROFILES_DIR / "r4" / "structuredefinitions.json"
+# R4 string.value maxLength ("Note that FHIR strings SHALL NOT exceed 1MB in size").
+MAX_STRING_CHARS = 1_048_576
 _INT32_MAX = 2**31 - 1
 
 _NUMBER_TYPES = {
@@ -36,6 +40,8 @@ _NUMBER_TYPES = {
     "unsignedInt": 0,
     "positiveInt": 1,
 }
+# The string type and its specialisations: they share its 1MB limit.
+_LIMITED_STRINGS = frozenset({"string", "code", "id", "markdown"})
 _NOT_TEXT = frozenset({"boolean", "decimal"})
 _SYSTEM_TYPES = {
     "http://hl7.org/fhirpath/System.String": "string",
@@ -165,6 +171,8 @@ def _primitive_problem(type_name: str, value: Any) -> str | None:
         return f"{type_name} is a JSON string, not {_shown(value)}"
     if not value:
         return "an empty string is not allowed: leave the element out"
+    if len(value) > MAX_STRING_CHARS and type_name in _LIMITED_STRINGS:
+        return f"a string may not exceed 1MB ({MAX_STRING_CHARS} characters); this one has {len(value)}"
     return None
 
 
@@ -223,14 +231,14 @@ class _Walk:
                 self.problem(f"{path}.{key}", "this element does not repeat: its value is not a JSON array")
             elif el.kind != PRIMITIVE:
                 self.composite(el, value, f"{path}.{key}")
-            elif not (el.text and type(value) is str and value):
+            elif not (el.text and type(value) is str and 0 < len(value) <= MAX_STRING_CHARS):
                 self.primitive(el, value, f"{path}.{key}")
 
     def primitives(self, node: dict[str, Any], key: str, el: Element, values: list[Any], path: str) -> None:
         """The items of a repeating primitive; a null stands for an item that has only extensions."""
         text = el.text
         for i, item in enumerate(values):
-            if text and type(item) is str and item:
+            if text and type(item) is str and 0 < len(item) <= MAX_STRING_CHARS:
                 continue
             if item is None:
                 if not _held(node.get("_" + key), i):

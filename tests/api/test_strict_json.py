@@ -1,7 +1,7 @@
 """Every write path refuses what R4's JSON format forbids (a boolean sent as "yes", a decimal as
-a string, null, an empty array) with 400 and an OperationOutcome naming the element, and stores
-nothing: create, update, conditional create and update, PATCH, and the entries of batches and
-transactions."""
+a string, null, an empty array, a string over 1MB) with 400 and an OperationOutcome naming the
+element, and stores nothing: create, update, conditional create and update, PATCH, and the
+entries of batches and transactions."""
 
 from __future__ import annotations
 
@@ -123,3 +123,14 @@ def test_a_batch_entry_that_breaks_the_json_format_fails_alone(client):
     issue = entries[1]["response"]["outcome"]["issue"][0]
     assert "Location.position.latitude" in issue["expression"]
     assert count_rows(client) == (1, 1)
+
+
+def test_a_string_over_1mb_is_refused_and_one_at_the_limit_kept(client):
+    limit = 1024 * 1024
+    res = post(client, org("x" * (limit + 1)))
+    _refused(res, "Organization.name")
+    assert "1MB" in res.get_json()["issue"][0]["diagnostics"]
+    assert count_rows(client) == (0, 0)
+    created = post(client, org("x" * limit))
+    assert created.status_code == 201
+    assert client.get(f"/fhir/Organization/{created.get_json()['id']}").get_json()["name"] == "x" * limit

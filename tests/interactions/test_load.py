@@ -152,6 +152,7 @@ def test_a_search_parameter_loaded_first_indexes_what_follows(db_url: str, tmp_p
     [
         ({"active": "yes"}, "Organization.active"),
         ({"alias": []}, "Organization.alias"),
+        ({"name": "x" * (1024 * 1024 + 1)}, "Organization.name"),
     ],
 )
 def test_json_the_models_would_coerce_stops_its_file(

@@ -102,3 +102,12 @@ def test_the_json_forms_r4_allows_pass() -> None:
         )
         == []
     )
+
+
+def test_a_string_may_not_exceed_1mb() -> None:
+    limit = 1024 * 1024
+    fits = validate_structure({"resourceType": "Organization", "name": "é" * limit})
+    assert fits == []
+    issues = validate_structure({"resourceType": "Organization", "name": "é" * (limit + 1)})
+    assert [i.expression for i in issues] == [["Organization.name"]]
+    assert "1MB" in issues[0].diagnostics
