@@ -173,3 +173,46 @@ def test_postgresql_has_statistics_of_what_a_load_wrote_whatever_its_size(db_url
     never_analysed = [name for name in written if reltuples[name] < 0]
     assert not never_analysed
     assert reltuples["resource"] == sum(report.counts.values())
+
+
+@pytest.mark.parametrize("workers", [0, 2], ids=["in-process", "workers"])
+@pytest.mark.parametrize(
+    ("change", "where"),
+    [
+        ({"active": "yes"}, "Organization.active"),
+        ({"alias": []}, "Organization.alias"),
+        ({"name": "x" * (1024 * 1024 + 1)}, "Organization.name"),
+    ],
+)
+def test_json_the_models_would_coerce_stops_its_file(
+    db_url: str, tmp_path: Path, parallel: None, workers: int, change: dict, where: str
+):
+    (tmp_path / "a-good.ndjson").write_text(
+        json.dumps({"resourceType": "Organization", "id": "ok", "name": "Chargée"}) + "\n"
+    )
+    orgs = [{"resourceType": "Organization", "id": f"o{i}", "name": f"Structure {i}"} for i in range(30)]
+    orgs[17].update(change)
+    (tmp_path / "b-orgs.ndjson").write_text("\n".join(json.dumps(o) for o in orgs) + "\n")
+    services = _services(db_url, workers=workers)
+    with pytest.raises(load.LoadError, match=rf"b-orgs.ndjson, line 18: {where}: "):
+        load.load_paths(services, [tmp_path])
+    with services.engine.connect() as conn:
+        assert [r.res_id for r in conn.execute(select(resource.c.res_id))] == ["ok"]
+
+
+def test_a_bundle_file_with_a_string_for_a_decimal_writes_nothing(db_url: str, tmp_path: Path):
+    place = {"resourceType": "Location", "id": "l1", "position": {"latitude": "48.1", "longitude": -1.68}}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [
+            {"resource": {"resourceType": "Organization", "id": "o1", "name": "x"}},
+            {"resource": place},
+        ],
+    }
+    (tmp_path / "places.json").write_text(json.dumps(bundle))
+    services = _services(db_url, workers=0)
+    with pytest.raises(load.LoadError, match=r"places.json, entry 1: Location.position.latitude: "):
+        load.load_paths(services, [tmp_path])
+    with services.engine.connect() as conn:
+        assert conn.execute(select(resource.c.rid)).first() is None

@@ -87,8 +87,9 @@ def test_engine_agrees_with_brute_force(db_url, orgs, query):  # type: ignore[no
                     "id": f"o{i}",
                     "name": org["name"],
                     "active": org["active"],
-                    "type": [{"coding": [{"system": s, "code": c}]} for s, c in org["codes"]],
                 }
+                if org["codes"]:  # R4 JSON has no empty array
+                    res["type"] = [{"coding": [{"system": s, "code": c}]} for s, c in org["codes"]]
                 writes.create(services, conn, res, res["id"], actor=SERVER)
         want = set.intersection(*[expected(orgs, n, v) for n, v in query])
         res = app.test_client().get(f"/fhir/Organization?{urlencode(query)}&_count=100")
