@@ -1,0 +1,135 @@
+"""The directory's own identifiers (systems under `<canonical base>/sid/`): one live resource of a
+type per identifier, on every write path and against concurrent writers, since the shared cancer
+record (DCC) cites offers by them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+from flask.testing import FlaskClient
+
+from tests.api.helpers import FHIR, IDENT_SYSTEM, count_rows, org, post, put, service
+from tests.api.test_concurrency import race
+
+FINESS = "http://finess.esante.gouv.fr"
+
+
+def _search(client: FlaskClient, res_type: str, value: str, system: str = IDENT_SYSTEM) -> list[str]:
+    bundle = client.get(f"/fhir/{res_type}?identifier={system}|{value}").get_json()
+    return [e["resource"]["id"] for e in bundle.get("entry", [])]
+
+
+def _bundle(kind: str, *entries: dict[str, Any]) -> dict[str, Any]:
+    return {"resourceType": "Bundle", "type": kind, "entry": list(entries)}
+
+
+def _post_entry(res: dict[str, Any], **request: str) -> dict[str, Any]:
+    return {"request": {"method": "POST", "url": res["resourceType"], **request}, "resource": res}
+
+
+# ------------------------------------------------------------------------------ uniqueness
+def test_a_second_live_resource_of_a_type_cannot_take_the_identifier(client: FlaskClient):
+    first = post(client, service("HS-1"))
+    assert first.status_code == 201
+    rows = count_rows(client)
+
+    second = post(client, service("HS-1", name="Doublon"))
+    assert second.status_code == 409
+    issue = second.get_json()["issue"][0]
+    assert issue["code"] == "duplicate"
+    assert f"{IDENT_SYSTEM}|HS-1" in issue["diagnostics"]
+    assert issue["expression"] == ["HealthcareService.identifier[0]"]
+    assert first.get_json()["id"] not in issue["diagnostics"]  # the holder is not named
+    assert count_rows(client) == rows
+    assert _search(client, "HealthcareService", "HS-1") == [first.get_json()["id"]]
+
+    # Per type: a place may carry the same value; identifiers of other systems are not ours.
+    place = {"resourceType": "Location", "identifier": [{"system": IDENT_SYSTEM, "value": "HS-1"}]}
+    assert post(client, place).status_code == 201
+    finess = [{"system": FINESS, "value": "290000017"}]
+    assert post(client, org("A", identifier=finess)).status_code == 201
+    assert post(client, org("B", identifier=finess)).status_code == 201
+
+
+def test_an_update_cannot_take_another_resource_s_identifier(client: FlaskClient):
+    post(client, service("HS-A"))
+    other = post(client, service("HS-B")).get_json()
+    taken = put(client, {**other, "identifier": [{"system": IDENT_SYSTEM, "value": "HS-A"}]})
+    assert taken.status_code == 409
+    assert f"{IDENT_SYSTEM}|HS-A" in taken.get_json()["issue"][0]["diagnostics"]
+    patched = client.patch(
+        f"/fhir/HealthcareService/{other['id']}",
+        json=[{"op": "replace", "path": "/identifier/0/value", "value": "HS-A"}],
+        headers={"Content-Type": "application/json-patch+json"},
+    )
+    assert patched.status_code == 409
+    assert client.get(f"/fhir/HealthcareService/{other['id']}").headers["ETag"] == 'W/"1"'
+    chosen = put(client, service("HS-A", id="chosen-id"))  # create-on-update
+    assert chosen.status_code == 409
+    assert client.get("/fhir/HealthcareService/chosen-id").status_code == 404
+    assert len(_search(client, "HealthcareService", "HS-A")) == 1
+
+
+def test_an_identifier_is_free_again_once_its_holder_is_deleted_or_gives_it_up(client: FlaskClient):
+    gone = post(client, service("HS-D")).get_json()
+    assert post(client, service("HS-D")).status_code == 409
+    assert client.delete(f"/fhir/HealthcareService/{gone['id']}").status_code == 204
+    again = post(client, service("HS-D"))
+    assert again.status_code == 201
+    # Bringing the deleted one back would make two holders.
+    restored = put(client, {k: v for k, v in gone.items() if k != "meta"})
+    assert restored.status_code == 409
+    moved = put(client, {**again.get_json(), "identifier": [{"system": IDENT_SYSTEM, "value": "HS-E"}]})
+    assert moved.status_code == 200
+    assert post(client, service("HS-D")).status_code == 201
+
+
+def test_conditional_create_on_the_identifier_still_answers_the_match(client: FlaskClient):
+    criteria = {"If-None-Exist": f"identifier={IDENT_SYSTEM}|HS-C"}
+    first = post(client, service("HS-C"), **criteria)
+    assert first.status_code == 201
+    again = post(client, service("HS-C", name="Autre nom"), **criteria)
+    assert again.status_code == 200 and again.get_json()["id"] == first.get_json()["id"]
+    # Criteria that miss the holder do not make a second one.
+    assert post(client, service("HS-C"), **{"If-None-Exist": "name=inconnu"}).status_code == 409
+
+
+def test_a_transaction_creating_one_identifier_twice_writes_nothing(client: FlaskClient):
+    rows = count_rows(client)
+    for request in ({}, {"ifNoneExist": f"identifier={IDENT_SYSTEM}|HS-T"}):
+        answer = client.post(
+            "/fhir",
+            json=_bundle(
+                "transaction",
+                _post_entry(org("Ligue 29")),
+                _post_entry(service("HS-T"), **request),
+                _post_entry(service("HS-T", name="Deuxième"), **request),
+            ),
+            headers={"Content-Type": FHIR},
+        )
+        assert answer.status_code == 409, answer.get_json()
+        issue = answer.get_json()["issue"][0]
+        assert "Bundle.entry[2]" in issue["diagnostics"] and f"{IDENT_SYSTEM}|HS-T" in issue["diagnostics"]
+        assert count_rows(client) == rows
+    # A batch runs each entry on its own: the first wins, the second is told.
+    batch = client.post(
+        "/fhir",
+        json=_bundle("batch", _post_entry(service("HS-T")), _post_entry(service("HS-T"))),
+        headers={"Content-Type": FHIR},
+    ).get_json()
+    assert [e["response"]["status"] for e in batch["entry"]] == ["201 Created", "409 Conflict"]
+
+
+def test_concurrent_creates_of_one_identifier_make_one_resource(app: Flask):
+    answers = race(app, 6, lambda c, n: post(c, service("HS-R", name=f"écrivain {n}")))
+    assert sorted(r.status_code for r in answers) == [201] + [409] * 5
+    assert len(_search(app.test_client(), "HealthcareService", "HS-R")) == 1
+
+
+def test_concurrent_conditional_creates_of_one_identifier_all_answer_the_one_created(app: Flask):
+    criteria = {"If-None-Exist": f"identifier={IDENT_SYSTEM}|HS-Q"}
+    answers = race(app, 6, lambda c, n: post(c, service("HS-Q", name=f"écrivain {n}"), **criteria))
+    assert sorted(r.status_code for r in answers) == [200] * 5 + [201]
+    assert len({r.get_json()["id"] for r in answers}) == 1
+    assert len(_search(app.test_client(), "HealthcareService", "HS-Q")) == 1
