@@ -1,7 +1,9 @@
-"""The directory's own identifiers: one live resource of a type per identifier.
+"""The directory's own identifiers: one live resource of a type per identifier, and frozen once
+the entry has been shown to the public.
 
 The shared cancer record (DCC) cites the directory's offers and places by these identifiers: two
-live offers with one identifier would make a citation ambiguous. The directory's identifiers
+live offers with one identifier would make a citation ambiguous, and an identifier changed or
+removed after publication would break the citations already made. The directory's identifiers
 are those of its own naming systems, `<canonical base>/sid/…` (canonical.py: `sos-offer`,
 `sos-location`); FINESS, SIRET or ROR identifiers belong to their own registries, which police
 them, and are left alone.
@@ -18,17 +20,21 @@ from typing import Any
 
 from sqlalchemy import Connection, select, text
 
+from fhirsrv.access.principal import Principal, Role
 from fhirsrv.canonical import Canonicals
 from fhirsrv.errors import Conflict
 from fhirsrv.storage import identifiers as store
 from fhirsrv.storage import repository
 from fhirsrv.storage.jsonfmt import loads
 from fhirsrv.storage.repository import StoredResource
-from fhirsrv.storage.schema import live, resource
+from fhirsrv.storage.schema import entry_access, live, resource
 
 log = logging.getLogger("fhirsrv")
 
 Key = store.Key
+# Visibilities of an entry that is, or was, shown to every reader (published, verification
+# pending; delisted or withdrawn, still readable by id): from then on it may be cited.
+SHOWN = ("public", "retired")
 # The PostgreSQL advisory lock of the start-up fill (with the schema's hash, as the sweep's).
 FILL_LOCK_KEY = 7_415
 
@@ -111,6 +117,44 @@ class DirectoryIdentifiers:
                 f"{c.res_type}/{claimant}: the identifier {c.system}|{c.value} is already held by {holder}; "
                 f"the directory's identifiers are unique per type"
             ) from clash
+
+    def check_change(
+        self,
+        conn: Connection,
+        principal: Principal,
+        current: StoredResource,
+        previous: dict[str, Any] | None,
+        new: dict[str, Any],
+        repair: str | None,
+    ) -> bool:
+        """An update (PUT, PATCH, a Bundle entry) may not change nor remove a directory
+        identifier of an entry that is or was shown to the public: care records cite it. It may
+        gain one. 409, like the procedure's answer to a wrong status: the same content is
+        accepted on a draft, so it is the entry's state that refuses it. A regional administrator
+        repairing data sends X-Lifecycle-Repair with the reason, as for a lifecycle record;
+        returns whether that repair was used (the caller audits it). The server's own writes
+        (file loads, authorization off) are not refused, as for lifecycle records."""
+        if previous is None or principal.role is Role.SERVER:
+            return False
+        kept = self.keys(new)
+        dropped = [k for k in self.keys(previous) if k not in kept]
+        if not dropped:
+            return False
+        visibility = conn.execute(
+            select(entry_access.c.visibility).where(entry_access.c.rid == current.rid)
+        ).scalar()
+        if visibility not in SHOWN:
+            return False
+        if principal.role is Role.REGIONAL_ADMIN and repair and repair.strip():
+            return True
+        system, value = dropped[0]
+        raise Conflict(
+            f"{current.res_type}/{current.res_id} has been published: its identifier {system}|{value} "
+            "may not change nor be removed, since care records cite the entry by it. A regional "
+            "administrator repairing data sends the header X-Lifecycle-Repair with the reason.",
+            code="business-rule",
+            expression=[f"{current.res_type}.identifier"],
+        )
 
     # --------------------------------------------------------------------------- start-up
     def fill_if_missing(self, conn: Connection) -> list[str]:

@@ -111,6 +111,8 @@ def _update(
         return served(current, 200)
     previous = loads(current.content) if current.content and not current.deleted else None
     repair = services.policy.check_lifecycle(actor, previous, res, info.lifecycle_repair)
+    if services.identifiers.check_change(conn, actor, current, previous, res, info.lifecycle_repair):
+        repair = True
     with lost_race_is_conflict(info):
         stored = writes.replace(services, conn, current, res, "update", actor=actor, validated=True)
     if repair:
