@@ -19,6 +19,7 @@ from fhirsrv.errors import Issue
 from fhirsrv.interactions import terminology_ops, validate_op
 from fhirsrv.interactions.context import ProfileCheck, Services, WriteHook
 from fhirsrv.interactions.cursors import CursorSeal
+from fhirsrv.interactions.identifiers import DirectoryIdentifiers
 from fhirsrv.interactions.operations import OperationRegistry
 from fhirsrv.search.engine import SearchEngine
 from fhirsrv.settings import Settings
@@ -54,12 +55,14 @@ def build_services(settings: Settings) -> Services:
         write_hooks=(),
         operations=OperationRegistry(OPERATION_MODULES),
         cursors=CursorSeal(engine),
+        identifiers=DirectoryIdentifiers(Canonicals(settings.canonical_base)),
     )
     services.write_hooks = (_closure_hook, _search_parameter_hook(services))
     with read_transaction(engine) as conn:
         search.load_stored_parameters(conn)
     with write_transaction(engine) as conn:
         policy.facts.rebuild_if_missing(conn)
+        services.identifiers.fill_if_missing(conn)
     return services
 
 

@@ -14,6 +14,7 @@ from fhirsrv.access.policy import AccessPolicy
 from fhirsrv.access.principal import Principal
 from fhirsrv.errors import Issue
 from fhirsrv.interactions.cursors import CursorSeal
+from fhirsrv.interactions.identifiers import DirectoryIdentifiers
 from fhirsrv.settings import Settings
 from fhirsrv.storage.repository import StoredResource
 
@@ -46,6 +47,8 @@ class Services:
     operations: OperationRegistry
     # Seals the paging cursors handed to clients (search and history).
     cursors: CursorSeal
+    # The directory's own identifiers: unique per type, frozen once published.
+    identifiers: DirectoryIdentifiers
     # The CapabilityStatement's rest.security (OAuth endpoints) for a public base, None with
     # authorization off: the endpoints are under the base the statement is served from.
     security_section: Callable[[str], dict[str, Any]] | None = None

@@ -8,6 +8,7 @@ from sqlalchemy import Connection
 
 from fhirsrv.interactions import writes
 from fhirsrv.interactions.context import RequestInfo, Result, Services
+from fhirsrv.interactions.identifiers import IdentifierTaken
 from fhirsrv.interactions.preconditions import match_one
 from fhirsrv.interactions.read import served
 from fhirsrv.interactions.refusals import audited
@@ -50,7 +51,21 @@ def _create(
         if existing is not None:
             return served(existing, 200)
     repair = services.policy.check_lifecycle(info.principal, None, res, info.lifecycle_repair)
-    stored = writes.create(services, conn, res, res_id, actor=info.principal, validated=True)
+    if info.if_none_exist:
+        try:
+            with conn.begin_nested():
+                stored = writes.create(services, conn, res, res_id, actor=info.principal, validated=True)
+        except IdentifierTaken:
+            # On PostgreSQL two conditional creates can both find no match, then race: the
+            # loser's insert waits for the winner's commit and fails. Its criteria now match
+            # the winner's resource, and R4 answers that match (200), as if it had come second.
+            scope = services.policy.scope(info.principal)
+            existing = match_one(services, conn, scope, res_type, info.if_none_exist, "Conditional create")
+            if existing is None:
+                raise
+            return served(existing, 200)
+    else:
+        stored = writes.create(services, conn, res, res_id, actor=info.principal, validated=True)
     if repair:
         services.audit.repair(conn, stored, info.principal, info.lifecycle_repair or "")
     return served(stored, 201)

@@ -92,7 +92,10 @@ def _patch(
     writes.validate(services, patched, actor)
     if writes.unchanged(current, patched):
         return served(current, 200)
-    repair = policy.check_lifecycle(actor, loads(current.content or "{}"), patched, info.lifecycle_repair)
+    previous = loads(current.content or "{}")
+    repair = policy.check_lifecycle(actor, previous, patched, info.lifecycle_repair)
+    if services.identifiers.check_change(conn, actor, current, previous, patched, info.lifecycle_repair):
+        repair = True
     with lost_race_is_conflict(info):
         stored = writes.replace(services, conn, current, patched, "patch", actor=actor, validated=True)
     if repair:

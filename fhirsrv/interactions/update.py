@@ -9,6 +9,7 @@ from sqlalchemy import Connection
 from fhirsrv.errors import BadRequest, Conflict
 from fhirsrv.interactions import writes
 from fhirsrv.interactions.context import RequestInfo, Result, Services
+from fhirsrv.interactions.identifiers import IdentifierTaken
 from fhirsrv.interactions.preconditions import check_if_match, lost_race_is_conflict, match_one
 from fhirsrv.interactions.read import served
 from fhirsrv.interactions.refusals import audited
@@ -97,6 +98,8 @@ def _update(
         try:
             services.policy.check_lifecycle(actor, None, res, info.lifecycle_repair)
             return served(writes.create(services, conn, res, res_id, actor=actor, validated=True), 201)
+        except IdentifierTaken:
+            raise  # not a race on the id: the resource row this PUT inserted is rolled back with it
         except Conflict:
             # Another request created this id since we looked: this PUT becomes its update.
             current = repository.get_current(conn, res_type, res_id)
@@ -108,6 +111,8 @@ def _update(
         return served(current, 200)
     previous = loads(current.content) if current.content and not current.deleted else None
     repair = services.policy.check_lifecycle(actor, previous, res, info.lifecycle_repair)
+    if services.identifiers.check_change(conn, actor, current, previous, res, info.lifecycle_repair):
+        repair = True
     with lost_race_is_conflict(info):
         stored = writes.replace(services, conn, current, res, "update", actor=actor, validated=True)
     if repair:

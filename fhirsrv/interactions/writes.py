@@ -1,10 +1,11 @@
-"""The single write path: validate, check access, store the next version, index it, keep the
-access facts and the audit trail, run write hooks.
+"""The single write path: validate, check access, store the next version, hold its directory
+identifiers, index it, keep the access facts and the audit trail, run write hooks.
 
 Every interaction that changes data (create, update, patch, delete, transaction entries, the
 loader) goes through here, so a structurally invalid resource can never be stored, no write
-escapes the access policy, and the index rows, access facts and audit event always change in
-the same database transaction as the resource itself.
+escapes the access policy, no second live resource takes a directory identifier, and the
+identifier rows, index rows, access facts and audit event always change in the same database
+transaction as the resource itself.
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ def _after_write(
     res: dict[str, Any] | None,
     previous: dict[str, Any] | None,
 ) -> None:
+    services.identifiers.hold(conn, stored, res, previous)
     if res is None:
         services.search.unindex(conn, stored.rid)
         services.policy.facts.deleted(conn, stored, previous)
@@ -134,6 +136,7 @@ def create_many(
         guard(services, conn, actor, res["resourceType"], None, {**res, "id": res_id})
     stored = repository.create_many(conn, items)
     written = [(s, loads(s.content or "{}")) for s in stored]
+    services.identifiers.hold_new(conn, written)
     services.search.index_many(conn, written)
     _after_bulk(services, conn, actor, written)
     return stored
@@ -156,6 +159,7 @@ def create_prepared(
     for (res_type, _, _, _), res in zip(items, parsed, strict=True):
         guard(services, conn, actor, res_type, None, res)
     stored = repository.insert_new(conn, [(t, i, c) for t, i, c, _ in items], when)
+    services.identifiers.hold_new(conn, list(zip(stored, parsed, strict=True)))
     rows: dict[str, list[tuple[Any, ...]]] = {}
     computed = []
     for s, res, (_, _, _, prepared) in zip(stored, parsed, items, strict=True):

@@ -251,6 +251,22 @@ structure_territory = Table(
     Index("ix_structure_territory_departement", "departement", "structure"),
 )
 
+# ----------------------------------------------------------------------- business identifiers
+# The directory's own identifiers (systems under the canonical base's /sid/) held by live
+# resources: one row per (type, identifier), so the database itself refuses a second holder,
+# even to two concurrent writers (fhirsrv/storage/identifiers.py). The key is a digest of
+# (system, value): an identifier of any length fits a B-tree entry.
+resource_identifier = Table(
+    "resource_identifier",
+    metadata,
+    Column("res_type", String(64), primary_key=True),
+    Column("digest", String(64), primary_key=True),
+    Column("rid", RowId, ForeignKey("resource.rid", ondelete="CASCADE"), nullable=False),
+    Column("system", Text, nullable=False),
+    Column("value", Text, nullable=False),
+    Index("ix_resource_identifier_rid", "rid"),
+)
+
 # ------------------------------------------------------------------------------------ outbox
 # E-mails of the inclusion procedure (fhirsrv/workflow/outbox.py), written in the transaction of
 # the transition that causes them: a message exists if and only if its transition committed, and

@@ -4,6 +4,14 @@ from __future__ import annotations
 
 from tests.api.helpers import FHIR, IDENT_SYSTEM, count_rows, post, service
 
+# Two live resources may share an identifier of another registry, never one of the directory's
+# own (tests/api/test_identifiers.py): several matches are tried with one of those.
+FINESS = "http://finess.esante.gouv.fr"
+
+
+def finess_service(value: str, **extra: object) -> dict:
+    return service(value, identifier=[{"system": FINESS, "value": value}], **extra)
+
 
 def test_conditional_create_reuses_the_match(client):
     criteria = f"identifier={IDENT_SYSTEM}|S1"
@@ -16,23 +24,23 @@ def test_conditional_create_reuses_the_match(client):
 
 
 def test_conditional_create_with_several_matches_is_412(client):
-    post(client, service("dup"))
-    post(client, service("dup"))
-    res = post(client, service("dup"), **{"If-None-Exist": f"identifier={IDENT_SYSTEM}|dup"})
+    post(client, finess_service("dup"))
+    post(client, finess_service("dup"))
+    res = post(client, finess_service("dup"), **{"If-None-Exist": f"identifier={FINESS}|dup"})
     assert res.status_code == 412
     assert count_rows(client) == (2, 2)
 
 
 def test_conditional_update_creates_then_updates_the_match(client):
-    url = f"/fhir/HealthcareService?identifier={IDENT_SYSTEM}|S2"
-    created = client.put(url, json=service("S2"), headers={"Content-Type": FHIR})
+    url = f"/fhir/HealthcareService?identifier={FINESS}|S2"
+    created = client.put(url, json=finess_service("S2"), headers={"Content-Type": FHIR})
     assert created.status_code == 201
     sid = created.get_json()["id"]
-    updated = client.put(url, json=service("S2", name="Nouveau nom"), headers={"Content-Type": FHIR})
+    updated = client.put(url, json=finess_service("S2", name="Nouveau nom"), headers={"Content-Type": FHIR})
     assert updated.status_code == 200
     assert updated.get_json()["id"] == sid and updated.headers["ETag"] == 'W/"2"'
-    post(client, service("S2"))
-    several = client.put(url, json=service("S2", name="x"), headers={"Content-Type": FHIR})
+    post(client, finess_service("S2"))
+    several = client.put(url, json=finess_service("S2", name="x"), headers={"Content-Type": FHIR})
     assert several.status_code == 412
 
 
@@ -41,9 +49,9 @@ def test_conditional_delete(client):
     res = client.delete(f"/fhir/HealthcareService?identifier={IDENT_SYSTEM}|D1")
     assert res.status_code == 204
     assert count_rows(client) == (1, 2)
-    post(client, service("D2"))
-    post(client, service("D2"))
-    assert client.delete(f"/fhir/HealthcareService?identifier={IDENT_SYSTEM}|D2").status_code == 412
+    post(client, finess_service("D2"))
+    post(client, finess_service("D2"))
+    assert client.delete(f"/fhir/HealthcareService?identifier={FINESS}|D2").status_code == 412
     nothing = client.delete(f"/fhir/HealthcareService?identifier={IDENT_SYSTEM}|none")
     assert nothing.status_code == 204
 

@@ -19,9 +19,11 @@ DEMO = Path(__file__).resolve().parents[2] / "seed" / "demo" / "05-HealthcareSer
 
 
 def service_with(code: str) -> dict[str, Any]:
-    """The demo HealthcareService (claims the SOS profile), its second SOS category set to `code`."""
+    """The demo HealthcareService (claims the SOS profile), its second SOS category set to `code`
+    and its directory identifier made its own (two live offers never share one)."""
     res = json.loads(DEMO.read_text(encoding="utf-8").splitlines()[0])
     res.pop("id")
+    res["identifier"][0]["value"] += f"-{code}"
     sos = [s for s in res["specialty"] if s["coding"][0]["system"] == CAT]
     sos[0]["coding"][0].update({"code": code, "display": code})
     return res
