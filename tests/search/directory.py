@@ -108,3 +108,10 @@ def load(services: Services, items: list[dict[str, Any]] | None = None) -> None:
     with write_transaction(services.engine) as conn:
         for res in items or resources():
             writes.create(services, conn, res, res["id"], actor=SERVER)
+
+
+def match_ids(client: Any, query: str) -> list[str]:
+    """The ids of a search's matches, in the server's order (includes and outcomes left out)."""
+    res = client.get(query)
+    assert res.status_code == 200, res.get_json()
+    return [e["resource"]["id"] for e in res.get_json().get("entry", []) if e["search"]["mode"] == "match"]

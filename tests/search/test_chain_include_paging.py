@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.search.directory import R211, load
+from tests.search.directory import R211, load, match_ids
 
 
 @pytest.fixture
@@ -13,10 +13,7 @@ def client(app):  # type: ignore[no-untyped-def]
     return app.test_client()
 
 
-def ids(client, query: str) -> list[str]:  # type: ignore[no-untyped-def]
-    res = client.get(query)
-    assert res.status_code == 200, res.get_json()
-    return [e["resource"]["id"] for e in res.get_json().get("entry", []) if e["search"]["mode"] == "match"]
+ids = match_ids
 
 
 def test_chains_one_and_two_levels(client):

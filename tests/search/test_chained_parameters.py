@@ -8,7 +8,7 @@ from urllib.parse import quote
 import pytest
 
 from tests.api.helpers import FHIR
-from tests.search.directory import R244, load
+from tests.search.directory import R244, load, match_ids
 
 
 @pytest.fixture
@@ -18,11 +18,7 @@ def client(app):  # type: ignore[no-untyped-def]
 
 
 def ids(client, query: str) -> list[str]:  # type: ignore[no-untyped-def]
-    res = client.get(query)
-    assert res.status_code == 200, res.get_json()
-    return sorted(
-        e["resource"]["id"] for e in res.get_json().get("entry", []) if e["search"]["mode"] == "match"
-    )
+    return sorted(match_ids(client, query))
 
 
 def test_offers_by_the_departement_of_their_locations(client):
