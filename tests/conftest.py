@@ -20,6 +20,10 @@ from fhirsrv.storage.schema import metadata
 
 PG_URL = os.environ.get("FHIRSRV_TEST_DATABASE_URL", "")
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)] if PG_URL else ["sqlite"]
+# For a test about one back-end's own machinery: `@pytest.mark.parametrize("db_url", ONLY_POSTGRES,
+# indirect=True)` runs it there only, instead of a skip on the other.
+ONLY_SQLITE = ["sqlite"]
+ONLY_POSTGRES = [b for b in BACKENDS if b != "sqlite"]
 
 
 def _pg_schema_url(worker: str) -> tuple[str, str]:
@@ -84,7 +88,9 @@ def settings(db_url: str) -> Settings:
 
     Authorization is off here: these tests are about FHIR behaviour; tests/auth builds apps
     with it on and checks every role boundary."""
-    return Settings.from_env(database_url=db_url, load_demo=False, base_url="http://fhir.test/fhir", auth=False)
+    return Settings.from_env(
+        database_url=db_url, load_demo=False, base_url="http://fhir.test/fhir", auth=False
+    )
 
 
 @pytest.fixture

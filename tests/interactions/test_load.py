@@ -22,6 +22,7 @@ from fhirsrv.search.scope import UNRESTRICTED
 from fhirsrv.seeding.generate import generate
 from fhirsrv.settings import Settings
 from fhirsrv.storage.schema import INDEX_TABLES, entry_access, resource, resource_version, structure_territory
+from tests.conftest import ONLY_POSTGRES
 
 DEMO = Path(__file__).resolve().parents[2] / "seed" / "demo"
 
@@ -148,12 +149,11 @@ def test_a_search_parameter_loaded_first_indexes_what_follows(db_url: str, tmp_p
     assert sorted(r.res_id for r in page.matches) == ["o59"]
 
 
+@pytest.mark.parametrize("db_url", ONLY_POSTGRES, indirect=True)
 def test_postgresql_has_statistics_of_what_a_load_wrote_whatever_its_size(db_url: str):
     """The demo region (3,525 resources) used to be left without statistics: the planner then
     ran a `_has` search for minutes and a chained `near` at seven times its analysed time."""
-    services = _services(db_url, workers=0)
-    if services.engine.dialect.name != "postgresql":
-        pytest.skip("planner statistics are PostgreSQL's (pg_class.reltuples)")
+    services = _services(db_url, workers=0)  # planner statistics are PostgreSQL's (pg_class.reltuples)
     report = load.load_paths(services, [DEMO])
     with services.engine.connect() as conn:
         written = [

@@ -9,6 +9,7 @@ from flask import Flask
 from sqlalchemy import text
 
 from fhirsrv.storage.migrate import alembic_config, upgrade
+from tests.conftest import ONLY_SQLITE
 from tests.search.directory import load
 
 LIFECYCLE = "https://sos.example.org/fhir/StructureDefinition/sos-entry-lifecycle"
@@ -20,11 +21,10 @@ def _ids(app: Flask, query: str) -> list[str]:
     return [e["resource"]["id"] for e in res.get_json().get("entry", [])]
 
 
+@pytest.mark.parametrize("db_url", ONLY_SQLITE, indirect=True)  # PostgreSQL stores timestamps, not text
 def test_upgrade_rewrites_dates_stored_without_their_microseconds(app: Flask):
     services = app.extensions["fhirsrv"]
     engine = services.engine
-    if engine.dialect.name != "sqlite":
-        pytest.skip("PostgreSQL stores timestamps, not text")
     verified = {"url": LIFECYCLE, "extension": [{"url": "lastVerified", "valueDate": "2026-07-03"}]}
     load(services, [{"resourceType": "HealthcareService", "id": "hs-1", "extension": [verified]}])
     with engine.begin() as conn:
