@@ -109,6 +109,19 @@ class AccessPolicy:
                 shown.update(r for (r,) in conn.execute(query))
         return shown
 
+    def read_current(
+        self, conn: Connection, principal: Principal, res_type: str, res_id: str
+    ) -> tuple[StoredResource | None, bool]:
+        """The current version of `res_type/res_id` and whether the principal may read it by
+        id (as `visible`), in one statement: the commonest request costs no extra round trip."""
+        scope = None if principal.sees_everything else self.scope(principal)
+        condition = None if scope is None else scope.readable(res_type, resource.c.rid)
+        if condition is None:
+            stored = repository.get_current(conn, res_type, res_id)
+            return stored, stored is not None
+        found = repository.get_current_flagged(conn, res_type, res_id, correlate(condition, resource.c.rid))
+        return found if found is not None else (None, False)
+
     def visible_versions(
         self, conn: Connection, principal: Principal, versions: Sequence[StoredResource]
     ) -> list[StoredResource]:

@@ -23,12 +23,6 @@ def _not_modified(stored: StoredResource, info: RequestInfo) -> bool:
     return False
 
 
-def visible(services: Services, conn: Connection, info: RequestInfo, stored: StoredResource) -> bool:
-    """Whether the caller may read this resource by id (a deleted one: whether it could
-    before, so its 410 is shown only to those who saw it)."""
-    return stored.rid in services.policy.visible(conn, info.principal, [stored])
-
-
 def served(stored: StoredResource, status: int = 200) -> Result:
     return Result(status=status, resource=orjson.Fragment(stored.content), stored=stored)
 
@@ -43,8 +37,8 @@ def read(
     if conn is None:
         with read_transaction(services.engine) as own:
             return read(services, info, res_type, res_id, own)
-    stored = repository.get_current(conn, res_type, res_id)
-    if stored is None or not visible(services, conn, info, stored):
+    stored, seen = services.policy.read_current(conn, info.principal, res_type, res_id)
+    if stored is None or not seen:
         raise NotFound(f"{res_type}/{res_id} is not known")
     if stored.deleted:
         raise Gone(
@@ -73,8 +67,7 @@ def vread(
         with read_transaction(services.engine) as own:
             return vread(services, info, res_type, res_id, version, own)
     stored = repository.get_version(conn, res_type, res_id, int(version))
-    current = repository.get_current(conn, res_type, res_id)
-    exists = current is not None and visible(services, conn, info, current)
+    _, exists = services.policy.read_current(conn, info.principal, res_type, res_id)
     if stored is not None and not services.policy.visible_versions(conn, info.principal, [stored]):
         stored = None
     if stored is None:

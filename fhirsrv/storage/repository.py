@@ -83,6 +83,18 @@ def get_current(conn: Connection, res_type: str, res_id: str) -> StoredResource 
     return _row(row) if row else None
 
 
+def get_current_flagged(
+    conn: Connection, res_type: str, res_id: str, flag: ColumnElement[bool]
+) -> tuple[StoredResource, bool] | None:
+    """The current version and one condition on its row, in one statement: a read by id and
+    the caller's visibility of it cost one round trip to the database instead of two."""
+    query = select(*_CURRENT_COLS, flag.label("flag")).where(
+        resource.c.res_type == res_type, resource.c.res_id == res_id
+    )
+    row = conn.execute(query).first()
+    return (_row(row[:-1]), bool(row[-1])) if row else None
+
+
 def get_version(conn: Connection, res_type: str, res_id: str, version_id: int) -> StoredResource | None:
     row = conn.execute(
         select(*_VERSION_COLS).where(

@@ -45,6 +45,8 @@ def directory(
         rate_limit_anonymous=0,
         rate_limit_client=0,
         enforce_sos_profiles="claimed-only",
+        # The table's tokens are issued once per module: they must outlive a slow run.
+        token_lifetime=3600,
     )
     app = create_app(settings)
     found = Directory(app)
