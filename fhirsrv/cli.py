@@ -171,10 +171,13 @@ def upgrade(database: str | None) -> None:
 def reindex(database: str | None, res_type: str | None) -> None:
     """Rebuild the search indexes (after a SearchParameter was added or changed)."""
     from fhirsrv.storage.engine import write_transaction
+    from fhirsrv.storage.schema import entry_access
 
     services = _services(_settings(database))
     with write_transaction(services.engine) as conn:
         count = services.search.reindex(conn, res_type)
+        # New token index rows start hidden: give them their entries' visibility again.
+        services.policy.facts.mirror(conn, None if res_type is None else entry_access.c.res_type == res_type)
     click.echo(json.dumps({"reindexed": count}))
 
 

@@ -42,7 +42,7 @@ from fhirsrv.access.facts import (
 )
 from fhirsrv.storage.jsonfmt import loads
 from fhirsrv.storage.repository import StoredResource
-from fhirsrv.storage.schema import entry_access, live, resource, structure_territory
+from fhirsrv.storage.schema import entry_access, idx_token, live, resource, structure_territory
 
 ea = entry_access.c
 
@@ -214,6 +214,7 @@ class FactStore:
             self._structures_step(conn, None)
             self._dependents_step(conn, None)
             self._people_step(conn, None)
+            self.mirror(conn, None)
             return
         org_scope, dependents_scope, people_scope = self._targets(
             conn, list(rids or []), list(structures), list(people)
@@ -221,6 +222,24 @@ class FactStore:
         self._structures_step(conn, org_scope)
         self._dependents_step(conn, dependents_scope)
         self._people_step(conn, people_scope)
+        for where in (org_scope, dependents_scope, people_scope):
+            if where is not False:
+                self.mirror(conn, where)
+
+    def mirror(self, conn: Connection, where: ColumnElement[bool] | None) -> None:
+        """Copy the visibility of the `entry_access` rows `where` selects (None: all) onto the
+        rows searches read: their `resource` row and their token index rows (schema.py). Only
+        rows that differ are written. Also after `fhirsrv reindex`, whose new index rows
+        start hidden."""
+        public = ea.visibility == "public"
+        copies = (
+            update(resource)
+            .where(resource.c.rid == ea.rid, resource.c.visibility != ea.visibility)
+            .values(visibility=ea.visibility),
+            update(idx_token).where(idx_token.c.rid == ea.rid, idx_token.c.public != public).values(public=public),
+        )
+        for statement in copies:
+            conn.execute(statement if where is None else statement.where(where))
 
     # The three steps of a refresh, each on the rows `where` selects (None: all; False: none).
     def _structures_step(self, conn: Connection, where: Any) -> None:
@@ -282,14 +301,15 @@ class FactStore:
             or_(loaded.c.rid >= first, loaded.c.structure.in_(new_structures)),
         )
         older = resource.alias("older_person")
-        self._people_step(conn, new)
-        self._people_step(
-            conn,
-            and_(
-                ea.rid < first,
-                ea.rid.in_(select(older.c.rid).where(older.c.res_type == "Practitioner", older.c.res_id.in_(named))),
-            ),
+        older_people = and_(
+            ea.rid < first,
+            ea.rid.in_(select(older.c.rid).where(older.c.res_type == "Practitioner", older.c.res_id.in_(named))),
         )
+        self._people_step(conn, new)
+        self._people_step(conn, older_people)
+        # One statement per part: an OR of them would be planned as a scan per row.
+        for where in (new, and_(ea.rid < first, ea.structure.in_(new_structures)), older_people):
+            self.mirror(conn, where)
 
     def _targets(
         self, conn: Connection, rids: list[int], structures: list[str], people: list[str]

@@ -24,7 +24,7 @@ from sqlalchemy import ColumnElement, false, or_, select, union
 
 from fhirsrv.access.facts import AUDIT_TYPES, CITEABLE_TYPES, GOVERNED_TYPES, Visibility
 from fhirsrv.access.principal import Principal, Role
-from fhirsrv.storage.schema import entry_access, live, resource, structure_territory
+from fhirsrv.storage.schema import entry_access, idx_token, live, resource, structure_territory
 
 ea = entry_access.c
 
@@ -62,6 +62,11 @@ def territory_structures(principal: Principal) -> Any:
     return parts[0] if len(parts) == 1 else union(*parts)
 
 
+def _is(table: Any, base: Any) -> bool:
+    """`table` is `base` or an alias of it."""
+    return table is base or getattr(table, "original", None) is base
+
+
 class PrincipalScope:
     """The ReadScope of one principal."""
 
@@ -86,8 +91,17 @@ class PrincipalScope:
         shown = _SEARCHED[principal.role]
         if by_id and res_type in CITEABLE_TYPES and Visibility.RETIRED not in shown:
             shown = (*shown, Visibility.RETIRED)
-        # Spelt as the partial indexes' predicates (schema.py), so each check is an index probe.
-        seen = ea.visibility == "public" if shown == (Visibility.PUBLIC,) else ea.visibility != "hidden"
+        public_only = shown == (Visibility.PUBLIC,)
+        # The rows a search reads carry the visibility themselves (schema.py): a check there
+        # costs nothing; spelt as the partial indexes' predicates, so the planner uses them.
+        table = getattr(rid, "table", None)
+        if table is not None and rid.key == "rid" and _is(table, resource):
+            column = table.c.visibility
+            return column == "public" if public_only else column != "hidden"
+        if table is not None and rid.key == "rid" and _is(table, idx_token) and public_only:
+            return table.c.public
+        # Anything else (a reference's source, a chain's target): an index probe per row.
+        seen = ea.visibility == "public" if public_only else ea.visibility != "hidden"
         return rid.in_(select(ea.rid).where(ea.res_type == res_type, seen))
 
     def perimeter(self, res_type: str, rid: Any) -> ColumnElement[bool] | None:

@@ -30,6 +30,7 @@ from fhirsrv.resource_types import SUPPORTED_TYPES
 from fhirsrv.search.extract import extract
 from fhirsrv.search.registry import SearchParamRegistry, build_registry
 from fhirsrv.settings import Settings
+from fhirsrv.storage.bulk import columns_of
 from fhirsrv.storage.jsonfmt import dumps, utcnow
 from fhirsrv.storage.repository import stamp
 from fhirsrv.storage.schema import INDEX_TABLES
@@ -37,7 +38,7 @@ from fhirsrv.validation.structure import validate_structure
 
 CHUNK = 500
 # Index row tuples leave out rid, which only the parent knows: (res_type, param, *values).
-VALUE_COLUMNS = {t.name: tuple(c.name for c in t.columns if c.name != "rid") for t in INDEX_TABLES}
+VALUE_COLUMNS = {t.name: tuple(c for c in columns_of(t) if c != "rid") for t in INDEX_TABLES}
 
 
 @dataclass

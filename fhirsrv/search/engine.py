@@ -103,10 +103,18 @@ class SearchEngine:
                     batch[table].append(row)
         self._insert(conn, batch)
 
-    def index_tuples(self, conn: Connection, rows_by_table: dict[str, list[tuple[Any, ...]]]) -> None:
-        """Insert index rows prepared elsewhere (the loader's workers): (rid, res_type, param, ...)."""
+    def index_tuples(
+        self, conn: Connection, rows_by_table: dict[str, list[tuple[Any, ...]]], *, public: bool
+    ) -> None:
+        """Insert index rows prepared elsewhere (the loader's workers): (rid, res_type, param, ...).
+        `public`: the token rows' first `public` flag (schema.py), which the caller's access
+        facts then correct in the same transaction."""
         for name, rows in rows_by_table.items():
-            bulk.insert_tuples(conn, _TABLES[name], rows)
+            table = _TABLES[name]
+            columns = bulk.columns_of(table)
+            if "public" in table.c and rows:
+                rows, columns = [(*row, public) for row in rows], (*columns, "public")
+            bulk.insert_tuples(conn, table, rows, columns)
 
     def unindex(self, conn: Connection, rid: int) -> None:
         for table in INDEX_TABLES:

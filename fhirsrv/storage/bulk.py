@@ -29,7 +29,9 @@ Row = tuple[Any, ...]
 
 
 def columns_of(table: Table) -> tuple[str, ...]:
-    return tuple(c.name for c in table.columns)
+    """The columns a writer fills: not those derived by the database's own later steps (an
+    index row's `public` flag, set by the access facts)."""
+    return tuple(c.name for c in table.columns if not c.info.get("derived"))
 
 
 # From this many rows on, PostgreSQL gets a COPY; below, a multi-row INSERT is cheaper.

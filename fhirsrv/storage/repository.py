@@ -328,19 +328,21 @@ def create_many(conn: Connection, items: Sequence[tuple[dict[str, Any], str]]) -
 
 
 def insert_new(
-    conn: Connection, items: Sequence[tuple[str, str, str]], when: datetime
+    conn: Connection, items: Sequence[tuple[str, str, str]], when: datetime, *, visibility: str
 ) -> list[StoredResource]:
     """Insert version 1 of resources already stamped and serialised: (type, id, content).
 
     The bulk loader's path: row ids are reserved first, then both tables are written at driver
     speed (COPY on PostgreSQL). An id already taken raises Conflict, like `create`.
+    `visibility`: the rows' first `resource.visibility` (schema.py), which the caller's access
+    facts then correct in the same transaction.
     """
     rids = bulk.allocate_rids(conn, len(items))
     bulk.insert_tuples(
         conn,
         resource,
-        [(rid, t, i, 1, when, False, c) for rid, (t, i, c) in zip(rids, items, strict=True)],
-        ("rid", "res_type", "res_id", "version_id", "last_updated", "deleted", "content"),
+        [(rid, t, i, 1, when, False, c, visibility) for rid, (t, i, c) in zip(rids, items, strict=True)],
+        ("rid", "res_type", "res_id", "version_id", "last_updated", "deleted", "content", "visibility"),
     )
     bulk.insert_tuples(
         conn,

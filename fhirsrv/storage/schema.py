@@ -46,10 +46,31 @@ resource = Table(
     Column("last_updated", DateTime, nullable=False),
     Column("deleted", Boolean, nullable=False, default=False),
     Column("content", Text, nullable=True),
+    # A directory entry's visibility (public | retired | hidden), copied from `entry_access`
+    # (below) by the access facts in the same transaction, so that a search checks it on the
+    # row it reads instead of probing another table per match. Hidden until the facts say
+    # otherwise; not consulted for the types the access facts do not govern.
+    Column("visibility", String(16), nullable=False, server_default="hidden"),
     UniqueConstraint("res_type", "res_id", name="uq_resource_type_id"),
     Index("ix_resource_type_updated", "res_type", "last_updated"),
     # Live rows of a type in id order: what an unfiltered search pages and counts over.
     Index("ix_resource_type_live_rid", "res_type", "deleted", "rid"),
+    # The same, of what anonymous callers (public) and partners (listed) may search: the
+    # caller's visibility costs nothing on top of the live rows' order.
+    Index(
+        "ix_resource_public_rid",
+        "res_type",
+        "rid",
+        postgresql_where=text("deleted = false AND visibility = 'public'"),
+        sqlite_where=text("deleted = 0 AND visibility = 'public'"),
+    ),
+    Index(
+        "ix_resource_listed_rid",
+        "res_type",
+        "rid",
+        postgresql_where=text("deleted = false AND visibility <> 'hidden'"),
+        sqlite_where=text("deleted = 0 AND visibility <> 'hidden'"),
+    ),
 )
 
 resource_version = Table(
@@ -73,7 +94,9 @@ resource_version = Table(
 # `rid IN (SELECT rid FROM idx_x WHERE res_type = :t AND param = :p AND <value test>)`.
 
 
-def _index_table(name: str, *columns: Column, indexes: tuple[tuple[str, ...], ...] = ()) -> Table:
+def _index_table(
+    name: str, *columns: Column, indexes: tuple[tuple[str, ...], ...] = (), include: tuple[str, ...] = ()
+) -> Table:
     table = Table(
         name,
         metadata,
@@ -86,7 +109,8 @@ def _index_table(name: str, *columns: Column, indexes: tuple[tuple[str, ...], ..
     for cols in indexes:
         # rid last: a search reads matching rids from the index alone, and a check of one
         # resource (search/walk.py) is an exact probe instead of a scan of the value's rows.
-        Index(f"ix_{name}_{'_'.join(cols)}_rid", *cols, "rid", _table=table)
+        # `include`: columns a search filters on without leaving the index (PostgreSQL).
+        Index(f"ix_{name}_{'_'.join(cols)}_rid", *cols, "rid", _table=table, postgresql_include=list(include))
     return table
 
 
@@ -104,7 +128,14 @@ idx_token = _index_table(
     Column("code", String(256), nullable=True),
     # Normalised display / text, for the :text modifier.
     Column("text_norm", String(512), nullable=True),
+    # Whether the resource is public (resource.visibility = 'public'), kept by the access
+    # facts like that column: a search on one code (search/walk.py, the ROR consumers'
+    # commonest query) reads an anonymous caller's matches and their count from this index
+    # alone. Not one of the values the indexer writes (`info["derived"]`); false until the
+    # facts say otherwise.
+    Column("public", Boolean, nullable=False, server_default=false(), info={"derived": True}),
     indexes=(("res_type", "param", "code", "system"),),
+    include=("public",),
 )
 
 idx_reference = _index_table(

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 
 from fhirsrv.access.principal import ANONYMOUS
 from fhirsrv.app import build_services
@@ -17,7 +17,7 @@ from fhirsrv.interactions import load
 from fhirsrv.interactions.context import Services
 from fhirsrv.settings import Settings
 from fhirsrv.storage.engine import read_transaction, write_transaction
-from fhirsrv.storage.schema import entry_access, resource, structure_territory
+from fhirsrv.storage.schema import entry_access, idx_token, resource, structure_territory
 from tests.access.directory import CANONICAL, ENTRIES, Entry, visibility
 
 NAMES = {0: "public", 1: "retired", 2: "hidden"}
@@ -39,13 +39,23 @@ def _write_file(folder: Path) -> Path:
 
 
 def _visibilities(services: Services) -> dict[str, str]:
+    """Each entry's visibility, after checking that the rows searches read agree with it (a
+    search filters on those copies, not on entry_access)."""
     with read_transaction(services.engine) as conn:
         rows = conn.execute(
-            select(resource.c.res_type, resource.c.res_id, entry_access.c.visibility).join(
+            select(resource.c.res_type, resource.c.res_id, entry_access.c.visibility, resource.c.visibility).join(
                 entry_access, entry_access.c.rid == resource.c.rid
             )
-        )
-        return {f"{t}/{i}": v for t, i, v in rows}
+        ).all()
+        flags = conn.execute(
+            select(resource.c.res_type, resource.c.res_id, idx_token.c.public, entry_access.c.visibility)
+            .join(idx_token, idx_token.c.rid == resource.c.rid)
+            .join(entry_access, entry_access.c.rid == resource.c.rid)
+        ).all()
+    assert [(t, i, v) for t, i, v, copied in rows if copied != v] == []
+    assert [(t, i) for t, i, public, v in flags if public != (v == "public")] == []
+    assert flags, "the fixture's entries have token index rows"
+    return {f"{t}/{i}": v for t, i, v, _ in rows}
 
 
 def _expected() -> dict[str, str]:
@@ -73,6 +83,9 @@ def test_a_database_without_facts_gets_them_at_start(db_url: str, tmp_path: Path
     with write_transaction(services.engine) as conn:
         conn.execute(delete(entry_access))
         conn.execute(delete(structure_territory))
+        # As migration 0011 leaves the searched rows of a database that had no facts.
+        conn.execute(update(resource).values(visibility="hidden"))
+        conn.execute(update(idx_token).values(public=False))
     # Without facts the policy fails closed: nothing of the directory is shown.
     with read_transaction(services.engine) as conn:
         some = [s for s in load.repository.get_many(conn, list(range(1, 400))) if s.res_type == "Organization"]
