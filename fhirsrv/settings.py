@@ -49,9 +49,9 @@ VARIABLES: dict[str, str] = {
     "rate_limit_client": "FHIRSRV_RATE_LIMIT_CLIENT",
     "cors_origins": "FHIRSRV_CORS_ORIGINS",
     "hsts": "FHIRSRV_HSTS",
+    "trusted_proxies": "FHIRSRV_TRUSTED_PROXIES",
     "enforce_sos_profiles": "FHIRSRV_ENFORCE_SOS_PROFILES",
     "load_workers": "FHIRSRV_LOAD_WORKERS",
-    "revocation_ttl": "FHIRSRV_REVOCATION_TTL",
     "smtp_host": "FHIRSRV_SMTP_HOST",
     "smtp_port": "FHIRSRV_SMTP_PORT",
     "smtp_security": "FHIRSRV_SMTP_SECURITY",
@@ -140,14 +140,16 @@ class Settings:
     rate_limit_anonymous: int = 600
     rate_limit_client: int = 6000
     cors_origins: str = "*"
-    # Sends Strict-Transport-Security when the request came over https (directly or via a proxy).
+    # Sends Strict-Transport-Security when the public base is https, or the request came over
+    # https (directly, or as a trusted proxy says).
     hsts: bool = True
+    # Reverse proxies in front of the server whose X-Forwarded-For/-Proto/-Host headers are
+    # believed (werkzeug's ProxyFix, this many hops); 0: none, the headers are ignored.
+    trusted_proxies: int = 0
     # When writes must conform to the SOS profile of their type (fhirsrv.wiring).
     enforce_sos_profiles: str = "non-admin"
     # Worker processes of the bulk loader; None: one per core, 0: none (all in the parent).
     load_workers: int | None = None
-    # Seconds a revoked client's tokens may still be accepted (cache of the revocation list).
-    revocation_ttl: float = 30.0
     # Outgoing mail of the inclusion procedure (fhirsrv/workflow/outbox.py). No host: messages
     # are still written to the outbox with their transitions, but nothing delivers them.
     smtp_host: str = ""
