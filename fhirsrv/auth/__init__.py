@@ -30,7 +30,7 @@ def install(app: Flask, services: Services) -> None:
     if not settings.auth:
         install_open_access(app)
         return
-    key = load_signing_key(services.engine, settings.jwt_private_key)
+    key = load_signing_key(services.engine, settings.jwt_private_key, settings.jwt_key_file)
     # The issuer is the public base (FHIRSRV_BASE_URL, else the request's): the one the
     # CapabilityStatement and the SMART configuration give, never the canonical base.
     tokens = TokenService(key, partial(api_base, services), settings.token_lifetime)
