@@ -149,3 +149,31 @@ def test_without_a_trusted_proxy_a_forged_forwarded_for_is_ignored(behind_proxy:
         for i in range(3)
     ]
     assert statuses == [200, 200, 429]
+
+
+def test_the_audit_trail_names_the_client_behind_the_trusted_proxy(behind_proxy: Any) -> None:
+    app, proxy, _ = behind_proxy(trusted_proxies=1)
+    body = b'{"resourceType": "Organization", "name": "Nouvelle structure"}'
+    headers = {
+        "Host": PUBLIC_HOST,
+        "Content-Type": "application/fhir+json",
+        "X-Forwarded-For": "198.51.100.7",
+    }
+    refused = request(proxy, "POST", "/fhir/Organization", source="127.0.0.5", headers=headers, body=body)
+    assert refused.status == 401
+    web = app.test_client()
+    with app.extensions["fhirsrv"].engine.begin() as conn:
+        client, secret = add_client(conn, "audit reader", "system/*.rs", "regional-admin")
+    token = web.post(
+        "/fhir/token", data={"grant_type": "client_credentials"}, auth=(client.client_id, secret)
+    )
+    events = web.get(
+        "/fhir/AuditEvent", headers={"Authorization": f"Bearer {token.get_json()['access_token']}"}
+    ).get_json()
+    addresses = [
+        agent.get("network", {}).get("address")
+        for entry in events.get("entry", [])
+        for agent in entry["resource"].get("agent", [])
+    ]
+    assert "127.0.0.5" in addresses  # the proxy's peer, not the proxy, nor what the client wrote
+    assert "198.51.100.7" not in addresses
