@@ -75,6 +75,7 @@ def test_an_unknown_client_costs_the_same_secret_check_as_a_known_one(
 
     client_id, _ = clients.register()
     revoked_id, _ = clients.register()
+    signing_id, _ = clients.register(jwks=public_jwks(rsa_key()))  # has no secret at all
     from fhirsrv.auth.clients import revoke_client
 
     with clients.services.engine.begin() as conn:
@@ -88,12 +89,12 @@ def test_an_unknown_client_costs_the_same_secret_check_as_a_known_one(
 
     monkeypatch.setattr(hashlib, "scrypt", counting_scrypt)
     work = {}
-    for who in (client_id, "ghost", revoked_id, "x" * 300):
+    for who in (client_id, "ghost", revoked_id, signing_id, "x" * 300):
         calls.clear()
         response = _token(web, data={"grant_type": "client_credentials"}, auth=(who, "wrong"))
         assert response.status_code == 401
         work[who[:10]] = len(calls)
-    assert work == {client_id[:10]: 1, "ghost": 1, revoked_id[:10]: 1, "x" * 10: 1}
+    assert work == {client_id[:10]: 1, "ghost": 1, revoked_id[:10]: 1, signing_id[:10]: 1, "x" * 10: 1}
 
 
 def test_the_token_endpoint_over_plain_http_to_a_public_host_is_a_clear_400(
