@@ -9,9 +9,8 @@ from __future__ import annotations
 import sys
 
 from flask import Response
-from waitress import serve
 
-from fhirsrv.app import create_app
+from fhirsrv.app import create_app, make_server
 from fhirsrv.settings import Settings
 
 
@@ -32,7 +31,7 @@ def main(database_url: str, port: int, fixed_size: int, auth: bool = False) -> N
     def fixed() -> Response:
         return Response(payload, content_type="application/fhir+json")
 
-    serve(app, host="127.0.0.1", port=port, threads=4, ident="fhirsrv-bench", _quiet=True)
+    make_server(app, settings, "127.0.0.1", port, threads=4, ident="fhirsrv-bench").run()
 
 
 if __name__ == "__main__":

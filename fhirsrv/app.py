@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from flask import Flask, Response, request
+from waitress import create_server
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from fhirsrv.api import negotiation, outcome
 from fhirsrv.api.home import home
@@ -55,4 +58,29 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.register_error_handler(HTTPException, outcome.from_http_exception)
     app.register_error_handler(Exception, outcome.from_unexpected)
     logging.getLogger("fhirsrv").setLevel(logging.INFO)
+    if settings.trusted_proxies:
+        # The client address (rate limits, audit), the scheme (HSTS, the token endpoint's https)
+        # and the host come from the forwarded headers of exactly this many trusted hops; what
+        # a client wrote in them itself, further left, is never believed.
+        hops = settings.trusted_proxies
+        fixed = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+        app.wsgi_app = fixed  # type: ignore[method-assign]
     return app
+
+
+def make_server(
+    app: Flask, settings: Settings, host: str, port: int, threads: int = 8, ident: str = "fhirsrv"
+) -> Any:
+    """The waitress server of `fhirsrv serve`.
+
+    Waitress drops every X-Forwarded-* header unless told to keep them: it keeps them exactly
+    when the app trusts some proxy hops (FHIRSRV_TRUSTED_PROXIES), so ProxyFix above is the one
+    place that decides what they mean, whatever the WSGI server."""
+    return create_server(
+        app,
+        host=host,
+        port=port,
+        threads=threads,
+        ident=ident,
+        clear_untrusted_proxy_headers=settings.trusted_proxies == 0,
+    )

@@ -45,13 +45,14 @@ VARIABLES: dict[str, str] = {
     "auth": "FHIRSRV_AUTH",
     "token_lifetime": "FHIRSRV_TOKEN_LIFETIME",
     "jwt_private_key": "FHIRSRV_JWT_PRIVATE_KEY",
+    "jwt_key_file": "FHIRSRV_JWT_KEY_FILE",
     "rate_limit_anonymous": "FHIRSRV_RATE_LIMIT_ANONYMOUS",
     "rate_limit_client": "FHIRSRV_RATE_LIMIT_CLIENT",
     "cors_origins": "FHIRSRV_CORS_ORIGINS",
     "hsts": "FHIRSRV_HSTS",
+    "trusted_proxies": "FHIRSRV_TRUSTED_PROXIES",
     "enforce_sos_profiles": "FHIRSRV_ENFORCE_SOS_PROFILES",
     "load_workers": "FHIRSRV_LOAD_WORKERS",
-    "revocation_ttl": "FHIRSRV_REVOCATION_TTL",
     "smtp_host": "FHIRSRV_SMTP_HOST",
     "smtp_port": "FHIRSRV_SMTP_PORT",
     "smtp_security": "FHIRSRV_SMTP_SECURITY",
@@ -67,6 +68,7 @@ VARIABLES: dict[str, str] = {
     "sweep_interval_seconds": "FHIRSRV_SWEEP_INTERVAL_SECONDS",
 }
 DATA_DIR_VARIABLE = "FHIRSRV_DATA_DIR"
+JWT_KEY_FILE_NAME = "jwt-signing-key.pem"
 
 # Values that would make no sense at 0 (a page of nothing, a token already expired...).
 AT_LEAST_ONE = frozenset(
@@ -134,20 +136,25 @@ class Settings:
     # Seconds; SMART Backend Services recommends at most 5 minutes for both.
     token_lifetime: int = 300
     max_assertion_lifetime: int = 300
-    # PEM key signing access tokens; empty: one is generated and kept in the database.
-    jwt_private_key: str = ""
+    # PEM key signing access tokens; out of the repr, like every secret.
+    jwt_private_key: str = field(default="", repr=False)
+    # Without it: the key file, readable by the server's user only, generated at the first start
+    # (fhirsrv/auth/keys.py says why not in the database). Default: in the data directory.
+    jwt_key_file: Path = PROJECT_ROOT / "var" / JWT_KEY_FILE_NAME
     # Requests per minute; 0 disables the limit.
     rate_limit_anonymous: int = 600
     rate_limit_client: int = 6000
     cors_origins: str = "*"
-    # Sends Strict-Transport-Security when the request came over https (directly or via a proxy).
+    # Sends Strict-Transport-Security when the public base is https, or the request came over
+    # https (directly, or as a trusted proxy says).
     hsts: bool = True
+    # Reverse proxies in front of the server whose X-Forwarded-For/-Proto/-Host headers are
+    # believed (werkzeug's ProxyFix, this many hops); 0: none, the headers are ignored.
+    trusted_proxies: int = 0
     # When writes must conform to the SOS profile of their type (fhirsrv.wiring).
     enforce_sos_profiles: str = "non-admin"
     # Worker processes of the bulk loader; None: one per core, 0: none (all in the parent).
     load_workers: int | None = None
-    # Seconds a revoked client's tokens may still be accepted (cache of the revocation list).
-    revocation_ttl: float = 30.0
     # Outgoing mail of the inclusion procedure (fhirsrv/workflow/outbox.py). No host: messages
     # are still written to the outbox with their transitions, but nothing delivers them.
     smtp_host: str = ""
@@ -199,6 +206,7 @@ class Settings:
         env = os.environ if environ is None else environ
         values = _read_environment(env)
         values.setdefault("database_url", default_sqlite_url(_data_dir(env)))
+        values.setdefault("jwt_key_file", _data_dir(env) / JWT_KEY_FILE_NAME)
         return cls(**values).overridden(**overrides)
 
     def overridden(self, **overrides: object) -> Settings:

@@ -26,6 +26,20 @@ ONLY_SQLITE = ["sqlite"]
 ONLY_POSTGRES = [b for b in BACKENDS if b != "sqlite"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _signing_key_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The token signing key file of every app the tests build (FHIRSRV_JWT_KEY_FILE), in a
+    temporary directory of this test process, never the project's var/."""
+    variable = "FHIRSRV_JWT_KEY_FILE"
+    before = os.environ.get(variable)
+    os.environ[variable] = str(tmp_path_factory.mktemp("keys") / "jwt-signing-key.pem")
+    yield
+    if before is None:
+        os.environ.pop(variable, None)
+    else:
+        os.environ[variable] = before
+
+
 def _pg_schema_url(worker: str) -> tuple[str, str]:
     # The pid keeps concurrent runs on one server (developers, CI) out of each other's way.
     schema = f"fhirsrv_test_{worker}_{os.getpid()}"

@@ -79,7 +79,7 @@ def test_defaults() -> None:
     assert (settings.rate_limit_anonymous, settings.rate_limit_client) == (600, 6000)
     assert settings.cors_origins == "*" and settings.hsts is True
     assert settings.enforce_sos_profiles == "non-admin"
-    assert settings.load_workers is None and settings.revocation_ttl == 30.0
+    assert settings.load_workers is None and settings.trusted_proxies == 0
     assert settings.database_url == "sqlite:////nonexistent/fhirsrv.sqlite3"
 
 
@@ -94,7 +94,7 @@ def test_defaults() -> None:
         ("FHIRSRV_LOAD_WORKERS", "many"),
         ("FHIRSRV_MAX_BODY_BYTES", "10MiB"),
         ("FHIRSRV_EXACT_TOTAL_UP_TO", "true"),
-        ("FHIRSRV_REVOCATION_TTL", "30s"),
+        ("FHIRSRV_TRUSTED_PROXIES", "one"),
     ],
 )
 def test_a_bad_number_is_an_error_naming_the_variable(variable: str, value: str) -> None:
@@ -109,8 +109,7 @@ def test_a_bad_number_is_an_error_naming_the_variable(variable: str, value: str)
         ("FHIRSRV_TOKEN_LIFETIME", "0"),
         ("FHIRSRV_RATE_LIMIT_ANONYMOUS", "-1"),
         ("FHIRSRV_LOAD_WORKERS", "-2"),
-        ("FHIRSRV_REVOCATION_TTL", "-1"),
-        ("FHIRSRV_REVOCATION_TTL", "nan"),
+        ("FHIRSRV_TRUSTED_PROXIES", "-1"),
     ],
 )
 def test_a_number_out_of_range_is_an_error(variable: str, value: str) -> None:
@@ -121,11 +120,11 @@ def test_a_number_out_of_range_is_an_error(variable: str, value: str) -> None:
 def test_numbers_parse() -> None:
     settings = from_env(
         FHIRSRV_LOAD_WORKERS=" 2 ",
-        FHIRSRV_REVOCATION_TTL="0.5",
+        FHIRSRV_TRUSTED_PROXIES="2",
         FHIRSRV_RATE_LIMIT_ANONYMOUS="0",
         FHIRSRV_TOKEN_LIFETIME="120",
     )
-    assert settings.load_workers == 2 and settings.revocation_ttl == 0.5
+    assert settings.load_workers == 2 and settings.trusted_proxies == 2
     assert settings.rate_limit_anonymous == 0 and settings.token_lifetime == 120
 
 
@@ -160,11 +159,11 @@ def test_typed_overrides_win_over_the_environment() -> None:
         environ={**BASE, "FHIRSRV_AUTH": "on", "FHIRSRV_LOAD_WORKERS": "4"},
         auth=False,
         load_workers=0,
-        revocation_ttl=0,
+        trusted_proxies=1,
         database_url="sqlite://",
     )
     assert settings.auth is False and settings.load_workers == 0
-    assert settings.revocation_ttl == 0 and settings.database_url == "sqlite://"
+    assert settings.trusted_proxies == 1 and settings.database_url == "sqlite://"
 
 
 def test_a_none_override_keeps_the_environment() -> None:
@@ -183,7 +182,7 @@ def test_a_none_override_keeps_the_environment() -> None:
         {"token_lifetime": True},
         {"rate_limit_client": 1.5},
         {"load_workers": "2"},
-        {"revocation_ttl": "0"},
+        {"trusted_proxies": "1"},
         {"cors_origins": ["*"]},
         {"content_root": "/tmp"},
     ],

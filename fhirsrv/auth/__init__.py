@@ -14,10 +14,10 @@ from functools import partial
 from flask import Flask
 
 from fhirsrv.api.caller import install_open_access
-from fhirsrv.auth.hardening import install_headers, install_rate_limit
+from fhirsrv.auth.hardening import RequestLimits, install_headers, install_rate_limit
 from fhirsrv.auth.keys import load_signing_key
 from fhirsrv.auth.principal import TokenService
-from fhirsrv.auth.protect import RevokedClients, install_protector
+from fhirsrv.auth.protect import install_protector
 from fhirsrv.auth.server import api_base, install_server, security_section
 from fhirsrv.interactions.context import Services
 
@@ -30,11 +30,12 @@ def install(app: Flask, services: Services) -> None:
     if not settings.auth:
         install_open_access(app)
         return
-    key = load_signing_key(services.engine, settings.jwt_private_key)
+    key = load_signing_key(services.engine, settings.jwt_private_key, settings.jwt_key_file)
     # The issuer is the public base (FHIRSRV_BASE_URL, else the request's): the one the
     # CapabilityStatement and the SMART configuration give, never the canonical base.
     tokens = TokenService(key, partial(api_base, services), settings.token_lifetime)
     install_server(app, services, tokens)
-    install_protector(app, tokens, RevokedClients(services.engine, settings.revocation_ttl))
-    install_rate_limit(app, settings)
+    limits = RequestLimits(settings)
+    install_protector(app, tokens, services.engine, limits)
+    install_rate_limit(app, limits)
     services.security_section = security_section

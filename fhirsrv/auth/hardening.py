@@ -1,10 +1,11 @@
-"""Rate limiting (token buckets per client and per anonymous IP), security headers and CORS."""
+"""Rate limiting (token buckets per client and per address), security headers, caching and CORS."""
 
 from __future__ import annotations
 
 import math
 import threading
 import time
+from typing import Any
 
 from flask import Flask, Response, request
 
@@ -45,30 +46,55 @@ class RateLimiter:
             return 0.0
 
 
-def install_rate_limit(app: Flask, settings: Settings) -> RateLimiter:
-    """Limits per client (token bearer) and per anonymous IP address, per minute; 0 disables one."""
-    limiter = RateLimiter()
+class RequestLimits:
+    """The rate limits of one app: per client for a valid token's bearer, per address for
+    everyone else, anonymous callers and requests with a bad token alike (a bad token must
+    not buy an unlimited budget for guessing). The address is the client's as the trusted
+    proxy hop gives it (FHIRSRV_TRUSTED_PROXIES), else the connection's."""
 
-    def _limit() -> None:
-        principal = current_principal()
-        if principal.client_id:
-            key, rate = "client:" + principal.client_id, settings.rate_limit_client
-        else:
-            key, rate = "ip:" + (request.remote_addr or "?"), settings.rate_limit_anonymous
-        wait = limiter.take(key, rate)
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.buckets = RateLimiter()
+
+    def charge_client(self, client_id: str) -> None:
+        self._charge("client:" + client_id, self.settings.rate_limit_client)
+
+    def charge_address(self, address: str | None) -> None:
+        self._charge("ip:" + (address or "?"), self.settings.rate_limit_anonymous)
+
+    def _charge(self, key: str, per_minute: int) -> None:
+        wait = self.buckets.take(key, per_minute)
         if wait > 0:
             raise TooManyRequests(
                 f"Too many requests; retry in {math.ceil(wait)} s",
                 headers={"Retry-After": str(max(1, math.ceil(wait)))},
             )
 
+
+def install_rate_limit(app: Flask, limits: RequestLimits) -> None:
+    """Charges every request the protector let through (those it refused, it charged itself)."""
+
+    def _limit() -> None:
+        principal = current_principal()
+        if principal.client_id:
+            limits.charge_client(principal.client_id)
+        else:
+            limits.charge_address(request.remote_addr)
+
     app.before_request(_limit)
-    return limiter
+
+
+# Requests whose answers must never be kept by a cache: the token endpoint's.
+TOKEN_PATHS = ("/fhir/token", "/oauth/token")
+ALLOWED_HEADERS = "Content-Type, Accept, If-Match, If-None-Match, If-None-Exist, If-Modified-Since, Prefer"
 
 
 def install_headers(app: Flask, settings: Settings) -> None:
-    """Security headers on every response, HSTS over https, CORS for the allowed origins."""
+    """Security headers on every response, HSTS over https, no-store for authenticated
+    answers, CORS: anonymous reads open to the allowed origins (`*` by default), requests
+    with a token only to the origins FHIRSRV_CORS_ORIGINS names."""
     origins = {o.strip() for o in settings.cors_origins.split(",") if o.strip()}
+    public_https = settings.base_url.lower().startswith("https://")
 
     def _headers(response: Response) -> Response:
         headers = response.headers
@@ -77,22 +103,34 @@ def install_headers(app: Flask, settings: Settings) -> None:
         headers.setdefault("X-Frame-Options", "DENY")
         if not response.mimetype.startswith("text/html"):
             headers.setdefault("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
-        secure = request.is_secure or request.headers.get("X-Forwarded-Proto", "").lower() == "https"
-        if settings.hsts and secure:
+        # request.is_secure is the connection's scheme, or the trusted proxy's (ProxyFix): a
+        # forwarded header from anyone else was never believed.
+        if settings.hsts and (public_https or request.is_secure):
             headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+        credentialed = "Authorization" in request.headers
+        if credentialed or request.path in TOKEN_PATHS:
+            headers["Cache-Control"] = "no-store"
         origin = request.headers.get("Origin")
-        if origin and request.path.startswith("/fhir") and ("*" in origins or origin in origins):
-            headers["Access-Control-Allow-Origin"] = "*" if "*" in origins else origin
-            if "*" not in origins:
-                headers.add("Vary", "Origin")
-            headers["Access-Control-Expose-Headers"] = EXPOSED
-            if request.method == "OPTIONS":
-                headers["Access-Control-Allow-Methods"] = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
-                headers["Access-Control-Allow-Headers"] = (
-                    "Authorization, Content-Type, Accept, If-Match, If-None-Match, If-None-Exist, "
-                    "If-Modified-Since, Prefer"
-                )
-                headers["Access-Control-Max-Age"] = "600"
+        if origin and request.path.startswith("/fhir"):
+            listed, open_to_all = origin in origins, "*" in origins
+            _cors(headers, origin, listed=listed, open_to_all=open_to_all, credentialed=credentialed)
         return response
 
     app.after_request(_headers)
+
+
+def _cors(headers: Any, origin: str, *, listed: bool, open_to_all: bool, credentialed: bool) -> None:
+    """A listed origin may send tokens; `*` opens anonymous requests only, so a page of any
+    site can read the public directory but never act with a token it got hold of."""
+    headers.add("Vary", "Origin")
+    if listed:
+        headers["Access-Control-Allow-Origin"] = origin
+    elif open_to_all and not credentialed:
+        headers["Access-Control-Allow-Origin"] = "*"
+    else:
+        return
+    headers["Access-Control-Expose-Headers"] = EXPOSED
+    if request.method == "OPTIONS":
+        headers["Access-Control-Allow-Methods"] = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+        headers["Access-Control-Allow-Headers"] = ("Authorization, " if listed else "") + ALLOWED_HEADERS
+        headers["Access-Control-Max-Age"] = "600"

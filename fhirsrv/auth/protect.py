@@ -9,41 +9,36 @@ that believes it is authenticated must learn it is not.
 
 from __future__ import annotations
 
-import threading
-import time
-
 from flask import Flask, request
 from sqlalchemy import Engine, select
 
 from fhirsrv.access.policy import unauthorized
 from fhirsrv.access.principal import ANONYMOUS
 from fhirsrv.api.caller import set_principal
+from fhirsrv.auth.hardening import RequestLimits
 from fhirsrv.auth.principal import TokenService
 from fhirsrv.auth.tables import oauth_client
 
 
-class RevokedClients:
-    """Revoked client ids, re-read at most every `ttl` seconds: a revocation takes effect on
-    tokens already issued within that delay, for one small query per interval, not per request."""
+def client_is_active(engine: Engine, client_id: str) -> bool:
+    """Whether the token's client is registered and not revoked, asked for every request.
 
-    def __init__(self, engine: Engine, ttl: float = 30.0) -> None:
-        self.engine = engine
-        self.ttl = ttl
-        self._ids: frozenset[str] = frozenset()
-        self._read_at = float("-inf")
-        self._lock = threading.Lock()
-
-    def __contains__(self, client_id: str) -> bool:
-        now = time.monotonic()
-        if now - self._read_at > self.ttl:
-            with self._lock, self.engine.connect() as conn:
-                rows = conn.execute(select(oauth_client.c.client_id).where(oauth_client.c.revoked.is_(True)))
-                self._ids = frozenset(r.client_id for r in rows)
-                self._read_at = now
-        return client_id in self._ids
+    One primary-key lookup: a revocation (`fhirsrv clients revoke`, from any process) takes
+    effect on the very next request, which no cache of the revocation list could promise."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(oauth_client.c.revoked).where(oauth_client.c.client_id == client_id)
+        ).first()
+    return row is not None and not row.revoked
 
 
-def install_protector(app: Flask, tokens: TokenService, revoked: RevokedClients) -> None:
+def install_protector(app: Flask, tokens: TokenService, engine: Engine, limits: RequestLimits) -> None:
+    def _refuse(reason: str) -> Exception:
+        # A refused token is charged to the caller's address before the 401, so guessing
+        # tokens is rate-limited like any anonymous request (429 once the budget is spent).
+        limits.charge_address(request.remote_addr)
+        return unauthorized(reason)
+
     def _identify() -> None:
         set_principal(ANONYMOUS)
         header = request.headers.get("Authorization", "")
@@ -53,12 +48,12 @@ def install_protector(app: Flask, tokens: TokenService, revoked: RevokedClients)
         if scheme.lower() != "bearer":
             if request.path.endswith("/token"):
                 return  # client_secret_basic at the token endpoint
-            raise unauthorized("Only Bearer access tokens are accepted")
+            raise _refuse("Only Bearer access tokens are accepted")
         principal = tokens.verify(token.strip())
         if principal is None:
-            raise unauthorized("The access token is invalid or expired")
-        if principal.client_id in revoked:
-            raise unauthorized("The client of this access token has been revoked")
+            raise _refuse("The access token is invalid or expired")
+        if not client_is_active(engine, principal.client_id or ""):
+            raise _refuse("The client of this access token has been revoked")
         set_principal(principal)
 
     app.before_request(_identify)

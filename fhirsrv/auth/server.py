@@ -5,12 +5,13 @@ the SMART discovery document.
 
 from __future__ import annotations
 
+import secrets
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
-from authlib.oauth2.rfc6749 import InvalidClientError, InvalidScopeError
+from authlib.oauth2.rfc6749 import InsecureTransportError, InvalidClientError, InvalidScopeError
 from authlib.oauth2.rfc6749.grants import ClientCredentialsGrant
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from flask import Flask, Response, jsonify, request
@@ -18,7 +19,7 @@ from joserfc.jwk import KeySet
 from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 
-from fhirsrv.auth.clients import Client, get_client
+from fhirsrv.auth.clients import Client, get_client, hash_secret
 from fhirsrv.auth.keys import public_jwks
 from fhirsrv.auth.principal import TokenService
 from fhirsrv.auth.tables import oauth_jti
@@ -60,7 +61,9 @@ class PrivateKeyJwt(JWTBearerClientAssertion):
         self.max_lifetime = services.settings.max_assertion_lifetime
 
     def get_audiences(self) -> list[str]:
-        return [token_url(self.services), request.url_root.rstrip("/") + "/fhir/token"]
+        """The token endpoint of the public base only: with FHIRSRV_BASE_URL set, a Host header
+        (which any client writes) never adds an accepted audience."""
+        return [token_url(self.services)]
 
     def resolve_client_public_key(self, client: Client) -> KeySet:
         keys = [k for k in (client.jwks or {}).get("keys", []) if k.get("kty") in ("RSA", "EC")]
@@ -84,11 +87,13 @@ class PrivateKeyJwt(JWTBearerClientAssertion):
         super().verify_claims(claims)
 
     def validate_jti(self, claims: Any, jti: Any) -> bool:
-        """Record the jti until the assertion expires; a second use is a replay."""
+        """Record the jti as long as the assertion can be accepted, i.e. until its expiry plus
+        the clock skew allowed (`leeway`); a second use within that time is a replay."""
         if not isinstance(jti, str) or len(jti) > 255:
             return False
         now = utcnow()
-        expires = datetime.fromtimestamp(float(claims["exp"]), UTC).replace(tzinfo=None)
+        accepted_until = float(claims["exp"]) + self.leeway
+        expires = datetime.fromtimestamp(accepted_until, UTC).replace(tzinfo=None)
         try:
             with self.services.engine.begin() as conn:
                 conn.execute(delete(oauth_jti).where(oauth_jti.c.expires < now))
@@ -100,12 +105,24 @@ class PrivateKeyJwt(JWTBearerClientAssertion):
         return True
 
 
+def unknown_client() -> Client:
+    """Stands for a client id that is not registered (or revoked): it holds the hash of a
+    secret nobody knows and no keys, so authentication goes through the same scrypt check as
+    a known client's wrong secret and fails. Whether an id exists never shows in the time
+    of the answer (one check, about 50 ms, either way)."""
+    return Client(
+        client_id="", name="", scopes="", role="", secret_hash=hash_secret(secrets.token_urlsafe(32))
+    )
+
+
 def install_server(app: Flask, services: Services, tokens: TokenService) -> None:
-    def query_client(client_id: str) -> Client | None:
+    nobody = unknown_client()
+
+    def query_client(client_id: str) -> Client:
         if not isinstance(client_id, str) or len(client_id) > 64:
-            return None
+            return nobody
         with services.engine.connect() as conn:
-            return get_client(conn, client_id)
+            return get_client(conn, client_id) or nobody
 
     server = AuthorizationServer(app, query_client=query_client, save_token=lambda token, req: None)
     server.register_client_auth_method("private_key_jwt", PrivateKeyJwt(services))
@@ -117,7 +134,17 @@ def install_server(app: Flask, services: Services, tokens: TokenService) -> None
     server.register_token_generator("client_credentials", generate)
 
     def token() -> Response:
-        response = server.create_token_response()
+        try:
+            response = server.create_token_response()
+        except InsecureTransportError:
+            response = jsonify(
+                {
+                    "error": "invalid_request",
+                    "error_description": "The token endpoint answers over https only; behind a "
+                    "proxy that terminates TLS, the server must trust it (FHIRSRV_TRUSTED_PROXIES)",
+                }
+            )
+            response.status_code = 400
         response.headers["Cache-Control"] = "no-store"
         response.headers["Pragma"] = "no-cache"
         return response

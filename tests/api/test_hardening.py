@@ -30,8 +30,14 @@ SAMPLE = {
 
 
 def _settings(db_url: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {"auth": True, "rate_limit_anonymous": 0, "rate_limit_client": 0, **overrides}
-    return Settings.from_env(database_url=db_url, load_demo=False, base_url="http://fhir.test/fhir", **values)
+    values: dict[str, Any] = {
+        "auth": True,
+        "rate_limit_anonymous": 0,
+        "rate_limit_client": 0,
+        "base_url": "http://fhir.test/fhir",
+        **overrides,
+    }
+    return Settings.from_env(database_url=db_url, load_demo=False, **values)
 
 
 @pytest.fixture
@@ -136,6 +142,17 @@ def test_client_rate_limit_is_per_client(make_app: Any) -> None:
     assert statuses == [200, 200, 200, 429]
 
 
+def test_requests_with_a_bad_token_are_rate_limited_per_address(make_app: Any) -> None:
+    web = make_app(rate_limit_anonymous=3, rate_limit_client=100)
+    bad = {"Authorization": "Bearer not-a-token"}
+    statuses = [web.get("/fhir/Organization/o1", headers=bad).status_code for _ in range(4)]
+    assert statuses == [401, 401, 401, 429]
+    # The address's budget is spent, whatever it sends next; another address still has its own.
+    assert web.get("/fhir/Organization/o1").status_code == 429
+    other = web.get("/fhir/Organization/o1", headers=bad, environ_base={"REMOTE_ADDR": "10.0.0.9"})
+    assert other.status_code == 401
+
+
 def test_rate_limiter_refills_over_time() -> None:
     from fhirsrv.auth.hardening import RateLimiter
 
@@ -155,8 +172,44 @@ def test_security_headers(make_app: Any) -> None:
     assert response.headers["Referrer-Policy"] == "no-referrer"
     assert response.headers["X-Frame-Options"] == "DENY"
     assert "Strict-Transport-Security" not in response.headers
-    secure = web.get("/fhir/Organization/o1", headers={"X-Forwarded-Proto": "https"})
+
+
+def test_hsts_follows_the_public_base_and_only_a_trusted_proxy(make_app: Any) -> None:
+    forged = {"X-Forwarded-Proto": "https"}
+    untrusted = make_app()
+    assert "Strict-Transport-Security" not in untrusted.get("/fhir/Organization/o1", headers=forged).headers
+    trusted = make_app(trusted_proxies=1)
+    secure = trusted.get("/fhir/Organization/o1", headers=forged)
     assert secure.headers["Strict-Transport-Security"].startswith("max-age=")
+    public_https = make_app(base_url="https://annuaire.example.org/fhir")
+    answer = public_https.get("/fhir/Organization/o1")
+    assert answer.headers["Strict-Transport-Security"].startswith("max-age=")
+
+
+def _token_headers(web: FlaskClient, scopes: str = "system/*.cruds") -> dict[str, str]:
+    from fhirsrv.auth.clients import add_client
+
+    services = web.application.extensions["fhirsrv"]
+    with services.engine.begin() as conn:
+        client, secret = add_client(conn, "dsrc", scopes, "regional-admin")
+    token = web.post(
+        "/fhir/token", data={"grant_type": "client_credentials"}, auth=(client.client_id, secret)
+    )
+    return {"Authorization": f"Bearer {token.get_json()['access_token']}"}
+
+
+def test_answers_to_a_request_with_a_token_are_not_stored(make_app: Any) -> None:
+    web = make_app()
+    headers = _token_headers(web)
+    for response in (
+        web.get("/fhir/Organization/o1", headers=headers),
+        web.get("/fhir/Organization?name=Ligue", headers=headers),
+        web.get("/fhir/metadata", headers=headers),
+        web.get("/fhir/Organization/unknown", headers=headers),
+        web.get("/fhir/Organization/o1", headers={"Authorization": "Bearer not-a-token"}),
+    ):
+        assert response.headers["Cache-Control"] == "no-store", response.status_code
+    assert web.get("/fhir/Organization/o1").headers.get("Cache-Control") != "no-store"
 
 
 def test_cors_for_the_public_api(make_app: Any) -> None:
@@ -172,6 +225,36 @@ def test_cors_for_the_public_api(make_app: Any) -> None:
     )
     assert preflight.status_code in (200, 204)
     assert "Authorization" in preflight.headers["Access-Control-Allow-Headers"]
+
+
+def test_cors_by_default_is_open_to_anonymous_reads_and_closed_to_tokens(make_app: Any) -> None:
+    web = make_app()
+    origin = {"Origin": "https://somewhere.example"}
+    anonymous = web.get("/fhir/Organization/o1", headers=origin)
+    assert anonymous.headers["Access-Control-Allow-Origin"] == "*"
+    with_token = web.get("/fhir/Organization/o1", headers={**origin, **_token_headers(web)})
+    assert with_token.status_code == 200
+    assert "Access-Control-Allow-Origin" not in with_token.headers
+    preflight = web.options(
+        "/fhir/Organization",
+        headers={
+            **origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization",
+        },
+    )
+    assert "Authorization" not in preflight.headers.get("Access-Control-Allow-Headers", "")
+
+
+def test_cors_with_a_token_for_a_listed_origin_only(make_app: Any) -> None:
+    web = make_app(cors_origins="*, https://annuaire.example.org")
+    headers = _token_headers(web)
+    listed = web.get("/fhir/Organization/o1", headers={"Origin": "https://annuaire.example.org", **headers})
+    assert listed.headers["Access-Control-Allow-Origin"] == "https://annuaire.example.org"
+    other = web.get("/fhir/Organization/o1", headers={"Origin": "https://evil.example", **headers})
+    assert "Access-Control-Allow-Origin" not in other.headers
+    anonymous_other = web.get("/fhir/Organization/o1", headers={"Origin": "https://evil.example"})
+    assert anonymous_other.headers["Access-Control-Allow-Origin"] == "*"
 
 
 def test_no_stack_trace_in_any_response(make_app: Any) -> None:

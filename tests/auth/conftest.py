@@ -96,7 +96,7 @@ def canonical_base(request: pytest.FixtureRequest) -> Iterator[str]:
 def auth_settings(db_url: str, **overrides: Any) -> Settings:
     # These tests are about who may write what: the SOS profile rules that apply to referents'
     # writes (fhirsrv.wiring) are tested with the validation, so only claimed profiles apply here.
-    # `overrides` are typed Settings fields (revocation_ttl=0, not "0").
+    # `overrides` are typed Settings fields (trusted_proxies=1, not "1").
     values: dict[str, Any] = {
         "auth": True,
         "rate_limit_anonymous": 0,

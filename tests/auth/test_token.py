@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 from flask.testing import FlaskClient
 from joserfc import jwt
 from joserfc.jwk import KeySet
@@ -63,6 +66,50 @@ def test_wrong_secret_unknown_client_and_revoked_client_are_refused(
     assert response.get_json()["error"] == "invalid_client"
 
 
+def test_an_unknown_client_costs_the_same_secret_check_as_a_known_one(
+    web: FlaskClient, clients: Clients, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whether a client id exists must not show in the time of the answer: an unknown id (or a
+    revoked one) goes through the same secret-hash check as a known id with a wrong secret."""
+    import hashlib
+
+    client_id, _ = clients.register()
+    revoked_id, _ = clients.register()
+    signing_id, _ = clients.register(jwks=public_jwks(rsa_key()))  # has no secret at all
+    from fhirsrv.auth.clients import revoke_client
+
+    with clients.services.engine.begin() as conn:
+        revoke_client(conn, revoked_id)
+    real_scrypt = hashlib.scrypt
+    calls: list[int] = []
+
+    def counting_scrypt(*args: Any, **kwargs: Any) -> bytes:
+        calls.append(1)
+        return real_scrypt(*args, **kwargs)
+
+    monkeypatch.setattr(hashlib, "scrypt", counting_scrypt)
+    work = {}
+    for who in (client_id, "ghost", revoked_id, signing_id, "x" * 300):
+        calls.clear()
+        response = _token(web, data={"grant_type": "client_credentials"}, auth=(who, "wrong"))
+        assert response.status_code == 401
+        work[who[:10]] = len(calls)
+    assert work == {client_id[:10]: 1, "ghost": 1, revoked_id[:10]: 1, signing_id[:10]: 1, "x" * 10: 1}
+
+
+def test_the_token_endpoint_over_plain_http_to_a_public_host_is_a_clear_400(
+    web: FlaskClient, clients: Clients
+) -> None:
+    """OAuth 2 wants https: a plain-http request to a public host (a TLS-terminating proxy the
+    server does not trust) is refused with an OAuth error saying so, never a 500."""
+    client_id, secret = clients.register()
+    form = {"grant_type": "client_credentials"}
+    response = _token(web, data=form, auth=(client_id, secret), base_url="http://annuaire.example")
+    assert response.status_code == 400
+    assert response.get_json()["error"] == "invalid_request"
+    assert "FHIRSRV_TRUSTED_PROXIES" in response.get_json()["error_description"]
+
+
 def test_a_scope_beyond_the_registered_ones_is_refused(web: FlaskClient, clients: Clients) -> None:
     client_id, secret = clients.register(scopes="system/HealthcareService.rs")
     response = _token(
@@ -92,6 +139,22 @@ def test_a_replayed_client_assertion_is_refused(web: FlaskClient, clients: Clien
     assert _refused(_token(web, data=assertion_form(signed)))
 
 
+def test_a_used_assertion_is_refused_while_the_clock_skew_still_accepts_it(
+    web: FlaskClient, clients: Clients
+) -> None:
+    """An assertion expired a few seconds ago is still accepted (30 s of clock skew): its jti
+    must be remembered until then, or it could be replayed after its expiry."""
+    key = rsa_key()
+    client_id, _ = clients.register(jwks=public_jwks(key))
+    signed = assertion(client_id, key, exp_in=-10)
+    assert _token(web, data=assertion_form(signed)).status_code == 200
+    # Another client's assertion clears the store of what has expired meanwhile.
+    other_key = rsa_key()
+    other_id, _ = clients.register(jwks=public_jwks(other_key))
+    assert _token(web, data=assertion_form(assertion(other_id, other_key))).status_code == 200
+    assert _refused(_token(web, data=assertion_form(signed)))
+
+
 def test_an_expired_assertion_is_refused(web: FlaskClient, clients: Clients) -> None:
     key = rsa_key()
     client_id, _ = clients.register(jwks=public_jwks(key))
@@ -118,6 +181,9 @@ def test_an_assertion_for_another_audience_or_weak_algorithm_is_refused(
     client_id, _ = clients.register(jwks=public_jwks(key))
     other_aud = assertion(client_id, key, aud="https://elsewhere.example/token")
     assert _refused(_token(web, data=assertion_form(other_aud)))
+    # The audience is the configured public base's token endpoint, whatever Host the request names.
+    via_host = assertion(client_id, key, aud="https://attacker.example/fhir/token")
+    assert _refused(_token(web, data=assertion_form(via_host), base_url="https://attacker.example"))
     rs256 = assertion(client_id, key, alg="RS256")
     assert _refused(_token(web, data=assertion_form(rs256)))
 
@@ -155,12 +221,13 @@ def test_a_tampered_or_foreign_access_token_is_401(web: FlaskClient, clients: Cl
         assert response.get_json()["resourceType"] == "OperationOutcome"
 
 
-def test_tokens_of_a_revoked_client_stop_working(db_url: str) -> None:
+def test_tokens_of_a_revoked_client_stop_working_at_once(db_url: str) -> None:
+    """No cache between a revocation and the next request, with the default settings."""
     from fhirsrv.app import create_app
     from fhirsrv.auth.clients import revoke_client
     from tests.auth.conftest import auth_settings
 
-    app = create_app(auth_settings(db_url, revocation_ttl=0))
+    app = create_app(auth_settings(db_url))
     clients = Clients(app)
     client_id, secret = clients.register(scopes="system/*.rs")
     web = app.test_client()
