@@ -5,12 +5,14 @@ from __future__ import annotations
 import math
 import threading
 import time
+from dataclasses import dataclass
 
 from flask import Flask, Response, request
 
 from fhirsrv.api.caller import principal as current_principal
+from fhirsrv.api.caller import set_meter
 from fhirsrv.errors import TooManyRequests
-from fhirsrv.settings import Settings
+from fhirsrv.settings import VARIABLES, Settings
 
 EXPOSED = "ETag, Location, Content-Location, Last-Modified, Retry-After, WWW-Authenticate"
 
@@ -27,22 +29,49 @@ class RateLimiter:
         self._lock = threading.Lock()
         self._max_keys = max_keys
 
-    def take(self, key: str, per_minute: int, now: float | None = None) -> float:
-        """0 when allowed, else the seconds to wait before the next request is allowed."""
-        if per_minute <= 0:
+    def take(self, key: str, per_minute: int, now: float | None = None, cost: int = 1) -> float:
+        """0 when `cost` requests are allowed (and counted), else the seconds to wait before
+        they would be; nothing is counted then."""
+        if per_minute <= 0 or cost <= 0:
             return 0.0
         now = time.monotonic() if now is None else now
         rate = per_minute / 60.0
         with self._lock:
             tokens, last = self._buckets.get(key, (float(per_minute), now))
             tokens = min(float(per_minute), tokens + (now - last) * rate)
-            if tokens < 1.0:
+            if tokens < cost:
                 self._buckets[key] = (tokens, now)
-                return (1.0 - tokens) / rate
+                return (cost - tokens) / rate
             if len(self._buckets) >= self._max_keys and key not in self._buckets:
                 self._buckets.clear()  # crude bound on memory under an address-spraying flood
-            self._buckets[key] = (tokens - 1.0, now)
+            self._buckets[key] = (tokens - cost, now)
             return 0.0
+
+
+@dataclass(frozen=True)
+class _BucketMeter:
+    """One caller's bucket, for the requests a request is worth beyond itself (a Bundle's entries)."""
+
+    limiter: RateLimiter
+    key: str
+    per_minute: int
+    variable: str
+
+    def charge(self, requests: int) -> None:
+        if self.per_minute > 0 and requests + 1 > self.per_minute:
+            raise TooManyRequests(
+                f"This request counts as {requests + 1} requests (one per Bundle entry); this caller "
+                f"may make at most {self.per_minute} per minute ({self.variable}): split it"
+            )
+        _refuse_after(self.limiter.take(self.key, self.per_minute, cost=requests))
+
+
+def _refuse_after(wait: float) -> None:
+    if wait > 0:
+        raise TooManyRequests(
+            f"Too many requests; retry in {math.ceil(wait)} s",
+            headers={"Retry-After": str(max(1, math.ceil(wait)))},
+        )
 
 
 def install_rate_limit(app: Flask, settings: Settings) -> RateLimiter:
@@ -52,15 +81,12 @@ def install_rate_limit(app: Flask, settings: Settings) -> RateLimiter:
     def _limit() -> None:
         principal = current_principal()
         if principal.client_id:
-            key, rate = "client:" + principal.client_id, settings.rate_limit_client
+            key, rate, name = "client:" + principal.client_id, settings.rate_limit_client, "rate_limit_client"
         else:
             key, rate = "ip:" + (request.remote_addr or "?"), settings.rate_limit_anonymous
-        wait = limiter.take(key, rate)
-        if wait > 0:
-            raise TooManyRequests(
-                f"Too many requests; retry in {math.ceil(wait)} s",
-                headers={"Retry-After": str(max(1, math.ceil(wait)))},
-            )
+            name = "rate_limit_anonymous"
+        _refuse_after(limiter.take(key, rate))
+        set_meter(_BucketMeter(limiter, key, rate, VARIABLES[name]))
 
     app.before_request(_limit)
     return limiter
