@@ -176,7 +176,10 @@ def _reads(entry: Entry, settings: Settings) -> int:
     read (includes aside: they are bounded per page, and by the answer's bytes)."""
     if entry.method not in ("GET", "HEAD"):
         return 0
-    target = _parse_target(entry.url)
+    try:
+        target = _parse_target(entry.url)
+    except BadRequest:
+        return 0  # the entry fails on its own when it runs (a batch's other entries still do)
     if target.res_id is not None:
         return 1
     counts = [v for k, v in parse_qsl(target.query or "", keep_blank_values=True) if k == "_count"]

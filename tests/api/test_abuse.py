@@ -85,6 +85,10 @@ def test_a_bundle_whose_reads_pass_the_budget_is_refused_before_anything_runs(ma
     # Reads by id count one each; searches without _count their default page.
     assert _post(client, batch(*["Organization?_count=1000"] * 10)).status_code == 200
     assert _post(client, batch(*["Organization/x"] * 100, *["Organization"] * 20)).status_code == 200
+    # Counting the reads does not turn one bad entry of a batch into the whole batch's failure.
+    answer = _post(client, batch("Organization/x/y/z", "Organization?_count=10"))
+    assert answer.status_code == 200
+    assert [e["response"]["status"][:3] for e in answer.get_json()["entry"]] == ["400", "200"]
 
 
 def test_a_batch_answer_stops_at_its_byte_budget(make_app):
