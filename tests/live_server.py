@@ -32,11 +32,22 @@ ATTACK_TIMEOUT = 120.0
 def serving(app: Flask, threads: int = 4) -> Iterator[str]:
     """The app served on a free port of 127.0.0.1; yields its base URL (…/fhir)."""
     server = create_server(app, host="127.0.0.1", port=0, threads=threads)
-    runner = threading.Thread(target=server.run, daemon=True)
+    closing = threading.Event()
+
+    def run() -> None:
+        try:
+            server.run()
+        except OSError:
+            # Closing the sockets under the loop's select() ends it so (EBADF): that is the stop.
+            if not closing.is_set():
+                raise
+
+    runner = threading.Thread(target=run, daemon=True)
     runner.start()
     try:
         yield f"http://127.0.0.1:{server.effective_port}/fhir"
     finally:
+        closing.set()
         server.close()
         runner.join(timeout=5)
 
