@@ -108,6 +108,13 @@ class UnsupportedMediaType(FhirError):
     status, code = 415, "not-supported"
 
 
+class AnswerTooLarge(FhirError):
+    """A valid request whose answer would pass a size limit (included resources, a Bundle's
+    bytes): 422, as the request itself is not too large (413) nor malformed (400)."""
+
+    status, code = 422, "too-costly"
+
+
 class BusinessRuleViolation(FhirError):
     status, code = 422, "business-rule"
 

@@ -39,6 +39,14 @@ VARIABLES: dict[str, str] = {
     "max_bundle_entries": "FHIRSRV_MAX_BUNDLE_ENTRIES",
     "max_query_length": "FHIRSRV_MAX_QUERY_LENGTH",
     "max_search_params": "FHIRSRV_MAX_SEARCH_PARAMS",
+    "max_sort_keys": "FHIRSRV_MAX_SORT_KEYS",
+    "max_chain_depth": "FHIRSRV_MAX_CHAIN_DEPTH",
+    "max_filter_depth": "FHIRSRV_MAX_FILTER_DEPTH",
+    "max_includes": "FHIRSRV_MAX_INCLUDES",
+    "max_include_depth": "FHIRSRV_MAX_INCLUDE_DEPTH",
+    "max_included": "FHIRSRV_MAX_INCLUDED",
+    "max_bundle_results": "FHIRSRV_MAX_BUNDLE_RESULTS",
+    "max_response_bytes": "FHIRSRV_MAX_RESPONSE_BYTES",
     "default_total": "FHIRSRV_DEFAULT_TOTAL",
     "exact_total_up_to": "FHIRSRV_EXACT_TOTAL_UP_TO",
     "sql_echo": "FHIRSRV_SQL_ECHO",
@@ -79,6 +87,13 @@ AT_LEAST_ONE = frozenset(
         "max_bundle_entries",
         "max_query_length",
         "max_search_params",
+        "max_sort_keys",
+        "max_chain_depth",
+        "max_filter_depth",
+        "max_include_depth",
+        "max_included",
+        "max_bundle_results",
+        "max_response_bytes",
         "token_lifetime",
         "max_assertion_lifetime",
         "smtp_port",
@@ -126,7 +141,20 @@ class Settings:
     max_bundle_entries: int = 10_000
     max_query_length: int = 8192
     max_search_params: int = 40
+    # What one search may ask for (fhirsrv/search/limits.py): sort keys, reference hops in one
+    # criterion (chain links and _has levels), nesting of a _filter, _include/_revinclude
+    # parameters, and their :iterate depth. A search past one is refused (400) before it runs.
+    max_sort_keys: int = 5
+    max_chain_depth: int = 3
+    max_filter_depth: int = 6
+    max_includes: int = 10
     max_include_depth: int = 3
+    # Resources the includes of one page may bring in; past it the page is refused (422).
+    max_included: int = 2000
+    # A Bundle's reads: the page sizes of its searches plus one per read, summed (413 past it).
+    max_bundle_results: int = 10_000
+    # Bytes of a batch or transaction answer (422 past it); see interactions/bundle.py.
+    max_response_bytes: int = 64 * 1024 * 1024
     # Bundle.total when a search does not say (_total): see search/total.py.
     default_total: str = "estimate"
     exact_total_up_to: int = 1000

@@ -47,6 +47,7 @@ def request_info() -> RequestInfo:
     return RequestInfo(
         base_url=base_url(),
         principal=caller.principal(),
+        meter=caller.meter(),
         prefer_return=prefs.get("return"),
         prefer_handling=handling,
         if_match=request.headers.get("If-Match"),

@@ -5,13 +5,15 @@ from __future__ import annotations
 import math
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask, Response, request
 
 from fhirsrv.api.caller import principal as current_principal
+from fhirsrv.api.caller import set_meter
 from fhirsrv.errors import TooManyRequests
-from fhirsrv.settings import Settings
+from fhirsrv.settings import VARIABLES, Settings
 
 EXPOSED = "ETag, Location, Content-Location, Last-Modified, Retry-After, WWW-Authenticate"
 
@@ -28,22 +30,49 @@ class RateLimiter:
         self._lock = threading.Lock()
         self._max_keys = max_keys
 
-    def take(self, key: str, per_minute: int, now: float | None = None) -> float:
-        """0 when allowed, else the seconds to wait before the next request is allowed."""
-        if per_minute <= 0:
+    def take(self, key: str, per_minute: int, now: float | None = None, cost: int = 1) -> float:
+        """0 when `cost` requests are allowed (and counted), else the seconds to wait before
+        they would be; nothing is counted then."""
+        if per_minute <= 0 or cost <= 0:
             return 0.0
         now = time.monotonic() if now is None else now
         rate = per_minute / 60.0
         with self._lock:
             tokens, last = self._buckets.get(key, (float(per_minute), now))
             tokens = min(float(per_minute), tokens + (now - last) * rate)
-            if tokens < 1.0:
+            if tokens < cost:
                 self._buckets[key] = (tokens, now)
-                return (1.0 - tokens) / rate
+                return (cost - tokens) / rate
             if len(self._buckets) >= self._max_keys and key not in self._buckets:
                 self._buckets.clear()  # crude bound on memory under an address-spraying flood
-            self._buckets[key] = (tokens - 1.0, now)
+            self._buckets[key] = (tokens - cost, now)
             return 0.0
+
+
+@dataclass(frozen=True)
+class _BucketMeter:
+    """One caller's bucket, for the requests a request is worth beyond itself (a Bundle's entries)."""
+
+    limiter: RateLimiter
+    key: str
+    per_minute: int
+    variable: str
+
+    def charge(self, requests: int) -> None:
+        if self.per_minute > 0 and requests + 1 > self.per_minute:
+            raise TooManyRequests(
+                f"This request counts as {requests + 1} requests (one per Bundle entry); this caller "
+                f"may make at most {self.per_minute} per minute ({self.variable}): split it"
+            )
+        _refuse_after(self.limiter.take(self.key, self.per_minute, cost=requests))
+
+
+def _refuse_after(wait: float) -> None:
+    if wait > 0:
+        raise TooManyRequests(
+            f"Too many requests; retry in {math.ceil(wait)} s",
+            headers={"Retry-After": str(max(1, math.ceil(wait)))},
+        )
 
 
 class RequestLimits:
@@ -56,19 +85,17 @@ class RequestLimits:
         self.settings = settings
         self.buckets = RateLimiter()
 
-    def charge_client(self, client_id: str) -> None:
-        self._charge("client:" + client_id, self.settings.rate_limit_client)
+    def charge_client(self, client_id: str) -> _BucketMeter:
+        return self._charge("client:" + client_id, self.settings.rate_limit_client, "rate_limit_client")
 
-    def charge_address(self, address: str | None) -> None:
-        self._charge("ip:" + (address or "?"), self.settings.rate_limit_anonymous)
+    def charge_address(self, address: str | None) -> _BucketMeter:
+        return self._charge("ip:" + (address or "?"), self.settings.rate_limit_anonymous, "rate_limit_anonymous")
 
-    def _charge(self, key: str, per_minute: int) -> None:
-        wait = self.buckets.take(key, per_minute)
-        if wait > 0:
-            raise TooManyRequests(
-                f"Too many requests; retry in {math.ceil(wait)} s",
-                headers={"Retry-After": str(max(1, math.ceil(wait)))},
-            )
+    def _charge(self, key: str, per_minute: int, name: str) -> _BucketMeter:
+        """Counts this request; returns the caller's bucket, for what the request is worth
+        beyond itself (a Bundle's entries)."""
+        _refuse_after(self.buckets.take(key, per_minute))
+        return _BucketMeter(self.buckets, key, per_minute, VARIABLES[name])
 
 
 def install_rate_limit(app: Flask, limits: RequestLimits) -> None:
@@ -77,9 +104,10 @@ def install_rate_limit(app: Flask, limits: RequestLimits) -> None:
     def _limit() -> None:
         principal = current_principal()
         if principal.client_id:
-            limits.charge_client(principal.client_id)
+            meter = limits.charge_client(principal.client_id)
         else:
-            limits.charge_address(request.remote_addr)
+            meter = limits.charge_address(request.remote_addr)
+        set_meter(meter)
 
     app.before_request(_limit)
 

@@ -6,6 +6,13 @@ order the specification gives (DELETE, POST, PUT/PATCH, GET) and one failing ent
 back, with an OperationOutcome naming it. Two writing entries that act on the same resource
 fail the transaction before anything is written: their order would decide the outcome, and
 R4 says such a transaction SHALL fail. A batch runs each entry on its own.
+
+A Bundle is many requests in one, so it is bounded as such (one anonymous batch of 100
+searches of 1,000 answered 472 MB and took the process from 715 MB to 2.26 GB): each entry
+counts against the caller's rate limit, the page sizes of its reads may not add up past
+`max_bundle_results` (413, before anything runs), and its answer is built an entry at a time,
+each serialized as soon as it has run, up to `max_response_bytes`: past it, a batch's remaining
+reads are answered 422 without running, and a transaction fails (422, nothing written).
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from urllib.parse import parse_qsl, urlsplit
 import orjson
 from sqlalchemy import Connection
 
-from fhirsrv.errors import BadRequest, FhirError, Issue, PayloadTooLarge
+from fhirsrv.errors import AnswerTooLarge, BadRequest, FhirError, Issue, PayloadTooLarge
 from fhirsrv.interactions import create as create_mod
 from fhirsrv.interactions import delete as delete_mod
 from fhirsrv.interactions import patch as patch_mod
@@ -30,6 +37,7 @@ from fhirsrv.interactions.refusals import audited
 from fhirsrv.interactions.resources import check_resource, check_type
 from fhirsrv.interactions.search import search
 from fhirsrv.interactions.writes import new_id
+from fhirsrv.settings import VARIABLES, Settings
 from fhirsrv.storage.engine import write_transaction
 from fhirsrv.storage.jsonfmt import format_instant
 
@@ -62,6 +70,8 @@ class Entry:
     assigned_id: str | None = None
     result: Result | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # The entry of the response Bundle, serialized once the entry has run (see _Answer).
+    answer: orjson.Fragment | None = None
 
     @property
     def label(self) -> str:
@@ -137,28 +147,89 @@ def process(
         raise BadRequest(
             f"POST to the base accepts batch or transaction Bundles, not '{kind}'", expression=["Bundle.type"]
         )
-    entries = _parse_entries(bundle, services.settings.max_bundle_entries)
+    settings = services.settings
+    entries = _parse_entries(bundle, settings.max_bundle_entries)
+    # The Bundle's own request was counted when it arrived: each further entry counts too.
+    info.meter.charge(max(0, len(entries) - 1))
+    _check_reads(entries, settings)
+    answer = _Answer(info, settings.max_response_bytes)
     if kind == "transaction" and conn is not None:
-        _transaction_entries(services, info, entries, conn)
+        _transaction_entries(services, info, entries, conn, answer)
     elif kind == "transaction":
         with audited(services, info, "transaction", "transaction Bundle"):
-            _run_transaction(services, info, entries)
+            _run_transaction(services, info, entries, answer)
     else:
-        _run_batch(services, info, entries)
+        _run_batch(services, info, entries, answer)
     return Result(
         status=200,
         resource={
             "resourceType": "Bundle",
             "type": f"{kind}-response",
             "link": [{"relation": "self", "url": info.base_url}],
-            "entry": [_response_entry(info, e) for e in entries],
+            "entry": [e.answer or answer.serialize(e) for e in entries],
         },
     )
 
 
-def _run_transaction(services: Services, info: RequestInfo, entries: list[Entry]) -> None:
+def _reads(entry: Entry, settings: Settings) -> int:
+    """The resources a reading entry may answer with: its page size for a search, one for a
+    read (includes aside: they are bounded per page, and by the answer's bytes)."""
+    if entry.method not in ("GET", "HEAD"):
+        return 0
+    try:
+        target = _parse_target(entry.url)
+    except BadRequest:
+        return 0  # the entry fails on its own when it runs (a batch's other entries still do)
+    if target.res_id is not None:
+        return 1
+    counts = [v for k, v in parse_qsl(target.query or "", keep_blank_values=True) if k == "_count"]
+    if counts and counts[-1].isdigit():
+        return min(int(counts[-1]), settings.max_count)
+    return settings.default_count
+
+
+def _check_reads(entries: list[Entry], settings: Settings) -> None:
+    """Refuse (413) before anything runs a Bundle whose reads could answer with more resources
+    than one request may: the entry count alone let 100 searches of 1,000 through."""
+    total = sum(_reads(e, settings) for e in entries)
+    if total > settings.max_bundle_results:
+        raise PayloadTooLarge(
+            f"The Bundle's reads may answer with {total} resources (page sizes of its searches, one "
+            f"per read); this server answers at most {settings.max_bundle_results} per Bundle "
+            f"({VARIABLES['max_bundle_results']}): lower their _count or split the Bundle"
+        )
+
+
+class _Answer:
+    """The response Bundle's entries, serialized one by one as they run, and their bytes: the
+    answer is never held twice (as objects, then as JSON), and it stops at its byte budget."""
+
+    def __init__(self, info: RequestInfo, budget: int) -> None:
+        self.info = info
+        self.budget = budget
+        self.size = 0
+
+    @property
+    def spent(self) -> bool:
+        return self.size > self.budget
+
+    def serialize(self, entry: Entry) -> orjson.Fragment:
+        data = orjson.dumps(_response_entry(self.info, entry))
+        self.size += len(data)
+        entry.answer = orjson.Fragment(data)
+        entry.result = None  # its resources now live in the bytes only
+        return entry.answer
+
+    def refusal(self) -> AnswerTooLarge:
+        return AnswerTooLarge(
+            f"The answer to this Bundle reached {self.budget} bytes ({VARIABLES['max_response_bytes']}); "
+            "this entry was not run: ask for it in another request"
+        )
+
+
+def _run_transaction(services: Services, info: RequestInfo, entries: list[Entry], answer: _Answer) -> None:
     with write_transaction(services.engine) as conn:
-        _transaction_entries(services, info, entries, conn)
+        _transaction_entries(services, info, entries, conn, answer)
 
 
 def _check_access(services: Services, info: RequestInfo, entry: Entry) -> None:
@@ -179,7 +250,7 @@ def _check_access(services: Services, info: RequestInfo, entry: Entry) -> None:
 
 
 def _transaction_entries(
-    services: Services, info: RequestInfo, entries: list[Entry], conn: Connection
+    services: Services, info: RequestInfo, entries: list[Entry], conn: Connection, answer: _Answer
 ) -> None:
     for entry in entries:
         try:
@@ -197,6 +268,10 @@ def _transaction_entries(
     for entry in sorted(entries, key=lambda e: (_ORDER[e.method], e.index)):
         try:
             entry.result = entry.result or _execute(services, info, entry, conn)
+            answer.serialize(entry)
+            if answer.spent:
+                # All or nothing: the transaction's writes roll back with it.
+                raise answer.refusal()
         except FhirError as exc:
             failure = _for_entry(entry, exc)
             if failure.status == 405:
@@ -206,9 +281,13 @@ def _transaction_entries(
             raise failure from exc
 
 
-def _run_batch(services: Services, info: RequestInfo, entries: list[Entry]) -> None:
+def _run_batch(services: Services, info: RequestInfo, entries: list[Entry], answer: _Answer) -> None:
     for entry in sorted(entries, key=lambda e: (_ORDER[e.method], e.index)):
         try:
+            if answer.spent and entry.method in ("GET", "HEAD"):
+                # Writes still run (their answers are bounded by the request's own size); reads
+                # are what could make an answer without end.
+                raise answer.refusal()
             with audited(services, info, entry.method.lower(), entry.url):
                 _check_access(services, info, entry)
                 with write_transaction(services.engine) as conn:
@@ -216,6 +295,7 @@ def _run_batch(services: Services, info: RequestInfo, entries: list[Entry]) -> N
                     entry.result = _execute(services, info, entry, conn)
         except FhirError as exc:
             entry.result = Result(status=exc.status, resource=_outcome(_for_entry(entry, exc).issues))
+        answer.serialize(entry)
 
 
 def _assign_ids(

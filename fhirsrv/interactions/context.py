@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import Connection, Engine
 
@@ -56,12 +56,31 @@ class Services:
     profiles_cache: dict[str, Any] = field(default_factory=dict)
 
 
+class Meter(Protocol):
+    """The caller's rate limit, for a request that is worth more than one (a Bundle's entries)."""
+
+    def charge(self, requests: int) -> None:
+        """Count `requests` more against the caller's limit; raises TooManyRequests (429) past it."""
+        ...
+
+
+class _Unmetered:
+    def charge(self, requests: int) -> None:
+        return None
+
+
+# Requests no rate limit applies to: the server's own (the file loader), authorization off
+# (tests, a local demo), a limit set to 0. Named, so that it is always a decision, never a default.
+UNMETERED: Meter = _Unmetered()
+
+
 @dataclass
 class RequestInfo:
     """The HTTP facts an interaction may depend on, already parsed by api/."""
 
     base_url: str  # e.g. "http://127.0.0.1:8080/fhir", no trailing slash
     principal: Principal  # who asks: never optional (ANONYMOUS, SERVER or a client)
+    meter: Meter  # the caller's rate limit: never optional either (UNMETERED is a choice)
     prefer_return: str | None = None  # minimal | representation | OperationOutcome
     prefer_handling: str | None = None  # lenient | strict; None: the client did not say
     if_match: str | None = None

@@ -19,7 +19,7 @@ from sqlalchemy import Connection
 from fhirsrv.access.principal import SERVER
 from fhirsrv.errors import FhirError
 from fhirsrv.interactions import bundle, writes
-from fhirsrv.interactions.context import RequestInfo, Services
+from fhirsrv.interactions.context import UNMETERED, RequestInfo, Services
 from fhirsrv.interactions.load_pipeline import ChunkResult, Prepared, PreparePool, worker_count
 from fhirsrv.interactions.resources import check_resource, check_type
 from fhirsrv.search.registry import stored_definitions
@@ -147,7 +147,12 @@ def _store_batch(
 
 def load_file(services: Services, path: Path, report: LoadReport) -> None:
     text = _read_text(path, services.settings.canonical_base)
-    info = RequestInfo(base_url=services.settings.base_url or "urn:fhirsrv", principal=SERVER, prefer_return="minimal")
+    info = RequestInfo(
+        base_url=services.settings.base_url or "urn:fhirsrv",
+        principal=SERVER,
+        meter=UNMETERED,
+        prefer_return="minimal",
+    )
     counts: Counter[str] = Counter()
     unchanged = 0
     try:

@@ -11,7 +11,7 @@ from sqlalchemy import ColumnElement, Connection, Select, and_, delete, func, or
 
 from fhirsrv.errors import BadRequest, Issue
 from fhirsrv.resource_types import SUPPORTED_TYPES
-from fhirsrv.search import include, near, paging, ror_spellings, walk
+from fhirsrv.search import include, limits, near, paging, ror_spellings, walk
 from fhirsrv.search import total as totals
 from fhirsrv.search.communes import CommunePositions
 from fhirsrv.search.compile import CodeExpander, Compiler, ordered_prefix
@@ -171,11 +171,10 @@ class SearchEngine:
         if "_filter" in controls:
             from fhirsrv.search.filter import filter_criteria
 
-            request.criteria.extend(filter_criteria(v) for v in controls["_filter"])
-        if len(request.criteria) > settings.max_search_params:
-            raise BadRequest(
-                f"Too many search parameters (at most {settings.max_search_params})", code="too-costly"
+            request.criteria.extend(
+                filter_criteria(v, settings.max_filter_depth) for v in controls["_filter"]
             )
+        limits.check_criteria(request.criteria, settings)
         count = controls.get("_count", [None])[-1]
         if count is not None:
             if not count.isdigit():
@@ -186,11 +185,13 @@ class SearchEngine:
             raise BadRequest(f"_total must be one of {', '.join(totals.MODES)}")
         request.total = total
         request.sort = paging.parse_sort(controls.get("_sort", []))
+        limits.check_sort(len(request.sort), settings)
         request.cursor = controls.get("_cursor", [None])[-1]
         request.summary = controls.get("_summary", [None])[-1]
         if request.summary == "count" and "_total" not in controls:
             request.total = "accurate"  # the count is all that was asked for: give it exactly
         request.elements = [e for v in controls.get("_elements", []) for e in v.split(",") if e] or None
+        limits.check_includes(len(include_values[False]) + len(include_values[True]), settings)
         for reverse in (False, True):
             values = include_values[reverse]
             request.includes += include.parse_includes(
@@ -433,7 +434,12 @@ class SearchEngine:
                 )
         included = (
             include.resolve(
-                conn, self.registry, request.includes, matches, self.settings.max_include_depth, scope
+                conn,
+                self.registry,
+                request.includes,
+                matches,
+                include.Bounds(self.settings.max_include_depth, self.settings.max_included),
+                scope,
             )
             if request.includes
             else []

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, select
 
-from fhirsrv.errors import BadRequest
+from fhirsrv.errors import AnswerTooLarge, BadRequest
 from fhirsrv.search.registry import SearchParamRegistry
 from fhirsrv.search.scope import ReadScope
 from fhirsrv.search.walk import correlate
+from fhirsrv.settings import VARIABLES
 from fhirsrv.storage import repository
 from fhirsrv.storage.repository import StoredResource
 from fhirsrv.storage.schema import idx_reference, resource
@@ -49,7 +50,8 @@ def _ref_params(registry: SearchParamRegistry, res_type: str, spec: IncludeSpec)
 
 def _forward(
     conn: Connection, registry: SearchParamRegistry, spec: IncludeSpec, sources: list[StoredResource]
-) -> list[StoredResource]:
+) -> list[tuple[str, str]]:
+    """The (type, id) keys the sources' references point to (not loaded yet: see `_load`)."""
     by_type: dict[str, list[int]] = {}
     for s in sources:
         if spec.source in ("*", s.res_type):
@@ -67,13 +69,13 @@ def _forward(
         if spec.target:
             query = query.where(idx_reference.c.target_type == spec.target)
         keys.update((t, i) for t, i in conn.execute(query))
-    found = repository.get_by_keys(conn, keys)
-    return [s for s in found.values() if not s.deleted]
+    return sorted(keys)
 
 
 def _reverse(
     conn: Connection, registry: SearchParamRegistry, spec: IncludeSpec, targets: list[StoredResource]
-) -> list[StoredResource]:
+) -> list[int]:
+    """The row ids of the resources referring to the targets (not loaded yet: see `_load`)."""
     if spec.source == "*":
         raise BadRequest("_revinclude=* is not supported; name Type:parameter")
     params = _ref_params(registry, spec.source, spec)
@@ -97,7 +99,7 @@ def _reverse(
                 idx_reference.c.res_type == spec.source,
             )
             rids.update(r for (r,) in conn.execute(query))
-    return [s for s in repository.get_many(conn, sorted(rids)) if not s.deleted]
+    return sorted(rids)
 
 
 def _visible(
@@ -124,18 +126,80 @@ def _visible(
     return kept
 
 
+@dataclass(frozen=True)
+class Bounds:
+    """How far includes go: `:iterate` rounds, and resources brought in for one page."""
+
+    depth: int
+    resources: int
+
+
+# Included resources are loaded this many at a time, so a page refused for its includes has
+# read at most this many past the bound.
+_CHUNK = 500
+
+
+class _Included:
+    """What the includes brought in so far, and the bound they may not pass."""
+
+    def __init__(self, matches: list[StoredResource], bound: int) -> None:
+        self.seen = {(m.res_type, m.res_id) for m in matches}
+        self.seen_rids = {m.rid for m in matches}
+        self.bound = bound
+        self.count = 0
+
+    def add(self, found: list[StoredResource], into: list[StoredResource]) -> None:
+        for s in found:
+            if (s.res_type, s.res_id) in self.seen:
+                continue
+            self.seen.add((s.res_type, s.res_id))
+            self.seen_rids.add(s.rid)
+            into.append(s)
+            self.count += 1
+            if self.count > self.bound:
+                raise AnswerTooLarge(
+                    f"The _include/_revinclude of this page bring in more than {self.bound} resources "
+                    f"({VARIABLES['max_included']}); ask for a smaller _count or fewer includes"
+                )
+
+
+def _load(
+    conn: Connection,
+    scope: ReadScope,
+    spec: IncludeSpec,
+    candidates: list[tuple[str, str]] | list[int],
+    included: _Included,
+    into: list[StoredResource],
+) -> None:
+    """Load, filter and add the candidates a chunk at a time: memory stays bounded by the limit
+    (plus one chunk) however many resources an include could reach. Only what the caller may
+    see counts towards the limit, so a refusal says nothing about hidden resources."""
+    if spec.reverse:
+        rids = [r for r in candidates if r not in included.seen_rids]
+        for start in range(0, len(rids), _CHUNK):
+            found = [s for s in repository.get_many(conn, rids[start : start + _CHUNK]) if not s.deleted]
+            included.add(_visible(conn, scope, found, by_id=False), into)
+        return
+    keys = [k for k in candidates if k not in included.seen]
+    for start in range(0, len(keys), _CHUNK):
+        found_by_key = repository.get_by_keys(conn, keys[start : start + _CHUNK])
+        found = [s for s in found_by_key.values() if not s.deleted]
+        included.add(_visible(conn, scope, found, by_id=True), into)
+
+
 def resolve(
     conn: Connection,
     registry: SearchParamRegistry,
     specs: list[IncludeSpec],
     matches: list[StoredResource],
-    max_depth: int,
+    bounds: Bounds,
     scope: ReadScope,
 ) -> list[StoredResource]:
     """Everything the include specs bring in, minus the matches themselves, and only what the
     caller may see: what `_include` follows is shown as a read by id would show it, what
     `_revinclude` finds as a search would. Each step is filtered before `:iterate` goes on
-    from it, so nothing is ever reached through a hidden resource."""
+    from it, so nothing is ever reached through a hidden resource. More than `bounds.resources`
+    of them is refused (AnswerTooLarge, 422) rather than built."""
     match_types = {m.res_type for m in matches}
     # An include naming a source type the search does not return could never apply to the
     # matches (e.g. _include=PractitionerRole:practitioner beside _revinclude=PractitionerRole:service,
@@ -147,24 +211,20 @@ def resolve(
         else IncludeSpec(spec.source, spec.param, spec.target, True, spec.reverse)
         for spec in specs
     ]
-    seen = {(m.res_type, m.res_id) for m in matches}
+    tally = _Included(matches, bounds.resources)
     included: list[StoredResource] = []
     frontier = matches
-    for depth in range(max_depth):
+    for depth in range(bounds.depth):
         new: list[StoredResource] = []
         for spec in specs:
             if depth > 0 and not spec.iterate:
                 continue
             # Non-iterating specs apply to the matches; iterating ones to everything so far.
             pool = matches if not spec.iterate else (matches + included if depth == 0 else frontier)
-            found = (
+            candidates = (
                 _reverse(conn, registry, spec, pool) if spec.reverse else _forward(conn, registry, spec, pool)
             )
-            found = _visible(conn, scope, found, by_id=not spec.reverse)
-            for s in found:
-                if (s.res_type, s.res_id) not in seen:
-                    seen.add((s.res_type, s.res_id))
-                    new.append(s)
+            _load(conn, scope, spec, candidates, tally, new)
         if not new:
             break
         included.extend(new)

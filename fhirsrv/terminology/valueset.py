@@ -8,7 +8,6 @@ paging a cached composition of a hundred codes costs far less than the one query
 
 from __future__ import annotations
 
-import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +20,7 @@ from fhirsrv.storage.schema import code_closure, resource
 from fhirsrv.terminology import store
 from fhirsrv.terminology.closure import pairs
 from fhirsrv.terminology.codesystem import display_in, iter_concepts
+from fhirsrv.terminology.patterns import compile_filter
 from fhirsrv.text import fold
 
 
@@ -62,21 +62,6 @@ def _property(concept: dict[str, Any], name: str) -> list[str]:
     ]
 
 
-def _regex(value: str) -> re.Pattern[str]:
-    """The compiled pattern of a `regex` filter; a pattern that does not compile is the ValueSet
-    author's error (400), not a server fault."""
-    if len(value) > _REGEX_MAX:
-        raise BadRequest(f"ValueSet filter regex is longer than {_REGEX_MAX} characters")
-    try:
-        return re.compile(value)
-    except re.error as exc:
-        raise BadRequest(f"ValueSet filter regex '{value}' is not valid: {exc}") from exc
-
-
-# Patterns come from ValueSets (inline ones from any client of $expand): keep them short.
-_REGEX_MAX = 256
-
-
 def _matches_filter(
     cs: dict[str, Any], code: Code, flt: dict[str, Any], closure: set[tuple[str, str]]
 ) -> bool:
@@ -98,7 +83,7 @@ def _matches_filter(
             return (code.code, value) in closure
         if op == "regex":
             # R4: the whole code matches (fullmatch, as XML Schema patterns are anchored).
-            return _regex(value).fullmatch(code.code) is not None
+            return compile_filter(value).matches(code.code)
     values = [code.parent or ""] if prop == "parent" else _property(code.concept, prop or "")
     if op == "=":
         return value in values
@@ -109,8 +94,8 @@ def _matches_filter(
     if op == "exists":
         return bool(values) == (value.lower() == "true")
     if op == "regex":
-        pattern = _regex(value)
-        return any(pattern.fullmatch(v) is not None for v in values)
+        pattern = compile_filter(value)
+        return any(pattern.matches(v) for v in values)
     raise BadRequest(f"ValueSet filter '{prop} {op} {value}' is not supported")
 
 

@@ -16,7 +16,6 @@ core ones), the files answer as before.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -28,6 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from fhirsrv.errors import BadRequest, NotFound
 from fhirsrv.storage.engine import read_transaction
+from fhirsrv.terminology.patterns import compile_filter
 from fhirsrv.validation.definitions import PROFILES_DIR, canonical, iter_json_resources
 
 log = logging.getLogger("fhirsrv")
@@ -147,10 +147,10 @@ def _codesystem_codes(cs: dict[str, Any], filters: list[dict[str, Any]]) -> set[
         if f.get("property") in ("code", "concept") and f.get("op") == "regex":
             # as the terminology service does: the whole code matches the pattern
             try:
-                pattern = re.compile(str(f.get("value", "")))
-            except re.error:
+                pattern = compile_filter(str(f.get("value", "")))
+            except BadRequest:
                 return None  # the service reports the broken ValueSet; here: unknown
-            codes = {c for c in codes if pattern.fullmatch(c)}
+            codes = {c for c in codes if pattern.matches(c)}
             continue
         if f.get("property") != "concept" or f.get("op") not in ("is-a", "descendent-of"):
             return None

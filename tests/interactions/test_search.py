@@ -11,7 +11,7 @@ import pytest
 
 from fhirsrv.access.principal import SERVER
 from fhirsrv.errors import BadRequest
-from fhirsrv.interactions.context import RequestInfo
+from fhirsrv.interactions.context import UNMETERED, RequestInfo
 from fhirsrv.interactions.search import search
 from tests.search.directory import R211, load
 
@@ -27,7 +27,10 @@ def services(app):  # type: ignore[no-untyped-def]
 
 def run(services, res_type: str | None, params: list[tuple[str, str]], handling: str = "lenient") -> Any:  # type: ignore[no-untyped-def]
     result = search(
-        services, RequestInfo(base_url=BASE, principal=SERVER, prefer_handling=handling), res_type, params
+        services,
+        RequestInfo(base_url=BASE, principal=SERVER, meter=UNMETERED, prefer_handling=handling),
+        res_type,
+        params,
     )
     assert result.status == 200
     # Entries splice stored JSON (orjson.Fragment): serialise as the api layer does.
@@ -74,7 +77,7 @@ def test_unknown_parameter_lenient_is_reported_strict_is_refused(services):
 
 
 def test_unknown_parameter_is_refused_when_the_client_states_no_handling(services):
-    info = RequestInfo(base_url=BASE, principal=SERVER)  # no Prefer header: the server's default
+    info = RequestInfo(base_url=BASE, principal=SERVER, meter=UNMETERED)  # no Prefer: the server's default
     with pytest.raises(BadRequest) as err:
         search(services, info, "Organization", [("colour", "blue"), ("name", "ligue")])
     assert "colour" in str(err.value)

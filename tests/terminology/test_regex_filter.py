@@ -4,6 +4,8 @@ property's values when the filter names another property (R4 filter-operator `re
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -11,6 +13,7 @@ import pytest
 from fhirsrv.errors import BadRequest
 from fhirsrv.storage.engine import read_transaction
 from fhirsrv.terminology import valueset
+from tests.live_server import Answer, call, probe_during, serving
 
 CAT = "https://sos.example.org/fhir/CodeSystem/sos-category"
 STRUCTURES = "https://sos.example.org/fhir/CodeSystem/sos-structure-type"
@@ -132,3 +135,66 @@ def test_file_checker_knows_regex_filters_too(tmp_path):
     checker = LocalCodeChecker([tmp_path])
     assert checker.validate_code("http://example.org/vs", "http://example.org/cs", "a2") is True
     assert checker.validate_code("http://example.org/vs", "http://example.org/cs", "b1") is False
+
+
+# Python's `re` backtracks on this pattern: ×3 per character of the code past the first 20
+# (about 20 s on the 35-character structure types before matching stopped backtracking, hours
+# with a shorter prefix), holding the interpreter lock, so every other client waited too.
+CATASTROPHIC = ".{20}(.*.*)*Zfreeze"
+
+
+def _expand_inline(base_url: str, pattern: str, system: str = STRUCTURES) -> Answer:
+    vs = inline({"property": "code", "op": "regex", "value": pattern}, system=system)
+    body = {"resourceType": "Parameters", "parameter": [{"name": "valueSet", "resource": vs}]}
+    return call("POST", f"{base_url}/ValueSet/$expand", body)
+
+
+def test_a_backtracking_pattern_neither_hangs_nor_stalls_other_clients(services, app):
+    with serving(app) as base_url:
+        probed = probe_during(base_url, lambda: _expand_inline(base_url, CATASTROPHIC))
+    assert probed.attack is not None, "the $expand did not finish"
+    assert probed.failures == []
+    assert probed.attack.status == 200
+    assert "contains" not in probed.attack.json()["expansion"]  # nothing ends with Zfreeze
+
+
+def test_patterns_that_need_backtracking_are_refused(services, app):
+    client = app.test_client()
+    for pattern in [r"(a)\1", "(?=douleur).*", "a{1001}"]:
+        vs = inline({"property": "code", "op": "regex", "value": pattern})
+        answer = client.post(
+            "/fhir/ValueSet/$expand",
+            json={"resourceType": "Parameters", "parameter": [{"name": "valueSet", "resource": vs}]},
+            headers=FHIR_JSON,
+        )
+        assert answer.status_code == 400, pattern
+        assert "regex" in answer.get_json()["issue"][0]["diagnostics"]
+
+
+def test_the_file_checker_does_not_backtrack_either(tmp_path):
+    """In a child process: a backtracking match holds the interpreter lock, and a thread of
+    this one could not even be given up on."""
+    code = "x" * 60
+    cs = {"resourceType": "CodeSystem", "url": "http://example.org/cs", "content": "complete"}
+    cs["concept"] = [{"code": code}]
+    flt = {"property": "code", "op": "regex", "value": "(.*.*)*Zfreeze"}
+    vs = {
+        "resourceType": "ValueSet",
+        "url": "http://example.org/vs",
+        "compose": {"include": [{"system": "http://example.org/cs", "filter": [flt]}]},
+    }
+    (tmp_path / "cs.json").write_text(json.dumps(cs))
+    (tmp_path / "vs.json").write_text(json.dumps(vs))
+    script = (
+        "import pathlib, sys\n"
+        "from fhirsrv.validation.codes import LocalCodeChecker\n"
+        "checker = LocalCodeChecker([pathlib.Path(sys.argv[1])])\n"
+        f"print(checker.validate_code('http://example.org/vs', 'http://example.org/cs', '{code}'))\n"
+    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=60
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("the regex filter of a ValueSet file ran for over a minute")
+    assert done.stdout.strip() == "False", done.stderr
