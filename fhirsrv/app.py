@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, Response, request
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 from fhirsrv.api import negotiation, outcome
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     auth.install(app, services)
     app.register_error_handler(FhirError, outcome.from_fhir_error)
     app.register_error_handler(HTTPException, outcome.from_http_exception)
+    app.register_error_handler(SQLAlchemyError, outcome.from_database_error)
     app.register_error_handler(Exception, outcome.from_unexpected)
     logging.getLogger("fhirsrv").setLevel(logging.INFO)
     return app

@@ -151,7 +151,7 @@ def load_file(services: Services, path: Path, report: LoadReport) -> None:
     counts: Counter[str] = Counter()
     unchanged = 0
     try:
-        with write_transaction(services.engine) as conn, services.policy.facts.deferred(conn):
+        with write_transaction(services.engine, unbounded=True) as conn, services.policy.facts.deferred(conn):
             batch: list[tuple[str, Any]] = []
             for where, item in _resources(path, text):
                 if (
@@ -230,7 +230,7 @@ def load_file_parallel(services: Services, path: Path, report: LoadReport, pool:
     counts: Counter[str] = Counter()
     unchanged = 0
     new_ids = iter(writes.new_id, None)
-    with write_transaction(services.engine) as conn, services.policy.facts.deferred(conn):
+    with write_transaction(services.engine, unbounded=True) as conn, services.policy.facts.deferred(conn):
         for number, chunk in enumerate(pool.prepared_chunks(path, new_ids), 1):
             if chunk.error:
                 raise LoadError(chunk.error)
