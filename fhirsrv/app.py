@@ -14,7 +14,12 @@ from fhirsrv.api.routes import fhir
 from fhirsrv.errors import FhirError, Issue
 from fhirsrv.interactions.context import Services
 from fhirsrv.settings import Settings
+from fhirsrv.storage.engine import Abandoned, unwatch_requester, watch_requester
 from fhirsrv.wiring import build_services
+
+# Requests waitress reads ahead on a connection while one runs: with any, it notices a client
+# that closed its connection and tells the app (environ "waitress.client_disconnected").
+REQUEST_LOOKAHEAD = 2
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> Flask:
@@ -44,6 +49,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             negotiation.check_accept(request)
         return None
 
+    _stop_work_of_gone_clients(app)
+
     @app.after_request
     def _headers(response: Response) -> Response:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
@@ -55,6 +62,34 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.register_error_handler(FhirError, outcome.from_fhir_error)
     app.register_error_handler(HTTPException, outcome.from_http_exception)
     app.register_error_handler(SQLAlchemyError, outcome.from_database_error)
+    app.register_error_handler(Abandoned, outcome.from_abandoned)
     app.register_error_handler(Exception, outcome.from_unexpected)
     logging.getLogger("fhirsrv").setLevel(logging.INFO)
     return app
+
+
+def _stop_work_of_gone_clients(app: Flask) -> None:
+    """A request whose client has gone stops at its next SQL statement and rolls back, rather
+    than running its searches and writes to the end for nobody. Needs a server that says so
+    (waitress with REQUEST_LOOKAHEAD, see `http_server`); under others nothing changes."""
+
+    @app.before_request
+    def _watch_the_client() -> None:
+        gone = request.environ.get("waitress.client_disconnected")
+        if gone is not None:
+            request.environ["fhirsrv.client_watch"] = watch_requester(gone)
+
+    @app.teardown_request
+    def _unwatch(_error: BaseException | None) -> None:
+        token = request.environ.pop("fhirsrv.client_watch", None)
+        if token is not None:
+            unwatch_requester(token)
+
+
+def http_server(app: Flask, host: str, port: int, threads: int):  # type: ignore[no-untyped-def]
+    """The waitress server of `fhirsrv serve`, reading ahead so it can tell a client has gone."""
+    from waitress import create_server
+
+    return create_server(
+        app, host=host, port=port, threads=threads, ident="fhirsrv", channel_request_lookahead=REQUEST_LOOKAHEAD
+    )

@@ -129,9 +129,7 @@ def _fail(message: str) -> NoReturn:
 @click.option("--threads", default=8, show_default=True, type=int)
 def serve(host: str, port: int, database: str | None, no_demo: bool, threads: int) -> None:
     """Serve the FHIR API under /fhir."""
-    from waitress import create_server
-
-    from fhirsrv.app import create_app
+    from fhirsrv.app import create_app, http_server
     from fhirsrv.interactions.load import load_initial_content
 
     settings = _settings(database, load_demo=False if no_demo else None)
@@ -149,7 +147,7 @@ def serve(host: str, port: int, database: str | None, no_demo: bool, threads: in
         )
     app = create_app(settings, services)
     try:
-        server = create_server(app, host=host, port=port, threads=threads, ident="fhirsrv")
+        server = http_server(app, host, port, threads)
     except OSError as exc:  # taken since the check, by another process
         _fail(f"cannot listen on {host}:{port}: {exc.strerror}")
     from fhirsrv.workflow import runner

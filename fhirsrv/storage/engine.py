@@ -12,8 +12,9 @@ a bounded wait and a 503 (storage/faults.py), instead of holding every worker th
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +54,32 @@ def is_sqlite(engine: Engine | Connection) -> bool:
     return engine.dialect.name == "sqlite"
 
 
+class Abandoned(Exception):
+    """Whoever asked for this work is gone (an HTTP client closed its connection): it stopped
+    before its next statement, and its transaction rolls back like any failed one."""
+
+
+# Asked before each statement: is the work still wanted? Set by the HTTP layer per request.
+_still_wanted: ContextVar[Callable[[], bool] | None] = ContextVar("fhirsrv_still_wanted", default=None)
+
+
+def watch_requester(gone: Callable[[], bool]) -> Token[Callable[[], bool] | None]:
+    """From now on in this context, every statement first checks `gone()` and raises Abandoned
+    if true; `unwatch_requester(token)` ends it. Between statements only: a statement already
+    running is bounded by the statement timeout."""
+    return _still_wanted.set(gone)
+
+
+def unwatch_requester(token: Token[Callable[[], bool] | None]) -> None:
+    _still_wanted.reset(token)
+
+
+def _stop_if_abandoned(conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
+    gone = _still_wanted.get()
+    if gone is not None and gone():
+        raise Abandoned("the client closed its connection; the request's work was abandoned")
+
+
 def engine_for(settings: Settings) -> Engine:
     """The engine of `settings`: their database, with their timeouts."""
     return make_engine(settings.database_url, echo=settings.sql_echo, timeouts=DatabaseTimeouts.of(settings))
@@ -74,16 +101,18 @@ def make_engine(url: str, *, echo: bool = False, timeouts: DatabaseTimeouts = Da
             pool_timeout=timeouts.pool,
         )
         _configure_sqlite(engine, busy_ms)
-        return engine
-    return create_engine(
-        url,
-        echo=echo,
-        connect_args=_postgresql_connect_args(parsed, timeouts),
-        pool_size=8,
-        max_overflow=8,
-        pool_timeout=timeouts.pool,
-        pool_pre_ping=True,
-    )
+    else:
+        engine = create_engine(
+            url,
+            echo=echo,
+            connect_args=_postgresql_connect_args(parsed, timeouts),
+            pool_size=8,
+            max_overflow=8,
+            pool_timeout=timeouts.pool,
+            pool_pre_ping=True,
+        )
+    event.listen(engine, "before_cursor_execute", _stop_if_abandoned)
+    return engine
 
 
 def _postgresql_connect_args(url: URL, timeouts: DatabaseTimeouts) -> dict[str, object]:
