@@ -130,14 +130,17 @@ def _fail(message: str) -> NoReturn:
 def serve(host: str, port: int, database: str | None, no_demo: bool, threads: int) -> None:
     """Serve the FHIR API under /fhir."""
     from fhirsrv.app import create_app, http_server
-    from fhirsrv.interactions.load import load_initial_content
+    from fhirsrv.interactions.load import LoadError, load_initial_content
 
     settings = _settings(database, load_demo=False if no_demo else None)
     reason = _unlistenable(host, port)
     if reason is not None:
         _fail(reason)
     services = _services(settings)
-    report = load_initial_content(services, demo=settings.load_demo)
+    try:
+        report = load_initial_content(services, demo=settings.load_demo)
+    except LoadError as exc:  # nothing of it was kept: the next start tries again
+        _fail(f"the initial content could not be loaded, nothing of it was kept: {exc}")
     if report is not None:
         log.info(
             "empty database: loaded %s resources from %s files (%s)",

@@ -23,6 +23,7 @@ from fhirsrv.storage.schema import resource
 from fhirsrv.wiring import build_services
 from tests.tcp_faults import free_port
 
+ROOT = Path(__file__).resolve().parents[2]
 # Safety limit for the first start to reach the demo files (a minute on a small machine).
 DEMO_REACHED_WITHIN = 600
 
@@ -118,3 +119,23 @@ def test_a_first_start_killed_while_loading_is_completed_by_the_next(
 
     assert _counts(db_url) == clean_load
     assert clean_load["HealthcareService"] > 0 and clean_load["ValueSet"] > 0
+
+
+def test_a_first_start_with_a_bad_file_keeps_nothing_and_says_so_in_one_line(db_url: str, tmp_path: Path):
+    content = tmp_path / "content"
+    demo = content / "seed" / "demo"
+    demo.mkdir(parents=True)
+    for shipped in ("profiles", "terminology"):
+        (content / shipped).symlink_to(ROOT / shipped)
+    (demo / "01-good.ndjson").write_text('{"resourceType": "Organization", "id": "kept", "name": "Bonne"}\n')
+    (demo / "02-bad.ndjson").write_text('{"resourceType": "Organization", "id": "bad", "active": "yes"}\n')
+    done = subprocess.run(
+        [sys.executable, "-m", "fhirsrv.cli", "serve", "--port", str(free_port()), "--database", db_url],
+        env={"PATH": "/usr/bin:/bin", "FHIRSRV_DATA_DIR": str(tmp_path), "FHIRSRV_CONTENT_ROOT": str(tmp_path / "content")},
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: the initial content could not be loaded, nothing of it was kept")
+    assert "02-bad.ndjson, line 1" in last and "Traceback" not in done.stderr
+    assert _counts(db_url) == {}  # not even the conformance content and the good file before it
