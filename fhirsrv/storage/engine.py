@@ -59,23 +59,23 @@ class Abandoned(Exception):
     before its next statement, and its transaction rolls back like any failed one."""
 
 
-# Asked before each statement: is the work still wanted? Set by the HTTP layer per request.
-_still_wanted: ContextVar[Callable[[], bool] | None] = ContextVar("fhirsrv_still_wanted", default=None)
+# Asked before each statement: has whoever asked for this work gone? Set by the HTTP layer.
+_requester_gone: ContextVar[Callable[[], bool] | None] = ContextVar("fhirsrv_requester_gone", default=None)
 
 
 def watch_requester(gone: Callable[[], bool]) -> Token[Callable[[], bool] | None]:
     """From now on in this context, every statement first checks `gone()` and raises Abandoned
     if true; `unwatch_requester(token)` ends it. Between statements only: a statement already
     running is bounded by the statement timeout."""
-    return _still_wanted.set(gone)
+    return _requester_gone.set(gone)
 
 
 def unwatch_requester(token: Token[Callable[[], bool] | None]) -> None:
-    _still_wanted.reset(token)
+    _requester_gone.reset(token)
 
 
 def _stop_if_abandoned(conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
-    gone = _still_wanted.get()
+    gone = _requester_gone.get()
     if gone is not None and gone():
         raise Abandoned("the client closed its connection; the request's work was abandoned")
 
