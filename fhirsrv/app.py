@@ -91,5 +91,10 @@ def http_server(app: Flask, host: str, port: int, threads: int):  # type: ignore
     from waitress import create_server
 
     return create_server(
-        app, host=host, port=port, threads=threads, ident="fhirsrv", channel_request_lookahead=REQUEST_LOOKAHEAD
+        app,
+        host=host,
+        port=port,
+        threads=threads,
+        ident="fhirsrv",
+        channel_request_lookahead=REQUEST_LOOKAHEAD,
     )

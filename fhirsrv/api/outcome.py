@@ -82,7 +82,9 @@ def from_abandoned(exc: Exception) -> Response:
     """The client closed its connection mid-request: the work stopped and rolled back. The
     answer goes nowhere; the status (nginx's "client closed request") is for the access log."""
     log.info("client gone: request abandoned, nothing of it was written")
-    return respond(499, [Issue("error", "incomplete", "The client closed the connection; nothing was changed")])
+    return respond(
+        499, [Issue("error", "incomplete", "The client closed the connection; nothing was changed")]
+    )
 
 
 def from_unexpected(exc: Exception) -> Response:
