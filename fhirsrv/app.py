@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, request
+from sqlalchemy.exc import SQLAlchemyError
 from waitress import create_server
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -16,7 +17,12 @@ from fhirsrv.api.routes import fhir
 from fhirsrv.errors import FhirError, Issue
 from fhirsrv.interactions.context import Services
 from fhirsrv.settings import Settings
+from fhirsrv.storage.engine import Abandoned, unwatch_requester, watch_requester
 from fhirsrv.wiring import build_services
+
+# Requests waitress reads ahead on a connection while one runs: with any, it notices a client
+# that closed its connection and tells the app (environ "waitress.client_disconnected").
+REQUEST_LOOKAHEAD = 2
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> Flask:
@@ -46,6 +52,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             negotiation.check_accept(request)
         return None
 
+    _stop_work_of_gone_clients(app)
+
     @app.after_request
     def _headers(response: Response) -> Response:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
@@ -56,6 +64,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     auth.install(app, services)
     app.register_error_handler(FhirError, outcome.from_fhir_error)
     app.register_error_handler(HTTPException, outcome.from_http_exception)
+    app.register_error_handler(SQLAlchemyError, outcome.from_database_error)
+    app.register_error_handler(Abandoned, outcome.from_abandoned)
     app.register_error_handler(Exception, outcome.from_unexpected)
     logging.getLogger("fhirsrv").setLevel(logging.INFO)
     if settings.trusted_proxies:
@@ -68,6 +78,24 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     return app
 
 
+def _stop_work_of_gone_clients(app: Flask) -> None:
+    """A request whose client has gone stops at its next SQL statement and rolls back, rather
+    than running its searches and writes to the end for nobody. Needs a server that says so
+    (waitress with REQUEST_LOOKAHEAD, see `make_server`); under others nothing changes."""
+
+    @app.before_request
+    def _watch_the_client() -> None:
+        gone = request.environ.get("waitress.client_disconnected")
+        if gone is not None:
+            request.environ["fhirsrv.client_watch"] = watch_requester(gone)
+
+    @app.teardown_request
+    def _unwatch(_error: BaseException | None) -> None:
+        token = request.environ.pop("fhirsrv.client_watch", None)
+        if token is not None:
+            unwatch_requester(token)
+
+
 def make_server(
     app: Flask, settings: Settings, host: str, port: int, threads: int = 8, ident: str = "fhirsrv"
 ) -> Any:
@@ -75,7 +103,8 @@ def make_server(
 
     Waitress drops every X-Forwarded-* header unless told to keep them: it keeps them exactly
     when the app trusts some proxy hops (FHIRSRV_TRUSTED_PROXIES), so ProxyFix above is the one
-    place that decides what they mean, whatever the WSGI server."""
+    place that decides what they mean, whatever the WSGI server. It reads ahead on each
+    connection (REQUEST_LOOKAHEAD), so it can tell a request its client has gone."""
     return create_server(
         app,
         host=host,
@@ -83,4 +112,5 @@ def make_server(
         threads=threads,
         ident=ident,
         clear_untrusted_proxy_headers=settings.trusted_proxies == 0,
+        channel_request_lookahead=REQUEST_LOOKAHEAD,
     )

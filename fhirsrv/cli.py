@@ -11,6 +11,7 @@ from typing import NoReturn
 
 import click
 
+from fhirsrv.cli_common import DATABASE_IN_USE, remember_database
 from fhirsrv.settings import Settings, SettingsError
 
 log = logging.getLogger("fhirsrv")
@@ -23,7 +24,9 @@ def _settings(database: str | None, **overrides: object) -> Settings:
     """
     parsed = click.get_current_context().find_object(Settings)
     base = parsed if parsed is not None else Settings.from_env()
-    return base.overridden(database_url=database, **overrides)
+    settings = base.overridden(database_url=database, **overrides)
+    remember_database(settings)
+    return settings
 
 
 def _services(settings: Settings):  # type: ignore[no-untyped-def]
@@ -33,18 +36,48 @@ def _services(settings: Settings):  # type: ignore[no-untyped-def]
 
 
 class _Commands(click.Group):
-    """The command group, turning a bad setting into one line on stderr and exit code 2.
+    """The command group, turning a bad setting into one line on stderr and exit code 2, and an
+    unreachable database into one line and exit code 1.
 
     Settings are parsed before any command runs (`fhirsrv clients` included); a misspelt
     variable must stop the process with its name, not a traceback nor a silently wrong default.
+    A stopped database is an operator's everyday fault: it deserves a sentence naming the
+    database, not 144 lines of driver traceback.
     """
 
     def invoke(self, ctx: click.Context) -> object:
+        from sqlalchemy.exc import SQLAlchemyError
+
         try:
             return super().invoke(ctx)
         except SettingsError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(2)
+        except SQLAlchemyError as exc:
+            message = _database_fault_line(ctx, exc)
+            if message is None:
+                raise
+            click.echo(f"error: {message}", err=True)
+            ctx.exit(1)
+
+
+def _database_fault_line(ctx: click.Context, exc: Exception) -> str | None:
+    """One line for a database fault (which database, why), None for any other error."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import DBAPIError
+
+    from fhirsrv.storage.engine import normalise_url
+    from fhirsrv.storage.faults import unavailability
+
+    fault = unavailability(exc)
+    if fault is None:
+        return None
+    database = ctx.meta.get(DATABASE_IN_USE)
+    where = f" {make_url(normalise_url(database)).render_as_string(hide_password=True)}" if database else ""
+    # The driver's own words (refused, timeout expired...): at the command line, about the
+    # connection, they say what to fix. Collapsed to one line.
+    detail = " ".join(str(exc.orig).split()) if isinstance(exc, DBAPIError) else ""
+    return f"database{where} unavailable: {fault.reason}" + (f" ({detail})" if detail else "")
 
 
 @click.group(cls=_Commands)
@@ -97,14 +130,17 @@ def _fail(message: str) -> NoReturn:
 def serve(host: str, port: int, database: str | None, no_demo: bool, threads: int) -> None:
     """Serve the FHIR API under /fhir."""
     from fhirsrv.app import create_app, make_server
-    from fhirsrv.interactions.load import load_initial_content
+    from fhirsrv.interactions.load import LoadError, load_initial_content
 
     settings = _settings(database, load_demo=False if no_demo else None)
     reason = _unlistenable(host, port)
     if reason is not None:
         _fail(reason)
     services = _services(settings)
-    report = load_initial_content(services, demo=settings.load_demo)
+    try:
+        report = load_initial_content(services, demo=settings.load_demo)
+    except LoadError as exc:  # nothing of it was kept: the next start tries again
+        _fail(f"the initial content could not be loaded, nothing of it was kept: {exc}")
     if report is not None:
         log.info(
             "empty database: loaded %s resources from %s files (%s)",
@@ -155,10 +191,10 @@ def db() -> None:
 @click.option("--database", default=None)
 def upgrade(database: str | None) -> None:
     """Apply every migration up to the latest."""
-    from fhirsrv.storage.engine import make_engine
+    from fhirsrv.storage.engine import engine_for
     from fhirsrv.storage.migrate import current, ensure_schema
 
-    engine = make_engine(_settings(database).database_url)
+    engine = engine_for(_settings(database))
     ensure_schema(engine)
     click.echo(f"database at revision {current(engine)}")
 
@@ -172,7 +208,7 @@ def reindex(database: str | None, res_type: str | None) -> None:
     from fhirsrv.storage.schema import entry_access
 
     services = _services(_settings(database))
-    with write_transaction(services.engine) as conn:
+    with write_transaction(services.engine, unbounded=True) as conn:
         count = services.search.reindex(conn, res_type)
         # New token index rows start hidden: give them their entries' visibility again.
         services.policy.facts.mirror(conn, None if res_type is None else entry_access.c.res_type == res_type)

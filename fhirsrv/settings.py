@@ -29,6 +29,9 @@ SMTP_SECURITIES = ("none", "starttls", "tls")
 # The environment variable of each field; fields without one are set by code only.
 VARIABLES: dict[str, str] = {
     "database_url": "FHIRSRV_DATABASE_URL",
+    "db_connect_timeout": "FHIRSRV_DB_CONNECT_TIMEOUT",
+    "db_statement_timeout": "FHIRSRV_DB_STATEMENT_TIMEOUT",
+    "db_pool_timeout": "FHIRSRV_DB_POOL_TIMEOUT",
     "base_url": "FHIRSRV_BASE_URL",
     "canonical_base": "FHIRSRV_CANONICAL_BASE",
     "content_root": "FHIRSRV_CONTENT_ROOT",
@@ -104,6 +107,9 @@ AT_LEAST_ONE = frozenset(
         "smtp_timeout",
         "mail_retry_base_seconds",
         "mail_max_attempts",
+        # 0 would mean "wait forever": one hanging database would hold every worker thread.
+        "db_connect_timeout",
+        "db_pool_timeout",
     }
 )
 # Upper bounds, where a larger value can only be a typo (and would fail later, far from its cause).
@@ -130,6 +136,15 @@ def default_sqlite_url(data_dir: Path) -> str:
 @dataclass(frozen=True)
 class Settings:
     database_url: str
+    # Seconds to open a database connection (PostgreSQL connect_timeout) before the request
+    # answers 503: a database that accepts and never answers must not hold a worker thread.
+    db_connect_timeout: int = 10
+    # Seconds one SQL statement may run (PostgreSQL statement_timeout, lock waits included;
+    # SQLite: how long a statement waits for the database lock, its busy timeout). The request
+    # then answers 503. 0: no limit. Loads, migrations and reindexing are not bounded by it.
+    db_statement_timeout: int = 30
+    # Seconds a request waits for a free pooled connection when all are in use, then 503.
+    db_pool_timeout: int = 10
     # Public base of the FHIR API as clients see it; derived from the request when empty.
     base_url: str = ""
     canonical_base: str = DEFAULT_BASE

@@ -24,7 +24,7 @@ from fhirsrv.interactions.operations import OperationRegistry
 from fhirsrv.search.engine import SearchEngine
 from fhirsrv.settings import Settings
 from fhirsrv.storage import repository
-from fhirsrv.storage.engine import make_engine, read_transaction, write_transaction
+from fhirsrv.storage.engine import engine_for, read_transaction, write_transaction
 from fhirsrv.storage.jsonfmt import loads
 from fhirsrv.storage.migrate import ensure_schema
 from fhirsrv.storage.repository import StoredResource
@@ -40,7 +40,7 @@ ADMIN_ROLES = (Role.REGIONAL_ADMIN, Role.TERRITORIAL_ADMIN, Role.SERVER)
 
 
 def build_services(settings: Settings) -> Services:
-    engine = make_engine(settings.database_url, echo=settings.sql_echo)
+    engine = engine_for(settings)
     ensure_schema(engine)
     search = SearchEngine(settings)
     search.expander = ValueSetExpander()

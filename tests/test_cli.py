@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from fhirsrv.cli import main
 from fhirsrv.storage.engine import make_engine
 from fhirsrv.storage.schema import resource
+from tests.tcp_faults import free_port, silent_port
 
 
 def _count(db_url: str) -> int:
@@ -157,3 +158,38 @@ def test_serve_on_a_busy_port_stops_at_once_with_one_line(tmp_path: Path):
     assert done.stdout == "" and done.stderr.count("\n") == 1, done.stderr
     assert done.stderr.startswith("error: ") and f"127.0.0.1:{port}" in done.stderr
     assert not (tmp_path / "fhirsrv.sqlite3").exists()
+
+
+def _serve_against(database: str, tmp_path: Path, **variables: str) -> subprocess.CompletedProcess[str]:
+    env = {"FHIRSRV_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin", **variables}
+    return subprocess.run(
+        [sys.executable, "-m", "fhirsrv.cli", "serve", "--port", str(_free_port()), "--database", database],
+        capture_output=True, text=True, env=env, timeout=600, check=False,
+    )  # fmt: skip
+
+
+def test_serve_against_a_stopped_database_prints_one_line_and_exits_1(tmp_path: Path):
+    """Not a 144-line driver traceback: which database, and that it cannot be reached."""
+    port = free_port()
+    done = _serve_against(f"postgresql://fhirsrv:secret@127.0.0.1:{port}/directory", tmp_path)
+    assert done.returncode == 1
+    assert done.stdout == "" and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("error: database postgresql+psycopg://fhirsrv:***@127.0.0.1:")
+    assert f":{port}/directory unavailable: the database cannot be reached" in done.stderr
+    assert "secret" not in done.stderr
+
+
+def test_serve_against_a_hanging_database_gives_up_after_the_connect_timeout(tmp_path: Path):
+    with silent_port() as port:
+        done = _serve_against(
+            f"postgresql://fhirsrv@127.0.0.1:{port}/directory", tmp_path, FHIRSRV_DB_CONNECT_TIMEOUT="2"
+        )
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1 and "did not answer in time" in done.stderr, done.stderr
+
+
+def test_serve_on_an_unopenable_sqlite_file_prints_one_line_and_exits_1(tmp_path: Path):
+    (tmp_path / "a-directory.sqlite3").mkdir()
+    done = _serve_against(f"sqlite:///{tmp_path / 'a-directory.sqlite3'}", tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1 and "cannot be opened" in done.stderr, done.stderr

@@ -318,3 +318,30 @@ def test_smtp_security_is_validated(value: str) -> None:
 def test_mail_numbers_out_of_range_are_errors(variable: str, value: str) -> None:
     with pytest.raises(SettingsError, match=variable):
         from_env(**{variable: value})
+
+
+def test_database_timeouts_parse_and_default() -> None:
+    assert (from_env().db_connect_timeout, from_env().db_statement_timeout, from_env().db_pool_timeout) == (
+        10,
+        30,
+        10,
+    )
+    settings = from_env(
+        FHIRSRV_DB_CONNECT_TIMEOUT="3", FHIRSRV_DB_STATEMENT_TIMEOUT="0", FHIRSRV_DB_POOL_TIMEOUT="5"
+    )
+    assert (settings.db_connect_timeout, settings.db_statement_timeout, settings.db_pool_timeout) == (3, 0, 5)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        # 0 would be "wait forever": what the timeouts are there to prevent.
+        ("FHIRSRV_DB_CONNECT_TIMEOUT", "0"),
+        ("FHIRSRV_DB_POOL_TIMEOUT", "0"),
+        ("FHIRSRV_DB_STATEMENT_TIMEOUT", "-1"),
+        ("FHIRSRV_DB_STATEMENT_TIMEOUT", "30s"),
+    ],
+)
+def test_database_timeouts_out_of_range_are_errors(variable: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=variable):
+        from_env(**{variable: value})

@@ -6,9 +6,11 @@ import logging
 
 import orjson
 from flask import Response
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 from fhirsrv.errors import FhirError, Issue
+from fhirsrv.storage.faults import RETRY_AFTER_SECONDS, unavailability
 
 log = logging.getLogger("fhirsrv")
 FHIR_JSON = "application/fhir+json; charset=utf-8"
@@ -56,6 +58,33 @@ def from_http_exception(exc: HTTPException) -> Response:
     if status == 404:
         message = "No such FHIR endpoint on this server"
     return respond(status, [Issue("error", _HTTP_CODES.get(status, "processing"), message)], headers)
+
+
+def from_database_error(exc: SQLAlchemyError) -> Response:
+    """503 with Retry-After when the database is unreachable, busy or too slow; else a 500.
+
+    A statement cut by the statement timeout is a 503 too: the same request may well pass
+    once the load or the lock that slowed it is gone, and nothing of it was written (its
+    transaction rolled back)."""
+    fault = unavailability(exc)
+    if fault is None:
+        return from_unexpected(exc)
+    log.warning("database unavailable: %s", fault.reason)
+    code = "timeout" if fault.timed_out else "transient"
+    return respond(
+        503,
+        [Issue("error", code, f"Service unavailable: {fault.reason}; nothing was changed, retry later")],
+        {"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
+def from_abandoned(exc: Exception) -> Response:
+    """The client closed its connection mid-request: the work stopped and rolled back. The
+    answer goes nowhere; the status (nginx's "client closed request") is for the access log."""
+    log.info("client gone: request abandoned, nothing of it was written")
+    return respond(
+        499, [Issue("error", "incomplete", "The client closed the connection; nothing was changed")]
+    )
 
 
 def from_unexpected(exc: Exception) -> Response:

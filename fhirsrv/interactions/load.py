@@ -2,19 +2,24 @@
 
 Used by `fhirsrv load` and by the first start of `fhirsrv serve` (conformance, terminology and
 demo content). A bad resource stops its file with an error naming the file and the entry (or
-NDJSON line), and nothing of that file is written.
+NDJSON line), and nothing of that file is written. The first start's content is one unit: all
+its files in one transaction, so a start killed half-way leaves an empty database that the next
+start fills, instead of a database that looks loaded and lacks half the demo.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 from sqlalchemy import Connection
+from sqlalchemy import text as sql_text
 
 from fhirsrv.access.principal import SERVER
 from fhirsrv.errors import FhirError
@@ -27,7 +32,11 @@ from fhirsrv.settings import Settings
 from fhirsrv.storage import bulk, repository
 from fhirsrv.storage.engine import read_transaction, write_transaction
 
+log = logging.getLogger("fhirsrv")
 DEFAULT_CANONICAL_BASE = Settings.canonical_base
+# Serialises first starts of several processes on one PostgreSQL database: the second waits,
+# then finds the content loaded (arbitrary constant, scoped to the schema like the others).
+FIRST_LOAD_LOCK_KEY = 7_300_014
 
 
 class LoadError(Exception):
@@ -145,7 +154,22 @@ def _store_batch(
     return unchanged
 
 
-def load_file(services: Services, path: Path, report: LoadReport) -> None:
+@contextmanager
+def _file_transaction(services: Services, conn: Connection | None) -> Iterator[Connection]:
+    """The file's own transaction, or the caller's when the file is part of a larger unit.
+
+    Either way the access facts of what it loads are refreshed once, when the outermost unit
+    ends (facts.deferred nests), and the statement timeout does not bound a load."""
+    if conn is not None:
+        with services.policy.facts.deferred(conn):
+            yield conn
+        return
+    with write_transaction(services.engine, unbounded=True) as own, services.policy.facts.deferred(own):
+        yield own
+
+
+def load_file(services: Services, path: Path, report: LoadReport, conn: Connection | None = None) -> None:
+    """One file in one transaction (`conn`'s, when given)."""
     text = _read_text(path, services.settings.canonical_base)
     info = RequestInfo(
         base_url=services.settings.base_url or "urn:fhirsrv",
@@ -156,7 +180,7 @@ def load_file(services: Services, path: Path, report: LoadReport) -> None:
     counts: Counter[str] = Counter()
     unchanged = 0
     try:
-        with write_transaction(services.engine) as conn, services.policy.facts.deferred(conn):
+        with _file_transaction(services, conn) as conn:
             batch: list[tuple[str, Any]] = []
             for where, item in _resources(path, text):
                 if (
@@ -186,9 +210,14 @@ def load_file(services: Services, path: Path, report: LoadReport) -> None:
                 unchanged += _store_batch(services, conn, batch, counts)
     except FhirError as exc:
         raise LoadError(f"{path}: {exc.diagnostics}") from exc
+    _loaded(path, report, counts, unchanged)
+
+
+def _loaded(path: Path, report: LoadReport, counts: Counter[str], unchanged: int) -> None:
     report.counts.update(counts)
     report.unchanged += unchanged
     report.files += 1
+    log.debug("loaded %s: %s written, %s unchanged", path, sum(counts.values()), unchanged)
 
 
 def _store_prepared(
@@ -230,21 +259,21 @@ def _store_prepared(
     return unchanged
 
 
-def load_file_parallel(services: Services, path: Path, report: LoadReport, pool: PreparePool) -> None:
+def load_file_parallel(
+    services: Services, path: Path, report: LoadReport, pool: PreparePool, conn: Connection | None = None
+) -> None:
     """An NDJSON file through the worker pool; same outcome as `load_file`, several times faster."""
     counts: Counter[str] = Counter()
     unchanged = 0
     new_ids = iter(writes.new_id, None)
-    with write_transaction(services.engine) as conn, services.policy.facts.deferred(conn):
+    with _file_transaction(services, conn) as conn:
         for number, chunk in enumerate(pool.prepared_chunks(path, new_ids), 1):
             if chunk.error:
                 raise LoadError(chunk.error)
             unchanged += _store_prepared(services, conn, chunk, counts, pool.registry)
             if number in (1, 20, 400):  # the table grows fast: keep the planner's view of it current
                 bulk.analyze_resources(conn)
-    report.counts.update(counts)
-    report.unchanged += unchanged
-    report.files += 1
+    _loaded(path, report, counts, unchanged)
 
 
 # Below this size a file loads faster in-process than it takes to start the workers; once they
@@ -255,8 +284,10 @@ PARALLEL_MIN_BYTES = 4_000_000
 class _Pools:
     """Starts the worker pool at the first large NDJSON file; restarts it if the registry changed."""
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, conn: Connection | None) -> None:
         self.services = services
+        # The load's transaction when it has one: SearchParameters it loaded are not committed.
+        self.conn = conn
         self.pool: PreparePool | None = None
 
     def for_file(self, path: Path) -> PreparePool | None:
@@ -268,8 +299,11 @@ class _Pools:
         if self.pool is not None and self.pool.registry is not services.search.registry:
             self.close()
         if self.pool is None:
-            with read_transaction(services.engine) as conn:
-                stored = list(stored_definitions(conn))
+            if self.conn is not None:
+                stored = list(stored_definitions(self.conn))
+            else:
+                with read_transaction(services.engine) as conn:
+                    stored = list(stored_definitions(conn))
             self.pool = PreparePool(services.settings, services.search.registry, stored)
         return self.pool
 
@@ -279,20 +313,24 @@ class _Pools:
             self.pool = None
 
 
-def load_paths(services: Services, paths: list[Path], exclude: tuple[str, ...] = ()) -> LoadReport:
+def load_paths(
+    services: Services, paths: list[Path], exclude: tuple[str, ...] = (), conn: Connection | None = None
+) -> LoadReport:
+    """Every file under `paths`, each in its own transaction; or all in `conn`'s, when given
+    (the caller then refreshes the statistics once it has committed)."""
     report = LoadReport()
-    pools = _Pools(services)
+    pools = _Pools(services, conn)
     try:
         for root in paths:
             for path in iter_files(root, exclude):
                 pool = pools.for_file(path)
                 if pool is not None:
-                    load_file_parallel(services, path, report, pool)
+                    load_file_parallel(services, path, report, pool, conn)
                 else:
-                    load_file(services, path, report)
+                    load_file(services, path, report, conn)
     finally:
         pools.close()
-    if report.counts:
+    if report.counts and conn is None:
         # Whatever its size: on a fresh database even the demo region (3,525 resources) left
         # PostgreSQL planning without statistics, a `_has` search for minutes. On a large one a
         # small load costs a sampled ANALYZE and a VACUUM of pages mostly all-visible already.
@@ -301,18 +339,31 @@ def load_paths(services: Services, paths: list[Path], exclude: tuple[str, ...] =
 
 
 def load_initial_content(services: Services, *, demo: bool) -> LoadReport | None:
-    """On an empty database: conformance and terminology content, then the demo region."""
-    with read_transaction(services.engine) as conn:
+    """On an empty database: conformance and terminology content, then the demo region, all in
+    one transaction (all or nothing). None when the database already holds resources."""
+    settings = services.settings
+    with write_transaction(services.engine, unbounded=True) as conn, services.policy.facts.deferred(conn):
+        if conn.dialect.name == "postgresql":
+            conn.execute(
+                sql_text("SELECT pg_advisory_xact_lock(:k, hashtext(current_schema()))"), {"k": FIRST_LOAD_LOCK_KEY}
+            )
         if not repository.is_empty(conn):
             return None
-    settings = services.settings
-    paths = [p for p in (settings.terminology_dir, settings.profiles_dir) if p.exists()]
-    # profiles/r4 holds the specification's own definitions, built in rather than stored;
-    # examples are test material, not conformance content.
-    report = load_paths(services, paths, exclude=("r4", "examples", "ror-examples"))
-    demo_dir = settings.seed_dir / "demo"
-    if demo and demo_dir.exists():
-        demo_report = load_paths(services, [demo_dir])
-        report.counts.update(demo_report.counts)
-        report.files += demo_report.files
+        log.info(
+            "empty database: loading the conformance, terminology%s content in one transaction "
+            "(if interrupted, nothing is kept and the next start loads it all again)",
+            " and demo" if demo else "",
+        )
+        paths = [p for p in (settings.terminology_dir, settings.profiles_dir) if p.exists()]
+        # profiles/r4 holds the specification's own definitions, built in rather than stored;
+        # examples are test material, not conformance content.
+        report = load_paths(services, paths, exclude=("r4", "examples", "ror-examples"), conn=conn)
+        demo_dir = settings.seed_dir / "demo"
+        if demo and demo_dir.exists():
+            demo_report = load_paths(services, [demo_dir], conn=conn)
+            report.counts.update(demo_report.counts)
+            report.files += demo_report.files
+            report.unchanged += demo_report.unchanged
+    if report.counts:
+        bulk.refresh_statistics(services.engine)
     return report

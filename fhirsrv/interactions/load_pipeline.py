@@ -8,13 +8,19 @@ in the file's single transaction.
 
 Workers are started with "spawn": the parent may be a server with threads and open connections,
 which a forked child must not inherit. Each rebuilds the search registry from the definitions it
-is given, so it indexes exactly as the parent would.
+is given, so it indexes exactly as the parent would. A worker dies with its parent: a load killed
+with -9 would otherwise leave them waiting forever on a queue whose other end they hold too.
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import signal
+import sys
+import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -71,8 +77,37 @@ class _WorkerState:
 _state: _WorkerState | None = None
 
 
-def _init_worker(settings: Settings, stored_parameters: list[dict[str, Any]]) -> None:
+# prctl(2) option: the signal the kernel sends a process when its parent dies.
+PR_SET_PDEATHSIG = 1
+# Where prctl is missing, how often a worker checks that its parent is still there (seconds).
+ORPHAN_CHECK_INTERVAL = 1.0
+
+
+def _die_with_parent(parent: int) -> None:
+    """Make this worker exit as soon as `parent` does, however it ends (kill -9 included).
+
+    On Linux the kernel sends SIGKILL (PR_SET_PDEATHSIG; the workers are started by the thread
+    that runs the load, which lives as long as the pool). Elsewhere a daemon thread polls the
+    parent pid. Checked once after arming, for a parent that died before."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    else:
+
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(ORPHAN_CHECK_INTERVAL)
+            os._exit(1)
+
+        threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _init_worker(settings: Settings, stored_parameters: list[dict[str, Any]], parent: int) -> None:
     global _state
+    _die_with_parent(parent)
     registry = build_registry(settings, SUPPORTED_TYPES)
     for definition in stored_parameters:
         registry.add_definition(definition, SUPPORTED_TYPES)
@@ -168,7 +203,7 @@ class PreparePool:
             self.workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_worker,
-            initargs=(settings, stored),
+            initargs=(settings, stored, os.getpid()),
         )
 
     def prepared_chunks(self, path: Path, new_ids: Iterator[str]) -> Iterator[ChunkResult]:

@@ -17,6 +17,7 @@ import psycopg
 from sqlalchemy import Connection, Engine, Table, text
 
 from fhirsrv.errors import Conflict
+from fhirsrv.storage.engine import unbounded_statements
 from fhirsrv.storage.schema import (
     INDEX_TABLES,
     code_closure,
@@ -114,7 +115,8 @@ def refresh_statistics(engine: Engine) -> None:
     at 100k resources). Autovacuum would get there, minutes later.
     """
     if engine.dialect.name == "postgresql":
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        autocommit = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        with autocommit as conn, unbounded_statements(conn):
             conn.execute(text("VACUUM (ANALYZE) resource"))
             for table in (*INDEX_TABLES, resource_version, entry_access, structure_territory, code_closure):
                 conn.execute(text(f"VACUUM (ANALYZE) {table.name}"))

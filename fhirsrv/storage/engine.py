@@ -3,17 +3,44 @@
 SQLite: WAL so readers never wait for the writer, and `BEGIN IMMEDIATE` for write transactions
 so two writers queue on the database lock instead of both reading then failing to upgrade
 (the classic SQLITE_BUSY deadlock). Read transactions stay deferred so they run concurrently.
+
+Every wait on the database is bounded (`DatabaseTimeouts`): opening a connection, getting one
+from the pool, running a statement. A database that hangs or refuses then costs each request
+a bounded wait and a 503 (storage/faults.py), instead of holding every worker thread forever.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar, Token
+from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import URL, make_url
+
+from fhirsrv.settings import Settings
+
+# SQLite's busy timeout when statements are not bounded (db_statement_timeout 0): its largest.
+SQLITE_LONGEST_BUSY_MS = 2**31 - 1
+# libpq reads connect_timeout in whole seconds and takes anything below 2 as 2.
+LIBPQ_SHORTEST_CONNECT_TIMEOUT = 2
+
+
+@dataclass(frozen=True)
+class DatabaseTimeouts:
+    """Seconds each kind of database wait may last; the defaults are the settings' defaults."""
+
+    connect: int = Settings.db_connect_timeout
+    # 0: no limit.
+    statement: int = Settings.db_statement_timeout
+    pool: int = Settings.db_pool_timeout
+
+    @classmethod
+    def of(cls, settings: Settings) -> DatabaseTimeouts:
+        return cls(settings.db_connect_timeout, settings.db_statement_timeout, settings.db_pool_timeout)
 
 
 def normalise_url(url: str) -> str:
@@ -27,25 +54,104 @@ def is_sqlite(engine: Engine | Connection) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-def make_engine(url: str, *, echo: bool = False) -> Engine:
+class Abandoned(Exception):
+    """Whoever asked for this work is gone (an HTTP client closed its connection): it stopped
+    before its next statement, and its transaction rolls back like any failed one."""
+
+
+# Asked before each statement: has whoever asked for this work gone? Set by the HTTP layer.
+_requester_gone: ContextVar[Callable[[], bool] | None] = ContextVar("fhirsrv_requester_gone", default=None)
+
+
+def watch_requester(gone: Callable[[], bool]) -> Token[Callable[[], bool] | None]:
+    """From now on in this context, every statement first checks `gone()` and raises Abandoned
+    if true; `unwatch_requester(token)` ends it. Between statements only: a statement already
+    running is bounded by the statement timeout."""
+    return _requester_gone.set(gone)
+
+
+def unwatch_requester(token: Token[Callable[[], bool] | None]) -> None:
+    _requester_gone.reset(token)
+
+
+def _stop_if_abandoned(conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
+    gone = _requester_gone.get()
+    if gone is not None and gone():
+        raise Abandoned("the client closed its connection; the request's work was abandoned")
+
+
+def engine_for(settings: Settings) -> Engine:
+    """The engine of `settings`: their database, with their timeouts."""
+    return make_engine(settings.database_url, echo=settings.sql_echo, timeouts=DatabaseTimeouts.of(settings))
+
+
+def make_engine(url: str, *, echo: bool = False, timeouts: DatabaseTimeouts = DatabaseTimeouts()) -> Engine:
     url = normalise_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        busy_ms = timeouts.statement * 1000 if timeouts.statement else SQLITE_LONGEST_BUSY_MS
         engine = create_engine(
             url,
             echo=echo,
-            connect_args={"timeout": 30, "check_same_thread": False},
+            connect_args={"timeout": busy_ms / 1000, "check_same_thread": False},
             pool_size=8,
             max_overflow=8,
+            pool_timeout=timeouts.pool,
         )
-        _configure_sqlite(engine)
-        return engine
-    return create_engine(url, echo=echo, pool_size=8, max_overflow=8, pool_pre_ping=True)
+        _configure_sqlite(engine, busy_ms)
+    else:
+        engine = create_engine(
+            url,
+            echo=echo,
+            connect_args=_postgresql_connect_args(parsed, timeouts),
+            pool_size=8,
+            max_overflow=8,
+            pool_timeout=timeouts.pool,
+            pool_pre_ping=True,
+        )
+    event.listen(engine, "before_cursor_execute", _stop_if_abandoned)
+    return engine
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _postgresql_connect_args(url: URL, timeouts: DatabaseTimeouts) -> dict[str, object]:
+    """libpq's connect_timeout, and the statement timeout as a session default.
+
+    A session default (startup `options`), not a SET after connecting: `RESET statement_timeout`
+    then returns to it, and it is in force from the first statement. The URL's own `options`
+    (a search_path, say) are kept, after ours, so a timeout written in the URL still wins."""
+    args: dict[str, object] = {"connect_timeout": max(timeouts.connect, LIBPQ_SHORTEST_CONNECT_TIMEOUT)}
+    given = url.query.get("options", "")
+    given = " ".join(given) if isinstance(given, tuple) else given
+    ours = f"-c statement_timeout={timeouts.statement * 1000}"
+    args["options"] = f"{ours} {given}".strip()
+    return args
+
+
+@contextmanager
+def unbounded_statements(conn: Connection) -> Iterator[None]:
+    """Lift the statement timeout for the long statements of a load, a migration or a reindex.
+
+    Those run from the command line or before the server listens, where a long statement is
+    expected work, not a stuck request. Inside a transaction the lift ends with it (SET LOCAL);
+    on an autocommit connection it is reset on the way out. SQLite bounds only lock waits, which
+    a load may share with the server, so nothing changes there."""
+    if conn.dialect.name != "postgresql":
+        yield
+        return
+    if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+        conn.execute(text("SET LOCAL statement_timeout = 0"))
+        yield
+        return
+    conn.execute(text("SET statement_timeout = 0"))
+    try:
+        yield
+    finally:
+        conn.execute(text("RESET statement_timeout"))
+
+
+def _configure_sqlite(engine: Engine, busy_ms: int) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
         # Let SQLAlchemy's "begin" event below emit BEGIN itself (pysqlite's own is deferred).
@@ -54,7 +160,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
         cursor.close()
         _register_math(dbapi_connection)
 
@@ -75,12 +181,18 @@ def _register_math(dbapi_connection) -> None:  # type: ignore[no-untyped-def]
 
 
 @contextmanager
-def write_transaction(engine: Engine) -> Iterator[Connection]:
-    """One atomic write: everything inside commits together or not at all."""
+def write_transaction(engine: Engine, *, unbounded: bool = False) -> Iterator[Connection]:
+    """One atomic write: everything inside commits together or not at all.
+
+    `unbounded`: a load's transaction, whose statements the statement timeout does not bound."""
     with engine.connect() as conn:
         conn = conn.execution_options(fhirsrv_write=True)
         with conn.begin():
-            yield conn
+            if unbounded:
+                with unbounded_statements(conn):
+                    yield conn
+            else:
+                yield conn
 
 
 @contextmanager

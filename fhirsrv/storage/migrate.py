@@ -12,6 +12,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine
 
+from fhirsrv.storage.engine import unbounded_statements
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -27,7 +29,7 @@ def ensure_schema(engine: Engine) -> None:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    with engine.begin() as conn:
+    with engine.begin() as conn, unbounded_statements(conn):  # an index on a large table takes time
         config = alembic_config(engine)
         config.attributes["connection"] = conn
         command.upgrade(config, revision)
