@@ -39,6 +39,9 @@ VARIABLES: dict[str, str] = {
     "max_bundle_entries": "FHIRSRV_MAX_BUNDLE_ENTRIES",
     "max_query_length": "FHIRSRV_MAX_QUERY_LENGTH",
     "max_search_params": "FHIRSRV_MAX_SEARCH_PARAMS",
+    "max_chain_depth": "FHIRSRV_MAX_CHAIN_DEPTH",
+    "max_filter_depth": "FHIRSRV_MAX_FILTER_DEPTH",
+    "max_sort_keys": "FHIRSRV_MAX_SORT_KEYS",
     "default_total": "FHIRSRV_DEFAULT_TOTAL",
     "exact_total_up_to": "FHIRSRV_EXACT_TOTAL_UP_TO",
     "sql_echo": "FHIRSRV_SQL_ECHO",
@@ -77,6 +80,9 @@ AT_LEAST_ONE = frozenset(
         "max_bundle_entries",
         "max_query_length",
         "max_search_params",
+        "max_chain_depth",
+        "max_filter_depth",
+        "max_sort_keys",
         "token_lifetime",
         "max_assertion_lifetime",
         "smtp_port",
@@ -90,7 +96,13 @@ AT_LEAST_ONE = frozenset(
     }
 )
 # Upper bounds, where a larger value can only be a typo (and would fail later, far from its cause).
-AT_MOST: dict[str, int] = {"smtp_port": 65535}
+AT_MOST: dict[str, int] = {
+    "smtp_port": 65535,
+    # Beyond these, a search would nest deeper than Python's recursion (building the SQL) allows:
+    # the request would fail with RecursionError, the very 500 the limits are there to prevent.
+    "max_chain_depth": 32,
+    "max_filter_depth": 64,
+}
 CHOICES: dict[str, tuple[str, ...]] = {
     "default_total": DEFAULT_TOTALS,
     "enforce_sos_profiles": PROFILE_ENFORCEMENTS,
@@ -125,6 +137,13 @@ class Settings:
     max_query_length: int = 8192
     max_search_params: int = 40
     max_include_depth: int = 3
+    # References a search may follow in one criterion: chain links, `_has` levels and `_filter`
+    # paths together (search/compile.py). SQLite's parser stops at four with the read scope.
+    max_chain_depth: int = 3
+    # Parentheses and `not` nested in one `_filter` expression (search/filter.py).
+    max_filter_depth: int = 16
+    # `_sort` keys of one search, over all its _sort parameters (each joins the sort index).
+    max_sort_keys: int = 8
     # Bundle.total when a search does not say (_total): see search/total.py.
     default_total: str = "estimate"
     exact_total_up_to: int = 1000

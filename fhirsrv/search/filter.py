@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from fhirsrv.errors import BadRequest
+from fhirsrv.errors import BadRequest, TooCostly
 from fhirsrv.search.parameters import Criterion
 
 OPERATORS = {
@@ -67,9 +67,13 @@ def _tokens(text: str) -> list[str]:
 
 
 class _Parser:
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, max_depth: int) -> None:
         self.items = _tokens(text)
         self.pos = 0
+        # Parentheses open around the current factor, and how many may be: each level recurses
+        # here, when compiling and when building the SQL (`not (` x 300 was a RecursionError).
+        self.depth = 0
+        self.max_depth = max_depth
 
     def peek(self) -> str | None:
         return self.items[self.pos] if self.pos < len(self.items) else None
@@ -102,9 +106,16 @@ class _Parser:
                 raise BadRequest("_filter: 'not' must be followed by a parenthesised expression")
             return Logical("not", [self.factor()])
         if head == "(":
+            self.depth += 1
+            if self.depth > self.max_depth:
+                raise TooCostly(
+                    f"_filter: parentheses are nested more than {self.max_depth} levels deep; this "
+                    "server's limit is max_filter_depth (FHIRSRV_MAX_FILTER_DEPTH)"
+                )
             inner = self.expr()
             if self.take() != ")":
                 raise BadRequest("_filter: missing ')'")
+            self.depth -= 1
             return inner
         op = self.take().lower()
         if op not in OPERATORS:
@@ -119,13 +130,14 @@ class _Parser:
         return Compare(re.split(r"[.:]", head), op, value)
 
 
-def parse_filter(text: str) -> Any:
-    parser = _Parser(text)
+def parse_filter(text: str, max_depth: int) -> Any:
+    """The expression tree of `text`, its parentheses nested at most `max_depth` deep."""
+    parser = _Parser(text, max_depth)
     tree = parser.expr()
     if parser.peek() is not None:
         raise BadRequest(f"_filter: unexpected '{parser.peek()}'")
     return tree
 
 
-def filter_criteria(text: str) -> Criterion:
-    return Criterion("_filter", "_filter", None, None, [text], tree=parse_filter(text))
+def filter_criteria(text: str, max_depth: int) -> Criterion:
+    return Criterion("_filter", "_filter", None, None, [text], tree=parse_filter(text, max_depth))
