@@ -30,16 +30,8 @@ class JsonShapeError(ValueError):
         self.message = message
 
 
-def _path(parents: dict[int, tuple[int, str]], node: int, key: str) -> str:
-    """The JSON path of `key` under the container `node`, rebuilt only when a problem is found."""
-    parts = [key]
-    while node in parents:
-        node, step = parents[node]
-        parts.append(step)
-    text = ""
-    for part in reversed(parts):
-        text += part if part.startswith("[") or not text else "." + part
-    return text
+_NUL_IN_VALUE = "the NUL character (U+0000) is not allowed in JSON strings"
+_NUL_IN_NAME = "the NUL character (U+0000) is not allowed in a property name"
 
 
 def check_json_shape(value: Any, max_depth: int = MAX_JSON_DEPTH, *, strings: bool = True) -> None:
@@ -48,35 +40,39 @@ def check_json_shape(value: Any, max_depth: int = MAX_JSON_DEPTH, *, strings: bo
 
     `strings=False` skips the strings, for a caller that already knows none holds a NUL (the
     JSON text of a NUL is the escape `\\u0000`, which a body without it cannot contain)."""
-    if isinstance(value, str):
-        if strings and NUL in value:
-            raise JsonShapeError("", "the NUL character (U+0000) is not allowed in JSON strings")
+    if _first_problem(value, max_depth, strings, paths=False) is None:
         return
+    # Walked again, the same way, spelling out paths: only for a body that is refused.
+    path, message = _first_problem(value, max_depth, strings, paths=True) or ("", "")
+    raise JsonShapeError(path.replace(NUL, "\\u0000"), message)  # shown as its JSON escape
+
+
+def _first_problem(value: Any, max_depth: int, strings: bool, *, paths: bool) -> tuple[str, str] | None:
+    """(JSON path, what is wrong) of the first problem in depth-first order, or None. Without
+    `paths` the path is left empty: building it for every container tripled the walk's cost."""
+    if type(value) is str:
+        return ("", _NUL_IN_VALUE) if strings and NUL in value else None
     if not isinstance(value, dict | list):
-        return
-    parents: dict[int, tuple[int, str]] = {}  # container id -> (parent id, step), for paths
-    stack: list[tuple[Any, int]] = [(value, 1)]
+        return None
+    stack: list[tuple[Any, int, str]] = [(value, 1, "")]
     while stack:
-        node, depth = stack.pop()
-        items = node.items() if isinstance(node, dict) else enumerate(node)
-        for key, item in items:
-            step = key if isinstance(key, str) else f"[{key}]"
-            if strings and isinstance(key, str) and NUL in key:
-                raise JsonShapeError(
-                    _path(parents, id(node), "<key>"),
-                    "the NUL character (U+0000) is not allowed in a property name",
-                )
-            if isinstance(item, str):
+        node, depth, path = stack.pop()
+        is_object = type(node) is dict
+        for key, item in node.items() if is_object else enumerate(node):
+            where = ""
+            if paths:
+                where = (f"{path}.{key}" if path else key) if is_object else f"{path}[{key}]"
+            kind = type(item)
+            if strings and is_object and NUL in key:
+                return where, _NUL_IN_NAME
+            if kind is str:
                 if strings and NUL in item:
-                    raise JsonShapeError(
-                        _path(parents, id(node), step),
-                        "the NUL character (U+0000) is not allowed in JSON strings",
-                    )
-            elif isinstance(item, dict | list):
+                    return where, _NUL_IN_VALUE
+            elif kind is dict or kind is list:
                 if depth >= max_depth:
-                    raise JsonShapeError(
-                        _path(parents, id(node), step),
+                    return (
+                        where,
                         f"the JSON is nested more than {max_depth} levels deep (this server's limit)",
                     )
-                parents[id(item)] = (id(node), step)
-                stack.append((item, depth + 1))
+                stack.append((item, depth + 1, where))
+    return None
