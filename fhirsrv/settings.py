@@ -39,9 +39,9 @@ VARIABLES: dict[str, str] = {
     "max_bundle_entries": "FHIRSRV_MAX_BUNDLE_ENTRIES",
     "max_query_length": "FHIRSRV_MAX_QUERY_LENGTH",
     "max_search_params": "FHIRSRV_MAX_SEARCH_PARAMS",
+    "max_sort_keys": "FHIRSRV_MAX_SORT_KEYS",
     "max_chain_depth": "FHIRSRV_MAX_CHAIN_DEPTH",
     "max_filter_depth": "FHIRSRV_MAX_FILTER_DEPTH",
-    "max_sort_keys": "FHIRSRV_MAX_SORT_KEYS",
     "default_total": "FHIRSRV_DEFAULT_TOTAL",
     "exact_total_up_to": "FHIRSRV_EXACT_TOTAL_UP_TO",
     "sql_echo": "FHIRSRV_SQL_ECHO",
@@ -80,9 +80,9 @@ AT_LEAST_ONE = frozenset(
         "max_bundle_entries",
         "max_query_length",
         "max_search_params",
+        "max_sort_keys",
         "max_chain_depth",
         "max_filter_depth",
-        "max_sort_keys",
         "token_lifetime",
         "max_assertion_lifetime",
         "smtp_port",
@@ -137,13 +137,13 @@ class Settings:
     max_query_length: int = 8192
     max_search_params: int = 40
     max_include_depth: int = 3
+    # `_sort` keys of one search, over all its _sort parameters (each joins the sort index).
+    max_sort_keys: int = 5
     # References a search may follow in one criterion: chain links, `_has` levels and `_filter`
     # paths together (search/compile.py). SQLite's parser stops at four with the read scope.
     max_chain_depth: int = 3
     # Parentheses and `not` nested in one `_filter` expression (search/filter.py).
-    max_filter_depth: int = 16
-    # `_sort` keys of one search, over all its _sort parameters (each joins the sort index).
-    max_sort_keys: int = 8
+    max_filter_depth: int = 6
     # Bundle.total when a search does not say (_total): see search/total.py.
     default_total: str = "estimate"
     exact_total_up_to: int = 1000

@@ -11,11 +11,13 @@ write it); element names such as `providedBy` are accepted for the parameter bui
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from fhirsrv.errors import BadRequest, TooCostly
 from fhirsrv.search.parameters import Criterion
+from fhirsrv.settings import VARIABLES
 
 OPERATORS = {
     "eq",
@@ -70,10 +72,29 @@ class _Parser:
     def __init__(self, text: str, max_depth: int) -> None:
         self.items = _tokens(text)
         self.pos = 0
-        # Parentheses open around the current factor, and how many may be: each level recurses
-        # here, when compiling and when building the SQL (`not (` x 300 was a RecursionError).
-        self.depth = 0
+        # Parentheses and `not` nest the parser's recursion: stopped at the limit, before
+        # Python's own (a 500) or the database's parser stack (it overflowed at 20 on SQLite).
         self.max_depth = max_depth
+        self.depth = 0
+
+    def nested(self) -> Any:
+        """A parenthesised expression or a `not` one level deeper."""
+        self.depth += 1
+        if self.depth > self.max_depth:
+            raise TooCostly(
+                f"_filter nests parentheses or 'not' more than {self.max_depth} deep; this server "
+                f"allows at most {self.max_depth} ({VARIABLES['max_filter_depth']})"
+            )
+        try:
+            if self.peek() == "(":
+                self.take()
+                inner = self.expr()
+                if self.take() != ")":
+                    raise BadRequest("_filter: missing ')'")
+                return inner
+            return Logical("not", [self.factor()])
+        finally:
+            self.depth -= 1
 
     def peek(self) -> str | None:
         return self.items[self.pos] if self.pos < len(self.items) else None
@@ -100,23 +121,13 @@ class _Parser:
         return items[0] if len(items) == 1 else Logical("and", items)
 
     def factor(self) -> Any:
+        if self.peek() == "(":
+            return self.nested()
         head = self.take()
         if head.lower() == "not":
             if self.peek() != "(":
                 raise BadRequest("_filter: 'not' must be followed by a parenthesised expression")
-            return Logical("not", [self.factor()])
-        if head == "(":
-            self.depth += 1
-            if self.depth > self.max_depth:
-                raise TooCostly(
-                    f"_filter: parentheses are nested more than {self.max_depth} levels deep; this "
-                    "server's limit is max_filter_depth (FHIRSRV_MAX_FILTER_DEPTH)"
-                )
-            inner = self.expr()
-            if self.take() != ")":
-                raise BadRequest("_filter: missing ')'")
-            self.depth -= 1
-            return inner
+            return self.nested()
         op = self.take().lower()
         if op not in OPERATORS:
             raise BadRequest(f"_filter: '{op}' is not a filter operator")
@@ -131,7 +142,6 @@ class _Parser:
 
 
 def parse_filter(text: str, max_depth: int) -> Any:
-    """The expression tree of `text`, its parentheses nested at most `max_depth` deep."""
     parser = _Parser(text, max_depth)
     tree = parser.expr()
     if parser.peek() is not None:
@@ -141,3 +151,12 @@ def parse_filter(text: str, max_depth: int) -> Any:
 
 def filter_criteria(text: str, max_depth: int) -> Criterion:
     return Criterion("_filter", "_filter", None, None, [text], tree=parse_filter(text, max_depth))
+
+
+def comparisons(node: Any) -> Iterator[Compare]:
+    """The comparisons of a parsed _filter, each of which compiles to a subquery."""
+    if isinstance(node, Logical):
+        for item in node.items:
+            yield from comparisons(item)
+    elif isinstance(node, Compare):
+        yield node
