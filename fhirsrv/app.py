@@ -16,6 +16,7 @@ from fhirsrv.api.home import home
 from fhirsrv.api.routes import fhir
 from fhirsrv.errors import FhirError, Issue
 from fhirsrv.interactions.context import Services
+from fhirsrv.jsonshape import NUL
 from fhirsrv.settings import Settings
 from fhirsrv.storage.engine import Abandoned, unwatch_requester, watch_requester
 from fhirsrv.wiring import build_services
@@ -47,6 +48,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
                         f"The query string is longer than {settings.max_query_length} bytes",
                     )
                 ],
+            )
+        if NUL in request.path or any(NUL in k or NUL in v for k, v in request.args.items(multi=True)):
+            # PostgreSQL cannot compare text with a NUL in it: refused here for every route, and
+            # by the search engine for criteria that come another way (a body, a header).
+            return outcome.respond(
+                400, [Issue("error", "invalid", "The URL holds a NUL character (%00), which is not allowed")]
             )
         if request.path.startswith("/fhir"):
             negotiation.check_accept(request)

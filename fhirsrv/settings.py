@@ -113,7 +113,13 @@ AT_LEAST_ONE = frozenset(
     }
 )
 # Upper bounds, where a larger value can only be a typo (and would fail later, far from its cause).
-AT_MOST: dict[str, int] = {"smtp_port": 65535}
+AT_MOST: dict[str, int] = {
+    "smtp_port": 65535,
+    # Larger values could never be used: such searches nest deeper than Python's recursion allows
+    # while their SQL is built (answered 400 by search/engine.py), so a larger value is a mistake.
+    "max_chain_depth": 32,
+    "max_filter_depth": 64,
+}
 CHOICES: dict[str, tuple[str, ...]] = {
     "default_total": DEFAULT_TOTALS,
     "enforce_sos_profiles": PROFILE_ENFORCEMENTS,

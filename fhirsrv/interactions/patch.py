@@ -20,12 +20,28 @@ from fhirsrv.storage.jsonfmt import loads
 
 
 def _compile(operations: Any) -> jsonpatch.JsonPatch:
+    """The patch document, every pointer read: a malformed one (`/~2`, `name`) is the client's
+    mistake in the document (400), not a patch that does not fit the resource (422)."""
     if not isinstance(operations, list):
         raise BadRequest("A JSON Patch document is a JSON array of operations")
     try:
+        for operation in operations:
+            for member in ("path", "from"):
+                pointer = operation.get(member) if isinstance(operation, dict) else None
+                if isinstance(pointer, str):
+                    _check_pointer(member, pointer)
         return jsonpatch.JsonPatch(operations)
-    except (jsonpatch.InvalidJsonPatch, TypeError, KeyError) as exc:
+    except (jsonpatch.InvalidJsonPatch, jsonpatch.JsonPointerException, TypeError, KeyError) as exc:
         raise BadRequest(f"Invalid JSON Patch document: {exc}") from exc
+
+
+def _check_pointer(member: str, pointer: str) -> None:
+    try:
+        jsonpatch.JsonPointer(pointer)
+    except jsonpatch.JsonPointerException as exc:
+        raise BadRequest(
+            f"Invalid JSON Patch document: '{member}' is not a JSON Pointer (RFC 6901): {exc}"
+        ) from exc
 
 
 def patch(

@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 
 from fhirsrv.errors import BadRequest, InvalidResource, MethodNotAllowed, NotFound
+from fhirsrv.jsonshape import MAX_JSON_DEPTH, JsonShapeError, check_json_shape
 from fhirsrv.resource_types import (  # noqa: F401 - re-exported for interactions
     CONFORMANCE_TYPES,
     DIRECTORY_TYPES,
@@ -37,13 +38,26 @@ def check_id(res_id: str) -> None:
 
 
 def parse_json(body: bytes) -> Any:
-    """Parse a request body; invalid UTF-8, bad JSON and absurd nesting are all 400."""
+    """Parse a request body; invalid UTF-8, bad JSON, absurd nesting and NUL characters are all
+    400 (fhirsrv/jsonshape.py: what the validators and PostgreSQL would otherwise fail on)."""
     if not body:
         raise BadRequest("The request has no body")
     try:
-        return orjson.loads(body)
+        parsed = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc):  # the parser's own limit, above ours: say ours
+            raise BadRequest(
+                f"The body is refused: the JSON is nested more than {MAX_JSON_DEPTH} levels deep "
+                "(this server's limit)",
+                code="structure",
+            ) from exc
         raise BadRequest(f"The body is not valid JSON: {exc}", code="structure") from exc
+    try:
+        check_json_shape(parsed, strings=b"\\u0000" in body)
+    except JsonShapeError as exc:
+        expression = [exc.path] if exc.path else []
+        raise BadRequest(f"The body is refused: {exc}", code="structure", expression=expression) from exc
+    return parsed
 
 
 def parse_resource(body: bytes, expected_type: str | None = None) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 Each function returns a boolean SQL expression over the columns of its index table; compile.py
 wraps it in `rid IN (SELECT rid FROM idx_x WHERE res_type = … AND param = … AND <test>)`.
+A value compared for equality or as a prefix is cut to its column first, as indexing cut the
+stored one (search/fit.py).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from datetime import timedelta
 from sqlalchemy import ColumnElement, and_, false, literal, or_
 
 from fhirsrv.errors import BadRequest
+from fhirsrv.search.fit import fit
 from fhirsrv.search.normalize import date_range, fold, now_utc, number_range, shifted
 from fhirsrv.search.parameters import prefix_of, split_token
 from fhirsrv.storage.schema import idx_date, idx_number, idx_reference, idx_string, idx_token, idx_uri
@@ -29,17 +32,17 @@ def string_test(value: str, modifier: str | None, ordered: bool = False) -> Colu
     the planner multiplies the selectivities of both, guesses a handful of rows where there are
     thousands, and then picks plans that compute every match (seen on a chained name search)."""
     if modifier == "exact":
-        return idx_string.c.value_exact == value
+        return idx_string.c.value_exact == fit(idx_string.c.value_exact, value)
     if modifier == "@eq":
-        return idx_string.c.value_norm == fold(value)
+        return idx_string.c.value_norm == fit(idx_string.c.value_norm, fold(value))
     folded = _like_escape(fold(value))
     if modifier == "@ew":
         return idx_string.c.value_norm.like(f"%{folded}", escape="\\")
     if modifier == "contains":
         return idx_string.c.value_norm.like(f"%{folded}%", escape="\\")
     if modifier in (None, ""):
-        starts = idx_string.c.value_norm.like(f"{folded}%", escape="\\")
-        prefix = fold(value)
+        prefix = fit(idx_string.c.value_norm, fold(value))
+        starts = idx_string.c.value_norm.like(f"{_like_escape(prefix)}%", escape="\\")
         if ordered and prefix:
             col = idx_string.c.value_norm
             return and_(col >= prefix, col < prefix + _TOP)
@@ -49,8 +52,11 @@ def string_test(value: str, modifier: str | None, ordered: bool = False) -> Colu
 
 def token_test(value: str, modifier: str | None) -> ColumnElement[bool]:
     if modifier == "text":
-        return idx_token.c.text_norm.like(f"{_like_escape(fold(value))}%", escape="\\")
+        prefix = fit(idx_token.c.text_norm, fold(value))
+        return idx_token.c.text_norm.like(f"{_like_escape(prefix)}%", escape="\\")
     system, code = split_token(value)
+    code = fit(idx_token.c.code, code)
+    system = None if system is None else fit(idx_token.c.system, system)
     if system is None:
         return idx_token.c.code == code
     if code == "":
@@ -67,6 +73,8 @@ def reference_test(
     an absolute reference on one of them is a local reference."""
     if modifier == "identifier":
         system, code = split_token(value)
+        code = fit(idx_reference.c.ident_value, code)
+        system = None if system is None else fit(idx_reference.c.ident_system, system)
         if system is None:
             return idx_reference.c.ident_value == code
         return and_(idx_reference.c.ident_system == system, idx_reference.c.ident_value == code)
@@ -76,7 +84,8 @@ def reference_test(
     if "://" in value or value.startswith("urn:"):
         url = value.split("|", 1)[0]
         return or_(
-            idx_reference.c.url == url, idx_reference.c.url.like(f"{_like_escape(url)}|%", escape="\\")
+            idx_reference.c.url == fit(idx_reference.c.url, url),
+            idx_reference.c.url.like(f"{_like_escape(url)}|%", escape="\\"),
         )
     parts = value.split("/")
     version = None
@@ -84,7 +93,7 @@ def reference_test(
         # A versioned reference matches the references to that version only: the index keeps
         # the version a resource cites (extract._reference); without one, any version matches.
         version, parts = parts[-1], parts[:-2]
-    res_id = parts[-1]
+    res_id = fit(idx_reference.c.target_id, parts[-1])
     if len(parts) >= 2:
         types: tuple[str, ...] | None = (parts[-2],)
     elif modifier and modifier[:1].isupper():
@@ -100,7 +109,8 @@ def reference_test(
     if types is None:
         cited = f"%/{_like_escape(res_id)}/_history/{_like_escape(version)}"
         return and_(test, idx_reference.c.url.like(cited, escape="\\"))
-    return and_(test, idx_reference.c.url.in_([f"{t}/{res_id}/_history/{version}" for t in types]))
+    cited = [fit(idx_reference.c.url, f"{t}/{parts[-1]}/_history/{version}") for t in types]
+    return and_(test, idx_reference.c.url.in_(cited))
 
 
 def date_test(value: str) -> ColumnElement[bool]:
@@ -156,20 +166,20 @@ def number_test(value: str, quantity: bool = False) -> ColumnElement[bool]:
     }
     test = tests[prefix]
     if system:
-        test = and_(test, idx_number.c.system == system)
+        test = and_(test, idx_number.c.system == fit(idx_number.c.system, system))
     if code:
-        test = and_(test, idx_number.c.code == code)
+        test = and_(test, idx_number.c.code == fit(idx_number.c.code, code))
     return test
 
 
 def uri_test(value: str, modifier: str | None) -> ColumnElement[bool]:
     col = idx_uri.c.value
     if modifier == "below":
-        return col.like(f"{_like_escape(value)}%", escape="\\")
+        return col.like(f"{_like_escape(fit(col, value))}%", escape="\\")
     if modifier == "above":
         return literal(value).like(col + "%")
     if modifier in (None, ""):
-        return col == value
+        return col == fit(col, value)
     raise BadRequest(f"Modifier :{modifier} is not supported on uri parameters")
 
 

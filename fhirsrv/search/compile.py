@@ -7,14 +7,17 @@ one (comma values) unites. Chains and `_has` are joins on the reference index; `
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 from sqlalchemy import ColumnElement, Connection, and_, or_, select, text, tuple_
 from sqlalchemy.sql.elements import ColumnClause
 
-from fhirsrv.errors import BadRequest
+from fhirsrv.errors import BadRequest, TooCostly
 from fhirsrv.search import clauses, near
 from fhirsrv.search.filter import Compare, Logical
+from fhirsrv.search.fit import fit
 from fhirsrv.search.parameters import Criterion, parse, split_token
 from fhirsrv.search.registry import SearchParamDef, SearchParamRegistry
 from fhirsrv.search.scope import ReadScope
@@ -66,8 +69,14 @@ class Compiler:
         bases: tuple[str, ...] = (),
         expander: CodeExpander | None = None,
         ordered: bool = False,
+        *,
+        max_chain_depth: int,
     ) -> None:
         self.registry = registry
+        # References one criterion may follow (chains, _has and _filter paths together), and
+        # how many the one being compiled follows now: each adds a nested subquery.
+        self.max_chain_depth = max_chain_depth
+        self._hops = 0
         self.conn = conn
         # What chains and _has may look through: a hidden entry's fields must not decide
         # whether a visible one matches (that would let anyone read them, one guess at a time).
@@ -146,7 +155,10 @@ class Compiler:
                 parts = value.split("|")
                 if len(parts) != 3:
                     raise BadRequest(f":of-type takes system|code|value, not '{value}'")
-                return and_(idx_token.c.system == parts[0], idx_token.c.code == f"{parts[1]}|{parts[2]}")
+                return and_(
+                    idx_token.c.system == fit(idx_token.c.system, parts[0]),
+                    idx_token.c.code == fit(idx_token.c.code, f"{parts[1]}|{parts[2]}"),
+                )
             return clauses.token_test(value, modifier)
         if kind == "reference":
             return clauses.reference_test(value, modifier, param.target, self.bases)
@@ -221,9 +233,13 @@ class Compiler:
                     self._element_param(target, inner.path[0])
                 except BadRequest:
                     continue
-                joined = self._referring(
-                    res_type, name, target, lambda t_rid, target=target: self._compare(target, inner, t_rid)
-                )
+                with self._following(f"_filter path '{'.'.join(node.path)[:200]}'"):
+                    joined = self._referring(
+                        res_type,
+                        name,
+                        target,
+                        lambda t_rid, target=target: self._compare(target, inner, t_rid),
+                    )
                 options.append(rid.in_(joined))
             if not options:
                 raise BadRequest(f"_filter: cannot follow '{'.'.join(node.path)}' from {res_type}")
@@ -260,9 +276,33 @@ class Compiler:
             raise BadRequest(f"'{param.code}' refers to no resource type this server holds")
         return targets
 
+    @contextmanager
+    def _following(self, what: str) -> Iterator[None]:
+        """One more reference followed while compiling inside this block, within the limit.
+
+        Checked on the way down, before the next level is even parsed: `_has` 200 levels deep
+        or a chain of 40 links used to end in SQLite's parser overflowing (500)."""
+        self._hops += 1
+        try:
+            if self._hops > self.max_chain_depth:
+                raise TooCostly(
+                    f"{what} follows more than {self.max_chain_depth} references in one criterion "
+                    "(chains, _has and _filter paths count together); this server's limit is "
+                    "max_chain_depth (FHIRSRV_MAX_CHAIN_DEPTH)"
+                )
+            yield
+        finally:
+            self._hops -= 1
+
     def _chain(self, res_type: str, param: SearchParamDef, crit: Criterion, rid: Any) -> ColumnElement[bool]:
         if param.type != "reference":
             raise BadRequest(f"'{crit.name}' is not a reference parameter and cannot be chained")
+        with self._following(f"'{crit.raw_name}'"):
+            return self._chain_targets(res_type, param, crit, rid)
+
+    def _chain_targets(
+        self, res_type: str, param: SearchParamDef, crit: Criterion, rid: Any
+    ) -> ColumnElement[bool]:
         inner_name, _, _rest = crit.chain.partition("=") if crit.chain else ("", "", "")
         options = []
         for target in self._targets(param, crit.modifier):
@@ -322,13 +362,15 @@ class Compiler:
         if ref.type != "reference":
             raise BadRequest(f"_has: '{ref_code}' is not a reference parameter of {other}")
         inner = parse(rest, ",".join(v.replace(",", "\\,") for v in crit.values))
+        with self._following(f"'{crit.raw_name[:200]}'"):
+            inner_test = self.condition(other, inner, idx_reference.c.rid)
         # Drive from the referring resources that match, to the ids they point to: an IN list
         # on the (target_type, target_id) index rather than one probe per candidate.
         targets = select(idx_reference.c.target_id).where(
             idx_reference.c.res_type == other,
             idx_reference.c.param == ref_code,
             idx_reference.c.target_type == res_type,
-            self.condition(other, inner, idx_reference.c.rid),
+            inner_test,
         )
         hidden_others = self.scope.searchable(other, idx_reference.c.rid)
         if hidden_others is not None:

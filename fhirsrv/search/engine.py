@@ -3,27 +3,32 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Select, and_, delete, func, or_, select
+from sqlalchemy.exc import DBAPIError
 
-from fhirsrv.errors import BadRequest, Issue
+from fhirsrv.errors import BadRequest, Issue, TooCostly
+from fhirsrv.jsonshape import NUL
 from fhirsrv.resource_types import SUPPORTED_TYPES
 from fhirsrv.search import include, limits, near, paging, ror_spellings, walk
 from fhirsrv.search import total as totals
 from fhirsrv.search.communes import CommunePositions
 from fhirsrv.search.compile import CodeExpander, Compiler, ordered_prefix
 from fhirsrv.search.extract import extract
+from fhirsrv.search.fit import fit
 from fhirsrv.search.parameters import CONTROL, Criterion, parse, split_token
 from fhirsrv.search.registry import SearchParamRegistry, build_registry, stored_definitions
 from fhirsrv.search.scope import ReadScope
 from fhirsrv.settings import Settings
 from fhirsrv.storage import bulk, repository
+from fhirsrv.storage.engine import too_complex
 from fhirsrv.storage.jsonfmt import loads
 from fhirsrv.storage.repository import StoredResource
-from fhirsrv.storage.schema import INDEX_TABLES, live, resource
+from fhirsrv.storage.schema import INDEX_TABLES, idx_token, live, resource
 
 _TABLES = {t.name: t for t in INDEX_TABLES}
 
@@ -146,6 +151,11 @@ class SearchEngine:
         controls: dict[str, list[str]] = defaultdict(list)
         include_values: dict[bool, list[tuple[str, bool]]] = {False: [], True: []}
         for name, value in params:
+            if NUL in name or NUL in value:
+                # PostgreSQL cannot compare text holding one: a 500 there, a silent miss on SQLite.
+                raise BadRequest(
+                    f"Search parameter '{name.replace(NUL, '?')}' holds a NUL character (U+0000)"
+                )
             base = name.split(":", 1)[0]
             if base in ("_include", "_revinclude"):
                 include_values[base == "_revinclude"].append((value, name.endswith(":iterate")))
@@ -227,7 +237,15 @@ class SearchEngine:
         and the caller's read scope: matches are only what the caller may see, so the page,
         its paging and the total count the same rows."""
         bases = tuple(dict.fromkeys(b for b in (self.base_url, request.base_url) if b))
-        compiler = Compiler(self.registry, conn, scope, bases, self.expander, self.ordered_prefix)
+        compiler = Compiler(
+            self.registry,
+            conn,
+            scope,
+            bases,
+            self.expander,
+            self.ordered_prefix,
+            max_chain_depth=self.settings.max_chain_depth,
+        )
         out = []
         single = len(request.res_types) == 1
         visible = [(t, scope.searchable(t, resource.c.rid)) for t in request.res_types]
@@ -287,12 +305,16 @@ class SearchEngine:
             return False, None
         if not request.cursor:
             return True, None
-        values, backwards = paging.decode_cursor(request.cursor)
+        values, backwards = paging.decode_cursor(request.cursor, request.sort)
         if backwards or len(values) != 1 or not isinstance(values[0], int):
             return False, None
         return True, values[0]
 
     def execute(self, conn: Connection, request: SearchRequest, scope: ReadScope) -> SearchPage:
+        with _within_database_limits():
+            return self._execute(conn, request, scope)
+
+    def _execute(self, conn: Connection, request: SearchRequest, scope: ReadScope) -> SearchPage:
         conditions = self._conditions(conn, request, scope)
         filtered = self._filtered(conn, request, conditions)
         mode = "accurate" if request.summary == "count" and request.total == "none" else request.total
@@ -320,7 +342,7 @@ class SearchEngine:
         query = query.add_columns(*[c for c, _ in columns])
         backwards = False
         if request.cursor:
-            values, backwards = paging.decode_cursor(request.cursor)
+            values, backwards = paging.decode_cursor(request.cursor, request.sort)
             if len(values) != len(columns):
                 raise BadRequest("_cursor does not belong to this search (its sort changed)")
             query = query.where(paging.after(columns, values, backwards))
@@ -366,6 +388,7 @@ class SearchEngine:
         system, code = split_token(crit.values[0])
         if not system or not code:
             return None
+        system, code = fit(idx_token.c.system, system), fit(idx_token.c.code, code)
         bound = self.settings.exact_total_up_to
         rids, matches, counted = walk.token_page(
             conn,
@@ -425,12 +448,16 @@ class SearchEngine:
         if rows:
             if backwards:
                 # Reached by `previous`: a later page exists; an earlier one if more rows remain.
-                next_cursor = paging.encode_cursor(positions[-1])
-                previous_cursor = paging.encode_cursor(positions[0], backwards=True) if more else None
-            else:
-                next_cursor = paging.encode_cursor(positions[-1]) if more else None
+                next_cursor = paging.encode_cursor(positions[-1], request.sort)
                 previous_cursor = (
-                    paging.encode_cursor(positions[0], backwards=True) if request.cursor else None
+                    paging.encode_cursor(positions[0], request.sort, backwards=True) if more else None
+                )
+            else:
+                next_cursor = paging.encode_cursor(positions[-1], request.sort) if more else None
+                previous_cursor = (
+                    paging.encode_cursor(positions[0], request.sort, backwards=True)
+                    if request.cursor
+                    else None
                 )
         included = (
             include.resolve(
@@ -460,6 +487,25 @@ class SearchEngine:
         request = self.prepare(res_type, params, strict=True)
         if not request.criteria:
             raise BadRequest("A conditional operation needs at least one search criterion")
-        filtered = self._filtered(conn, request, self._conditions(conn, request, scope))
-        rids = [r for (r,) in conn.execute(filtered.order_by(resource.c.rid).limit(limit))]
+        with _within_database_limits():
+            filtered = self._filtered(conn, request, self._conditions(conn, request, scope))
+            rids = [r for (r,) in conn.execute(filtered.order_by(resource.c.rid).limit(limit))]
         return repository.get_many(conn, rids)
+
+
+@contextmanager
+def _within_database_limits() -> Iterator[None]:
+    """A search the database (or Python, building its SQL) finds too deep or too wide is the
+    query's fault: 400, not 500. The settings' limits keep ordinary searches well inside these;
+    this answers for the combinations they do not count (a chain inside `_has` inside `_filter`
+    on SQLite, whose parser gives up first)."""
+    try:
+        yield
+    except RecursionError as exc:
+        raise TooCostly("The search is nested too deeply to be compiled; simplify it") from exc
+    except DBAPIError as exc:
+        if not too_complex(exc):
+            raise
+        raise TooCostly(
+            "The search is too complex for the database (too deeply nested or too many joins); simplify it"
+        ) from exc

@@ -1,5 +1,7 @@
 """Index rows for one resource, computed at write time from its search parameters.
 
+Text longer than its index column is cut to it (search/fit.py), as search values are.
+
 The shape of each value (Coding, Identifier, Reference, Period…) decides how it is indexed,
 so the same code serves the R4 parameters and any SearchParameter posted later.
 """
@@ -11,15 +13,11 @@ from datetime import datetime
 from typing import Any
 
 from fhirsrv.search.datetypes import is_instant
+from fhirsrv.search.fit import fit_rows
 from fhirsrv.search.normalize import MAX_DATE, MIN_DATE, date_range, fold, number_range
 from fhirsrv.search.registry import SearchParamDef, SearchParamRegistry
 
 Rows = dict[str, list[dict[str, Any]]]  # table name -> rows (without rid/res_type)
-_MAX = 500  # index columns are bounded; longer strings are truncated (still prefix-searchable)
-
-
-def _cut(text: str) -> str:
-    return text[:_MAX]
 
 
 def _str(value: Any) -> str | None:
@@ -111,7 +109,7 @@ def _reference(value: Any, base_url: str) -> dict[str, Any] | None:
         return {
             "target_type": None,
             "target_id": None,
-            "url": _cut(value),
+            "url": value,
             "ident_system": None,
             "ident_value": None,
         }
@@ -137,9 +135,9 @@ def _reference(value: Any, base_url: str) -> dict[str, Any] | None:
         elif len(parts) == 4 and parts[2] == "_history" and "://" not in local:
             # The version is kept (as the local versioned reference) for a search on it.
             row["target_type"], row["target_id"] = parts[0], parts[1]
-            row["url"] = _cut(local)
+            row["url"] = local
         else:
-            row["url"] = _cut(ref)
+            row["url"] = ref
     if row["target_id"] is None and row["url"] is None and row["ident_value"] is None:
         return None
     return row
@@ -176,14 +174,14 @@ def rows_for(param: SearchParamDef, values: list[Any], base_url: str) -> Rows:
     for value in values:
         if kind == "string":
             for text in _strings(value):
-                rows["idx_string"].append({"value_norm": _cut(fold(text)), "value_exact": _cut(text)})
+                rows["idx_string"].append({"value_norm": fold(text), "value_exact": text})
         elif kind == "token":
             for system, code, text in _tokens(value):
                 rows["idx_token"].append(
                     {
                         "system": system,
-                        "code": _cut(code) if code else code,
-                        "text_norm": _cut(fold(text)) if text else None,
+                        "code": code,
+                        "text_norm": fold(text) if text else None,
                     }
                 )
             if isinstance(value, dict) and isinstance(value.get("type"), dict) and "value" in value:
@@ -191,7 +189,7 @@ def rows_for(param: SearchParamDef, values: list[Any], base_url: str) -> Rows:
                     rows["idx_token"].append(
                         {
                             "system": coding.get("system"),
-                            "code": _cut(f"{coding.get('code')}|{value.get('value')}"),
+                            "code": f"{coding.get('code')}|{value.get('value')}",
                             "text_norm": None,
                             "_param": f"{param.code}:of-type",
                         }
@@ -208,7 +206,7 @@ def rows_for(param: SearchParamDef, values: list[Any], base_url: str) -> Rows:
         elif kind == "uri":
             text = _str(value)
             if text:
-                rows["idx_uri"].append({"value": _cut(text)})
+                rows["idx_uri"].append({"value": text})
     return rows
 
 
@@ -269,6 +267,8 @@ def extract(registry: SearchParamRegistry, res: dict[str, Any], base_url: str = 
         sort = sort_row(param, rows)
         if sort is not None:
             out["idx_sort"].append({"param": param.code, **sort})
+    for table, rows in out.items():
+        fit_rows(table, rows)
     if res_type == "Location":
         position = res.get("position") or {}
         lat, lon = position.get("latitude"), position.get("longitude")

@@ -98,16 +98,31 @@ def after(
     return or_(*options)
 
 
-def encode_cursor(values: list[Any], backwards: bool = False) -> str:
+def sort_signature(keys: Sequence[SortKey]) -> str:
+    """The sort a cursor's values are positions in: `name,-_lastUpdated` (empty: by row id)."""
+    return ",".join(("-" if k.descending else "") + k.code for k in keys)
+
+
+def encode_cursor(values: list[Any], keys: Sequence[SortKey], backwards: bool = False) -> str:
     encoded = [{"d": v.isoformat()} if isinstance(v, datetime) else v for v in values]
-    raw = orjson.dumps({"v": encoded, "b": backwards})
+    raw = orjson.dumps({"v": encoded, "b": backwards, "s": sort_signature(keys)})
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(token: str) -> tuple[list[Any], bool]:
+def decode_cursor(token: str, keys: Sequence[SortKey]) -> tuple[list[Any], bool]:
+    """The position and direction of a cursor issued for a search sorted by `keys`.
+
+    A cursor holds values of its own sort's columns: one of another sort compared a date column
+    with a name (PostgreSQL: 500), or read a position in one order as one in another. It is
+    refused, as a cursor issued before cursors named their sort is."""
     try:
         data = orjson.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
         values = [datetime.fromisoformat(v["d"]) if isinstance(v, dict) else v for v in data["v"]]
-        return values, bool(data.get("b"))
+        signature, backwards = data["s"], bool(data.get("b"))
     except (ValueError, KeyError, TypeError, orjson.JSONDecodeError) as exc:
         raise BadRequest("_cursor is not a paging token issued by this server") from exc
+    if signature != sort_signature(keys):
+        raise BadRequest(
+            "_cursor does not belong to this search (its sort changed): start from the first page"
+        )
+    return values, backwards

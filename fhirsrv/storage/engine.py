@@ -20,6 +20,7 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError
 
 from fhirsrv.settings import Settings
 
@@ -210,3 +211,20 @@ def read_transaction(engine: Engine) -> Iterator[Connection]:
     """A consistent snapshot for a read or a search (several queries see the same data)."""
     with engine.connect() as conn, conn.begin():
         yield conn
+
+
+# What each database says when a statement is too deeply nested or joins too much to be run:
+# the query's shape, not the data or the server, is at fault. SQLite: its parser's stack
+# (about four chained references with the read scope), its 64-table join limit, its expression
+# depth (1000); PostgreSQL: SQLSTATE 54001 (statement too complex) and its 54xxx siblings.
+_SQLITE_TOO_COMPLEX = ("parser stack overflow", "at most 64 tables in a join", "expression tree is too large")
+
+
+def too_complex(exc: DBAPIError) -> bool:
+    """Whether the database refused a statement for its size or depth (a client's query gone
+    too far, answered 400), rather than failing for a reason the client cannot fix."""
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    if isinstance(code, str) and code.startswith("54"):
+        return True
+    message = str(exc.orig).lower()
+    return any(text in message for text in _SQLITE_TOO_COMPLEX)

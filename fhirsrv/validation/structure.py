@@ -17,6 +17,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
 from fhirsrv.errors import Issue
+from fhirsrv.jsonshape import JsonShapeError, check_json_shape
 from fhirsrv.validation.jsonformat import json_format_issues
 
 
@@ -36,6 +37,12 @@ def validate_structure(res: dict[str, Any]) -> list[Issue]:
         model = get_fhir_model_class(res_type)
     except (KeyError, ValueError):
         return [Issue("error", "not-supported", f"Unknown resource type '{res_type}'", ["resourceType"])]
+    try:
+        # First, and without recursion: the walks below recurse once per level (and more).
+        check_json_shape(res)
+    except JsonShapeError as exc:
+        where = f"{res_type}.{exc.path}" if exc.path else res_type
+        return [Issue("error", "structure", f"{where}: {exc.message}", [where])]
     issues = json_format_issues(res)
     if issues:
         return issues
