@@ -168,6 +168,14 @@ def _file_transaction(services: Services, conn: Connection | None) -> Iterator[C
         yield own
 
 
+def _entry_type(entry: dict[str, Any]) -> str:
+    """The resource type a transaction entry writes: its resource's, else its request URL's."""
+    resource_type = (entry.get("resource") or {}).get("resourceType")
+    if resource_type:
+        return str(resource_type)
+    return str((entry.get("request") or {}).get("url", "")).split("?")[0].split("/")[0]
+
+
 def load_file(services: Services, path: Path, report: LoadReport, conn: Connection | None = None) -> None:
     """One file in one transaction (`conn`'s, when given)."""
     text = _read_text(path, services.settings.canonical_base)
@@ -192,9 +200,11 @@ def load_file(services: Services, path: Path, report: LoadReport, conn: Connecti
                         "batch",
                     )
                 ):
-                    result = bundle.process(services, info, {**item, "type": "transaction"}, conn)
-                    for entry in result.resource["entry"]:
-                        counts[entry.get("fullUrl", "/").rsplit("/", 2)[-2]] += 1
+                    bundle.process(services, info, {**item, "type": "transaction"}, conn)
+                    # Counted from the request (the answer's entries are serialised JSON): a
+                    # transaction either wrote every entry or raised.
+                    for entry in item.get("entry") or []:
+                        counts[_entry_type(entry)] += 1
                     continue
                 if isinstance(item, dict) and item.get("resourceType") == "Bundle":
                     batch += [
