@@ -3,7 +3,9 @@ per resource; `:iterate` repeats on what was just included, up to a depth limit.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, select
 
@@ -102,28 +104,17 @@ def _reverse(
     return sorted(rids)
 
 
-def _visible(
-    conn: Connection, scope: ReadScope, found: list[StoredResource], *, by_id: bool
-) -> list[StoredResource]:
-    by_type: dict[str, list[StoredResource]] = {}
-    for s in found:
-        by_type.setdefault(s.res_type, []).append(s)
-    kept: list[StoredResource] = []
-    for res_type, items in by_type.items():
-        condition = (scope.readable if by_id else scope.searchable)(res_type, resource.c.rid)
-        if condition is None:
-            kept.extend(items)
-            continue
-        rids = [s.rid for s in items]
-        shown: set[int] = set()
-        # A check of each row (an index probe), not a join with every visible row of the type:
-        # PostgreSQL hashed all of them (28 ms at 100k) to keep a page's few includes.
-        probe = correlate(condition, resource.c.rid)
-        for start in range(0, len(rids), 500):
-            query = select(resource.c.rid).where(resource.c.rid.in_(rids[start : start + 500]), probe)
-            shown.update(r for (r,) in conn.execute(query))
-        kept.extend(s for s in items if s.rid in shown)
-    return kept
+def _shown(scope: ReadScope, *, by_id: bool) -> Callable[[str], Any]:
+    """The caller's scope on one type's rows, as a condition the fetch of the included rows
+    checks itself: a check of each row (an index probe, or the row's own visibility), never a
+    join with every visible row of the type (PostgreSQL hashed all of them, 28 ms at 100k, to
+    keep a page's few includes)."""
+
+    def condition(res_type: str) -> Any:
+        found = (scope.readable if by_id else scope.searchable)(res_type, resource.c.rid)
+        return None if found is None else correlate(found, resource.c.rid)
+
+    return condition
 
 
 @dataclass(frozen=True)
@@ -177,14 +168,14 @@ def _load(
     if spec.reverse:
         rids = [r for r in candidates if r not in included.seen_rids]
         for start in range(0, len(rids), _CHUNK):
-            found = [s for s in repository.get_many(conn, rids[start : start + _CHUNK]) if not s.deleted]
-            included.add(_visible(conn, scope, found, by_id=False), into)
+            chunk = rids[start : start + _CHUNK]
+            found = repository.get_many(conn, chunk, _shown(scope, by_id=False)(spec.source))
+            included.add([s for s in found if not s.deleted], into)
         return
     keys = [k for k in candidates if k not in included.seen]
     for start in range(0, len(keys), _CHUNK):
-        found_by_key = repository.get_by_keys(conn, keys[start : start + _CHUNK])
-        found = [s for s in found_by_key.values() if not s.deleted]
-        included.add(_visible(conn, scope, found, by_id=True), into)
+        found_by_key = repository.get_by_keys(conn, keys[start : start + _CHUNK], _shown(scope, by_id=True))
+        included.add([s for s in found_by_key.values() if not s.deleted], into)
 
 
 def resolve(

@@ -8,7 +8,7 @@ first, which is how two concurrent If-Match updates can never both succeed, on e
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -106,28 +106,38 @@ def get_version(conn: Connection, res_type: str, res_id: str, version_id: int) -
     return _row(row) if row else None
 
 
-def get_many(conn: Connection, rids: Sequence[int]) -> list[StoredResource]:
-    """Current versions for a list of row ids, in the order asked (one query, no N+1)."""
+def get_many(
+    conn: Connection, rids: Sequence[int], where: ColumnElement[bool] | None = None
+) -> list[StoredResource]:
+    """Current versions for a list of row ids, in the order asked (one query, no N+1); `where`:
+    a further condition on the rows (a caller's read scope), checked in the same query."""
     if not rids:
         return []
-    rows = conn.execute(select(*_CURRENT_COLS).where(resource.c.rid.in_(list(rids)))).all()
+    query = select(*_CURRENT_COLS).where(resource.c.rid.in_(list(rids)))
+    rows = conn.execute(query if where is None else query.where(where)).all()
     by_rid = {r.rid: _row(r) for r in rows}
     return [by_rid[rid] for rid in rids if rid in by_rid]
 
 
-def get_by_keys(conn: Connection, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], StoredResource]:
-    """Current versions of (type, id) pairs: one `res_id IN (...)` query per type and 500 ids."""
+def get_by_keys(
+    conn: Connection,
+    keys: Iterable[tuple[str, str]],
+    where: Callable[[str], ColumnElement[bool] | None] | None = None,
+) -> dict[tuple[str, str], StoredResource]:
+    """Current versions of (type, id) pairs: one `res_id IN (...)` query per type and 500 ids;
+    `where(type)`: a further condition on that type's rows, checked in the same query."""
     by_type: dict[str, set[str]] = {}
     for res_type, res_id in keys:
         by_type.setdefault(res_type, set()).add(res_id)
     found: dict[tuple[str, str], StoredResource] = {}
     for res_type, id_set in by_type.items():
         ids = sorted(id_set)
+        condition = None if where is None else where(res_type)
         for start in range(0, len(ids), 500):
             query = select(*_CURRENT_COLS).where(
                 resource.c.res_type == res_type, resource.c.res_id.in_(ids[start : start + 500])
             )
-            for row in conn.execute(query):
+            for row in conn.execute(query if condition is None else query.where(condition)):
                 found[(row.res_type, row.res_id)] = _row(row)
     return found
 
