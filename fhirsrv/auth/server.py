@@ -67,6 +67,8 @@ class PrivateKeyJwt(JWTBearerClientAssertion):
 
     def resolve_client_public_key(self, client: Client) -> KeySet:
         keys = [k for k in (client.jwks or {}).get("keys", []) if k.get("kty") in ("RSA", "EC")]
+        if not keys:  # an unknown client, or one registered with a secret: no key to check with
+            raise InvalidClientError(description="The client assertion signature is not valid")
         return KeySet.import_key_set({"keys": keys})
 
     def process_assertion_claims(self, assertion: str, resolve_key: Any) -> Any:
@@ -136,6 +138,11 @@ def install_server(app: Flask, services: Services, tokens: TokenService) -> None
     def token() -> Response:
         try:
             response = server.create_token_response()
+        except UnicodeDecodeError:  # Basic credentials that are not UTF-8 (authlib decodes them)
+            response = jsonify(
+                {"error": "invalid_client", "error_description": "The client credentials are not UTF-8 text"}
+            )
+            response.status_code = 401
         except InsecureTransportError:
             response = jsonify(
                 {

@@ -40,6 +40,7 @@ from fhirsrv.interactions.writes import new_id
 from fhirsrv.settings import VARIABLES, Settings
 from fhirsrv.storage.engine import write_transaction
 from fhirsrv.storage.jsonfmt import format_instant
+from fhirsrv.text import small_natural
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 _REASON = {
@@ -183,8 +184,9 @@ def _reads(entry: Entry, settings: Settings) -> int:
     if target.res_id is not None:
         return 1
     counts = [v for k, v in parse_qsl(target.query or "", keep_blank_values=True) if k == "_count"]
-    if counts and counts[-1].isdigit():
-        return min(int(counts[-1]), settings.max_count)
+    asked = small_natural(counts[-1]) if counts else None
+    if asked is not None:
+        return min(asked, settings.max_count)
     return settings.default_count
 
 

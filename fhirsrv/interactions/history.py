@@ -19,6 +19,7 @@ from fhirsrv.storage.engine import read_transaction
 from fhirsrv.storage.jsonfmt import format_instant
 from fhirsrv.storage.repository import HistoryCursor, StoredResource
 from fhirsrv.storage.schema import resource_version
+from fhirsrv.text import small_natural
 
 _HTTP = {"create": "POST", "update": "PUT", "patch": "PATCH", "delete": "DELETE"}
 _STATUS = {"create": "201 Created", "update": "200 OK", "patch": "200 OK", "delete": "204 No Content"}
@@ -139,12 +140,15 @@ def history(
 def _scope_conditions(
     services: Services, principal: Principal, types: list[str] | None
 ) -> list[ColumnElement[bool]]:
-    """The caller's read scope on the versions' entries, in SQL, so a page is mostly full."""
+    """The caller's search scope on the versions' entries, in SQL, so a page is mostly full.
+    A type or system history lists entries without their ids being known, as a search does:
+    it shows what a search would find, not what a read by id shows (a delisted offer is read
+    by the care plans that cite it, never listed to the public)."""
     if types is None:
         return []
     scope = services.policy.scope(principal)
     rid = resource_version.c.rid
-    conditions = [(t, scope.readable(t, rid)) for t in types]
+    conditions = [(t, scope.searchable(t, rid)) for t in types]
     if all(c is None for _, c in conditions):
         return []
     return [
@@ -173,9 +177,10 @@ def _readable_types(services: Services, principal: Principal) -> list[str] | Non
 def _count(services: Services, value: str | None) -> int:
     if value is None:
         return services.settings.default_count
-    if not value.isdigit():
-        raise BadRequest(f"_count must be a non-negative integer, not '{value}'")
-    return min(int(value), services.settings.max_count)
+    number = small_natural(value)
+    if number is None:
+        raise BadRequest(f"_count must be a non-negative integer, not '{value[:40]}'")
+    return min(number, services.settings.max_count)
 
 
 def _url(info: RequestInfo, path: str, params: list[tuple[str, str]]) -> str:

@@ -12,6 +12,7 @@ from fhirsrv.errors import BadRequest, Conflict, PreconditionFailed
 from fhirsrv.interactions.context import RequestInfo, Services
 from fhirsrv.search.scope import ReadScope
 from fhirsrv.storage.repository import ConcurrentUpdate, StoredResource
+from fhirsrv.text import small_natural
 
 
 def expected_version(if_match: str | None) -> int | None:
@@ -22,9 +23,10 @@ def expected_version(if_match: str | None) -> int | None:
     if tag.startswith("W/"):
         tag = tag[2:]
     tag = tag.strip('"')
-    if not tag.isdigit():
-        raise BadRequest(f"If-Match must be a version ETag such as W/\"3\", not '{if_match}'")
-    return int(tag)
+    version = small_natural(tag)
+    if version is None:
+        raise BadRequest(f"If-Match must be a version ETag such as W/\"3\", not '{if_match[:40]}'")
+    return version
 
 
 def check_if_match(current: StoredResource | None, if_match: str | None) -> None:

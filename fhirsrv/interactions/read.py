@@ -11,6 +11,7 @@ from fhirsrv.interactions.resources import check_id, check_type
 from fhirsrv.storage import repository
 from fhirsrv.storage.engine import read_transaction
 from fhirsrv.storage.repository import StoredResource
+from fhirsrv.text import small_natural
 
 
 def _not_modified(stored: StoredResource, info: RequestInfo) -> bool:
@@ -61,12 +62,15 @@ def vread(
     check_type(res_type)
     check_id(res_id)
     services.policy.check_read(info.principal, res_type)
-    if not version.isdigit():
-        raise BadRequest(f"'{version}' is not a version id of this server (a positive integer)")
+    number = small_natural(version)
+    if number is None:
+        raise BadRequest(
+            f"'{version[:40]}' is not a version id of this server (a positive integer of at most 18 digits)"
+        )
     if conn is None:
         with read_transaction(services.engine) as own:
             return vread(services, info, res_type, res_id, version, own)
-    stored = repository.get_version(conn, res_type, res_id, int(version))
+    stored = repository.get_version(conn, res_type, res_id, number)
     _, exists = services.policy.read_current(conn, info.principal, res_type, res_id)
     if stored is not None and not services.policy.visible_versions(conn, info.principal, [stored]):
         stored = None

@@ -29,6 +29,7 @@ from fhirsrv.storage.engine import too_complex
 from fhirsrv.storage.jsonfmt import loads
 from fhirsrv.storage.repository import StoredResource
 from fhirsrv.storage.schema import INDEX_TABLES, idx_token, live, resource
+from fhirsrv.text import small_natural
 
 _TABLES = {t.name: t for t in INDEX_TABLES}
 
@@ -187,9 +188,10 @@ class SearchEngine:
         limits.check_criteria(request.criteria, settings)
         count = controls.get("_count", [None])[-1]
         if count is not None:
-            if not count.isdigit():
-                raise BadRequest(f"_count must be a non-negative integer, not '{count}'")
-            request.count = min(int(count), settings.max_count)
+            number = small_natural(count)
+            if number is None:
+                raise BadRequest(f"_count must be a non-negative integer, not '{count[:40]}'")
+            request.count = min(number, settings.max_count)
         total = controls.get("_total", [settings.default_total])[-1]
         if total not in totals.MODES:
             raise BadRequest(f"_total must be one of {', '.join(totals.MODES)}")

@@ -86,6 +86,12 @@ def number_range(text: str) -> tuple[float, float, float] | None:
     except (InvalidOperation, ValueError):
         return None
     exponent = number.as_tuple().exponent
+    # NaN, infinities and exponents past a float's range (`1e999999999`) are no numbers a
+    # search can compare: None makes them a 400 rather than an overflow's 500.
+    if not number.is_finite() or not isinstance(exponent, int) or not -300 <= exponent <= 300:
+        return None
+    if abs(number.adjusted()) > 300:
+        return None
     half = Decimal(5) * Decimal(10) ** (int(exponent) - 1) if isinstance(exponent, int) else Decimal(0)
     return float(number), float(number - half), float(number + half)
 

@@ -263,3 +263,14 @@ def test_without_a_configured_base_the_token_endpoint_and_issuer_are_the_request
     assert web.get("/fhir/Organization", headers=headers, base_url=here).status_code == 200
     assert web.get("/fhir/Organization", headers=headers, base_url=elsewhere).status_code == 401
     app.extensions["fhirsrv"].engine.dispose()
+
+
+# Found by an anonymous review of the server: both were 500s.
+def test_an_assertion_naming_an_unknown_client_is_refused(web: FlaskClient) -> None:
+    forged = assertion("nobody-registered-this", rsa_key())
+    assert _refused(_token(web, data=assertion_form(forged)))
+
+
+def test_basic_credentials_that_are_not_text_are_refused(web: FlaskClient) -> None:
+    response = _token(web, data={"grant_type": "client_credentials"}, headers={"Authorization": "Basic //46AA=="})
+    assert _refused(response)

@@ -262,3 +262,41 @@ def test_more_sort_joins_than_sqlite_takes_is_400(make_client: Any) -> None:
     lax = make_client(max_sort_keys=100)
     keys = ",".join(["name", "organization"] * 40)
     _refused(lax.get(f"/fhir/HealthcareService?_sort={keys}"), "complex")
+
+
+# Found by an anonymous review of the server: each of these was a 500.
+@pytest.mark.parametrize(
+    "query",
+    [
+        "HealthcareService?age-range-low=sNaN",
+        "HealthcareService?age-range-low=NaN",
+        "HealthcareService?age-range-low=1e999999999",
+        "HealthcareService?age-range-low=ap1e999999999",
+        "HealthcareService?age-range-low=1E%2B1000000",
+        "HealthcareService?appointment-delay=1e999999999%7C%7Cd",
+        "Organization?_count=%C2%B2",
+        "Organization?_count=" + "9" * 5000,
+        "Organization/_history?_count=%C2%B2",
+        "Organization/_history?_count=" + "9" * 5000,
+        "Organization/o1/_history/%C2%B2",
+        "Organization/o1/_history/99999999999999999999",
+    ],
+)
+def test_numbers_no_machine_can_hold_are_400(make_client: Any, query: str) -> None:
+    response = make_client().get(f"/fhir/{query}")
+    assert response.status_code == 400, (query, response.get_data(as_text=True)[:300])
+    assert response.get_json()["resourceType"] == "OperationOutcome"
+
+
+def test_a_batch_entry_with_such_a_number_fails_alone(make_client: Any) -> None:
+    entries = [
+        {"request": {"method": "GET", "url": "Organization?_count=%C2%B2"}},
+        {"request": {"method": "GET", "url": "Organization/o1/_history/99999999999999999999"}},
+        {"request": {"method": "GET", "url": "Organization?_count=1"}},
+    ]
+    response = make_client().post(
+        "/fhir", json={"resourceType": "Bundle", "type": "batch", "entry": entries}
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)[:300]
+    statuses = [e["response"]["status"][:3] for e in response.get_json()["entry"]]
+    assert statuses == ["400", "400", "200"]
