@@ -6,6 +6,18 @@ from typing import Any
 
 FHIR = "application/fhir+json"
 IDENT_SYSTEM = "https://sos.example.org/fhir/sid/offre"
+# A published structure: anonymous callers may read it.
+PUBLISHED_ORGANIZATION: dict[str, Any] = {
+    "resourceType": "Organization",
+    "id": "o1",
+    "name": "Ligue contre le cancer",
+    "extension": [
+        {
+            "url": "https://sos.example.org/fhir/StructureDefinition/sos-entry-lifecycle",
+            "extension": [{"url": "status", "valueCode": "published"}],
+        }
+    ],
+}
 
 
 def org(name: str = "Ligue contre le cancer 29", **extra: Any) -> dict[str, Any]:

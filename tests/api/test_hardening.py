@@ -13,20 +13,7 @@ from fhirsrv.access.principal import SERVER
 from fhirsrv.app import create_app
 from fhirsrv.interactions import writes
 from fhirsrv.settings import Settings
-from tests.api.helpers import FHIR, count_rows
-
-# A published structure: anonymous callers may read it.
-SAMPLE = {
-    "resourceType": "Organization",
-    "id": "o1",
-    "name": "Ligue contre le cancer",
-    "extension": [
-        {
-            "url": "https://sos.example.org/fhir/StructureDefinition/sos-entry-lifecycle",
-            "extension": [{"url": "status", "valueCode": "published"}],
-        }
-    ],
-}
+from tests.api.helpers import FHIR, PUBLISHED_ORGANIZATION, count_rows
 
 
 def _settings(db_url: str, **overrides: Any) -> Settings:
@@ -50,7 +37,7 @@ def make_app(db_url: str) -> Iterator[Any]:
         services = app.extensions["fhirsrv"]
         with services.engine.begin() as conn:
             if not count_rows(app.test_client())[0]:  # one sample per database
-                writes.create(services, conn, dict(SAMPLE), "o1", actor=SERVER)
+                writes.create(services, conn, dict(PUBLISHED_ORGANIZATION), "o1", actor=SERVER)
         return app.test_client()
 
     yield build

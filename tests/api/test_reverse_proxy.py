@@ -19,21 +19,11 @@ from fhirsrv.app import create_app
 from fhirsrv.auth.clients import add_client
 from fhirsrv.interactions import writes
 from fhirsrv.settings import Settings
+from tests.api.helpers import PUBLISHED_ORGANIZATION
 from tests.api.proxy import PROXIES, request, reverse_proxy, waitress_server
 
 PUBLIC = "https://annuaire.sos-bretagne.test/fhir"
 PUBLIC_HOST = "annuaire.sos-bretagne.test"
-PUBLISHED = {
-    "resourceType": "Organization",
-    "id": "o1",
-    "name": "Ligue contre le cancer",
-    "extension": [
-        {
-            "url": "https://sos.example.org/fhir/StructureDefinition/sos-entry-lifecycle",
-            "extension": [{"url": "status", "valueCode": "published"}],
-        }
-    ],
-}
 
 
 def _app(db_url: str, **overrides: Any) -> Flask:
@@ -47,7 +37,7 @@ def _app(db_url: str, **overrides: Any) -> Flask:
     app = create_app(Settings.from_env(database_url=db_url, load_demo=False, **values))
     services = app.extensions["fhirsrv"]
     with services.engine.begin() as conn:
-        writes.create(services, conn, dict(PUBLISHED), "o1", actor=SERVER)
+        writes.create(services, conn, dict(PUBLISHED_ORGANIZATION), "o1", actor=SERVER)
     return app
 
 
