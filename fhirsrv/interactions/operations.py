@@ -14,10 +14,10 @@ from types import ModuleType
 from typing import Any
 
 from fhirsrv.access.policy import unauthorized
-from fhirsrv.errors import BadRequest, MethodNotAllowed, NotFound
+from fhirsrv.errors import BadRequest, InvalidResource, MethodNotAllowed, NotFound
 from fhirsrv.interactions.context import RequestInfo, Result, Services
-from fhirsrv.storage import repository
 from fhirsrv.storage.engine import read_transaction
+from fhirsrv.validation.structure import validate_structure
 
 
 @dataclass
@@ -45,7 +45,7 @@ class OperationCall:
         call = cls.from_query(res_type, res_id, args)
         call.method = "POST"
         if body.get("resourceType") == "Parameters":
-            call.parameters.extend(body.get("parameter") or [])
+            call.parameters.extend(_checked_parameters(body))
         else:
             call.body_resource = body
         return call
@@ -95,6 +95,36 @@ class OperationCall:
             if "valueCoding" in param:
                 return param["valueCoding"]
         return None
+
+
+def _checked_parameters(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The input Parameters' entries, held to R4's structure before any operation reads them,
+    so a `valueCoding` that is a string or a `parameter` that is not a list is a 400 here
+    rather than a crash deep in an operation. Resources carried in `resource` are left out of
+    this check and only required to be resources: each operation judges its own (`$validate`
+    reports on a broken one rather than refusing it)."""
+    params = body.get("parameter") or []
+    if not isinstance(params, list) or not all(isinstance(p, dict) for p in params):
+        raise InvalidResource(
+            "Parameters.parameter must be a list of objects", expression=["Parameters.parameter"]
+        )
+    shell = {**body, "parameter": [_without_resources(p, f"Parameters.parameter[{i}]") for i, p in enumerate(params)]}
+    issues = validate_structure(shell)
+    if issues:
+        raise InvalidResource(issues[0].diagnostics, issues=issues)
+    return params
+
+
+def _without_resources(param: dict[str, Any], where: str) -> dict[str, Any]:
+    """A parameter with its `resource` (checked to be a resource) and its parts' taken out."""
+    carried = param.get("resource")
+    if carried is not None and not (isinstance(carried, dict) and isinstance(carried.get("resourceType"), str)):
+        raise InvalidResource(f"{where}.resource must be a FHIR resource", expression=[f"{where}.resource"])
+    shell = {k: v for k, v in param.items() if k != "resource"}
+    parts = param.get("part")
+    if isinstance(parts, list) and all(isinstance(p, dict) for p in parts):
+        shell["part"] = [_without_resources(p, f"{where}.part[{i}]") for i, p in enumerate(parts)]
+    return shell
 
 
 OperationFunc = Callable[[Services, RequestInfo, OperationCall], Result]
@@ -188,8 +218,7 @@ class OperationRegistry:
             services.policy.check_read(info.principal, call.res_type)
         if call.res_type is not None and call.res_id is not None:
             with read_transaction(services.engine) as conn:
-                current = repository.get_current(conn, call.res_type, call.res_id)
-                seen = current is not None and bool(services.policy.visible(conn, info.principal, [current]))
+                _, seen = services.policy.read_current(conn, info.principal, call.res_type, call.res_id)
             if not seen:
                 raise NotFound(f"{call.res_type}/{call.res_id} is not known")
         return op.func(services, info, call)

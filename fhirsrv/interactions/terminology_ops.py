@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fhirsrv.errors import BadRequest, NotFound, Unauthorized
+from fhirsrv.errors import BadRequest, InvalidResource, NotFound
 from fhirsrv.interactions.context import RequestInfo, Result, Services
 from fhirsrv.interactions.operations import OperationCall, operation, parameters
+from fhirsrv.interactions.resources import check_resource
 from fhirsrv.storage.engine import read_transaction, write_transaction
 from fhirsrv.terminology import client_closure, codesystem, conceptmap, store, valueset
+from fhirsrv.validation.structure import validate_structure
 
 SPEC = "http://hl7.org/fhir/OperationDefinition/"
 
@@ -19,6 +21,10 @@ def _target(conn, call: OperationCall, res_type: str) -> dict[str, Any]:  # type
         return store.by_id(conn, res_type, call.res_id)
     inline = call.resource("valueSet")
     if inline is not None:
+        check_resource(inline, "ValueSet", "The 'valueSet' parameter: ")
+        issues = validate_structure(inline)
+        if issues:  # the expander walks compose as R4 shapes it
+            raise InvalidResource(issues[0].diagnostics, issues=issues)
         return inline
     url = call.string("url")
     if not url:
@@ -157,6 +163,7 @@ def translate(services: Services, info: RequestInfo, call: OperationCall) -> Res
     system_level=True,
     affects_state=True,
     definition=SPEC + "ConceptMap-closure",
+    guard="write",  # the tables belong to a client: 401 before the input is looked at
 )
 def closure(services: Services, info: RequestInfo, call: OperationCall) -> Result:
     """Maintain a client's named closure table: the new subsumptions among the concepts it sent.
@@ -173,11 +180,7 @@ def closure(services: Services, info: RequestInfo, call: OperationCall) -> Resul
             raise BadRequest("Each $closure 'concept' is a valueCoding")
         concepts.append(param["valueCoding"])
     since = call.string("version")
-    principal = info.principal
-    if principal.is_anonymous:
-        # The tables belong to a client, so the caller must be one.
-        raise Unauthorized("$closure keeps a closure table per client: it needs a bearer access token")
-    owner = principal.client_id
+    owner = info.principal.client_id
     with write_transaction(services.engine) as conn:
         if concepts:
             answer = client_closure.add_concepts(conn, owner, name, concepts)

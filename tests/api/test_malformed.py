@@ -177,3 +177,51 @@ def test_a_reference_to_an_overlong_id_is_stored_and_found(client) -> None:
     assert created.status_code == 201, created.get_data(as_text=True)[:300]
     found = client.get("/fhir/Organization", query_string={"partof": target}).get_json()
     assert [e["resource"]["id"] for e in found.get("entry", [])] == [created.get_json()["id"]]
+
+
+# ------------------------------------------------------------------ operation input Parameters
+
+_BAD_OPERATION_INPUTS = {
+    "parameter-not-a-list": ("Organization/$validate", {"parameter": "x"}),
+    "parameter-not-objects": ("Organization/$validate", {"parameter": ["x", 3]}),
+    "resource-not-a-resource": ("Organization/$validate", {"parameter": [{"name": "resource", "resource": "x"}]}),
+    "coding-a-string": ("CodeSystem/$lookup", {"parameter": [{"name": "coding", "valueCoding": "x"}]}),
+    "coding-a-list": ("ValueSet/$validate-code", {"parameter": [{"name": "coding", "valueCoding": [1]}]}),
+    "codings-of-numbers": (
+        "CodeSystem/$subsumes",
+        {"parameter": [{"name": "codingA", "valueCoding": "x"}, {"name": "codingB", "valueCoding": 5}]},
+    ),
+    "code-an-object": ("CodeSystem/$lookup", {"parameter": [{"name": "code", "valueCode": {}}]}),
+    "name-a-number": ("ValueSet/$expand", {"parameter": [{"name": 3, "valueUri": "x"}]}),
+    "part-of-strings": ("ConceptMap/$translate", {"parameter": [{"name": "x", "part": ["y"]}]}),
+    "compose-a-string": (
+        "ValueSet/$expand",
+        {"parameter": [{"name": "valueSet", "resource": {"resourceType": "ValueSet", "compose": "x"}}]},
+    ),
+    "include-of-numbers": (
+        "ValueSet/$expand",
+        {"parameter": [{"name": "valueSet", "resource": {"resourceType": "ValueSet", "compose": {"include": [3]}}}]},
+    ),
+    "valueset-of-another-type": (
+        "ValueSet/$expand",
+        {"parameter": [{"name": "valueSet", "resource": {"resourceType": "Organization"}}]},
+    ),
+}
+
+
+@pytest.mark.parametrize("path, parameters", _BAD_OPERATION_INPUTS.values(), ids=_BAD_OPERATION_INPUTS.keys())
+def test_malformed_operation_parameters_are_400(client, path: str, parameters: dict[str, Any]) -> None:
+    body = {"resourceType": "Parameters", **parameters}
+    response = client.post(f"/fhir/{path}", data=json.dumps(body), headers={"Content-Type": FHIR})
+    _refused(response)
+
+
+def test_validate_still_reports_on_a_broken_resource_it_is_given(client) -> None:
+    """Only the Parameters wrapper is held to R4 by the registry: the resource `$validate`
+    is asked about is judged by `$validate`, which answers with its issues."""
+    broken = {"resourceType": "Organization", "name": ["not", "a", "string"]}
+    body = {"resourceType": "Parameters", "parameter": [{"name": "resource", "resource": broken}]}
+    response = client.post("/fhir/Organization/$validate", data=json.dumps(body), headers={"Content-Type": FHIR})
+    outcome = response.get_json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert any("name" in issue.get("diagnostics", "") for issue in outcome["issue"]), outcome
