@@ -25,6 +25,14 @@ def test_closure_needs_a_client_and_keeps_one_table_per_client(auth_app, web, cl
     anonymous = _closure(web, {"Content-Type": FHIR})
     assert anonymous.status_code == 401
     assert anonymous.get_json()["resourceType"] == "OperationOutcome"
+    assert anonymous.headers["WWW-Authenticate"].startswith("Bearer")
+    # Credentials come first: an anonymous caller learns nothing from its input being judged.
+    malformed = web.post(
+        "/fhir/$closure",
+        json={"resourceType": "Parameters", "parameter": [{"name": "concept", "valueString": "x"}]},
+        headers={"Content-Type": FHIR},
+    )
+    assert malformed.status_code == 401
     tables = metadata.tables["closure_table"]
     with services.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(tables)).scalar_one() == 0
