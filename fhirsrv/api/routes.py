@@ -110,6 +110,7 @@ def type_level(res_type: str) -> Response:
         check_type(res_type)
         return _search(res_type, query_params())
     check_type(res_type, writable=True)  # a read-only type answers 405 before its body is read
+    _credentials_first(info, res_type)
     if request.method == "POST":
         negotiation.check_content_type(request)
         res = parse_resource(request.get_data(), res_type)
@@ -167,6 +168,7 @@ def instance(res_type: str, res_id: str) -> Response:
     info = request_info()
     if request.method in READING:
         return answer(read.read(services(), info, res_type, res_id))
+    _credentials_first(info, res_type)
     if request.method == "PUT":
         negotiation.check_content_type(request)
         res = parse_resource(request.get_data(), res_type)
@@ -194,6 +196,16 @@ def instance_operation(res_type: str, res_id: str, op: str) -> Response:
     if not op.startswith("$"):
         raise NotFound(f"Unknown path segment '{op}'")
     return _operation(op[1:], res_type, res_id)
+
+
+_WRITE_INTERACTIONS = {"POST": "c", "PUT": "u", "PATCH": "u", "DELETE": "d"}
+
+
+def _credentials_first(info: RequestInfo, res_type: str) -> None:
+    """Refuse a write the token alone refuses (401 for anonymous callers, 403 for a scope or
+    role that may never do it) before its body is parsed: an anonymous caller learns nothing
+    from its body being judged, and a refused write costs no parsing."""
+    services().policy.check_write_intent(info.principal, res_type, _WRITE_INTERACTIONS[request.method])
 
 
 def _operation(name: str, res_type: str | None, res_id: str | None) -> Response:

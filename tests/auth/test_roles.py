@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from flask.testing import FlaskClient
 
 from tests.auth.conftest import FHIR, Clients, location, service
@@ -28,6 +29,28 @@ def test_a_write_without_token_is_401_with_a_challenge(web: FlaskClient) -> None
     assert response.get_json()["issue"][0]["code"] == "login"
     assert web.delete("/fhir/HealthcareService/hs-29").status_code == 401
     assert web.get("/fhir/HealthcareService/hs-29").status_code == 200  # nothing was deleted
+
+
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("POST", "/fhir/Organization"),
+        ("PUT", "/fhir/Organization/o-29"),
+        ("PATCH", "/fhir/Organization/o-29"),
+        ("PUT", "/fhir/Organization?identifier=x"),
+    ],
+)
+@pytest.mark.parametrize(
+    "body, content_type", [(b"{not json", FHIR), (b"<Organization/>", "application/fhir+xml"), (b"", "text/plain")]
+)
+def test_credentials_are_asked_for_before_the_body_is_judged(
+    web: FlaskClient, method: str, path: str, body: bytes, content_type: str
+) -> None:
+    """An anonymous write is 401 whatever it carries: neither a 400 for a broken body nor a
+    415 for a media type tells an anonymous caller anything about how writes are judged."""
+    response = web.open(path, method=method, data=body, headers={"Content-Type": content_type})
+    assert response.status_code == 401, response.get_data(as_text=True)[:200]
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
 
 
 def test_a_regional_admin_writes_anywhere(web: FlaskClient, clients: Clients) -> None:
