@@ -84,8 +84,9 @@ def history(
     types = None if res_type is not None else _readable_types(services, principal)
     with read_transaction(services.engine) as conn:
         if res_id is not None:
-            current = repository.get_current(conn, res_type, res_id)
-            if current is None or not policy.visible(conn, principal, [current]):
+            # One statement whether the entry exists or is hidden: no timing tells them apart.
+            _, seen = policy.read_current(conn, principal, res_type, res_id)
+            if not seen:
                 raise NotFound(f"{res_type}/{res_id} is not known")
         if res_id is not None and not principal.sees_everything:
             # An entry's history is short: filter all of it, so the total counts what is shown.

@@ -70,8 +70,10 @@ def vread(
     if conn is None:
         with read_transaction(services.engine) as own:
             return vread(services, info, res_type, res_id, version, own)
-    stored = repository.get_version(conn, res_type, res_id, number)
+    # The entry first, in one statement: a hidden entry is then answered as an unknown id
+    # is, by the same statements, and its versions are never fetched.
     _, exists = services.policy.read_current(conn, info.principal, res_type, res_id)
+    stored = repository.get_version(conn, res_type, res_id, number) if exists else None
     if stored is not None and not services.policy.visible_versions(conn, info.principal, [stored]):
         stored = None
     if stored is None:
