@@ -32,6 +32,9 @@ ABSTRACT_BASES = ("Resource", "DomainResource")
 _STEP_WHERE = re.compile(r"^where\(\s*([a-zA-Z]+)\s*=\s*'([^']*)'\s*\)$")
 _STEP_EXT = re.compile(r"^extension\('([^']*)'\)$")
 _STEP_NAME = re.compile(r"^[a-z][A-Za-z]*$")
+# where(<relative plain path>.empty()): the SOS département's fallback to the postal code.
+_STEP_WHERE_EMPTY = re.compile(r"^where\((.+)\.empty\(\)\)$")
+_STEP_SUBSTRING = re.compile(r"^substring\(\s*(\d+)\s*,\s*(\d+)\s*\)$")
 
 
 def _split_top(text: str, sep: str) -> list[str]:
@@ -67,9 +70,39 @@ def _children(value: Any, name: str) -> list[Any]:
     return child if isinstance(child, list) else [child]
 
 
+def _walk(values: list[Any], steps: list[str]) -> list[Any]:
+    for step in steps:
+        values = _step(values, step) or []
+        if not values:
+            break
+    return values
+
+
+def _relative_steps(path: str) -> list[str] | None:
+    steps = _split_top(path.strip(), ".")
+    return steps if all(_known_step(step) for step in steps) else None
+
+
+def _known_step(step: str) -> bool:
+    if _STEP_NAME.match(step) or _STEP_WHERE.match(step) or _STEP_EXT.match(step) or _STEP_SUBSTRING.match(step):
+        return True
+    empty = _STEP_WHERE_EMPTY.match(step)
+    return bool(empty) and _relative_steps(empty.group(1)) is not None
+
+
 def _step(values: list[Any], step: str) -> list[Any] | None:
     if _STEP_NAME.match(step):
         return [c for v in values for c in _children(v, step)]
+    empty = _STEP_WHERE_EMPTY.match(step)
+    if empty:
+        inner = _relative_steps(empty.group(1)) or []
+        return [v for v in values if not _walk([v], inner)]
+    cut = _STEP_SUBSTRING.match(step)
+    if cut:
+        # Per string: FHIRPath's substring() wants one string and fails on two, which left an
+        # entry with two addresses without a département in no département at all.
+        start, length = int(cut.group(1)), int(cut.group(2))
+        return [v[start : start + length] for v in values if isinstance(v, str) and start < len(v)]
     where = _STEP_WHERE.match(step)
     if where:
         field_name, literal = where.groups()
@@ -91,16 +124,15 @@ def _plain_path(expression: str) -> tuple[str, list[str]] | None:
     steps = _split_top(expression.strip(), ".")
     if len(steps) < 2 or not re.match(r"^[A-Z][A-Za-z]+$", steps[0]):
         return None
-    for step in steps[1:]:
-        if not (_STEP_NAME.match(step) or _STEP_WHERE.match(step) or _STEP_EXT.match(step)):
-            return None
+    if not all(_known_step(step) for step in steps[1:]):
+        return None
     return steps[0], steps[1:]
 
 
 @lru_cache(maxsize=4096)
 def _compile(expression: str) -> Callable[[dict[str, Any]], list[Any]]:
-    """Plain paths (with where(x = 'y'), extension('url') and value[x]) are walked directly:
-    about twenty times faster than the general FHIRPath engine on the write path."""
+    """Plain paths (with where(x = 'y'), where(path.empty()), extension('url'), value[x] and
+    substring(a, b)) are walked directly: about twenty times faster than the general FHIRPath engine on the write path."""
     alternatives = _split_top(expression, "|")
     plain = [_plain_path(alt) for alt in alternatives]
     if all(p is not None for p in plain):
@@ -111,12 +143,7 @@ def _compile(expression: str) -> Callable[[dict[str, Any]], list[Any]]:
             for res_type, steps in paths:
                 if res.get("resourceType") != res_type:
                     continue
-                values: list[Any] = [res]
-                for step in steps:
-                    values = _step(values, step) or []
-                    if not values:
-                        break
-                out.extend(values)
+                out.extend(_walk([res], steps))
             return out
 
         return evaluate
