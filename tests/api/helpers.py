@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 FHIR = "application/fhir+json"
@@ -55,3 +57,33 @@ def count_rows(client) -> tuple[int, int]:  # type: ignore[no-untyped-def]
             conn.execute(select(func.count()).select_from(resource)).scalar_one(),
             conn.execute(select(func.count()).select_from(resource_version)).scalar_one(),
         )
+
+
+@contextmanager
+def unlimited_app_with_admin_token(db_url: str, populate: Callable[[Any], None]) -> Iterator[tuple[Any, str]]:
+    """An app with authorization on and no rate limit (a fuzz sends thousands of requests), its
+    content written by `populate(services)`, and a regional administrator's bearer token."""
+    from fhirsrv.app import create_app
+    from fhirsrv.auth.clients import add_client
+    from fhirsrv.settings import Settings
+
+    settings = Settings.from_env(
+        database_url=db_url,
+        load_demo=False,
+        base_url="http://fhir.test/fhir",
+        auth=True,
+        rate_limit_anonymous=0,
+        rate_limit_client=0,
+    )
+    app = create_app(settings)
+    services = app.extensions["fhirsrv"]
+    populate(services)
+    with services.engine.begin() as conn:
+        client, secret = add_client(conn, "fuzz", "system/*.cruds", "regional-admin")
+    token = app.test_client().post(
+        "/fhir/token", data={"grant_type": "client_credentials"}, auth=(client.client_id, secret)
+    )
+    try:
+        yield app, token.get_json()["access_token"]
+    finally:
+        services.engine.dispose()

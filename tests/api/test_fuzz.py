@@ -7,6 +7,7 @@ bodies that cannot be valid.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import quote, urlencode
 
 import orjson
@@ -18,12 +19,10 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from fhirsrv.access.principal import SERVER
-from fhirsrv.app import create_app
-from fhirsrv.auth.clients import add_client
 from fhirsrv.auth.tables import oauth_client, oauth_jti
 from fhirsrv.interactions import writes
-from fhirsrv.settings import Settings
 from fhirsrv.storage.schema import resource, resource_version
+from tests.api.helpers import unlimited_app_with_admin_token
 
 NASTY = [
     "' OR 1=1 --",
@@ -123,27 +122,15 @@ request_strategy = st.fixed_dictionaries(
 )
 
 
-@pytest.fixture
-def fuzz_app(db_url: str) -> Iterator[tuple[Flask, str]]:
-    settings_ = Settings.from_env(
-        database_url=db_url,
-        load_demo=False,
-        base_url="http://fhir.test/fhir",
-        auth=True,
-        rate_limit_anonymous=0,
-        rate_limit_client=0,
-    )
-    app = create_app(settings_)
-    services = app.extensions["fhirsrv"]
+def _one_organization(services: Any) -> None:
     with services.engine.begin() as conn:
         writes.create(services, conn, {"resourceType": "Organization", "name": "Ligue"}, "o1", actor=SERVER)
-        client, secret = add_client(conn, "dsrc", "system/*.cruds", "regional-admin")
-    web = app.test_client()
-    token = web.post(
-        "/fhir/token", data={"grant_type": "client_credentials"}, auth=(client.client_id, secret)
-    )
-    yield app, token.get_json()["access_token"]
-    services.engine.dispose()
+
+
+@pytest.fixture
+def fuzz_app(db_url: str) -> Iterator[tuple[Flask, str]]:
+    with unlimited_app_with_admin_token(db_url, _one_organization) as built:
+        yield built
 
 
 def _snapshot(app: Flask) -> tuple[int, ...]:

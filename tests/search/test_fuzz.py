@@ -20,9 +20,7 @@ from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fhirsrv.app import create_app
-from fhirsrv.auth.clients import add_client
-from fhirsrv.settings import Settings
+from tests.api.helpers import unlimited_app_with_admin_token
 from tests.search.directory import load
 
 MODIFIERS = [
@@ -133,24 +131,8 @@ def searches(
 
 @pytest.fixture
 def fuzz_app(db_url: str) -> Iterator[tuple[Flask, str]]:
-    settings_ = Settings.from_env(
-        database_url=db_url,
-        load_demo=False,
-        base_url="http://fhir.test/fhir",
-        auth=True,
-        rate_limit_anonymous=0,
-        rate_limit_client=0,
-    )
-    app = create_app(settings_)
-    services = app.extensions["fhirsrv"]
-    load(services)
-    with services.engine.begin() as conn:
-        client, secret = add_client(conn, "fuzz", "system/*.cruds", "regional-admin")
-    token = app.test_client().post(
-        "/fhir/token", data={"grant_type": "client_credentials"}, auth=(client.client_id, secret)
-    )
-    yield app, token.get_json()["access_token"]
-    services.engine.dispose()
+    with unlimited_app_with_admin_token(db_url, load) as built:
+        yield built
 
 
 def test_random_searches_over_every_declared_parameter_never_5xx(fuzz_app: tuple[Flask, str]) -> None:
