@@ -9,19 +9,17 @@ Usage: python bench/policy_bench.py [--resources 100000] [--requests 200] [--pos
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import json
-import os
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from _cli import directory_parser, header, write_results  # noqa: E402
 from _pg import fresh_schema  # noqa: E402
 from http_bench import _free_port, _percentiles, _wait  # noqa: E402
 from search_bench import SEARCHES, _load  # noqa: E402
@@ -137,28 +135,20 @@ def run(url: str, data: Path | None, requests: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--resources", type=int, default=100_000)
-    parser.add_argument("--requests", type=int, default=200)
-    parser.add_argument("--postgres", default=os.environ.get("FHIRSRV_BENCH_DATABASE_URL"))
-    parser.add_argument("--no-sqlite", action="store_true", help="PostgreSQL only")
-    parser.add_argument(
-        "--loaded",
-        help="a PostgreSQL URL whose schema already holds a generated directory of --resources: "
+    parser = directory_parser(
+        __doc__,
+        resources=100_000,
+        loaded_help="a PostgreSQL URL whose schema already holds a generated directory of --resources: "
         "measured as it is, without generating and loading one (a load takes minutes at 100k)",
     )
+    parser.add_argument("--requests", type=int, default=200)
     args = parser.parse_args()
     from fhirsrv.seeding.generate import generate
 
-    results: dict = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "resources": args.resources,
-        "requests": args.requests,
-        "machine": f"{os.cpu_count()} cores",
-    }
+    results = header(args.resources, requests=args.requests)
     if args.loaded:
         results["postgresql"] = run(args.loaded, None, args.requests)
-        _write(results, f"policy_bench_{args.resources}_postgresql.json")
+        write_results(f"policy_bench_{args.resources}_postgresql", results)
         return
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
@@ -168,12 +158,7 @@ def main() -> None:
         if args.postgres:
             results["postgresql"] = run(fresh_schema(args.postgres, "fhirsrv_pbench"), data, args.requests)
     suffix = "_postgresql" if args.no_sqlite else ""
-    _write(results, f"policy_bench_{args.resources}{suffix}.json")
-
-
-def _write(results: dict, name: str) -> None:
-    (HERE / "results" / name).write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
+    write_results(f"policy_bench_{args.resources}{suffix}", results)
 
 
 if __name__ == "__main__":

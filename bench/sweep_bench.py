@@ -11,18 +11,16 @@ Usage: python bench/sweep_bench.py [--resources 100000] [--postgres URL] [--no-s
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import sys
 import tempfile
 import time
 import tracemalloc
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from _cli import directory_parser, header, write_results  # noqa: E402
 from _pg import fresh_schema  # noqa: E402
 from search_bench import _load  # noqa: E402
 
@@ -107,33 +105,24 @@ def run(url: str, data: Path | None, transitions: bool) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--resources", type=int, default=100_000)
-    parser.add_argument("--postgres", default=os.environ.get("FHIRSRV_BENCH_DATABASE_URL"))
-    parser.add_argument("--no-sqlite", action="store_true", help="PostgreSQL only")
+    parser = directory_parser(
+        __doc__,
+        resources=100_000,
+        loaded_help="a PostgreSQL URL whose schema already holds a generated directory of --resources, "
+        "loaded at an earlier time (a load takes about 45 minutes at 1M on 2 cores): swept as it is",
+    )
     parser.add_argument(
         "--transitions",
         action="store_true",
         help="also sweep a year later, when every published structure is due (slow: ~100 ms a structure)",
     )
-    parser.add_argument(
-        "--loaded",
-        help="a PostgreSQL URL whose schema already holds a generated directory of --resources, "
-        "loaded at an earlier time (a load takes about 45 minutes at 1M on 2 cores): swept as it is",
-    )
     args = parser.parse_args()
     from fhirsrv.seeding.generate import generate
 
-    results: dict = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "resources": args.resources,
-        "machine": f"{os.cpu_count()} cores",
-    }
+    results = header(args.resources)
     if args.loaded:
         results["postgresql"] = run(args.loaded, None, args.transitions)
-        out = HERE / "results" / f"sweep_bench_{args.resources}_postgresql.json"
-        out.write_text(json.dumps(results, indent=2) + "\n")
-        print(json.dumps(results, indent=2))
+        write_results(f"sweep_bench_{args.resources}_postgresql", results)
         return
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
@@ -143,9 +132,7 @@ def main() -> None:
         if args.postgres:
             results["postgresql"] = run(fresh_schema(args.postgres, "fhirsrv_sbench"), data, args.transitions)
     suffix = "_postgresql" if args.no_sqlite else ""
-    out = HERE / "results" / f"sweep_bench_{args.resources}{suffix}.json"
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
+    write_results(f"sweep_bench_{args.resources}{suffix}", results)
 
 
 if __name__ == "__main__":
