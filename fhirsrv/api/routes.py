@@ -18,6 +18,7 @@ from fhirsrv.interactions import delete as delete_mod
 from fhirsrv.interactions import patch as patch_mod
 from fhirsrv.interactions import update as update_mod
 from fhirsrv.interactions.context import RequestInfo, Result, Services
+from fhirsrv.interactions.refusals import audited
 from fhirsrv.interactions.resources import check_type, parse_json, parse_resource
 from fhirsrv.interactions.search import search
 
@@ -168,7 +169,7 @@ def instance(res_type: str, res_id: str) -> Response:
     info = request_info()
     if request.method in READING:
         return answer(read.read(services(), info, res_type, res_id))
-    _credentials_first(info, res_type)
+    _credentials_first(info, res_type, res_id)
     if request.method == "PUT":
         negotiation.check_content_type(request)
         res = parse_resource(request.get_data(), res_type)
@@ -198,14 +199,23 @@ def instance_operation(res_type: str, res_id: str, op: str) -> Response:
     return _operation(op[1:], res_type, res_id)
 
 
-_WRITE_INTERACTIONS = {"POST": "c", "PUT": "u", "PATCH": "u", "DELETE": "d"}
+# HTTP method: (the interaction as the audit names it, as a SMART scope letter).
+_WRITE_INTERACTIONS = {"POST": ("create", "c"), "PUT": ("update", "u"), "PATCH": ("patch", "u"), "DELETE": ("delete", "d")}
 
 
-def _credentials_first(info: RequestInfo, res_type: str) -> None:
+def _credentials_first(info: RequestInfo, res_type: str, res_id: str | None = None) -> None:
     """Refuse a write the token alone refuses (401 for anonymous callers, 403 for a scope or
     role that may never do it) before its body is parsed: an anonymous caller learns nothing
-    from its body being judged, and a refused write costs no parsing."""
-    services().policy.check_write_intent(info.principal, res_type, _WRITE_INTERACTIONS[request.method])
+    from its body being judged, and a refused write costs no parsing. The refusal is audited
+    as the interaction's own would be."""
+    interaction, letter = _WRITE_INTERACTIONS[request.method]
+    criteria = _criteria()
+    if res_id is not None:
+        target = f"{res_type}/{res_id}"
+    else:
+        target = f"{res_type}?{criteria}" if criteria is not None and request.method != "POST" else res_type
+    with audited(services(), info, interaction, target):
+        services().policy.check_write_intent(info.principal, res_type, letter)
 
 
 def _operation(name: str, res_type: str | None, res_id: str | None) -> Response:

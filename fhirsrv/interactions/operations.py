@@ -108,7 +108,9 @@ def _checked_parameters(body: dict[str, Any]) -> list[dict[str, Any]]:
         raise InvalidResource(
             "Parameters.parameter must be a list of objects", expression=["Parameters.parameter"]
         )
-    shell = {**body, "parameter": [_without_resources(p, f"Parameters.parameter[{i}]") for i, p in enumerate(params)]}
+    shell = {k: v for k, v in body.items() if k != "parameter"}  # `"parameter": []` means none
+    if params:
+        shell["parameter"] = [_without_resources(p, f"Parameters.parameter[{i}]") for i, p in enumerate(params)]
     issues = validate_structure(shell)
     if issues:
         raise InvalidResource(issues[0].diagnostics, issues=issues)

@@ -57,8 +57,14 @@ def test_body_size_limit_is_413(make_app: Any) -> None:
     web = make_app(max_body_bytes=2000)
     before = count_rows(web)
     big = {"resourceType": "Organization", "name": "x" * 5000}
-    _outcome(web.post("/fhir/Organization", json=big, headers={"Content-Type": FHIR}), 413)
-    assert count_rows(web) == before
+    # A Bundle is what an anonymous caller may post (a batch of reads): its size is judged.
+    batch = {"resourceType": "Bundle", "type": "batch", "entry": [{"resource": big, "request": {"method": "POST", "url": "Organization"}}]}
+    _outcome(web.post("/fhir", json=batch, headers={"Content-Type": FHIR}), 413)
+    # A write is judged on its credentials first: an anonymous one is 401 whatever its size.
+    _outcome(web.post("/fhir/Organization", json=big, headers={"Content-Type": FHIR}), 401)
+    after = count_rows(web)
+    assert after[0] - before[0] == after[1] - before[1] <= 1  # at most the refusal's AuditEvent
+    assert web.get("/fhir/Organization?_summary=count").get_json()["total"] == 1
 
 
 def test_query_string_limit_is_414(make_app: Any) -> None:
