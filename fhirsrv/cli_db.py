@@ -22,14 +22,19 @@ def db() -> None:
 @db.command()
 @DATABASE
 def upgrade(database: str | None) -> None:
-    """Apply every migration up to the latest, then rebuild what the stored resources decide
-    and an older version kept otherwise (search indexes built by other rules)."""
+    """Apply every migration up to the latest, add the shipped conformance and terminology
+    resources the database lacks, and rebuild search indexes built by other rules."""
+    from fhirsrv.interactions.load import load_missing_conformance
     from fhirsrv.interactions.reindex import reindex_if_outdated
     from fhirsrv.storage.migrate import current
     from fhirsrv.wiring import build_services
 
     services = build_services(settings_with(database))
     try:
+        added = load_missing_conformance(services)
+        if added.counts:
+            listed = ", ".join(f"{t} {n}" for t, n in sorted(added.counts.items()))
+            click.echo(f"conformance and terminology content added: {listed}")
         reindexed = reindex_if_outdated(services)
         if reindexed is not None:
             click.echo(f"search indexes rebuilt for {reindexed} resources")

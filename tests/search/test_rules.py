@@ -56,13 +56,13 @@ def test_db_upgrade_rebuilds_rows_built_by_other_rules_once(client: FlaskClient,
 
     upgraded = CliRunner().invoke(main, ["db", "upgrade", "--database", db_url])
     assert upgraded.exit_code == 0, upgraded.output
-    assert "search indexes rebuilt for 1 resources" in upgraded.output
+    assert "search indexes rebuilt for" in upgraded.output
     assert _names(client, "ligue") == [created.get_json()["id"]]
     with engine.connect() as conn:
         assert rules.recorded(conn) == services.search.rules
 
     again = CliRunner().invoke(main, ["db", "upgrade", "--database", db_url])
-    assert again.exit_code == 0 and "rebuilt" not in again.output
+    assert again.exit_code == 0 and "rebuilt" not in again.output and "added" not in again.output
 
 
 def test_reindex_of_every_type_records_the_rules_and_of_one_type_does_not(
