@@ -9,6 +9,9 @@ taken before an upgrade, and a restore brings back the revision the backup was t
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import click
 
 from fhirsrv.cli_common import DATABASE, settings_with
@@ -41,3 +44,55 @@ def upgrade(database: str | None) -> None:
         click.echo(f"database at revision {current(services.engine)}")
     finally:
         services.engine.dispose()
+
+
+def _described(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    from fhirsrv.storage.engine import normalise_url
+
+    return make_url(normalise_url(url)).render_as_string(hide_password=True)
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1_000_000:.1f} MB"
+
+
+@db.command()
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=True))
+@click.option("--force", is_flag=True, help="Replace FILE if it exists.")
+@DATABASE
+def backup(file: Path, force: bool, database: str | None) -> None:
+    """Write a consistent copy of the database to FILE, while the server runs (SQLite: online
+    backup API; PostgreSQL: pg_dump --format=custom of the URL's schema)."""
+    from fhirsrv.storage.backup import BackupError
+    from fhirsrv.storage.backup import backup as copy
+
+    url = settings_with(database).database_url
+    try:
+        done = copy(url, file, force=force)
+    except BackupError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    click.echo(
+        f"backup of {_described(url)} at revision {done.revision} written to {file} ({_megabytes(done.size)})"
+    )
+
+
+@db.command()
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--force", is_flag=True, help="Replace what the database already holds.")
+@DATABASE
+def restore(file: Path, force: bool, database: str | None) -> None:
+    """Bring the backup FILE back into the database, which must be empty (stop the server
+    first). The database is left at the backup's revision: the next start migrates it."""
+    from fhirsrv.storage.backup import BackupError
+    from fhirsrv.storage.backup import restore as bring_back
+
+    url = settings_with(database).database_url
+    try:
+        done = bring_back(url, file, force=force)
+    except BackupError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"{file} restored into {_described(url)}, at revision {done.revision}")
