@@ -391,7 +391,8 @@ def load_missing_conformance(services: Services) -> LoadReport:
     transaction (`fhirsrv db upgrade`): a database started by an earlier version lacks what
     was shipped since, e.g. the first release's every SOS code system and profile. One it
     holds, even changed through the API or deleted, is left as it is: an administrator's
-    change is not undone by an upgrade."""
+    change is not undone by an upgrade. An empty database is left empty: its first start
+    loads the content (and the demo region, if asked) as one unit."""
     settings = services.settings
     report = LoadReport()
     wanted: list[tuple[str, Any]] = []
@@ -404,6 +405,8 @@ def load_missing_conformance(services: Services) -> LoadReport:
         if conn.dialect.name == "postgresql":  # as a first start: two upgrades at once add it once
             lock = sql_text("SELECT pg_advisory_xact_lock(:k, hashtext(current_schema()))")
             conn.execute(lock, {"k": FIRST_LOAD_LOCK_KEY})
+        if repository.is_empty(conn):  # a new database: its first start loads all of it, demo too
+            return report
         held = repository.keys_of_types(conn, types)
         missing = [(w, res) for w, res in wanted if (res.get("resourceType"), str(res.get("id"))) not in held]
         if missing:

@@ -224,6 +224,9 @@ def test_an_upgrade_adds_the_shipped_content_a_database_lacks_and_keeps_what_it_
     """`fhirsrv db upgrade`'s content step: what the database never held is added; a shipped
     resource an administrator changed or deleted stays as they left it."""
     services = _services(db_url, 0)
+    assert not load.load_missing_conformance(services).counts, "an empty database waits for its first start"
+    loaded = load.load_paths(services, [DEMO / "01-Organization.ndjson"])
+    assert loaded.counts["Organization"] > 1
     first = load.load_missing_conformance(services)
     assert first.counts["CodeSystem"] > 1 and first.counts["StructureDefinition"] > 1
     with engine.begin() as conn:
