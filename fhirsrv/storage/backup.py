@@ -7,8 +7,8 @@ temporary name and renamed when complete: a backup that fails leaves no half fil
 
 PostgreSQL: `pg_dump --format=custom`, which also reads in one snapshot, of the schema the
 database URL's search_path names (else the whole database), and `pg_restore` into an empty
-database. The password goes to the tools in their environment (PGPASSWORD), never on a
-command line that `ps` shows.
+database. The password goes to the tools in a password file only the server's user may read,
+removed afterwards, never on a command line that `ps` shows.
 
 Neither opens the database through the server nor migrates it: a backup is what is taken
 before an upgrade, and a restore brings back the revision the backup was taken at (the next
@@ -22,6 +22,7 @@ import re
 import shutil
 import sqlite3
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -182,10 +183,9 @@ def _sqlite_restore(url: str, source: Path, force: bool) -> str | None:
 # -------------------------------------------------------------------------------- PostgreSQL
 @dataclass(frozen=True)
 class _PgTarget:
-    """How the PostgreSQL client tools reach the database of a URL, without its password."""
+    """How the PostgreSQL client tools reach the database of a URL."""
 
-    dbname: str  # a libpq URI, query parameters included
-    env: dict[str, str]
+    url: URL
     schema: str | None
 
 
@@ -197,11 +197,25 @@ def _pg_target(url: str) -> _PgTarget:
     options = parsed.query.get("options")
     text = " ".join(options) if isinstance(options, tuple) else options or ""
     found = _SEARCH_PATH.search(text)
-    env = dict(os.environ)
-    if parsed.password:
-        env["PGPASSWORD"] = str(parsed.password)
-    dbname = parsed.set(drivername="postgresql", password=None).render_as_string(hide_password=False)
-    return _PgTarget(dbname, env, found.group(1) if found else None)
+    return _PgTarget(parsed.set(drivername="postgresql"), found.group(1) if found else None)
+
+
+@contextmanager
+def _dbname(target: _PgTarget) -> Iterator[str]:
+    """The tools' --dbname: a libpq URI without the password, which is in a password file only
+    this user may read (libpq's `passfile`), removed afterwards."""
+    password = target.url.password
+    if not password:
+        yield target.url.render_as_string(hide_password=False)
+        return
+    with tempfile.TemporaryDirectory(prefix="fhirsrv-pg-") as private:
+        passfile = Path(private) / "pgpass"
+        escaped = str(password).replace("\\", "\\\\").replace(":", "\\:")
+        descriptor = os.open(passfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as out:
+            out.write(f"*:*:*:*:{escaped}\n")
+        url = target.url.set(password=None).update_query_dict({"passfile": str(passfile)})
+        yield url.render_as_string(hide_password=False)
 
 
 def _tool(name: str) -> str:
@@ -214,8 +228,8 @@ def _tool(name: str) -> str:
     return path
 
 
-def _run(args: list[str], env: dict[str, str]) -> str:
-    done = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
+def _run(args: list[str]) -> str:
+    done = subprocess.run(args, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         lines = [line for line in done.stderr.splitlines() if line.strip()]
         raise BackupError(
@@ -238,16 +252,15 @@ def _pg_dump(url: str, partial: Path) -> str | None:
     if revision is None:
         raise BackupError("the database holds no fhirsrv schema (no schema revision) to back up")
     target = _pg_target(url)
-    args = [pg_dump, "--format=custom", "--no-password", f"--file={partial}", f"--dbname={target.dbname}"]
-    if target.schema:
-        args.append(f"--schema={target.schema}")
-    _run(args, target.env)
+    with _dbname(target) as dbname:
+        args = [pg_dump, "--format=custom", "--no-password", f"--file={partial}", f"--dbname={dbname}"]
+        _run(args + ([f"--schema={target.schema}"] if target.schema else []))
     return revision
 
 
-def _archived_schemas(pg_restore: str, source: Path, env: dict[str, str]) -> set[str]:
+def _archived_schemas(pg_restore: str, source: Path) -> set[str]:
     """The schemas a custom-format archive creates (`pg_restore --list`: "… SCHEMA - name owner")."""
-    listing = _run([pg_restore, "--list", str(source)], env)
+    listing = _run([pg_restore, "--list", str(source)])
     return {m.group(1) for m in re.finditer(r"^\d+;.*? SCHEMA - (\S+)", listing, re.MULTILINE)}
 
 
@@ -260,14 +273,14 @@ def _pg_restore(url: str, source: Path, force: bool) -> str | None:
             f"the database already holds a fhirsrv schema (revision {held}): restore into an empty "
             "database or schema, or --force to replace it"
         )
-    archived = _archived_schemas(pg_restore, source, target.env)
+    archived = _archived_schemas(pg_restore, source)
     wanted = target.schema or "public"
     if archived and wanted not in archived:
         raise BackupError(
             f"{source} holds the schema {', '.join(sorted(archived))}, the database URL names {wanted}: "
             "restore with that schema in the URL's search_path"
         )
-    args = [pg_restore, "--no-password", f"--dbname={target.dbname}", "--no-owner", "--exit-on-error"]
-    args += ["--single-transaction", "--clean", "--if-exists", str(source)]
-    _run(args, target.env)
+    with _dbname(target) as dbname:
+        args = [pg_restore, "--no-password", f"--dbname={dbname}", "--no-owner", "--exit-on-error"]
+        _run(args + ["--single-transaction", "--clean", "--if-exists", str(source)])
     return _pg_revision(url)
