@@ -32,7 +32,9 @@ def upgrade(database: str | None) -> None:
     from fhirsrv.storage.migrate import current
     from fhirsrv.wiring import build_services
 
-    services = build_services(settings_with(database))
+    # An operator's one-off work, like a load: not bounded by the requests' statement timeout
+    # (rebuilding the access facts of a large directory takes longer than 30 s).
+    services = build_services(settings_with(database).overridden(db_statement_timeout=0))
     try:
         added = load_missing_conformance(services)
         if added.counts:
