@@ -131,6 +131,7 @@ def serve(host: str, port: int, database: str | None, no_demo: bool, threads: in
     """Serve the FHIR API under /fhir."""
     from fhirsrv.app import create_app, make_server
     from fhirsrv.interactions.load import LoadError, load_initial_content
+    from fhirsrv.interactions.reindex import outdated
 
     settings = _settings(database, load_demo=False if no_demo else None)
     reason = _unlistenable(host, port)
@@ -147,6 +148,11 @@ def serve(host: str, port: int, database: str | None, no_demo: bool, threads: in
             sum(report.counts.values()),
             report.files,
             ", ".join(f"{t} {n}" for t, n in sorted(report.counts.items())),
+        )
+    if outdated(services):
+        log.warning(
+            "the search indexes were built by an earlier version's rules: searches may miss matches "
+            "until `fhirsrv db upgrade` rebuilds them"
         )
     app = create_app(settings, services)
     try:
@@ -182,36 +188,14 @@ def load(paths: tuple[Path, ...], database: str | None) -> None:
     )
 
 
-@main.group()
-def db() -> None:
-    """Database schema management (Alembic)."""
-
-
-@db.command()
-@click.option("--database", default=None)
-def upgrade(database: str | None) -> None:
-    """Apply every migration up to the latest."""
-    from fhirsrv.storage.engine import engine_for
-    from fhirsrv.storage.migrate import current, ensure_schema
-
-    engine = engine_for(_settings(database))
-    ensure_schema(engine)
-    click.echo(f"database at revision {current(engine)}")
-
-
 @main.command()
 @click.option("--database", default=None)
 @click.option("--type", "res_type", default=None, help="Only this resource type.")
 def reindex(database: str | None, res_type: str | None) -> None:
     """Rebuild the search indexes (after a SearchParameter was added or changed)."""
-    from fhirsrv.storage.engine import write_transaction
-    from fhirsrv.storage.schema import entry_access
+    from fhirsrv.interactions.reindex import reindex as rebuild
 
-    services = _services(_settings(database))
-    with write_transaction(services.engine, unbounded=True) as conn:
-        count = services.search.reindex(conn, res_type)
-        # New token index rows start hidden: give them their entries' visibility again.
-        services.policy.facts.mirror(conn, None if res_type is None else entry_access.c.res_type == res_type)
+    count = rebuild(_services(_settings(database)), res_type)
     click.echo(json.dumps({"reindexed": count}))
 
 
@@ -274,6 +258,13 @@ def _attach_clients() -> None:
     main.add_command(clients)
 
 
+def _attach_db() -> None:
+    """`fhirsrv db upgrade|backup|restore` (schema, and copies of the database)."""
+    from fhirsrv.cli_db import db
+
+    main.add_command(db)
+
+
 def _attach_outbox() -> None:
     """`fhirsrv outbox list|retry|deliver` (e-mails of the inclusion procedure)."""
     from fhirsrv.cli_outbox import outbox
@@ -282,6 +273,7 @@ def _attach_outbox() -> None:
 
 
 _attach_clients()
+_attach_db()
 _attach_outbox()
 
 

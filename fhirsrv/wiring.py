@@ -21,6 +21,7 @@ from fhirsrv.interactions.context import ProfileCheck, Services, WriteHook
 from fhirsrv.interactions.cursors import CursorSeal
 from fhirsrv.interactions.identifiers import DirectoryIdentifiers
 from fhirsrv.interactions.operations import OperationRegistry
+from fhirsrv.search import rules
 from fhirsrv.search.engine import SearchEngine
 from fhirsrv.settings import Settings
 from fhirsrv.storage import repository
@@ -63,6 +64,7 @@ def build_services(settings: Settings) -> Services:
     with write_transaction(engine) as conn:
         policy.facts.rebuild_if_missing(conn)
         services.identifiers.fill_if_missing(conn)
+        rules.stamp_if_empty(conn, search.rules)
     return services
 
 

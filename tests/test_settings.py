@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from fhirsrv.cli import main
-from fhirsrv.settings import VARIABLES, Settings, SettingsError
+from fhirsrv.settings import DATA_DIR_VARIABLE, VARIABLES, Settings, SettingsError
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent / "fhirsrv"
 BOOLEAN_VARIABLES = ["FHIRSRV_AUTH", "FHIRSRV_HSTS", "FHIRSRV_LOAD_DEMO", "FHIRSRV_SQL_ECHO"]
@@ -345,3 +346,13 @@ def test_database_timeouts_parse_and_default() -> None:
 def test_database_timeouts_out_of_range_are_errors(variable: str, value: str) -> None:
     with pytest.raises(SettingsError, match=variable):
         from_env(**{variable: value})
+
+
+def test_the_readme_settings_table_names_every_variable_and_no_other() -> None:
+    """One table documents every FHIRSRV_* variable the server reads (README, "Settings")."""
+    readme = (PACKAGE_DIR.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Settings (environment)", 1)[1].split("\n#", 1)[0]
+    rows = [line.split("|")[1] for line in section.splitlines() if line.startswith("| `")]
+    documented = {name for cell in rows for name in re.findall(r"`(FHIRSRV_[A-Z0-9_]+)`", cell)}
+    read = set(VARIABLES.values()) | {DATA_DIR_VARIABLE}
+    assert documented == read, {"undocumented": sorted(read - documented), "unknown": sorted(documented - read)}

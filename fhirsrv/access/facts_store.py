@@ -30,6 +30,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    true,
     update,
 )
 
@@ -42,7 +43,14 @@ from fhirsrv.access.facts import (
 )
 from fhirsrv.storage.jsonfmt import loads
 from fhirsrv.storage.repository import StoredResource
-from fhirsrv.storage.schema import entry_access, idx_token, live, resource, structure_territory
+from fhirsrv.storage.schema import (
+    entry_access,
+    idx_token,
+    live,
+    resource,
+    resource_version,
+    structure_territory,
+)
 
 ea = entry_access.c
 
@@ -361,21 +369,46 @@ class FactStore:
 
     # --------------------------------------------------------------------------- rebuild
     def rebuild(self, conn: Connection, res_type: str | None = None) -> int:
-        """Every live resource's facts from its content (start-up on an older database,
-        `fhirsrv reindex`), in chunks, then every visibility."""
-        query = select(resource.c.rid, resource.c.res_type, resource.c.res_id, resource.c.content).where(
-            live(resource), resource.c.res_type.in_(GOVERNED_TYPES if res_type is None else (res_type,))
+        """Every resource's facts from its content (start-up on an older database), in chunks,
+        then every visibility.
+
+        A deleted resource gets the facts of its last version before the deletion, as the write
+        path leaves them (`deleted` above): whoever saw the entry is told it is gone (410) and
+        may read its history, after an upgrade as before it."""
+        types = GOVERNED_TYPES if res_type is None else (res_type,)
+        live_rows = select(resource.c.rid, resource.c.res_type, resource.c.res_id, resource.c.content).where(
+            live(resource), resource.c.res_type.in_(types)
         )
         count = 0
         batch: list[tuple[int, str, str, Facts]] = []
-        for row in conn.execute(query.order_by(resource.c.rid)):
-            batch.append((row.rid, row.res_type, row.res_id, self.reader.facts(loads(row.content))))
-            if len(batch) >= 2000:
-                count += self._write_facts(conn, batch)
-                batch = []
+        for rows in (conn.execute(live_rows.order_by(resource.c.rid)), self._deleted_rows(conn, types)):
+            for row in rows:
+                batch.append((row.rid, row.res_type, row.res_id, self.reader.facts(loads(row.content))))
+                if len(batch) >= 2000:
+                    count += self._write_facts(conn, batch)
+                    batch = []
         count += self._write_facts(conn, batch)
         self.refresh(conn, everything=True)
         return count
+
+    @staticmethod
+    def _deleted_rows(conn: Connection, types: tuple[str, ...]) -> Iterable[Any]:
+        """(rid, res_type, res_id, content) of each deleted resource's last version with content."""
+        v = resource_version.alias("v")
+        later = resource_version.alias("later")
+        last_content = ~exists(
+            select(later.c.rid).where(
+                later.c.rid == v.c.rid, later.c.version_id > v.c.version_id, later.c.content.is_not(None)
+            )
+        )
+        query = (
+            select(v.c.rid, v.c.res_type, v.c.res_id, v.c.content)
+            .join(resource, resource.c.rid == v.c.rid)
+            .where(resource.c.deleted == true(), resource.c.res_type.in_(types))
+            .where(v.c.content.is_not(None), last_content)
+            .order_by(v.c.rid)
+        )
+        return conn.execute(query)
 
     def _write_facts(self, conn: Connection, batch: list[tuple[int, str, str, Facts]]) -> int:
         if not batch:
@@ -412,12 +445,8 @@ class FactStore:
         has_facts = conn.execute(select(ea.rid).limit(1)).first() is not None
         if has_facts:
             return False
-        has_governed = (
-            conn.execute(
-                select(resource.c.rid).where(resource.c.res_type.in_(GOVERNED_TYPES), live(resource)).limit(1)
-            ).first()
-            is not None
-        )
+        governed = select(resource.c.rid).where(resource.c.res_type.in_(GOVERNED_TYPES)).limit(1)
+        has_governed = conn.execute(governed).first() is not None
         if not has_governed:
             return False
         self.rebuild(conn)

@@ -39,6 +39,11 @@ DEFAULT_CANONICAL_BASE = Settings.canonical_base
 FIRST_LOAD_LOCK_KEY = 7_300_014
 
 
+# Shipped content that is not stored: profiles/r4 holds the specification's own definitions,
+# built in rather than stored; examples are test material, not conformance content.
+NOT_CONFORMANCE = ("r4", "examples", "ror-examples")
+
+
 class LoadError(Exception):
     """A file could not be loaded; nothing of it was written."""
 
@@ -364,16 +369,49 @@ def load_initial_content(services: Services, *, demo: bool) -> LoadReport | None
             "(if interrupted, nothing is kept and the next start loads it all again)",
             " and demo" if demo else "",
         )
-        paths = [p for p in (settings.terminology_dir, settings.profiles_dir) if p.exists()]
-        # profiles/r4 holds the specification's own definitions, built in rather than stored;
-        # examples are test material, not conformance content.
-        report = load_paths(services, paths, exclude=("r4", "examples", "ror-examples"), conn=conn)
+        report = load_paths(services, conformance_paths(settings), exclude=NOT_CONFORMANCE, conn=conn)
         demo_dir = settings.seed_dir / "demo"
         if demo and demo_dir.exists():
             demo_report = load_paths(services, [demo_dir], conn=conn)
             report.counts.update(demo_report.counts)
             report.files += demo_report.files
             report.unchanged += demo_report.unchanged
+    if report.counts:
+        bulk.refresh_statistics(services.engine)
+    return report
+
+
+def conformance_paths(settings: Settings) -> list[Path]:
+    """Where the shipped conformance and terminology content lies (see NOT_CONFORMANCE)."""
+    return [p for p in (settings.terminology_dir, settings.profiles_dir) if p.exists()]
+
+
+def load_missing_conformance(services: Services) -> LoadReport:
+    """The shipped conformance and terminology resources the database has never held, in one
+    transaction (`fhirsrv db upgrade`): a database started by an earlier version lacks what
+    was shipped since, e.g. the first release's every SOS code system and profile. One it
+    holds, even changed through the API or deleted, is left as it is: an administrator's
+    change is not undone by an upgrade. An empty database is left empty: its first start
+    loads the content (and the demo region, if asked) as one unit."""
+    settings = services.settings
+    report = LoadReport()
+    wanted: list[tuple[str, Any]] = []
+    for root in conformance_paths(settings):
+        for path in iter_files(root, NOT_CONFORMANCE):
+            wanted += list(_resources(path, _read_text(path, settings.canonical_base)))
+            report.files += 1
+    types = sorted({str(res.get("resourceType")) for _, res in wanted})
+    with _file_transaction(services, None) as conn:
+        if conn.dialect.name == "postgresql":  # as a first start: two upgrades at once add it once
+            lock = sql_text("SELECT pg_advisory_xact_lock(:k, hashtext(current_schema()))")
+            conn.execute(lock, {"k": FIRST_LOAD_LOCK_KEY})
+        if repository.is_empty(conn):  # a new database: its first start loads all of it, demo too
+            return report
+        held = repository.keys_of_types(conn, types)
+        missing = [(w, res) for w, res in wanted if (res.get("resourceType"), str(res.get("id"))) not in held]
+        if missing:
+            _store_batch(services, conn, missing, report.counts)
+    report.unchanged = len(wanted) - len(missing)
     if report.counts:
         bulk.refresh_statistics(services.engine)
     return report

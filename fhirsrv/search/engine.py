@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError
 from fhirsrv.errors import BadRequest, Issue, TooCostly
 from fhirsrv.jsonshape import NUL
 from fhirsrv.resource_types import SUPPORTED_TYPES
-from fhirsrv.search import include, limits, near, paging, ror_spellings, walk
+from fhirsrv.search import include, limits, near, paging, ror_spellings, rules, walk
 from fhirsrv.search import total as totals
 from fhirsrv.search.communes import CommunePositions
 from fhirsrv.search.compile import CodeExpander, Compiler, ordered_prefix
@@ -74,6 +74,9 @@ class SearchEngine:
         # Whether text compares by code point on this database (compile.ordered_prefix): read
         # with the stored parameters when the server starts.
         self.ordered_prefix = False
+        # What decides the index rows written by this code (rules.py), before any stored
+        # SearchParameter joins the registry: an upgrade compares it with the database's.
+        self.rules = rules.fingerprint(self.registry)
 
     # ---------------------------------------------------------------------------- registry
     def load_stored_parameters(self, conn: Connection) -> None:

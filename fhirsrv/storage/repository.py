@@ -284,6 +284,12 @@ def is_empty(conn: Connection) -> bool:
     return conn.execute(select(resource.c.rid).limit(1)).first() is None
 
 
+def keys_of_types(conn: Connection, res_types: Sequence[str]) -> set[tuple[str, str]]:
+    """(type, id) of every resource of these types the database holds, deleted ones included."""
+    query = select(resource.c.res_type, resource.c.res_id).where(resource.c.res_type.in_(res_types))
+    return {(t, i) for t, i in conn.execute(query)}
+
+
 def create_many(conn: Connection, items: Sequence[tuple[dict[str, Any], str]]) -> list[StoredResource]:
     """Insert version 1 of many new resources in two multi-row statements (the bulk load path).
 

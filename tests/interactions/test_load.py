@@ -216,3 +216,29 @@ def test_a_bundle_file_with_a_string_for_a_decimal_writes_nothing(db_url: str, t
         load.load_paths(services, [tmp_path])
     with services.engine.connect() as conn:
         assert conn.execute(select(resource.c.rid)).first() is None
+
+
+def test_an_upgrade_adds_the_shipped_content_a_database_lacks_and_keeps_what_it_holds(
+    db_url: str, engine: Engine
+):
+    """`fhirsrv db upgrade`'s content step: what the database never held is added; a shipped
+    resource an administrator changed or deleted stays as they left it."""
+    services = _services(db_url, 0)
+    assert not load.load_missing_conformance(services).counts, "an empty database waits for its first start"
+    loaded = load.load_paths(services, [DEMO / "01-Organization.ndjson"])
+    assert loaded.counts["Organization"] > 1
+    first = load.load_missing_conformance(services)
+    assert first.counts["CodeSystem"] > 1 and first.counts["StructureDefinition"] > 1
+    with engine.begin() as conn:
+        changed, deleted = conn.execute(select(resource).where(resource.c.res_type == "CodeSystem")).all()[:2]
+        conn.execute(resource.update().where(resource.c.rid == changed.rid).values(content='{"edited": 1}'))
+        conn.execute(
+            resource.update().where(resource.c.rid == deleted.rid).values(deleted=True, content=None)
+        )
+    again = load.load_missing_conformance(services)
+    assert not again.counts and again.unchanged == sum(first.counts.values())
+    with engine.connect() as conn:
+        both = select(resource).where(resource.c.rid.in_([changed.rid, deleted.rid]))
+        rows = {r.rid: r for r in conn.execute(both)}
+    assert rows[changed.rid].content == '{"edited": 1}' and rows[deleted.rid].deleted
+    services.engine.dispose()
