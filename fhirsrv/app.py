@@ -11,14 +11,14 @@ from waitress import create_server
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from fhirsrv.api import negotiation, outcome, request_facts, request_log
+from fhirsrv.api import health, negotiation, outcome, request_facts, request_log
 from fhirsrv.api.home import home
 from fhirsrv.api.routes import fhir
 from fhirsrv.errors import FhirError, Issue
 from fhirsrv.interactions.context import Services
 from fhirsrv.jsonshape import NUL
 from fhirsrv.settings import Settings
-from fhirsrv.storage.engine import Abandoned, unwatch_requester, watch_requester
+from fhirsrv.storage.engine import Abandoned, probe_engine, unwatch_requester, watch_requester
 from fhirsrv.wiring import build_services
 
 # Requests waitress reads ahead on a connection while one runs: with any, it notices a client
@@ -87,11 +87,13 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
 
 def _observe(app: Flask, services: Services) -> None:
-    """The request log. Installed before every other hook: the clock starts first, and the log
-    (after-request hooks run in reverse order) sees each answer last, as it leaves, whichever
-    hook refused the request."""
+    """The request log and health probes. Installed before every other hook: the clock starts
+    first, and the log (after-request hooks run in reverse order) sees each answer last, as it
+    leaves, whichever hook refused the request."""
     request_facts.install(app, services)
     request_log.install(app, services)
+    probe = probe_engine(services.settings)  # a connection of its own for each probe, never the pool's
+    health.install(app, probe)
 
 
 def _stop_work_of_gone_clients(app: Flask) -> None:

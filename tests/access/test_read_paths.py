@@ -468,6 +468,8 @@ NOT_READS = {
     ("auth_jwks", "GET"): "public keys",
     ("auth_smart", "GET"): "SMART configuration",
     ("static", "GET"): "static files",
+    ("healthz", "GET"): "liveness probe: a fixed answer, no database (tests/api/test_health.py)",
+    ("readyz", "GET"): "readiness probe: the schema revision only (tests/api/test_health.py)",
     ("fhir.type_level", "PUT"): "write (test_write_paths.py)",
     ("fhir.type_level", "PATCH"): "write (test_write_paths.py)",
     ("fhir.type_level", "DELETE"): "write (test_write_paths.py)",

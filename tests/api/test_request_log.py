@@ -153,3 +153,8 @@ def test_a_500_logs_the_type_and_stack_without_the_message(app: Flask, log_lines
     written = json.dumps(log_lines(), ensure_ascii=False)
     assert PERSON not in written and EMAIL not in written
 
+
+def test_probes_are_quiet_when_they_pass(client: FlaskClient, log_lines: Lines):
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/readyz").status_code == 200
+    assert requests_logged(log_lines) == []
