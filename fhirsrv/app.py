@@ -11,7 +11,7 @@ from waitress import create_server
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from fhirsrv.api import health, negotiation, outcome, request_facts, request_log
+from fhirsrv.api import health, metrics, negotiation, outcome, request_facts, request_log
 from fhirsrv.api.home import home
 from fhirsrv.api.routes import fhir
 from fhirsrv.errors import FhirError, Issue
@@ -87,12 +87,13 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
 
 def _observe(app: Flask, services: Services) -> None:
-    """The request log and health probes. Installed before every other hook: the clock starts
-    first, and the log (after-request hooks run in reverse order) sees each answer last, as it
-    leaves, whichever hook refused the request."""
+    """The request log, metrics and health probes. Installed before every other hook: the clock
+    starts first, and the log and the metrics (after-request hooks run in reverse order) see
+    each answer last, as it leaves, whichever hook refused the request."""
     request_facts.install(app, services)
     request_log.install(app, services)
     probe = probe_engine(services.settings)  # a connection of its own for each probe, never the pool's
+    metrics.install(app, services, probe)
     health.install(app, probe)
 
 

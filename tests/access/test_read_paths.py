@@ -470,6 +470,7 @@ NOT_READS = {
     ("static", "GET"): "static files",
     ("healthz", "GET"): "liveness probe: a fixed answer, no database (tests/api/test_health.py)",
     ("readyz", "GET"): "readiness probe: the schema revision only (tests/api/test_health.py)",
+    ("metrics", "GET"): "counts by interaction, type and status, no FHIR data (tests/api/test_metrics.py)",
     ("fhir.type_level", "PUT"): "write (test_write_paths.py)",
     ("fhir.type_level", "PATCH"): "write (test_write_paths.py)",
     ("fhir.type_level", "DELETE"): "write (test_write_paths.py)",
