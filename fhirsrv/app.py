@@ -11,14 +11,14 @@ from waitress import create_server
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from fhirsrv.api import negotiation, outcome
+from fhirsrv.api import health, metrics, negotiation, outcome, request_facts, request_log
 from fhirsrv.api.home import home
 from fhirsrv.api.routes import fhir
 from fhirsrv.errors import FhirError, Issue
 from fhirsrv.interactions.context import Services
 from fhirsrv.jsonshape import NUL
 from fhirsrv.settings import Settings
-from fhirsrv.storage.engine import Abandoned, unwatch_requester, watch_requester
+from fhirsrv.storage.engine import Abandoned, probe_engine, unwatch_requester, watch_requester
 from fhirsrv.wiring import build_services
 
 # Requests waitress reads ahead on a connection while one runs: with any, it notices a client
@@ -35,6 +35,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.extensions["fhirsrv"] = services
     app.register_blueprint(fhir, url_prefix="/fhir")
     app.register_blueprint(home)
+    _observe(app, services)
 
     @app.before_request
     def _guard() -> Response | None:
@@ -83,6 +84,17 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         fixed = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
         app.wsgi_app = fixed  # type: ignore[method-assign]
     return app
+
+
+def _observe(app: Flask, services: Services) -> None:
+    """The request log, metrics and health probes. Installed before every other hook: the clock
+    starts first, and the log and the metrics (after-request hooks run in reverse order) see
+    each answer last, as it leaves, whichever hook refused the request."""
+    request_facts.install(app, services)
+    request_log.install(app, services)
+    probe = probe_engine(services.settings)  # a connection of its own for each probe, never the pool's
+    metrics.install(app, services, probe)
+    health.install(app, probe)
 
 
 def _stop_work_of_gone_clients(app: Flask) -> None:

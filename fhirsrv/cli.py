@@ -132,11 +132,13 @@ def serve(host: str, port: int, database: str | None, no_demo: bool, threads: in
     from fhirsrv.app import create_app, make_server
     from fhirsrv.interactions.load import LoadError, load_initial_content
     from fhirsrv.interactions.reindex import outdated
+    from fhirsrv.logformat import configure
 
     settings = _settings(database, load_demo=False if no_demo else None)
     reason = _unlistenable(host, port)
     if reason is not None:
         _fail(reason)
+    configure(settings.log_format)  # FHIRSRV_LOG_FORMAT: json lines by default
     services = _services(settings)
     try:
         report = load_initial_content(services, demo=settings.load_demo)

@@ -9,6 +9,7 @@ value stops the server at startup instead of silently meaning something else (be
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -25,6 +26,10 @@ DEFAULT_TOTALS = ("none", "estimate", "accurate")
 PROFILE_ENFORCEMENTS = ("non-admin", "all", "claimed-only")
 # none: plain SMTP (a local relay); starttls: upgrade on the submission port; tls: implicit TLS (465).
 SMTP_SECURITIES = ("none", "starttls", "tls")
+# json: one JSON object a line (log collectors); text: one readable line (a developer's terminal).
+LOG_FORMATS = ("json", "text")
+# A metrics token shorter than this could be guessed (the endpoint is not rate-limited).
+METRICS_TOKEN_MIN_LENGTH = 16
 
 # The environment variable of each field; fields without one are set by code only.
 VARIABLES: dict[str, str] = {
@@ -77,6 +82,12 @@ VARIABLES: dict[str, str] = {
     "second_reminder_days": "FHIRSRV_SECOND_REMINDER_DAYS",
     "delist_after_days": "FHIRSRV_DELIST_AFTER_DAYS",
     "sweep_interval_seconds": "FHIRSRV_SWEEP_INTERVAL_SECONDS",
+    "log_format": "FHIRSRV_LOG_FORMAT",
+    "metrics_token": "FHIRSRV_METRICS_TOKEN",
+    "metrics_allow": "FHIRSRV_METRICS_ALLOW",
+    # prometheus-client's own variable (it reads it too, when first imported): set by a
+    # multi-process server (gunicorn) so that every worker's counts are added up at a scrape.
+    "prometheus_multiproc_dir": "PROMETHEUS_MULTIPROC_DIR",
 }
 DATA_DIR_VARIABLE = "FHIRSRV_DATA_DIR"
 JWT_KEY_FILE_NAME = "jwt-signing-key.pem"
@@ -124,6 +135,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "default_total": DEFAULT_TOTALS,
     "enforce_sos_profiles": PROFILE_ENFORCEMENTS,
     "smtp_security": SMTP_SECURITIES,
+    "log_format": LOG_FORMATS,
 }
 
 
@@ -227,11 +239,26 @@ class Settings:
     delist_after_days: int = 61
     # Seconds between two sweeps run inside `fhirsrv serve` (0: none; run `fhirsrv sweep` from cron).
     sweep_interval_seconds: int = 0
+    # How `fhirsrv serve` writes its log (fhirsrv/logformat.py): one JSON object a line, or text.
+    log_format: str = "json"
+    # Who may read /metrics (fhirsrv/api/metrics.py): the holder of this bearer token, or an
+    # address in these comma-separated networks (CIDR). Neither set: /metrics answers 404.
+    metrics_token: str = field(default="", repr=False)
+    metrics_allow: str = ""
+    # Where prometheus-client's worker processes keep their counts (multi-process mode); empty:
+    # one process, counts in memory.
+    prometheus_multiproc_dir: str = ""
 
     def __post_init__(self) -> None:
         """Check every field, so an override or a direct construction is as strict as the environment."""
         for f in fields(self):
             _check_field(f.name, _KINDS[str(f.type)], getattr(self, f.name))
+        metrics_networks(self.metrics_allow)
+        if self.metrics_token and len(self.metrics_token) < METRICS_TOKEN_MIN_LENGTH:
+            raise SettingsError(
+                f"{VARIABLES['metrics_token']} must have at least {METRICS_TOKEN_MIN_LENGTH} characters "
+                "(a random string: the endpoint does not slow down guesses)"
+            )
 
     @property
     def profiles_dir(self) -> Path:
@@ -265,6 +292,23 @@ class Settings:
             raise SettingsError(f"unknown setting(s): {', '.join(unknown)}")
         given = {name: value for name, value in overrides.items() if value is not None}
         return replace(self, **given) if given else self
+
+
+def metrics_networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """The networks of FHIRSRV_METRICS_ALLOW ("10.0.0.0/8, ::1"); a bare address is its own /32
+    or /128. A value that is not a network stops the process, rather than opening nothing or
+    everything."""
+    networks = []
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        try:
+            networks.append(ipaddress.ip_network(part.strip(), strict=False))
+        except ValueError:
+            raise SettingsError(
+                f"{VARIABLES['metrics_allow']} must list networks (CIDR, comma-separated), not {part.strip()!r}"
+            ) from None
+    return tuple(networks)
 
 
 @dataclass(frozen=True)

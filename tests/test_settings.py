@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from fhirsrv.cli import main
-from fhirsrv.settings import DATA_DIR_VARIABLE, VARIABLES, Settings, SettingsError
+from fhirsrv.settings import DATA_DIR_VARIABLE, VARIABLES, Settings, SettingsError, metrics_networks
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent / "fhirsrv"
 BOOLEAN_VARIABLES = ["FHIRSRV_AUTH", "FHIRSRV_HSTS", "FHIRSRV_LOAD_DEMO", "FHIRSRV_SQL_ECHO"]
@@ -356,3 +356,27 @@ def test_the_readme_settings_table_names_every_variable_and_no_other() -> None:
     documented = {name for cell in rows for name in re.findall(r"`(FHIRSRV_[A-Z0-9_]+)`", cell)}
     read = set(VARIABLES.values()) | {DATA_DIR_VARIABLE}
     assert documented == read, {"undocumented": sorted(read - documented), "unknown": sorted(documented - read)}
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("FHIRSRV_METRICS_ALLOW", "10.0.0.0/8, localhost"),
+        ("FHIRSRV_METRICS_ALLOW", "10.0.0.300/8"),
+        ("FHIRSRV_METRICS_TOKEN", "short"),  # guessable: /metrics does not slow down guesses
+        ("FHIRSRV_LOG_FORMAT", "xml"),
+    ],
+)
+def test_observability_settings_that_cannot_be_used_are_errors(variable: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=variable):
+        from_env(**{variable: value})
+
+
+def test_observability_settings() -> None:
+    settings = from_env(
+        FHIRSRV_METRICS_ALLOW=" 10.0.0.0/8 , ::1 ,", FHIRSRV_METRICS_TOKEN="0123456789abcdef", FHIRSRV_LOG_FORMAT="text"
+    )
+    assert (settings.metrics_allow, settings.log_format) == ("10.0.0.0/8 , ::1 ,", "text")
+    assert [str(n) for n in metrics_networks(settings.metrics_allow)] == ["10.0.0.0/8", "::1/128"]
+    assert "0123456789abcdef" not in repr(settings)
+    assert from_env().log_format == "json" and from_env().metrics_token == ""

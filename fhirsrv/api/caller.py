@@ -9,7 +9,10 @@ is off. Reading one when nobody set it is a programming error, answered 500, nev
 
 from __future__ import annotations
 
-from flask import Flask, g, request
+from collections.abc import Callable
+from typing import TypeVar
+
+from flask import Flask, current_app, g, request
 
 from fhirsrv.access.principal import SERVER, Principal
 from fhirsrv.interactions.context import UNMETERED, Meter
@@ -35,6 +38,24 @@ def meter() -> Meter:
     if found is None:
         raise RuntimeError("No rate-limit meter was set for this request: no access layer is installed")
     return found
+
+
+View = TypeVar("View", bound=Callable[..., object])
+_UNGUARDED = "fhirsrv_unguarded"
+
+
+def unguarded(view: View) -> View:
+    """Marks a view outside the access layer: the health probes and /metrics, which read no
+    FHIR data and guard themselves. A load balancer's probe must not spend a rate budget shared
+    with real clients (a 429 would read as "down"), nor be refused for a header that was never
+    meant for the API (/metrics takes its own bearer token)."""
+    setattr(view, _UNGUARDED, True)
+    return view
+
+
+def is_unguarded() -> bool:
+    view = current_app.view_functions.get(request.endpoint or "")
+    return bool(getattr(view, _UNGUARDED, False))
 
 
 def install_open_access(app: Flask) -> None:

@@ -10,6 +10,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 from fhirsrv.errors import FhirError, Issue
+from fhirsrv.logformat import FIELDS, exception_summary
 from fhirsrv.storage.faults import RETRY_AFTER_SECONDS, unavailability
 
 log = logging.getLogger("fhirsrv")
@@ -88,5 +89,8 @@ def from_abandoned(exc: Exception) -> Response:
 
 
 def from_unexpected(exc: Exception) -> Response:
-    log.exception("unexpected error", exc_info=exc)
+    """A bug: its type and stack go to the log, never its message (it may quote request data:
+    a statement's parameters, a value), whatever formatter the log has."""
+    exc_type, stack = exception_summary((type(exc), exc, exc.__traceback__))
+    log.error("unexpected error: %s", exc_type, extra={FIELDS: {"exc_type": exc_type, "stack": stack}})
     return respond(500, [Issue("fatal", "exception", "Internal server error; the request was not applied")])

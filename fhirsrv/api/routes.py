@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 from flask import Blueprint, Response, current_app, request
 from werkzeug.datastructures import MultiDict
 
-from fhirsrv.api import caller, negotiation
+from fhirsrv.api import caller, negotiation, request_facts
 from fhirsrv.errors import BadRequest, MethodNotAllowed, NotFound
 from fhirsrv.interactions import bundle, capabilities, history, operations, read
 from fhirsrv.interactions import create as create_mod
@@ -91,6 +91,8 @@ def system() -> Response:
         return _search(None, query_params())
     negotiation.check_content_type(request)
     body = parse_json(request.get_data())
+    if isinstance(body, dict) and body.get("type") == "transaction":
+        request_facts.name_interaction("transaction")
     return answer(bundle.process(services(), request_info(), body))
 
 

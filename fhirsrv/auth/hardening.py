@@ -10,9 +10,10 @@ from typing import Any
 
 from flask import Flask, Response, request
 
+from fhirsrv.api.caller import is_unguarded, set_meter
 from fhirsrv.api.caller import principal as current_principal
-from fhirsrv.api.caller import set_meter
 from fhirsrv.errors import TooManyRequests
+from fhirsrv.interactions.context import UNMETERED
 from fhirsrv.settings import VARIABLES, Settings
 
 EXPOSED = "ETag, Location, Content-Location, Last-Modified, Retry-After, WWW-Authenticate"
@@ -102,6 +103,9 @@ def install_rate_limit(app: Flask, limits: RequestLimits) -> None:
     """Charges every request the protector let through (those it refused, it charged itself)."""
 
     def _limit() -> None:
+        if is_unguarded():  # health probes and /metrics: see api/caller.py
+            set_meter(UNMETERED)
+            return
         principal = current_principal()
         if principal.client_id:
             meter = limits.charge_client(principal.client_id)

@@ -12,15 +12,18 @@ a bounded wait and a 503 (storage/faults.py), instead of holding every worker th
 from __future__ import annotations
 
 import math
+import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import NullPool
 
 from fhirsrv.settings import Settings
 
@@ -28,6 +31,13 @@ from fhirsrv.settings import Settings
 SQLITE_LONGEST_BUSY_MS = 2**31 - 1
 # libpq reads connect_timeout in whole seconds and takes anything below 2 as 2.
 LIBPQ_SHORTEST_CONNECT_TIMEOUT = 2
+# Connections each engine keeps, and how many more it opens under load (16 at most).
+POOL_SIZE = 8
+POOL_OVERFLOW = 8
+# Seconds a probe of the database (readiness, a metrics scrape) may wait for each step: a load
+# balancer's or a scraper's own timeout is usually a few seconds, and a probe that outlives it
+# tells nobody anything.
+PROBE_TIMEOUT = 3
 
 
 @dataclass(frozen=True)
@@ -86,33 +96,56 @@ def engine_for(settings: Settings) -> Engine:
     return make_engine(settings.database_url, echo=settings.sql_echo, timeouts=DatabaseTimeouts.of(settings))
 
 
-def make_engine(url: str, *, echo: bool = False, timeouts: DatabaseTimeouts = DatabaseTimeouts()) -> Engine:
+def probe_engine(settings: Settings) -> Engine:
+    """An engine for probes of the database (readiness, the outbox's depth at a metrics scrape).
+
+    Apart from the requests' pool, so a probe neither waits for a connection busy requests hold
+    nor takes one from them, and not pooled: each probe opens a fresh connection, which is what
+    it asks (can the database be reached now?), where a pooled one may have died unseen. Every
+    wait is bounded by PROBE_TIMEOUT (or the settings, when shorter)."""
+    statement = min(settings.db_statement_timeout or PROBE_TIMEOUT, PROBE_TIMEOUT)
+    timeouts = DatabaseTimeouts(min(settings.db_connect_timeout, PROBE_TIMEOUT), statement, PROBE_TIMEOUT)
+    return make_engine(settings.database_url, timeouts=timeouts, pooled=False, create_missing=False)
+
+
+def make_engine(
+    url: str,
+    *,
+    echo: bool = False,
+    timeouts: DatabaseTimeouts = DatabaseTimeouts(),
+    pooled: bool = True,
+    create_missing: bool = True,
+) -> Engine:
+    """`pooled=False`: a new connection for each use (probes); `create_missing=False`: an SQLite
+    file that has gone (or its directory) is a database that cannot be opened, not one to create."""
     url = normalise_url(url)
     parsed = make_url(url)
+    pool: dict[str, object] = (
+        {"pool_size": POOL_SIZE, "max_overflow": POOL_OVERFLOW, "pool_timeout": timeouts.pool}
+        if pooled
+        else {"poolclass": NullPool}
+    )
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
+        on_disk = bool(parsed.database) and parsed.database != ":memory:"
+        if create_missing and on_disk:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         busy_ms = timeouts.statement * 1000 if timeouts.statement else SQLITE_LONGEST_BUSY_MS
-        engine = create_engine(
-            url,
-            echo=echo,
-            connect_args={"timeout": busy_ms / 1000, "check_same_thread": False},
-            pool_size=8,
-            max_overflow=8,
-            pool_timeout=timeouts.pool,
-        )
+        connect_args = {"timeout": busy_ms / 1000, "check_same_thread": False}
+        if on_disk and not create_missing:
+            # SQLite's read-write mode opens an existing file only, never creates one.
+            existing = f"file:{quote(str(parsed.database))}?mode=rw"
+            pool["creator"] = lambda: sqlite3.connect(existing, uri=True, **connect_args)  # type: ignore[arg-type]
+        engine = create_engine(url, echo=echo, connect_args=connect_args, **pool)  # type: ignore[arg-type]
         _configure_sqlite(engine, busy_ms)
     else:
         engine = create_engine(
             url,
             echo=echo,
             connect_args=_postgresql_connect_args(parsed, timeouts),
-            pool_size=8,
-            max_overflow=8,
-            pool_timeout=timeouts.pool,
             # No pre-ping: a SELECT 1 before every checkout cost each request a round trip
             # (about 1 ms). A connection that died with the database fails its statement, which
             # answers 503 (storage/faults.py), and SQLAlchemy then drops the whole pool.
+            **pool,  # type: ignore[arg-type]
         )
     event.listen(engine, "before_cursor_execute", _stop_if_abandoned)
     return engine

@@ -27,6 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from fhirsrv.errors import BadRequest, NotFound
 from fhirsrv.storage.engine import read_transaction
+from fhirsrv.storage.faults import unavailability
 from fhirsrv.terminology.patterns import compile_filter
 from fhirsrv.validation.definitions import PROFILES_DIR, canonical, iter_json_resources
 
@@ -226,7 +227,11 @@ class _StoredTerminology:
                     log.info("ValueSet %s cannot be expanded from the database (%s); using files", url, exc)
                     pairs = None
         except SQLAlchemyError as exc:
-            log.warning("Terminology database unavailable for validation, using files: %s", exc)
+            # The reason in fixed words, or the error's type: a driver's message quotes the
+            # statement and its parameters, and goes to no log.
+            fault = unavailability(exc)
+            reason = fault.reason if fault else type(exc).__name__
+            log.warning("Terminology database unavailable for validation, using files: %s", reason)
             self.broken = True
             return None
         if len(_MEMBERS) >= _MEMBERS_SIZE:

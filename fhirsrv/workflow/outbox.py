@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, case, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from fhirsrv.settings import Settings
@@ -458,6 +458,35 @@ def retry(engine: Engine, ids: Iterable[int] | None = None, now: datetime | None
     if found:
         log.info("outbox: %s failed message(s) put back to pending", len(found))
     return found
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    """Undelivered messages by status, and how many of them are due (their time has come: a
+    pending message to send, or a `sending` one whose claim lapsed)."""
+
+    pending: int = 0
+    sending: int = 0
+    failed: int = 0
+    due: int = 0
+
+
+def queue_depth(conn: Connection, now: datetime | None = None) -> QueueDepth:
+    """One statement over the (status, next_attempt) index; sent messages are not read."""
+    when = _naive_utc(now)
+    due = func.sum(case((outbox.c.next_attempt <= when, 1), else_=0))
+    rows = conn.execute(
+        select(outbox.c.status, func.count(), due)
+        .where(outbox.c.status.in_(("pending", "sending", "failed")))
+        .group_by(outbox.c.status)
+    )
+    counts = {status: (int(count), int(due_count or 0)) for status, count, due_count in rows}
+    return QueueDepth(
+        pending=counts.get("pending", (0, 0))[0],
+        sending=counts.get("sending", (0, 0))[0],
+        failed=counts.get("failed", (0, 0))[0],
+        due=counts.get("pending", (0, 0))[1] + counts.get("sending", (0, 0))[1],
+    )
 
 
 # ----------------------------------------------------------------------------------- helpers

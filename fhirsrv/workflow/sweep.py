@@ -151,7 +151,9 @@ def _move(
                 _reminder(conn, procedure, org_id, loads(stored.content or "{}"), now.date(), "verification-reminder", services)
     except FhirError as exc:
         report.skipped += 1
-        log.info("sweep: Organization/%s left for the next run (%s)", org_id, exc.diagnostics)
+        # Status and issue codes only: a refused write's diagnostics may quote the entry's values.
+        codes = ",".join(issue.code for issue in exc.issues)
+        log.info("sweep: Organization/%s left for the next run (%s %s)", org_id, exc.status, codes)
         return
     if name == "request-verification":
         report.requested += 1

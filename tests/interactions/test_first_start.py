@@ -68,7 +68,7 @@ def _lines(stream) -> queue.Queue[str | None]:  # type: ignore[no-untyped-def]
 
 def _demo_under_way(line: str, url: str) -> bool:
     """A demo file has been loaded (the loader says so), or demo resources are visible."""
-    if line.startswith("DEBUG loaded ") and "/seed/demo/" in line:
+    if "loaded " in line and "/seed/demo/" in line:  # the line, whatever FHIRSRV_LOG_FORMAT says
         return True
     return _counts(url).get("Organization", 0) > 0
 
