@@ -77,6 +77,7 @@ VARIABLES: dict[str, str] = {
     "second_reminder_days": "FHIRSRV_SECOND_REMINDER_DAYS",
     "delist_after_days": "FHIRSRV_DELIST_AFTER_DAYS",
     "sweep_interval_seconds": "FHIRSRV_SWEEP_INTERVAL_SECONDS",
+    "workers": "FHIRSRV_WORKERS",
 }
 DATA_DIR_VARIABLE = "FHIRSRV_DATA_DIR"
 JWT_KEY_FILE_NAME = "jwt-signing-key.pem"
@@ -110,6 +111,8 @@ AT_LEAST_ONE = frozenset(
         # 0 would mean "wait forever": one hanging database would hold every worker thread.
         "db_connect_timeout",
         "db_pool_timeout",
+        # Processes of `fhirsrv serve`: at least the one that answers.
+        "workers",
     }
 )
 # Upper bounds, where a larger value can only be a typo (and would fail later, far from its cause).
@@ -227,6 +230,9 @@ class Settings:
     delist_after_days: int = 61
     # Seconds between two sweeps run inside `fhirsrv serve` (0: none; run `fhirsrv sweep` from cron).
     sweep_interval_seconds: int = 0
+    # Processes of `fhirsrv serve` (its --workers option wins): 1 is one waitress process; 2 or
+    # more run under gunicorn, and the rate limits are shared out between them (auth/hardening.py).
+    workers: int = 1
 
     def __post_init__(self) -> None:
         """Check every field, so an override or a direct construction is as strict as the environment."""

@@ -345,3 +345,14 @@ def test_database_timeouts_parse_and_default() -> None:
 def test_database_timeouts_out_of_range_are_errors(variable: str, value: str) -> None:
     with pytest.raises(SettingsError, match=variable):
         from_env(**{variable: value})
+
+
+def test_workers_default_to_one_process_and_parse() -> None:
+    assert from_env().workers == 1
+    assert from_env(FHIRSRV_WORKERS="4").workers == 4
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "two"])
+def test_a_bad_worker_count_is_an_error(value: str) -> None:
+    with pytest.raises(SettingsError, match="FHIRSRV_WORKERS"):
+        from_env(FHIRSRV_WORKERS=value)
