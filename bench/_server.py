@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from flask import Response
+from flask import Flask, Response
 
 from fhirsrv.app import create_app, make_server
 from fhirsrv.settings import Settings
@@ -24,14 +24,19 @@ def main(database_url: str, port: int, fixed_size: int, auth: bool = False) -> N
         rate_limit_anonymous=0,
         rate_limit_client=0,
     )
-    app = create_app(settings)
+    app = with_fixed_route(create_app(settings), fixed_size)
+    make_server(app, settings, "127.0.0.1", port, threads=4, ident="fhirsrv-bench").run()
+
+
+def with_fixed_route(app: Flask, fixed_size: int) -> Flask:
+    """`app` with GET /baseline/fixed: about `fixed_size` bytes of JSON, the same every time."""
     payload = b'{"resourceType":"Basic","text":"' + b"x" * max(0, fixed_size - 40) + b'"}'
 
     @app.get("/baseline/fixed")
     def fixed() -> Response:
         return Response(payload, content_type="application/fhir+json")
 
-    make_server(app, settings, "127.0.0.1", port, threads=4, ident="fhirsrv-bench").run()
+    return app
 
 
 if __name__ == "__main__":

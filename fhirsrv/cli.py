@@ -126,15 +126,21 @@ def _fail(message: str) -> NoReturn:
     "--database", default=None, help="SQLAlchemy URL (default: FHIRSRV_DATABASE_URL or embedded SQLite)."
 )
 @click.option("--no-demo", is_flag=True, help="Do not load the demo region into an empty database.")
-@click.option("--threads", default=8, show_default=True, type=int)
-def serve(host: str, port: int, database: str | None, no_demo: bool, threads: int) -> None:
+@click.option("--threads", default=8, show_default=True, type=click.IntRange(min=1), help="Per process.")
+@click.option(
+    "--workers",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Processes (default: FHIRSRV_WORKERS, else 1). 1: one waitress process; 2 or more: gunicorn.",
+)
+def serve(host: str, port: int, database: str | None, no_demo: bool, threads: int, workers: int | None) -> None:
     """Serve the FHIR API under /fhir."""
     from fhirsrv.app import create_app, make_server
     from fhirsrv.interactions.load import LoadError, load_initial_content
     from fhirsrv.interactions.reindex import outdated
     from fhirsrv.logformat import configure
 
-    settings = _settings(database, load_demo=False if no_demo else None)
+    settings = _settings(database, load_demo=False if no_demo else None, workers=workers)
     reason = _unlistenable(host, port)
     if reason is not None:
         _fail(reason)
@@ -156,6 +162,14 @@ def serve(host: str, port: int, database: str | None, no_demo: bool, threads: in
             "the search indexes were built by an earlier version's rules: searches may miss matches "
             "until `fhirsrv db upgrade` rebuilds them"
         )
+    if settings.workers > 1:
+        from fhirsrv.serving import ListenError, serve_workers
+
+        try:
+            serve_workers(settings, services, host, port, threads)
+        except ListenError as exc:  # taken since the check, by another process
+            _fail(str(exc))
+        return
     app = create_app(settings, services)
     try:
         server = make_server(app, settings, host, port, threads)

@@ -88,6 +88,7 @@ VARIABLES: dict[str, str] = {
     # prometheus-client's own variable (it reads it too, when first imported): set by a
     # multi-process server (gunicorn) so that every worker's counts are added up at a scrape.
     "prometheus_multiproc_dir": "PROMETHEUS_MULTIPROC_DIR",
+    "workers": "FHIRSRV_WORKERS",
 }
 DATA_DIR_VARIABLE = "FHIRSRV_DATA_DIR"
 JWT_KEY_FILE_NAME = "jwt-signing-key.pem"
@@ -121,6 +122,8 @@ AT_LEAST_ONE = frozenset(
         # 0 would mean "wait forever": one hanging database would hold every worker thread.
         "db_connect_timeout",
         "db_pool_timeout",
+        # Processes of `fhirsrv serve`: at least the one that answers.
+        "workers",
     }
 )
 # Upper bounds, where a larger value can only be a typo (and would fail later, far from its cause).
@@ -248,6 +251,9 @@ class Settings:
     # Where prometheus-client's worker processes keep their counts (multi-process mode); empty:
     # one process, counts in memory.
     prometheus_multiproc_dir: str = ""
+    # Processes of `fhirsrv serve` (its --workers option wins): 1 is one waitress process; 2 or
+    # more run under gunicorn, and the rate limits are shared out between them (auth/hardening.py).
+    workers: int = 1
 
     def __post_init__(self) -> None:
         """Check every field, so an override or a direct construction is as strict as the environment."""

@@ -380,3 +380,14 @@ def test_observability_settings() -> None:
     assert [str(n) for n in metrics_networks(settings.metrics_allow)] == ["10.0.0.0/8", "::1/128"]
     assert "0123456789abcdef" not in repr(settings)
     assert from_env().log_format == "json" and from_env().metrics_token == ""
+
+
+def test_workers_default_to_one_process_and_parse() -> None:
+    assert from_env().workers == 1
+    assert from_env(FHIRSRV_WORKERS="4").workers == 4
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "two"])
+def test_a_bad_worker_count_is_an_error(value: str) -> None:
+    with pytest.raises(SettingsError, match="FHIRSRV_WORKERS"):
+        from_env(FHIRSRV_WORKERS=value)

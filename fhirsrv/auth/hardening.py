@@ -22,9 +22,10 @@ EXPOSED = "ETag, Location, Content-Location, Last-Modified, Retry-After, WWW-Aut
 class RateLimiter:
     """In-memory token buckets: `per_minute` requests, bursts up to the same number.
 
-    Per process: behind several workers the effective limit multiplies by their number, which
-    is acceptable for abuse protection (the aim), not for billing.
-    """
+    Per process. Under several worker processes (`fhirsrv serve --workers N`) each one is given
+    its share of a limit (`share`), so a caller spread over all of them still gets at most the
+    setting, without a database write on every request (which would queue every reader behind
+    SQLite's single writer)."""
 
     def __init__(self, max_keys: int = 100_000) -> None:
         self._buckets: dict[str, tuple[float, float]] = {}
@@ -50,6 +51,17 @@ class RateLimiter:
             return 0.0
 
 
+def share(per_minute: int, workers: int) -> int:
+    """One worker process's part of a per-minute limit: the limit divided by the number of
+    processes, rounded up (so a limit never becomes 0, "no limit"); 0 stays 0.
+
+    The kernel hands each new connection to whichever process accepts it first, so a caller
+    whose requests are spread over all N processes gets at most N x share (the setting, or a
+    few more when it does not divide), and one that keeps a single connection open, all on one
+    process, gets its share: the setting divided by N."""
+    return math.ceil(per_minute / workers) if per_minute > 0 else 0
+
+
 @dataclass(frozen=True)
 class _BucketMeter:
     """One caller's bucket, for the requests a request is worth beyond itself (a Bundle's entries)."""
@@ -58,12 +70,15 @@ class _BucketMeter:
     key: str
     per_minute: int
     variable: str
+    # Processes of the server the setting is shared between (its per_minute is this one's share).
+    workers: int = 1
 
     def charge(self, requests: int) -> None:
         if self.per_minute > 0 and requests + 1 > self.per_minute:
+            where = f" in each of the {self.workers} server processes" if self.workers > 1 else ""
             raise TooManyRequests(
                 f"This request counts as {requests + 1} requests (one per Bundle entry); this caller "
-                f"may make at most {self.per_minute} per minute ({self.variable}): split it"
+                f"may make at most {self.per_minute} per minute{where} ({self.variable}): split it"
             )
         _refuse_after(self.limiter.take(self.key, self.per_minute, cost=requests))
 
@@ -80,23 +95,27 @@ class RequestLimits:
     """The rate limits of one app: per client for a valid token's bearer, per address for
     everyone else, anonymous callers and requests with a bad token alike (a bad token must
     not buy an unlimited budget for guessing). The address is the client's as the trusted
-    proxy hop gives it (FHIRSRV_TRUSTED_PROXIES), else the connection's."""
+    proxy hop gives it (FHIRSRV_TRUSTED_PROXIES), else the connection's. Each limit is this
+    process's share of the setting (`share`, FHIRSRV_WORKERS processes)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.buckets = RateLimiter()
+        self.workers = settings.workers
+        self.per_client = share(settings.rate_limit_client, settings.workers)
+        self.per_address = share(settings.rate_limit_anonymous, settings.workers)
 
     def charge_client(self, client_id: str) -> _BucketMeter:
-        return self._charge("client:" + client_id, self.settings.rate_limit_client, "rate_limit_client")
+        return self._charge("client:" + client_id, self.per_client, "rate_limit_client")
 
     def charge_address(self, address: str | None) -> _BucketMeter:
-        return self._charge("ip:" + (address or "?"), self.settings.rate_limit_anonymous, "rate_limit_anonymous")
+        return self._charge("ip:" + (address or "?"), self.per_address, "rate_limit_anonymous")
 
     def _charge(self, key: str, per_minute: int, name: str) -> _BucketMeter:
         """Counts this request; returns the caller's bucket, for what the request is worth
         beyond itself (a Bundle's entries)."""
         _refuse_after(self.buckets.take(key, per_minute))
-        return _BucketMeter(self.buckets, key, per_minute, VARIABLES[name])
+        return _BucketMeter(self.buckets, key, per_minute, VARIABLES[name], self.workers)
 
 
 def install_rate_limit(app: Flask, limits: RequestLimits) -> None:

@@ -25,8 +25,11 @@ _READ = ("read", "vread", "history-instance", "history-type", "search-type")
 
 
 def _profiles_by_type(services: Services) -> dict[str, list[str]]:
-    """Stored constraint profiles per type; cached until a StructureDefinition changes."""
+    """Stored constraint profiles per type; cached until a StructureDefinition changes. Brings
+    the search registry up to date too, in the same transaction: the statement lists the
+    SearchParameters any worker process stored."""
     with read_transaction(services.engine) as conn:
+        services.search.ensure_current(conn)
         key_rows = conn.execute(
             select(resource.c.rid, resource.c.version_id).where(
                 resource.c.res_type == "StructureDefinition", live(resource)

@@ -79,14 +79,17 @@ def search(
     # default to the server): ignoring one answers a broader search than the one asked, and a
     # client that does not read the outcome entry refers a patient to the wrong département.
     strict = info.prefer_handling != "lenient"
-    request = engine.prepare(res_type, params, strict=strict, base_url=info.base_url)
-    named = [res_type] if res_type else _named_types(params)
-    for searched in named:
-        policy.check_read(info.principal, searched, "s")
-    summary = parse_summary(request.summary)
-    if summary == "text" and request.elements:
-        raise BadRequest("_summary and _elements cannot be combined")
     with read_transaction(services.engine) as conn:
+        # The parameters are judged by the registry as the database defines it now: a
+        # SearchParameter another worker process wrote is known here too.
+        engine.ensure_current(conn)
+        request = engine.prepare(res_type, params, strict=strict, base_url=info.base_url)
+        named = [res_type] if res_type else _named_types(params)
+        for searched in named:
+            policy.check_read(info.principal, searched, "s")
+        summary = parse_summary(request.summary)
+        if summary == "text" and request.elements:
+            raise BadRequest("_summary and _elements cannot be combined")
         page = engine.execute(conn, request, policy.scope(info.principal))
     included = page.included
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}

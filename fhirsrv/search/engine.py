@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -21,7 +22,7 @@ from fhirsrv.search.compile import CodeExpander, Compiler, ordered_prefix
 from fhirsrv.search.extract import extract
 from fhirsrv.search.fit import fit
 from fhirsrv.search.parameters import CONTROL, Criterion, parse, split_token
-from fhirsrv.search.registry import SearchParamRegistry, build_registry, stored_definitions
+from fhirsrv.search.registry import SearchParamRegistry, build_registry, stored_definitions, stored_generation
 from fhirsrv.search.scope import ReadScope
 from fhirsrv.settings import Settings
 from fhirsrv.storage import bulk, repository
@@ -67,7 +68,14 @@ class SearchEngine:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.types = SUPPORTED_TYPES
-        self.registry: SearchParamRegistry = build_registry(settings, self.types)
+        # The registry with the stored SearchParameters' generation it was built at (None: the
+        # shipped definitions only, never checked), swapped as one pair so that no thread ever
+        # pairs a registry with another one's generation.
+        self._loaded: tuple[tuple[Any, ...] | None, SearchParamRegistry] = (
+            None,
+            build_registry(settings, self.types),
+        )
+        self._reloading = threading.Lock()
         self.expander: CodeExpander | None = None
         self.base_url = settings.base_url.rstrip("/")
         self.communes = CommunePositions(settings.seed_dir / "data")  # for near-insee-code
@@ -79,13 +87,33 @@ class SearchEngine:
         self.rules = rules.fingerprint(self.registry)
 
     # ---------------------------------------------------------------------------- registry
+    @property
+    def registry(self) -> SearchParamRegistry:
+        return self._loaded[1]
+
     def load_stored_parameters(self, conn: Connection) -> None:
         """Rebuild the registry from the shipped definitions plus the stored SearchParameters."""
+        # Read first: a SearchParameter committed while the definitions are read then leaves the
+        # registry at an older generation than the database's, and the next check reloads.
+        generation = stored_generation(conn)
         self.ordered_prefix = ordered_prefix(conn)
         registry = build_registry(self.settings, self.types)
         for sp in stored_definitions(conn):
             registry.add_definition(sp, self.types)
-        self.registry = registry
+        self._loaded = (generation, registry)
+
+    def ensure_current(self, conn: Connection) -> None:
+        """Reload the registry if a SearchParameter was written since it was built, by this
+        process or any other (`stored_generation`): called before every search and every
+        indexing, so with several worker processes a SearchParameter written through one is
+        searched and indexed by all of them from the next request on. One small query when
+        nothing changed; within a write transaction it sees that transaction's own writes."""
+        now = stored_generation(conn)
+        if now == self._loaded[0]:
+            return
+        with self._reloading:
+            if now != self._loaded[0]:
+                self.load_stored_parameters(conn)
 
     # ---------------------------------------------------------------------------- indexing
     def _insert(self, conn: Connection, rows_by_table: dict[str, list[dict[str, Any]]]) -> None:
@@ -103,6 +131,7 @@ class SearchEngine:
         self, conn: Connection, items: list[tuple[StoredResource, dict[str, Any]]], fresh: bool = True
     ) -> None:
         """Index many new resources with one multi-row INSERT per table."""
+        self.ensure_current(conn)
         batch: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for stored, res in items:
             for table, rows in extract(self.registry, res, self.base_url).items():
@@ -489,6 +518,7 @@ class SearchEngine:
     ) -> list[StoredResource]:
         """Strict matching for conditional operations: unknown parameters are errors. Only what
         the caller may see can match, so a conditional write cannot reveal hidden entries."""
+        self.ensure_current(conn)
         request = self.prepare(res_type, params, strict=True)
         if not request.criteria:
             raise BadRequest("A conditional operation needs at least one search criterion")

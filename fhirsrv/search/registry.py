@@ -18,7 +18,7 @@ from typing import Any
 
 from fhirpathpy import compile as fhirpath_compile
 from fhirpathpy.models import models
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select
 
 from fhirsrv.canonical import Canonicals
 from fhirsrv.settings import Settings
@@ -293,3 +293,18 @@ def stored_definitions(conn: Connection) -> Iterable[dict[str, Any]]:
         sp = loads(content)
         if sp.get("status") in ("active", "draft"):
             yield sp
+
+
+def stored_generation(conn: Connection) -> tuple[Any, ...]:
+    """A fingerprint of the stored SearchParameters: it changes with every create, update or
+    delete of one, whichever process of the server made it (each write adds a version, so the
+    sum of versions only grows). One aggregate over a few dozen rows on the (res_type, ...) index.
+
+    Several worker processes each hold a registry; this is what tells one of them that another
+    wrote a SearchParameter, so that none searches or indexes with a stale registry."""
+    row = conn.execute(
+        select(func.count(), func.sum(resource.c.version_id), func.max(resource.c.last_updated)).where(
+            resource.c.res_type == "SearchParameter"
+        )
+    ).one()
+    return tuple(row)

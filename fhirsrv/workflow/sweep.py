@@ -9,33 +9,35 @@
 
 Running it twice moves nothing twice and sends nothing twice: a transition starts only from its
 source status, at the version read (an entry changed meanwhile is left for the next run), and
-each message has a key the outbox stores once. On PostgreSQL an advisory lock lets one sweep
-run at a time; on SQLite writers queue. Structures are read in batches in id order: memory
-stays constant however large the directory.
+each message has a key the outbox stores once. One sweep runs at a time, whatever process
+started it (storage/locks.py: an advisory lock on PostgreSQL, a file lock beside the SQLite
+database); another finds it running and does nothing. Structures are read in batches in id
+order: memory stays constant however large the directory.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select, text
+from sqlalchemy import Connection, Engine, select
 
 from fhirsrv.access.principal import SERVER
 from fhirsrv.errors import FhirError
 from fhirsrv.interactions.context import Services
 from fhirsrv.storage.engine import write_transaction
 from fhirsrv.storage.jsonfmt import loads
+from fhirsrv.storage.locks import one_at_a_time
 from fhirsrv.storage.schema import entry_access, live, resource
 from fhirsrv.workflow.procedure import Procedure
 
 log = logging.getLogger("fhirsrv.sweep")
 BATCH = 500
 LOCK_KEY = 7_414  # the sweep's PostgreSQL advisory lock (with the schema's hash)
+LOCK_NAME = "sweep"  # its lock file beside a SQLite database
 
 
 @dataclass
@@ -50,35 +52,13 @@ class SweepReport:
     details: list[str] = field(default_factory=list)
 
 
-@contextmanager
-def _one_at_a_time(engine: Engine) -> Iterator[bool]:
-    if engine.dialect.name != "postgresql":
-        yield True
-        return
-    with engine.connect() as conn:
-        # Keyed by schema too: an advisory lock is database-wide, and two directories may share
-        # a database in different schemas (the test-suite's workers do).
-        got = bool(
-            conn.execute(
-                text("SELECT pg_try_advisory_lock(:k, hashtext(current_schema()))"), {"k": LOCK_KEY}
-            ).scalar()
-        )
-        conn.commit()
-        try:
-            yield got
-        finally:
-            if got:
-                conn.execute(text("SELECT pg_advisory_unlock(:k, hashtext(current_schema()))"), {"k": LOCK_KEY})
-                conn.commit()
-
-
 def sweep(services: Services, procedure: Procedure, now: datetime) -> SweepReport:
     import time
 
     start = time.perf_counter()
     report = SweepReport()
     settings = services.settings
-    with _one_at_a_time(services.engine) as mine:
+    with one_at_a_time(services.engine, LOCK_NAME, LOCK_KEY) as mine:
         if not mine:
             report.locked = True
             return report

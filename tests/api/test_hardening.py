@@ -146,6 +146,35 @@ def test_requests_with_a_bad_token_are_rate_limited_per_address(make_app: Any) -
     assert other.status_code == 401
 
 
+def test_under_several_workers_each_process_allows_its_share_of_the_limit(make_app: Any) -> None:
+    """5 a minute over 2 worker processes: 3 in each (rounded up), so a caller spread over both
+    gets at most 6, and one whose requests all reach this process gets 3."""
+    web = make_app(rate_limit_anonymous=5, rate_limit_client=100, workers=2)
+    statuses = [web.get("/fhir/Organization/o1").status_code for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+
+
+def test_a_bundle_larger_than_a_workers_share_is_refused_naming_the_share(make_app: Any) -> None:
+    web = make_app(rate_limit_anonymous=8, rate_limit_client=100, workers=2)
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [{"request": {"method": "GET", "url": "Organization/o1"}} for _ in range(5)],
+    }
+    refused = web.post("/fhir", json=bundle, headers={"Content-Type": FHIR})
+    _outcome(refused, 429)
+    diagnostics = refused.get_json()["issue"][0]["diagnostics"]
+    assert "at most 4 per minute in each of the 2 server processes" in diagnostics
+
+
+def test_a_limit_is_shared_out_rounding_up_and_0_stays_no_limit() -> None:
+    from fhirsrv.auth.hardening import share
+
+    assert [share(600, n) for n in (1, 2, 3, 4)] == [600, 300, 200, 150]
+    assert share(5, 2) == 3 and share(1, 4) == 1
+    assert share(0, 4) == 0
+
+
 def test_rate_limiter_refills_over_time() -> None:
     from fhirsrv.auth.hardening import RateLimiter
 

@@ -1,0 +1,254 @@
+"""`fhirsrv serve --workers N` (fhirsrv/serving.py): real worker processes under gunicorn on
+loopback. What one worker learns, every worker knows; the parent prepares once; the app's
+ProxyFix alone reads forwarded headers; the rate limit is shared out; signals stop everything.
+
+Linux only (/proc tells which worker holds a connection: tests/worker_processes.py).
+"""
+
+from __future__ import annotations
+
+import http.client
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fhirsrv.interactions.load import load_initial_content
+from fhirsrv.settings import Settings
+from fhirsrv.wiring import build_services
+from tests.conftest import BACKENDS, PG_URL
+from tests.worker_processes import (
+    Server,
+    alive,
+    children,
+    copy_sqlite,
+    free_port,
+    one_connection_per_worker,
+    postgres_database,
+    request,
+    serving,
+)
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+
+BASE = "https://sos.example.org/fhir"
+PARAM: dict[str, Any] = {
+    "resourceType": "SearchParameter",
+    "id": "test-organization-alias",
+    "url": f"{BASE}/SearchParameter/test-organization-alias",
+    "name": "alias",
+    "status": "active",
+    "description": "Search on the other names of a structure",
+    "code": "alias",
+    "base": ["Organization"],
+    "type": "string",
+    "expression": "Organization.alias",
+}
+CODES: dict[str, Any] = {
+    "resourceType": "CodeSystem",
+    "id": "test-colours",
+    "url": f"{BASE}/CodeSystem/test-colours",
+    "status": "active",
+    "content": "complete",
+    "concept": [{"code": "red"}, {"code": "blue"}, {"code": "green"}],
+}
+
+
+def _valueset(*codes: str) -> dict[str, Any]:
+    return {
+        "resourceType": "ValueSet",
+        "id": "test-colours",
+        "url": f"{BASE}/ValueSet/test-colours",
+        "status": "active",
+        "compose": {"include": [{"system": CODES["url"], "concept": [{"code": c} for c in codes]}]},
+    }
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite database with the first start's content, copied for each server that needs one
+    (the first start's load costs seconds; it is not what these tests are about)."""
+    path = tmp_path_factory.mktemp("template") / "fhirsrv.sqlite3"
+    services = build_services(Settings.from_env(database_url=f"sqlite:///{path}", load_demo=False))
+    load_initial_content(services, demo=False)
+    services.engine.dispose()
+    return path
+
+
+def _workers(server: Server, headers: dict[str, str] | None = None) -> list[http.client.HTTPConnection]:
+    """A keep-alive connection to each worker of `server`."""
+    return list(one_connection_per_worker(server, "/", headers).values())
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def open_server(
+    request: pytest.FixtureRequest, template: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """Two workers, authorization off (writes without tokens), no trusted proxy."""
+    data = tmp_path_factory.mktemp("open")
+    if request.param == "postgres":
+        schema = f"fhirsrv_test_serving_{free_port()}"
+        with postgres_database(PG_URL, schema) as url, serving(data, database=url, FHIRSRV_AUTH="off") as server:
+            yield server
+        return
+    with serving(data, database=copy_sqlite(template, data / "db.sqlite3"), FHIRSRV_AUTH="off") as server:
+        yield server
+
+
+def test_a_search_parameter_written_through_one_worker_works_on_every_worker(open_server: Server) -> None:
+    first, second = _workers(open_server)
+    for conn in (first, second):
+        assert request(conn, "GET", "/fhir/Organization?alias=lcc")[0] == 400  # not known yet
+    assert request(first, "PUT", f"/fhir/SearchParameter/{PARAM['id']}", PARAM)[0] in (200, 201)
+    # Written through the other worker, which indexes it by the new parameter.
+    structure = {"resourceType": "Organization", "id": "alias-1", "name": "Ligue 29", "alias": ["LCC 29"]}
+    assert request(second, "PUT", "/fhir/Organization/alias-1", structure)[0] in (200, 201)
+    for conn in (first, second):
+        status, _, bundle = request(conn, "GET", "/fhir/Organization?alias=lcc")
+        assert status == 200 and [e["resource"]["id"] for e in bundle.get("entry", [])] == ["alias-1"]
+    for conn in (first, second):
+        conn.close()
+
+
+def test_a_value_set_changed_through_one_worker_expands_anew_on_every_worker(open_server: Server) -> None:
+    first, second = _workers(open_server)
+    assert request(first, "PUT", "/fhir/CodeSystem/test-colours", CODES)[0] in (200, 201)
+    assert request(first, "PUT", "/fhir/ValueSet/test-colours", _valueset("red"))[0] in (200, 201)
+    expand = f"/fhir/ValueSet/$expand?url={BASE}/ValueSet/test-colours"
+
+    def codes(conn: http.client.HTTPConnection) -> list[str]:
+        status, _, expanded = request(conn, "GET", expand)
+        assert status == 200, expanded
+        return sorted(c["code"] for c in expanded["expansion"].get("contains", []))
+
+    assert codes(second) == codes(first) == ["red"]  # both have it in their caches now
+    assert request(second, "PUT", "/fhir/ValueSet/test-colours", _valueset("red", "blue"))[0] == 200
+    assert codes(first) == codes(second) == ["blue", "red"]
+    for conn in (first, second):
+        conn.close()
+
+
+def test_forwarded_headers_are_not_believed_without_a_trusted_proxy(open_server: Server) -> None:
+    """gunicorn believes X-Forwarded-Proto from 127.0.0.1 by default; here nothing forwarded is
+    believed unless FHIRSRV_TRUSTED_PROXIES says so (no HSTS for a forged https)."""
+    forged = {"X-Forwarded-Proto": "https", "X-Forwarded-Ssl": "on", "X-Forwarded-Host": "evil.test"}
+    for conn in _workers(open_server):
+        status, headers, bundle = request(conn, "GET", "/fhir/Organization?_count=1", headers=forged)
+        assert status == 200
+        assert "strict-transport-security" not in headers
+        assert bundle["link"][0]["url"].startswith(f"http://127.0.0.1:{open_server.port}/fhir/")
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def guarded_server(template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Two workers, authorization on, one trusted proxy hop, 4 anonymous requests a minute, on
+    a fresh data directory (no signing key yet). FHIRSRV_WORKERS says 3, the option 2."""
+    data = tmp_path_factory.mktemp("guarded")
+    assert not (data / "jwt-signing-key.pem").exists()
+    with serving(
+        data,
+        database=copy_sqlite(template, data / "db.sqlite3"),
+        FHIRSRV_TRUSTED_PROXIES="1",
+        FHIRSRV_RATE_LIMIT_ANONYMOUS="4",
+        FHIRSRV_WORKERS="3",  # --workers 2 wins: `serving` waits for exactly 2
+    ) as server:
+        yield server
+
+
+def _as(address: str) -> dict[str, str]:
+    """Headers of a client at `address` behind the trusted proxy (its own rate-limit bucket)."""
+    return {"X-Forwarded-For": address}
+
+
+def test_every_worker_signs_with_the_one_key_made_before_they_started(guarded_server: Server) -> None:
+    kids = []
+    for conn in _workers(guarded_server, _as("203.0.113.1")):
+        status, _, jwks = request(conn, "GET", "/fhir/.well-known/jwks.json", headers=_as("203.0.113.2"))
+        assert status == 200
+        kids.append([key["kid"] for key in jwks["keys"]])
+        conn.close()
+    assert len(kids) == 2 and kids[0] == kids[1]
+    key_files = list(Path(guarded_server.log.parent).glob("*.pem"))
+    assert [p.name for p in key_files] == ["jwt-signing-key.pem"]  # and no draft left beside it
+
+
+def test_a_trusted_proxy_hop_is_believed_by_the_app_alone(guarded_server: Server) -> None:
+    for conn in _workers(guarded_server, _as("203.0.113.3")):
+        headers = {**_as("203.0.113.4"), "X-Forwarded-Proto": "https"}
+        status, answered, _ = request(conn, "GET", "/fhir/metadata", headers=headers)
+        assert status == 200 and "strict-transport-security" in answered
+        conn.close()
+
+
+def test_a_caller_gets_the_rate_limit_across_workers_not_once_per_worker(guarded_server: Server) -> None:
+    """4 a minute over 2 workers: 2 in each. A caller that reaches both gets 4 answers, then
+    429 from each; without the sharing it would get 8. (The connections were found as another
+    caller: the bucket is the request's client, not the connection's.)"""
+    caller = _as("203.0.113.9")
+    answers = []
+    for conn in _workers(guarded_server, _as("203.0.113.8")):
+        answers.append([request(conn, "GET", "/fhir/metadata", headers=caller)[0] for _ in range(3)])
+        conn.close()
+    assert answers == [[200, 200, 429], [200, 200, 429]]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_stops_the_server_and_all_its_workers(template: Path, tmp_path: Path, sig: int) -> None:
+    with serving(tmp_path, database=copy_sqlite(template, tmp_path / "db.sqlite3")) as server:
+        workers = server.worker_pids()
+        assert len(workers) == 2
+        assert server.stop(sig) == 0
+        assert not any(alive(pid) for pid in workers)
+        assert "Traceback" not in server.output()
+
+
+def test_workers_do_not_outlive_a_killed_parent(template: Path, tmp_path: Path) -> None:
+    with serving(tmp_path, database=copy_sqlite(template, tmp_path / "db.sqlite3")) as server:
+        workers = server.worker_pids()
+        server.process.kill()  # SIGKILL: no handler, no goodbye to the workers
+        server.process.wait(timeout=10)
+        deadline = time.monotonic() + 60  # a bound on the wait, not a measure
+        while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(alive(pid) for pid in workers)
+    assert children(server.pid) == set()
+
+
+def test_a_busy_port_stops_serve_with_workers_at_once_with_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "fhirsrv.cli", "serve", "--port", str(port), "--no-demo", "--workers", "2"],
+            capture_output=True, text=True, env={"FHIRSRV_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"},
+            timeout=600, check=False,
+        )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stdout == "" and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("error: cannot listen on 127.0.0.1:")
+
+
+def test_a_stopped_database_stops_serve_with_workers_with_one_line(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "fhirsrv.cli", "serve", "--port", str(free_port()), "--workers", "2",
+         "--database", f"postgresql://fhirsrv:secret@127.0.0.1:{free_port()}/directory"],
+        capture_output=True, text=True, env={"FHIRSRV_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        timeout=600, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stdout == "" and done.stderr.count("\n") == 1, done.stderr
+    assert "unavailable: the database cannot be reached" in done.stderr and "secret" not in done.stderr
+
+
+def test_the_workers_setting_alone_starts_that_many_workers(template: Path, tmp_path: Path) -> None:
+    with serving(tmp_path, database=copy_sqlite(template, tmp_path / "db.sqlite3"), workers=None,
+                 FHIRSRV_WORKERS="3") as server:  # fmt: skip
+        assert len(server.worker_pids()) == 3
