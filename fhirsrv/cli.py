@@ -30,7 +30,7 @@ def _settings(database: str | None, **overrides: object) -> Settings:
 
 
 def _services(settings: Settings):  # type: ignore[no-untyped-def]
-    from fhirsrv.app import build_services
+    from fhirsrv.wiring import build_services
 
     return build_services(settings)
 
@@ -135,7 +135,6 @@ def _fail(message: str) -> NoReturn:
 )
 def serve(host: str, port: int, database: str | None, no_demo: bool, threads: int, workers: int | None) -> None:
     """Serve the FHIR API under /fhir."""
-    from fhirsrv.app import create_app, make_server
     from fhirsrv.interactions.load import LoadError, load_initial_content
     from fhirsrv.interactions.reindex import outdated
     from fhirsrv.logformat import configure
@@ -170,6 +169,8 @@ def serve(host: str, port: int, database: str | None, no_demo: bool, threads: in
         except ListenError as exc:  # taken since the check, by another process
             _fail(str(exc))
         return
+    from fhirsrv.app import create_app, make_server  # not before: it imports prometheus-client
+
     app = create_app(settings, services)
     try:
         server = make_server(app, settings, host, port, threads)

@@ -21,15 +21,21 @@ whose parent has gone (kill -9) stops by itself within a second or so (gunicorn 
 
 from __future__ import annotations
 
+import atexit
 import logging
+import shutil
 import socket
+import sys
+import tempfile
 from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
 from fhirsrv.interactions.context import Services
-from fhirsrv.settings import Settings
+from fhirsrv.settings import Settings, export_to_environment
 
 log = logging.getLogger("fhirsrv")
 
@@ -119,7 +125,58 @@ def gunicorn_options(settings: Settings, listeners: list[int], workers: int, thr
         "accesslog": None,
         "control_socket_disable": True,
         "proc_name": "fhirsrv",
+        "post_fork": _worker_logging(settings),
+        "child_exit": _worker_gone(settings),
     }
+
+
+def _worker_logging(settings: Settings) -> Callable[[Any, Any], None]:
+    """Each worker logs as `serve` does (FHIRSRV_LOG_FORMAT), not as gunicorn set it up, whose
+    error log would print exceptions' messages (they may quote a request's data)."""
+
+    def post_fork(server: Any, worker: Any) -> None:
+        from fhirsrv.logformat import configure
+
+        configure(settings.log_format)
+
+    return post_fork
+
+
+def _worker_gone(settings: Settings) -> Callable[[Any, Any], None]:
+    """A worker that exited stops counting in /metrics' live gauges (its pool); its request
+    counts still add up."""
+
+    def child_exit(server: Any, worker: Any) -> None:
+        from fhirsrv.api.metrics import worker_exited
+
+        worker_exited(worker.pid, settings)
+
+    return child_exit
+
+
+# prometheus-client's file names in a multi-process directory (counter_123.db, gauge_livesum_123.db).
+_METRICS_FILES = ("counter_*.db", "gauge_*.db", "histogram_*.db", "summary_*.db")
+
+
+def with_shared_metrics(settings: Settings) -> Settings:
+    """Settings whose PROMETHEUS_MULTIPROC_DIR the workers share, so a scrape of any worker adds
+    up all of them: the operator's directory, emptied of an earlier run's counts as
+    prometheus-client asks, or else a private one that lives as long as the server. Exported to
+    the environment before any worker imports prometheus-client, which reads it there."""
+    directory = settings.prometheus_multiproc_dir
+    if directory:
+        for pattern in _METRICS_FILES:
+            for stale in Path(directory).glob(pattern):
+                stale.unlink()
+    else:
+        directory = tempfile.mkdtemp(prefix="fhirsrv-metrics-")
+        atexit.register(shutil.rmtree, directory, True)
+    shared = replace(settings, prometheus_multiproc_dir=directory)
+    export_to_environment(shared, "prometheus_multiproc_dir")
+    values = sys.modules.get("prometheus_client.values")
+    if values is not None:  # imported already (by whatever import brought it): choose again
+        values.ValueClass = values.get_value_class()
+    return shared
 
 
 class WorkerProcesses(BaseApplication):  # type: ignore[misc]
@@ -166,6 +223,7 @@ def serve_workers(
     """Run the workers until SIGTERM or SIGINT. `services` are the parent's (prepared, then
     closed here); `factory` builds each worker's app (default: fhirsrv's, `fhirsrv_worker`)."""
     prepare_parent(services)
+    settings = with_shared_metrics(settings)
     options = gunicorn_options(settings, listening(host, port), settings.workers, threads)
     log.info(
         "fhirsrv serving http://%s:%s/fhir with %s worker processes of %s threads (database %s)",

@@ -150,6 +150,13 @@ class SettingsError(ValueError):
     """
 
 
+def export_to_environment(settings: Settings, name: str) -> None:
+    """Write one setting back to the environment, for a library that reads it there rather than
+    from us (prometheus-client reads PROMETHEUS_MULTIPROC_DIR when first imported) in this
+    process and the processes it forks."""
+    os.environ[VARIABLES[name]] = str(getattr(settings, name))
+
+
 def default_sqlite_url(data_dir: Path) -> str:
     return f"sqlite:///{data_dir / 'fhirsrv.sqlite3'}"
 

@@ -252,3 +252,31 @@ def test_the_workers_setting_alone_starts_that_many_workers(template: Path, tmp_
     with serving(tmp_path, database=copy_sqlite(template, tmp_path / "db.sqlite3"), workers=None,
                  FHIRSRV_WORKERS="3") as server:  # fmt: skip
         assert len(server.worker_pids()) == 3
+
+
+def _organization_reads(conn: http.client.HTTPConnection, token: str) -> float:
+    conn.request("GET", "/metrics", headers={"Authorization": f"Bearer {token}"})
+    response = conn.getresponse()
+    text = response.read().decode()
+    assert response.status == 200, text[:200]
+    prefix = 'fhirsrv_http_requests_total{interaction="read",resource_type="Organization",status="404"}'
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(prefix))
+
+
+def test_metrics_add_up_the_workers_whichever_answers_the_scrape(
+    template: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """`serve --workers 2` shares one prometheus-client directory between its workers (a
+    private one when PROMETHEUS_MULTIPROC_DIR is not set): a scrape counts every worker's
+    requests, not only those of the worker it lands on."""
+    data = tmp_path_factory.mktemp("metrics")
+    token = "metrics-token-0123456789"
+    database = copy_sqlite(template, data / "db.sqlite3")
+    with serving(data, database=database, FHIRSRV_AUTH="off", FHIRSRV_METRICS_TOKEN=token) as server:
+        first, second = _workers(server)
+        for conn, reads in ((first, 3), (second, 2)):
+            for _ in range(reads):
+                assert request(conn, "GET", "/fhir/Organization/never-written")[0] == 404
+        assert _organization_reads(first, token) == _organization_reads(second, token) == 5
+        for conn in (first, second):
+            conn.close()

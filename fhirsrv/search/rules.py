@@ -18,9 +18,10 @@ from sqlalchemy import Connection, delete, insert, select
 from fhirsrv.search.registry import SearchParamRegistry
 from fhirsrv.storage.schema import resource, server_state
 
-# Raise it whenever extract.py (or what it calls: normalize.py, fit.py) writes other rows for
-# the same definitions, so that every database is reindexed once by `fhirsrv db upgrade`.
-EXTRACTION_VERSION = 1
+# Raise it whenever extract.py (or what it calls: normalize.py, fit.py, registry.py's compiled
+# walks) writes other rows for the same definitions, so that every database is reindexed once by
+# `fhirsrv db upgrade`. 2: the département of a structure with several addresses (registry.py).
+EXTRACTION_VERSION = 2
 STATE_KEY = "search_index.rules"
 
 
