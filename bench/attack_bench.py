@@ -4,8 +4,10 @@ backtracking regex in `$expand`, a big batch, many sort keys, a deep chain, wide
 against its idle latency measured in the same run. Aim: median and p95 at most 2 × idle.
 
 Usage: python bench/attack_bench.py [--resources 10000] [--seconds 10] [--postgres URL] [--no-sqlite]
+                                   [--workers 2] [--fresh-connections]
 
-The server runs in its own process (as in production: waitress, 4 threads) with authorization
+The server runs in its own process(es): one waitress process with 4 threads (`--workers 1`, the
+embedded default), or `fhirsrv serve --workers N`'s gunicorn set-up, with authorization
 on, and every request is anonymous, as the attacks of the issue were. The rate limit is off:
 with it, the attacker would mostly be answered 429 and the measure would be of the limiter,
 not of the work each request may still ask for. Each attack is the worst request still
@@ -79,21 +81,34 @@ ATTACKS: dict[str, tuple[str, str, bytes | None]] = {
 
 
 class Client:
-    def __init__(self, port: int) -> None:
+    """One keep-alive connection, or with `fresh` a new connection for every request (as a
+    crowd of clients arrives: the kernel hands each to whichever worker accepts first)."""
+
+    def __init__(self, port: int, fresh: bool = False) -> None:
+        self.port, self.fresh = port, fresh
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
 
     def send(self, method: str, path: str, body: bytes | None = None) -> tuple[float, int, int]:
         headers = {"Content-Type": "application/fhir+json"} if body else {}
         start = time.perf_counter()
+        if self.fresh:
+            self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
+            headers["Connection"] = "close"
         self.conn.request(method, path, body=body, headers=headers)
         res = self.conn.getresponse()
         size = len(res.read())
+        if self.fresh:
+            self.conn.close()
         return time.perf_counter() - start, res.status, size
+
+
+# How the probing client connects (set by --fresh-connections).
+FRESH_PROBES = False
 
 
 def _probe(port: int, seconds: float, stop: threading.Event | None = None) -> list[float]:
     """/metadata, one request after the other, for `seconds` (or until `stop`)."""
-    client = Client(port)
+    client = Client(port, FRESH_PROBES)
     samples = []
     end = time.perf_counter() + seconds
     while time.perf_counter() < end and not (stop and stop.is_set()):
@@ -130,27 +145,43 @@ def _attack(port: int, name: str, seconds: float) -> dict:
     }
 
 
-def measure(url: str, seconds: float) -> dict:
+def _start(url: str, workers: int, tmp: Path) -> tuple[subprocess.Popen, int]:
+    """One waitress process (4 threads) for 1 worker, else `fhirsrv serve --workers N`'s own
+    gunicorn set-up (bench/_workers_app.py), authorization on, rate limits off."""
+    if workers > 1:
+        from workers_bench import start
+
+        return start("gunicorn", workers, 4, url, tmp)
     port = _free_port()
     proc = subprocess.Popen([sys.executable, str(HERE / "_server.py"), url, str(port), "100", "auth"])
-    try:
-        _wait(port, proc)
-        _probe(port, 1.0)  # warm-up
-        idle = _percentiles(_probe(port, seconds))
-        out: dict = {"idle_metadata": idle}
-        for name in ATTACKS:
-            found = _attack(port, name, seconds)
-            during = _percentiles(found["probes"])
-            out[name] = {
-                "metadata_during": during,
-                **found["attack"],
-                "ratio_median_vs_idle": round(during["median_ms"] / idle["median_ms"], 2),
-                "ratio_p95_vs_idle": round(during["p95_ms"] / idle["p95_ms"], 2),
-            }
-        return out
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    _wait(port, proc)
+    return proc, port
+
+
+def measure(url: str, seconds: float, workers: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, port = _start(url, workers, Path(tmp))
+        try:
+            return _measure(port, seconds)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+
+
+def _measure(port: int, seconds: float) -> dict:
+    _probe(port, 1.0)  # warm-up
+    idle = _percentiles(_probe(port, seconds))
+    out: dict = {"idle_metadata": idle}
+    for name in ATTACKS:
+        found = _attack(port, name, seconds)
+        during = _percentiles(found["probes"])
+        out[name] = {
+            "metadata_during": during,
+            **found["attack"],
+            "ratio_median_vs_idle": round(during["median_ms"] / idle["median_ms"], 2),
+            "ratio_p95_vs_idle": round(during["p95_ms"] / idle["p95_ms"], 2),
+        }
+    return out
 
 
 def _load(url: str, data: Path) -> dict:
@@ -166,8 +197,8 @@ def _load(url: str, data: Path) -> dict:
     return {"resources": sum(report.counts.values()), "seconds": round(time.perf_counter() - start, 1)}
 
 
-def run(url: str, data: Path, seconds: float) -> dict:
-    return {"load": _load(url, data), "http": measure(url, seconds)}
+def run(url: str, data: Path, seconds: float, workers: int) -> dict:
+    return {"load": _load(url, data), "http": measure(url, seconds, workers)}
 
 
 def main() -> None:
@@ -176,23 +207,32 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="per attack, and for the idle probe")
     parser.add_argument("--postgres", default=os.environ.get("FHIRSRV_BENCH_DATABASE_URL"))
     parser.add_argument("--no-sqlite", action="store_true", help="PostgreSQL only")
+    parser.add_argument("--workers", type=int, default=1, help="1: one waitress process; 2+: fhirsrv serve --workers")
+    parser.add_argument(
+        "--fresh-connections", action="store_true", help="the probing client opens a connection per request"
+    )
     args = parser.parse_args()
+    global FRESH_PROBES
+    FRESH_PROBES = args.fresh_connections
     from fhirsrv.seeding.generate import generate
 
     results: dict = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "resources": args.resources,
         "seconds_per_attack": args.seconds,
+        "workers": args.workers,
+        "probe_connections": "one per request" if args.fresh_connections else "one keep-alive",
         "machine": f"{os.cpu_count()} cores",
     }
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         generate(resources=args.resources, seed=1, out_dir=data)
         if not args.no_sqlite:
-            results["sqlite"] = run(f"sqlite:///{tmp}/bench.sqlite3", data, args.seconds)
+            results["sqlite"] = run(f"sqlite:///{tmp}/bench.sqlite3", data, args.seconds, args.workers)
         if args.postgres:
-            results["postgresql"] = run(fresh_schema(args.postgres, "fhirsrv_abench"), data, args.seconds)
-    suffix = "_postgresql" if args.no_sqlite else ""
+            results["postgresql"] = run(fresh_schema(args.postgres, "fhirsrv_abench"), data, args.seconds, args.workers)
+    suffix = ("_postgresql" if args.no_sqlite else "") + (f"_{args.workers}workers" if args.workers > 1 else "")
+    suffix += "_fresh" if args.fresh_connections else ""
     out = HERE / "results" / f"attack_bench_{args.resources}{suffix}.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
