@@ -1,10 +1,13 @@
-"""Structural checks by the R4 models point at the offending element with a FHIRPath."""
+"""The structural check refuses what R4 forbids, pointing at the element with a FHIRPath-like
+expression; what the fhir.resources models refused before it is refused alike (the old check,
+tests/validation/structure_oracle.py, says so), save where R4 says otherwise."""
 
 from __future__ import annotations
 
 import pytest
 
 from fhirsrv.validation.structure import validate_structure
+from tests.validation.structure_oracle import old_verdict
 
 
 def test_valid_resource_has_no_issue() -> None:
@@ -111,3 +114,114 @@ def test_a_string_may_not_exceed_1mb() -> None:
     issues = validate_structure({"resourceType": "Organization", "name": "é" * (limit + 1)})
     assert [i.expression for i in issues] == [["Organization.name"]]
     assert "1MB" in issues[0].diagnostics
+
+
+# What the models used to check, now checked by the walk: each refused at its element.
+def _paths(res: dict) -> list[str]:
+    return sorted(e for i in validate_structure(res) for e in i.expression)
+
+
+ORG = "Organization"
+WALK_CASES = [
+    ({"resourceType": ORG, "telecom": [{"system": "phone", "valeur": "x"}]}, "Organization.telecom[0].valeur"),
+    ({"resourceType": ORG, "_telecom": {"id": "t"}}, "Organization._telecom"),
+    ({"resourceType": ORG, "meta": {"author": {"reference": "Practitioner/p"}}}, "Organization.meta.author"),
+    ({"resourceType": ORG, "extension": [{"valueString": "x"}]}, "Organization.extension[0].url"),
+    ({"resourceType": ORG, "extension": [{"url": "u", "valueString": "x", "valueCode": "y"}]}, "Organization.extension[0]"),
+    ({"resourceType": "HealthcareService", "notAvailable": [{"during": {"start": "2020"}}]}, "HealthcareService.notAvailable[0].description"),
+    ({"resourceType": "AuditEvent", "recorded": "2020-01-01T00:00:00Z", "agent": [{"requestor": True}], "source": {"observer": {"display": "x"}}}, "AuditEvent.type"),
+    ({"resourceType": ORG, "language": "fr  FR"}, "Organization.language"),
+    ({"resourceType": ORG, "id": "a b"}, "Organization.id"),
+    ({"resourceType": ORG, "id": "a" * 256}, "Organization.id"),
+    ({"resourceType": ORG, "name": "\u00a0"}, "Organization.name"),
+    ({"resourceType": "Location", "position": {"longitude": 1.5, "latitude": float("inf")}}, "Location.position.latitude"),
+    ({"resourceType": ORG, "extension": [{"url": "u", "valueDate": "2021-02-29"}]}, "Organization.extension[0].valueDate"),
+    ({"resourceType": ORG, "extension": [{"url": "u", "valueDateTime": "2021-01-01T10:00:00"}]}, "Organization.extension[0].valueDateTime"),
+    ({"resourceType": ORG, "extension": [{"url": "u", "valueInstant": "2021-01-01"}]}, "Organization.extension[0].valueInstant"),
+    ({"resourceType": ORG, "extension": [{"url": "u", "valueTime": "24:00:00"}]}, "Organization.extension[0].valueTime"),
+    ({"resourceType": ORG, "extension": [{"url": "u", "valueOid": "1.2.3"}]}, "Organization.extension[0].valueOid"),
+    ({"resourceType": ORG, "extension": [{"url": "u", "valueUuid": "urn:uuid:c757873d-ec9a-1326-a141-556f43239520"}]}, "Organization.extension[0].valueUuid"),
+    ({"resourceType": ORG, "extension": [{"url": "u", "valueBase64Binary": "abc"}]}, "Organization.extension[0].valueBase64Binary"),
+    ({"resourceType": ORG, "extension": [{"url": "u", "valuePositiveInt": 0}]}, "Organization.extension[0].valuePositiveInt"),
+    ({"resourceType": ORG, "contained": [{"resourceType": "Coding", "code": "a"}]}, "Organization.contained[0]"),
+    ({"resourceType": ORG, "contained": [{"resourceType": "Patient", "birthDate": "2020-02-30"}]}, "Organization.contained[0].birthDate"),
+    ({"resourceType": "Bundle", "type": "collection", "entry": [{"resource": {"resourceType": "Patient", "gender": "x  y"}}]}, "Bundle.entry[0].resource.gender"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("res", "where"), WALK_CASES)
+def test_what_the_models_checked_is_refused_at_its_element(res: dict, where: str) -> None:
+    assert old_verdict(res) == (True, frozenset({where}))  # as the models did
+    issues = validate_structure(res)
+    assert [(i.severity, i.code, i.expression) for i in issues] == [("error", "structure", [where])]
+    assert issues[0].diagnostics.startswith(f"{where}: ")
+
+
+def test_a_required_primitive_may_be_an_extension_alone() -> None:
+    absent = {"url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason", "valueCode": "unknown"}
+    res = {"resourceType": "HealthcareService", "notAvailable": [{"_description": {"extension": [absent]}}]}
+    assert validate_structure(res) == []
+    res["notAvailable"][0]["_description"] = {"id": "d1"}  # an id alone does not stand for the value
+    assert _paths(res) == ["HealthcareService.notAvailable[0].description"]
+
+
+def test_a_wrong_value_is_not_reported_again_as_a_second_or_missing_one() -> None:
+    res = {"resourceType": ORG, "extension": [{"url": "u", "valueString": "x", "valueBoolean": "yes"}]}
+    assert _paths(res) == ["Organization.extension[0].valueBoolean"]
+
+
+def test_the_values_r4_allows_pass() -> None:
+    res = {
+        "resourceType": ORG,
+        "id": "a" * 64,
+        "language": "fr-FR",
+        "name": "Centre\u00a0de soins\x1c",
+        "extension": [
+            {"url": "u", "valueDateTime": "2016-12-31T23:59:60Z"},
+            {"url": "u", "valueDate": "2020-02-29"},
+            {"url": "u", "valueInstant": "2020-01-01T00:00:00.1234567+14:00"},
+            {"url": "u", "valueTime": "23:59:60.5"},
+            {"url": "u", "valueUuid": "urn:uuid:c757873d-ec9a-4326-a141-556f43239520"},
+            {"url": "u", "valueOid": "urn:oid:1.2.250.1"},
+            {"url": "u", "valueBase64Binary": "QUJD RA=="},
+            {"url": "u", "valueUrl": "Organization/1"},
+            {"url": "u", "valueDecimal": 1e-7},
+        ],
+        "contained": [{"resourceType": "Patient", "id": "p", "birthDate": "1970"}],
+    }
+    assert validate_structure(res) == []
+
+
+# Where R4 wins over the models (see fhirsrv/validation/jsonformat.py): R4's verdict.
+R4_REFUSES = [
+    ({"resourceType": ORG, "contained": [{"id": "x"}]}, "Organization.contained[0]"),
+    ({"resourceType": ORG, "contained": [{"resourceType": "DomainResource", "id": "x"}]}, "Organization.contained[0]"),
+    ({"resourceType": ORG, "contained": [{"resourceType": "Bogus"}]}, "Organization.contained[0]"),
+    ({"resourceType": ORG, "contained": [{"resourceType": "Citation", "status": "draft"}]}, "Organization.contained[0]"),
+    ({"resourceType": ORG, "contained": [{"resourceType": 5}]}, "Organization.contained[0]"),
+    ({"resourceType": "Parameters", "parameter": [{"name": "r", "resource": {"resourceType": "SubscriptionStatus"}}]}, "Parameters.parameter[0].resource"),
+    ({"resourceType": ORG, "fhir_comments": "x"}, "Organization.fhir_comments"),
+    ({"resourceType": ORG, "name__ext": {"id": "n"}}, "Organization.name__ext"),
+    ({"resourceType": ORG, "telecom": [{"resourceType": "ContactPoint", "value": "x"}]}, "Organization.telecom[0].resourceType"),
+    ({"resourceType": ORG, "extension": [{"url": "u", "valueCodeableReference": {"concept": {"text": "x"}}}]}, "Organization.extension[0].valueCodeableReference"),
+    ({"resourceType": ORG, "contained": [{"resourceType": "MedicinalProduct"}]}, "Organization.contained[0].name"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("res", "where"), R4_REFUSES)
+def test_r4_refuses_what_the_models_let_through_or_failed_on(res: dict, where: str) -> None:
+    assert old_verdict(res) != (True, frozenset({where}))
+    assert _paths(res) == [where]
+
+
+def test_r4_allows_what_the_models_refused() -> None:
+    res = {
+        "resourceType": ORG,
+        "extension": [
+            {"url": "u", "valueMeta": {"versionId": "1"}},
+            {"url": "u", "valueString": "x", "_valueString": {"id": "v"}},
+        ],
+        "contained": [{"resourceType": "MedicinalProduct", "id": "m", "name": [{"productName": "X"}]}],
+    }
+    assert old_verdict(res)[0]
+    assert validate_structure(res) == []
