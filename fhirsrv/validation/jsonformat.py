@@ -29,7 +29,9 @@ R4 says otherwise and R4 wins:
   resourceType or of an abstract type (Resource, DomainResource), `fhir_comments`, the
   models' own Python names (`name__ext`), and a `resourceType` inside a datatype; and what they
   refused that R4 allows: extensions on an extension's value (`_valueString`) and on
-  StructureMap.import. A contained resource of a type they did not know made them fail (500).
+  StructureMap.import. A contained resource of a type they did not know made them fail (500), and
+so did the extensions of a required repeating primitive given without its values
+(SearchParameter `_base` without `base`), which R4 allows.
 """
 
 from __future__ import annotations

@@ -356,6 +356,6 @@ def old_verdict(res: dict[str, Any]) -> tuple[bool, frozenset[str]]:
     """(refused, the paths named) by the old check; a model that crashed refused at its resource."""
     try:
         issues = old_validate_structure(res)
-    except (KeyError, TypeError) as exc:  # FHIR_TYPES_MAPS[...] of an unknown contained type
+    except (KeyError, TypeError, AttributeError) as exc:  # an unknown contained type; a `_name` list
         return True, frozenset({f"crash: {type(exc).__name__}"})
     return bool(issues), frozenset(e for i in issues for e in i.expression)

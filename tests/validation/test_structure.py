@@ -214,6 +214,24 @@ def test_r4_refuses_what_the_models_let_through_or_failed_on(res: dict, where: s
     assert _paths(res) == [where]
 
 
+def test_a_required_repeating_primitive_may_be_its_extensions_alone() -> None:
+    absent = {"url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason", "valueCode": "unknown"}
+    res = {
+        "resourceType": "SearchParameter",
+        "url": "http://x.org/sp",
+        "name": "n",
+        "status": "draft",
+        "description": "d",
+        "code": "c",
+        "type": "token",
+        "_base": [{"extension": [absent]}],
+    }
+    assert old_verdict(res) == (True, frozenset({"crash: AttributeError"}))  # the models failed: a 500
+    assert validate_structure(res) == []
+    res["_base"] = [{"id": "b"}]
+    assert _paths(res) == ["SearchParameter.base"]
+
+
 def test_r4_allows_what_the_models_refused() -> None:
     res = {
         "resourceType": ORG,
