@@ -157,7 +157,8 @@ def main() -> None:
 
 def _cumulative(stats: pstats.Stats, function: str) -> float:
     """Cumulative seconds of the function of that name (summed if several share it)."""
-    return sum(ct for (_, _, name), (_, _, _, ct, _) in stats.stats.items() if name == function)  # type: ignore[attr-defined]
+    entries = stats.stats.items()  # type: ignore[attr-defined]
+    return sum(ct for (_, _, name), (_, _, _, ct, _) in entries if name == function)
 
 
 if __name__ == "__main__":

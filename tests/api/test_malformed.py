@@ -238,7 +238,9 @@ def test_validate_still_reports_on_a_broken_resource_it_is_given(client) -> None
         ({"resourceType": "DomainResource", "id": "x"}, "abstract"),
     ],
 )
-def test_a_contained_resource_of_no_real_type_is_400_naming_it(client, contained: dict[str, Any], why: str) -> None:
+def test_a_contained_resource_of_no_real_type_is_400_naming_it(
+    client, contained: dict[str, Any], why: str
+) -> None:
     body = _refused(post(client, {**org("Ligue 29"), "contained": [contained]}))
     issue = body["issue"][0]
     assert issue["code"] == "structure" and issue["expression"] == ["Organization.contained[0]"]

@@ -122,31 +122,60 @@ def _paths(res: dict) -> list[str]:
 
 
 ORG = "Organization"
+
+
+def org(**elements: object) -> dict:
+    return {"resourceType": ORG, **elements}
+
+
+def ext(**value: object) -> dict:
+    """An Organization with one extension (its url, and the value given)."""
+    return org(extension=[{"url": "u", **value}])
+
+
+def contains(*resources: dict) -> dict:
+    return org(contained=list(resources))
+
+
+AUDIT = {"resourceType": "AuditEvent", "recorded": "2020-01-01T00:00:00Z", "agent": [{"requestor": True}]}
 WALK_CASES = [
-    ({"resourceType": ORG, "telecom": [{"system": "phone", "valeur": "x"}]}, "Organization.telecom[0].valeur"),
-    ({"resourceType": ORG, "_telecom": {"id": "t"}}, "Organization._telecom"),
-    ({"resourceType": ORG, "meta": {"author": {"reference": "Practitioner/p"}}}, "Organization.meta.author"),
-    ({"resourceType": ORG, "extension": [{"valueString": "x"}]}, "Organization.extension[0].url"),
-    ({"resourceType": ORG, "extension": [{"url": "u", "valueString": "x", "valueCode": "y"}]}, "Organization.extension[0]"),
-    ({"resourceType": "HealthcareService", "notAvailable": [{"during": {"start": "2020"}}]}, "HealthcareService.notAvailable[0].description"),
-    ({"resourceType": "AuditEvent", "recorded": "2020-01-01T00:00:00Z", "agent": [{"requestor": True}], "source": {"observer": {"display": "x"}}}, "AuditEvent.type"),
-    ({"resourceType": ORG, "language": "fr  FR"}, "Organization.language"),
-    ({"resourceType": ORG, "id": "a b"}, "Organization.id"),
-    ({"resourceType": ORG, "id": "a" * 256}, "Organization.id"),
-    ({"resourceType": ORG, "name": "\u00a0"}, "Organization.name"),
-    ({"resourceType": "Location", "position": {"longitude": 1.5, "latitude": float("inf")}}, "Location.position.latitude"),
-    ({"resourceType": ORG, "extension": [{"url": "u", "valueDate": "2021-02-29"}]}, "Organization.extension[0].valueDate"),
-    ({"resourceType": ORG, "extension": [{"url": "u", "valueDateTime": "2021-01-01T10:00:00"}]}, "Organization.extension[0].valueDateTime"),
-    ({"resourceType": ORG, "extension": [{"url": "u", "valueInstant": "2021-01-01"}]}, "Organization.extension[0].valueInstant"),
-    ({"resourceType": ORG, "extension": [{"url": "u", "valueTime": "24:00:00"}]}, "Organization.extension[0].valueTime"),
-    ({"resourceType": ORG, "extension": [{"url": "u", "valueOid": "1.2.3"}]}, "Organization.extension[0].valueOid"),
-    ({"resourceType": ORG, "extension": [{"url": "u", "valueUuid": "urn:uuid:c757873d-ec9a-1326-a141-556f43239520"}]}, "Organization.extension[0].valueUuid"),
-    ({"resourceType": ORG, "extension": [{"url": "u", "valueBase64Binary": "abc"}]}, "Organization.extension[0].valueBase64Binary"),
-    ({"resourceType": ORG, "extension": [{"url": "u", "valuePositiveInt": 0}]}, "Organization.extension[0].valuePositiveInt"),
-    ({"resourceType": ORG, "contained": [{"resourceType": "Coding", "code": "a"}]}, "Organization.contained[0]"),
-    ({"resourceType": ORG, "contained": [{"resourceType": "Patient", "birthDate": "2020-02-30"}]}, "Organization.contained[0].birthDate"),
-    ({"resourceType": "Bundle", "type": "collection", "entry": [{"resource": {"resourceType": "Patient", "gender": "x  y"}}]}, "Bundle.entry[0].resource.gender"),
-]  # fmt: skip
+    (org(telecom=[{"system": "phone", "valeur": "x"}]), "Organization.telecom[0].valeur"),
+    (org(_telecom={"id": "t"}), "Organization._telecom"),
+    (org(meta={"author": {"reference": "Practitioner/p"}}), "Organization.meta.author"),
+    (org(extension=[{"valueString": "x"}]), "Organization.extension[0].url"),
+    (ext(valueString="x", valueCode="y"), "Organization.extension[0]"),
+    (
+        {"resourceType": "HealthcareService", "notAvailable": [{"during": {"start": "2020"}}]},
+        "HealthcareService.notAvailable[0].description",
+    ),
+    ({**AUDIT, "source": {"observer": {"display": "x"}}}, "AuditEvent.type"),
+    (org(language="fr  FR"), "Organization.language"),
+    (org(id="a b"), "Organization.id"),
+    (org(id="a" * 256), "Organization.id"),
+    (org(name="\u00a0"), "Organization.name"),
+    (
+        {"resourceType": "Location", "position": {"longitude": 1.5, "latitude": float("inf")}},
+        "Location.position.latitude",
+    ),
+    (ext(valueDate="2021-02-29"), "Organization.extension[0].valueDate"),
+    (ext(valueDateTime="2021-01-01T10:00:00"), "Organization.extension[0].valueDateTime"),
+    (ext(valueInstant="2021-01-01"), "Organization.extension[0].valueInstant"),
+    (ext(valueTime="24:00:00"), "Organization.extension[0].valueTime"),
+    (ext(valueOid="1.2.3"), "Organization.extension[0].valueOid"),
+    (ext(valueUuid="urn:uuid:c757873d-ec9a-1326-a141-556f43239520"), "Organization.extension[0].valueUuid"),
+    (ext(valueBase64Binary="abc"), "Organization.extension[0].valueBase64Binary"),
+    (ext(valuePositiveInt=0), "Organization.extension[0].valuePositiveInt"),
+    (contains({"resourceType": "Coding", "code": "a"}), "Organization.contained[0]"),
+    (contains({"resourceType": "Patient", "birthDate": "2020-02-30"}), "Organization.contained[0].birthDate"),
+    (
+        {
+            "resourceType": "Bundle",
+            "type": "collection",
+            "entry": [{"resource": {"resourceType": "Patient", "gender": "x  y"}}],
+        },
+        "Bundle.entry[0].resource.gender",
+    ),
+]
 
 
 @pytest.mark.parametrize(("res", "where"), WALK_CASES)
@@ -194,18 +223,27 @@ def test_the_values_r4_allows_pass() -> None:
 
 # Where R4 wins over the models (see fhirsrv/validation/jsonformat.py): R4's verdict.
 R4_REFUSES = [
-    ({"resourceType": ORG, "contained": [{"id": "x"}]}, "Organization.contained[0]"),
-    ({"resourceType": ORG, "contained": [{"resourceType": "DomainResource", "id": "x"}]}, "Organization.contained[0]"),
-    ({"resourceType": ORG, "contained": [{"resourceType": "Bogus"}]}, "Organization.contained[0]"),
-    ({"resourceType": ORG, "contained": [{"resourceType": "Citation", "status": "draft"}]}, "Organization.contained[0]"),
-    ({"resourceType": ORG, "contained": [{"resourceType": 5}]}, "Organization.contained[0]"),
-    ({"resourceType": "Parameters", "parameter": [{"name": "r", "resource": {"resourceType": "SubscriptionStatus"}}]}, "Parameters.parameter[0].resource"),
-    ({"resourceType": ORG, "fhir_comments": "x"}, "Organization.fhir_comments"),
-    ({"resourceType": ORG, "name__ext": {"id": "n"}}, "Organization.name__ext"),
-    ({"resourceType": ORG, "telecom": [{"resourceType": "ContactPoint", "value": "x"}]}, "Organization.telecom[0].resourceType"),
-    ({"resourceType": ORG, "extension": [{"url": "u", "valueCodeableReference": {"concept": {"text": "x"}}}]}, "Organization.extension[0].valueCodeableReference"),
-    ({"resourceType": ORG, "contained": [{"resourceType": "MedicinalProduct"}]}, "Organization.contained[0].name"),
-]  # fmt: skip
+    (contains({"id": "x"}), "Organization.contained[0]"),
+    (contains({"resourceType": "DomainResource", "id": "x"}), "Organization.contained[0]"),
+    (contains({"resourceType": "Bogus"}), "Organization.contained[0]"),
+    (contains({"resourceType": "Citation", "status": "draft"}), "Organization.contained[0]"),
+    (contains({"resourceType": 5}), "Organization.contained[0]"),
+    (
+        {
+            "resourceType": "Parameters",
+            "parameter": [{"name": "r", "resource": {"resourceType": "SubscriptionStatus"}}],
+        },
+        "Parameters.parameter[0].resource",
+    ),
+    (org(fhir_comments="x"), "Organization.fhir_comments"),
+    (org(name__ext={"id": "n"}), "Organization.name__ext"),
+    (org(telecom=[{"resourceType": "ContactPoint", "value": "x"}]), "Organization.telecom[0].resourceType"),
+    (
+        ext(valueCodeableReference={"concept": {"text": "x"}}),
+        "Organization.extension[0].valueCodeableReference",
+    ),
+    (contains({"resourceType": "MedicinalProduct"}), "Organization.contained[0].name"),
+]
 
 
 @pytest.mark.parametrize(("res", "where"), R4_REFUSES)
