@@ -4,9 +4,8 @@ oracle of tests/validation/test_structure_parity.py, kept here and nowhere in th
 It is fhirsrv/validation/jsonformat.py and structure.py as they stood then (the walk of R4's
 JSON format rules on the core definitions of profiles/r4, then the R4B models), unchanged but
 for this docstring, the answer (refused, the element paths it named) and the `root` marker of
-the models dropped from the paths. A model that fails
-with an exception (a contained resource of a type it does not know) counts as a refusal at the
-resource that made it fail.
+the models, dropped from the paths. A model that failed with an exception (a contained resource
+of a type it did not know) counts as a refusal.
 """
 
 from __future__ import annotations
