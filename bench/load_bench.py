@@ -2,8 +2,8 @@
 
 Usage: python bench/load_bench.py [--resources 100000] [--postgres URL]
 The baseline inserts the same resources, already serialised, into the `resource` table with one
-multi-row statement per 500: what any loader pays at the least. fhirsrv adds validation by the
-R4 models, version rows and every search index.
+multi-row statement per 500: what any loader pays at the least. fhirsrv adds structural
+validation, version rows and every search index.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Two properties of received JSON that no later layer can handle, checked once, without recursion.
 
-- Nesting: the R4 models (pydantic) and the JSON format walk recurse once or more per level,
-  and Python stops at about a thousand frames: a resource nested a few hundred levels deep
+- Nesting: the structural walk and the profile validator recurse once or more per level, and
+  Python stops at about a thousand frames: a resource nested a few hundred levels deep
   (extensions inside extensions) raised RecursionError, answered 500. No FHIR content needs
   the depth allowed here; a Questionnaire nested twenty items deep uses about sixty levels.
 - NUL (U+0000): PostgreSQL cannot hold it in text, so a write or a search carrying one failed
@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from typing import Any
 
-# Levels of JSON arrays and objects in one body; the R4 models overflow Python's stack at
-# about 250 (two levels per extension), so this keeps more than half of it in reserve.
+# Levels of JSON arrays and objects in one body. The R4 models the server once validated with
+# overflowed Python's stack at about 250 (two levels per extension); the walks that validate
+# now take about one frame per level, so 100 keeps far from Python's limit.
 MAX_JSON_DEPTH = 100
 NUL = "\x00"
 

@@ -1,7 +1,7 @@
 """The parallel half of the bulk loader: parse, validate and extract index rows in worker processes.
 
-Checking a resource against the R4 models and computing its index rows cost about 0.6 ms of CPU
-per resource, three quarters of a load; the database needs little of it. So large NDJSON files
+Checking a resource's structure and computing its index rows cost most of a load's CPU; the
+database needs little of it. So large NDJSON files
 are cut into chunks that worker processes prepare (JSON parsing, structure validation, stamping,
 index rows as plain tuples) while the parent writes the chunks already prepared, in file order,
 in the file's single transaction.

@@ -41,7 +41,7 @@ def validation_issues(
     *,
     with_profiles: bool = True,
 ) -> list[Issue]:
-    """Everything a write checks: structure (R4 models), then the profiles that apply.
+    """Everything a write checks: structure (R4), then the profiles that apply.
 
     `$validate` answers with exactly these issues, so it never disagrees with a write.
     """

@@ -1,4 +1,4 @@
-"""Validation: structural (R4 models) and profile (StructureDefinitions) checks.
+"""Validation: structural (R4 elements and JSON format) and profile (StructureDefinitions) checks.
 
 `validate_resource` is the one call the write path and `$validate` need: the core definition
 of the resource type, then every profile asked for. `profile_issues_hook` adapts it to the

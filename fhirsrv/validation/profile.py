@@ -7,8 +7,9 @@ elements (extensions) and the profile's own invariants, then descends into compl
 issue carries the FHIRPath of the offending element, e.g. HealthcareService.telecom[0].system,
 so a client can find and fix it.
 
-Core invariants (ele-1, dom-*...) are left to the structural check (fhir.resources models);
-the invariants a profile adds are evaluated with fhirpathpy.
+Core invariants are not evaluated (ele-1, "a value or children", is the structural check's
+rule against empty objects; dom-* are not checked); the invariants a profile adds are
+evaluated with fhirpathpy.
 """
 
 from __future__ import annotations

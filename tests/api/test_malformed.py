@@ -225,3 +225,24 @@ def test_validate_still_reports_on_a_broken_resource_it_is_given(client) -> None
     outcome = response.get_json()
     assert outcome["resourceType"] == "OperationOutcome"
     assert any("name" in issue.get("diagnostics", "") for issue in outcome["issue"]), outcome
+
+
+# ------------------------------------------------------------------------------ contained types
+
+
+@pytest.mark.parametrize(
+    ("contained", "why"),
+    [
+        ({"resourceType": "Bogus", "id": "x"}, "not an R4 resource type"),  # the models failed: a 500
+        ({"id": "x", "name": "Sans type"}, "names its type"),
+        ({"resourceType": "DomainResource", "id": "x"}, "abstract"),
+    ],
+)
+def test_a_contained_resource_of_no_real_type_is_400_naming_it(
+    client, contained: dict[str, Any], why: str
+) -> None:
+    body = _refused(post(client, {**org("Ligue 29"), "contained": [contained]}))
+    issue = body["issue"][0]
+    assert issue["code"] == "structure" and issue["expression"] == ["Organization.contained[0]"]
+    assert why in issue["diagnostics"]
+    assert count_rows(client) == (0, 0)

@@ -1,10 +1,13 @@
-"""Structural checks by the R4 models point at the offending element with a FHIRPath."""
+"""The structural check refuses what R4 forbids, pointing at the element with a FHIRPath-like
+expression; what the fhir.resources models refused before it is refused alike (the old check,
+tests/validation/structure_oracle.py, says so), save where R4 says otherwise."""
 
 from __future__ import annotations
 
 import pytest
 
 from fhirsrv.validation.structure import validate_structure
+from tests.validation.structure_oracle import old_verdict
 
 
 def test_valid_resource_has_no_issue() -> None:
@@ -111,3 +114,170 @@ def test_a_string_may_not_exceed_1mb() -> None:
     issues = validate_structure({"resourceType": "Organization", "name": "é" * (limit + 1)})
     assert [i.expression for i in issues] == [["Organization.name"]]
     assert "1MB" in issues[0].diagnostics
+
+
+# What the models used to check, now checked by the walk: each refused at its element.
+def _paths(res: dict) -> list[str]:
+    return sorted(e for i in validate_structure(res) for e in i.expression)
+
+
+ORG = "Organization"
+
+
+def org(**elements: object) -> dict:
+    return {"resourceType": ORG, **elements}
+
+
+def ext(**value: object) -> dict:
+    """An Organization with one extension (its url, and the value given)."""
+    return org(extension=[{"url": "u", **value}])
+
+
+def contains(*resources: dict) -> dict:
+    return org(contained=list(resources))
+
+
+AUDIT = {"resourceType": "AuditEvent", "recorded": "2020-01-01T00:00:00Z", "agent": [{"requestor": True}]}
+WALK_CASES = [
+    (org(telecom=[{"system": "phone", "valeur": "x"}]), "Organization.telecom[0].valeur"),
+    (org(_telecom={"id": "t"}), "Organization._telecom"),
+    (org(meta={"author": {"reference": "Practitioner/p"}}), "Organization.meta.author"),
+    (org(extension=[{"valueString": "x"}]), "Organization.extension[0].url"),
+    (ext(valueString="x", valueCode="y"), "Organization.extension[0]"),
+    (
+        {"resourceType": "HealthcareService", "notAvailable": [{"during": {"start": "2020"}}]},
+        "HealthcareService.notAvailable[0].description",
+    ),
+    ({**AUDIT, "source": {"observer": {"display": "x"}}}, "AuditEvent.type"),
+    (org(language="fr  FR"), "Organization.language"),
+    (org(id="a b"), "Organization.id"),
+    (org(id="a" * 256), "Organization.id"),
+    (org(name="\u00a0"), "Organization.name"),
+    (
+        {"resourceType": "Location", "position": {"longitude": 1.5, "latitude": float("inf")}},
+        "Location.position.latitude",
+    ),
+    (ext(valueDate="2021-02-29"), "Organization.extension[0].valueDate"),
+    (ext(valueDateTime="2021-01-01T10:00:00"), "Organization.extension[0].valueDateTime"),
+    (ext(valueInstant="2021-01-01"), "Organization.extension[0].valueInstant"),
+    (ext(valueTime="24:00:00"), "Organization.extension[0].valueTime"),
+    (ext(valueOid="1.2.3"), "Organization.extension[0].valueOid"),
+    (ext(valueUuid="urn:uuid:c757873d-ec9a-1326-a141-556f43239520"), "Organization.extension[0].valueUuid"),
+    (ext(valueBase64Binary="abc"), "Organization.extension[0].valueBase64Binary"),
+    (ext(valuePositiveInt=0), "Organization.extension[0].valuePositiveInt"),
+    (contains({"resourceType": "Coding", "code": "a"}), "Organization.contained[0]"),
+    (contains({"resourceType": "Patient", "birthDate": "2020-02-30"}), "Organization.contained[0].birthDate"),
+    (
+        {
+            "resourceType": "Bundle",
+            "type": "collection",
+            "entry": [{"resource": {"resourceType": "Patient", "gender": "x  y"}}],
+        },
+        "Bundle.entry[0].resource.gender",
+    ),
+]
+
+
+@pytest.mark.parametrize(("res", "where"), WALK_CASES)
+def test_what_the_models_checked_is_refused_at_its_element(res: dict, where: str) -> None:
+    assert old_verdict(res) == (True, frozenset({where}))  # as the models did
+    issues = validate_structure(res)
+    assert [(i.severity, i.code, i.expression) for i in issues] == [("error", "structure", [where])]
+    assert issues[0].diagnostics.startswith(f"{where}: ")
+
+
+def test_a_required_primitive_may_be_an_extension_alone() -> None:
+    absent = {"url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason", "valueCode": "unknown"}
+    res = {"resourceType": "HealthcareService", "notAvailable": [{"_description": {"extension": [absent]}}]}
+    assert validate_structure(res) == []
+    res["notAvailable"][0]["_description"] = {"id": "d1"}  # an id alone does not stand for the value
+    assert _paths(res) == ["HealthcareService.notAvailable[0].description"]
+
+
+def test_a_wrong_value_is_not_reported_again_as_a_second_or_missing_one() -> None:
+    res = {"resourceType": ORG, "extension": [{"url": "u", "valueString": "x", "valueBoolean": "yes"}]}
+    assert _paths(res) == ["Organization.extension[0].valueBoolean"]
+
+
+def test_the_values_r4_allows_pass() -> None:
+    res = {
+        "resourceType": ORG,
+        "id": "a" * 64,
+        "language": "fr-FR",
+        "name": "Centre\u00a0de soins\x1c",
+        "extension": [
+            {"url": "u", "valueDateTime": "2016-12-31T23:59:60Z"},
+            {"url": "u", "valueDate": "2020-02-29"},
+            {"url": "u", "valueInstant": "2020-01-01T00:00:00.1234567+14:00"},
+            {"url": "u", "valueTime": "23:59:60.5"},
+            {"url": "u", "valueUuid": "urn:uuid:c757873d-ec9a-4326-a141-556f43239520"},
+            {"url": "u", "valueOid": "urn:oid:1.2.250.1"},
+            {"url": "u", "valueBase64Binary": "QUJD RA=="},
+            {"url": "u", "valueUrl": "Organization/1"},
+            {"url": "u", "valueDecimal": 1e-7},
+        ],
+        "contained": [{"resourceType": "Patient", "id": "p", "birthDate": "1970"}],
+    }
+    assert validate_structure(res) == []
+
+
+# Where R4 wins over the models (see fhirsrv/validation/jsonformat.py): R4's verdict.
+R4_REFUSES = [
+    (contains({"id": "x"}), "Organization.contained[0]"),
+    (contains({"resourceType": "DomainResource", "id": "x"}), "Organization.contained[0]"),
+    (contains({"resourceType": "Bogus"}), "Organization.contained[0]"),
+    (contains({"resourceType": "Citation", "status": "draft"}), "Organization.contained[0]"),
+    (contains({"resourceType": 5}), "Organization.contained[0]"),
+    (
+        {
+            "resourceType": "Parameters",
+            "parameter": [{"name": "r", "resource": {"resourceType": "SubscriptionStatus"}}],
+        },
+        "Parameters.parameter[0].resource",
+    ),
+    (org(fhir_comments="x"), "Organization.fhir_comments"),
+    (org(name__ext={"id": "n"}), "Organization.name__ext"),
+    (org(telecom=[{"resourceType": "ContactPoint", "value": "x"}]), "Organization.telecom[0].resourceType"),
+    (
+        ext(valueCodeableReference={"concept": {"text": "x"}}),
+        "Organization.extension[0].valueCodeableReference",
+    ),
+    (contains({"resourceType": "MedicinalProduct"}), "Organization.contained[0].name"),
+]
+
+
+@pytest.mark.parametrize(("res", "where"), R4_REFUSES)
+def test_r4_refuses_what_the_models_let_through_or_failed_on(res: dict, where: str) -> None:
+    assert old_verdict(res) != (True, frozenset({where}))
+    assert _paths(res) == [where]
+
+
+def test_a_required_repeating_primitive_may_be_its_extensions_alone() -> None:
+    absent = {"url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason", "valueCode": "unknown"}
+    res = {
+        "resourceType": "SearchParameter",
+        "url": "http://x.org/sp",
+        "name": "n",
+        "status": "draft",
+        "description": "d",
+        "code": "c",
+        "type": "token",
+        "_base": [{"extension": [absent]}],
+    }
+    assert old_verdict(res) == (True, frozenset({"crash: AttributeError"}))  # the models failed: a 500
+    assert validate_structure(res) == []
+    res["_base"] = [{"id": "b"}]
+    assert _paths(res) == ["SearchParameter.base"]
+
+
+def test_r4_allows_what_the_models_refused() -> None:
+    res = {
+        "resourceType": ORG,
+        "extension": [
+            {"url": "u", "valueMeta": {"versionId": "1"}},
+            {"url": "u", "valueString": "x", "_valueString": {"id": "v"}},
+        ],
+        "contained": [{"resourceType": "MedicinalProduct", "id": "m", "name": [{"productName": "X"}]}],
+    }
+    assert old_verdict(res)[0]
+    assert validate_structure(res) == []
