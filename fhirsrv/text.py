@@ -7,6 +7,8 @@ import unicodedata
 
 def fold(text: str) -> str:
     """Case- and accent-insensitive form: 'Hôpital Saint-Méen' -> 'hopital saint-meen'."""
+    if text.isascii():  # most index values: nothing to decompose (NFKD keeps ASCII as it is)
+        return " ".join(text.casefold().split())
     decomposed = unicodedata.normalize("NFKD", text)
     stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
     return " ".join(stripped.casefold().split())

@@ -70,63 +70,62 @@ def _children(value: Any, name: str) -> list[Any]:
     return child if isinstance(child, list) else [child]
 
 
-def _walk(values: list[Any], steps: list[str]) -> list[Any]:
+# One step of a plain path, compiled once: the values it leads to from the values before it.
+Step = Callable[[list[Any]], list[Any]]
+
+
+def _walk(values: list[Any], steps: list[Step]) -> list[Any]:
     for step in steps:
-        values = _step(values, step) or []
+        values = step(values)
         if not values:
             break
     return values
 
 
-def _relative_steps(path: str) -> list[str] | None:
-    steps = _split_top(path.strip(), ".")
-    return steps if all(_known_step(step) for step in steps) else None
+def _compile_steps(path: str) -> list[Step] | None:
+    """The steps of a dotted path, each compiled, or None when one is not understood."""
+    compiled = [_compile_step(step) for step in _split_top(path.strip(), ".")]
+    return None if any(step is None for step in compiled) else compiled  # type: ignore[return-value]
 
 
-def _known_step(step: str) -> bool:
-    if _STEP_NAME.match(step) or _STEP_WHERE.match(step) or _STEP_EXT.match(step) or _STEP_SUBSTRING.match(step):
-        return True
-    empty = _STEP_WHERE_EMPTY.match(step)
-    return bool(empty) and _relative_steps(empty.group(1)) is not None
-
-
-def _step(values: list[Any], step: str) -> list[Any] | None:
+def _compile_step(step: str) -> Step | None:
+    """Matched once, when the expression is compiled: indexing a resource then runs closures,
+    not regular expressions (half of the walk's time when each step was matched per value)."""
     if _STEP_NAME.match(step):
-        return [c for v in values for c in _children(v, step)]
+        return lambda values: [c for v in values for c in _children(v, step)]
     empty = _STEP_WHERE_EMPTY.match(step)
     if empty:
-        inner = _relative_steps(empty.group(1)) or []
-        return [v for v in values if not _walk([v], inner)]
+        inner = _compile_steps(empty.group(1))
+        if inner is None:
+            return None
+        return lambda values: [v for v in values if not _walk([v], inner)]
     cut = _STEP_SUBSTRING.match(step)
     if cut:
         # Per string: FHIRPath's substring() wants one string and fails on two, which left an
         # entry with two addresses without a département in no département at all.
         start, length = int(cut.group(1)), int(cut.group(2))
-        return [v[start : start + length] for v in values if isinstance(v, str) and start < len(v)]
+        return lambda values: [v[start : start + length] for v in values if isinstance(v, str) and start < len(v)]
     where = _STEP_WHERE.match(step)
     if where:
         field_name, literal = where.groups()
-        return [v for v in values if isinstance(v, dict) and v.get(field_name) == literal]
+        return lambda values: [v for v in values if isinstance(v, dict) and v.get(field_name) == literal]
     ext = _STEP_EXT.match(step)
     if ext:
         url = ext.group(1)
-        return [
-            e
-            for v in values
-            for e in _children(v, "extension")
-            if isinstance(e, dict) and e.get("url") == url
+        return lambda values: [
+            e for v in values for e in _children(v, "extension") if isinstance(e, dict) and e.get("url") == url
         ]
     return None
 
 
-def _plain_path(expression: str) -> tuple[str, list[str]] | None:
-    """(type, steps) when every step is one _step understands; None sends it to FHIRPath."""
-    steps = _split_top(expression.strip(), ".")
-    if len(steps) < 2 or not re.match(r"^[A-Z][A-Za-z]+$", steps[0]):
+def _plain_path(expression: str) -> tuple[str, list[Step]] | None:
+    """(type, compiled steps) when every step is one the walk understands; None sends the
+    expression to FHIRPath."""
+    head, _, rest = expression.strip().partition(".")
+    if not rest or not re.match(r"^[A-Z][A-Za-z]+$", head):
         return None
-    if not all(_known_step(step) for step in steps[1:]):
-        return None
-    return steps[0], steps[1:]
+    steps = _compile_steps(rest)
+    return None if steps is None else (head, steps)
 
 
 @lru_cache(maxsize=4096)
