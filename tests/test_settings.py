@@ -353,7 +353,7 @@ def test_the_readme_settings_table_names_every_variable_and_no_other() -> None:
     readme = (PACKAGE_DIR.parent / "README.md").read_text(encoding="utf-8")
     section = readme.split("### Settings (environment)", 1)[1].split("\n#", 1)[0]
     rows = [line.split("|")[1] for line in section.splitlines() if line.startswith("| `")]
-    documented = {name for cell in rows for name in re.findall(r"`(FHIRSRV_[A-Z0-9_]+)`", cell)}
+    documented = {name for cell in rows for name in re.findall(r"`((?:FHIRSRV|PROMETHEUS)_[A-Z0-9_]+)`", cell)}
     read = set(VARIABLES.values()) | {DATA_DIR_VARIABLE}
     assert documented == read, {"undocumented": sorted(read - documented), "unknown": sorted(documented - read)}
 
