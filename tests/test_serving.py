@@ -22,6 +22,7 @@ import pytest
 from fhirsrv.interactions.load import load_initial_content
 from fhirsrv.settings import Settings
 from fhirsrv.wiring import build_services
+from tests.api.helpers import ALIAS_SEARCH_PARAMETER as PARAM
 from tests.conftest import BACKENDS, PG_URL
 from tests.worker_processes import (
     Server,
@@ -38,18 +39,6 @@ from tests.worker_processes import (
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
 BASE = "https://sos.example.org/fhir"
-PARAM: dict[str, Any] = {
-    "resourceType": "SearchParameter",
-    "id": "test-organization-alias",
-    "url": f"{BASE}/SearchParameter/test-organization-alias",
-    "name": "alias",
-    "status": "active",
-    "description": "Search on the other names of a structure",
-    "code": "alias",
-    "base": ["Organization"],
-    "type": "string",
-    "expression": "Organization.alias",
-}
 CODES: dict[str, Any] = {
     "resourceType": "CodeSystem",
     "id": "test-colours",

@@ -21,6 +21,20 @@ PUBLISHED_ORGANIZATION: dict[str, Any] = {
     ],
 }
 
+# A SearchParameter a test adds at run time: the other names of a structure.
+ALIAS_SEARCH_PARAMETER: dict[str, Any] = {
+    "resourceType": "SearchParameter",
+    "id": "test-organization-alias",
+    "url": "https://sos.example.org/fhir/SearchParameter/test-organization-alias",
+    "name": "alias",
+    "status": "active",
+    "description": "Search on the other names of a structure",
+    "code": "alias",
+    "base": ["Organization"],
+    "type": "string",
+    "expression": "Organization.alias",
+}
+
 
 def org(name: str = "Ligue contre le cancer 29", **extra: Any) -> dict[str, Any]:
     return {"resourceType": "Organization", "name": name, **extra}

@@ -15,20 +15,8 @@ from flask.testing import FlaskClient
 
 from fhirsrv.app import create_app
 from fhirsrv.settings import Settings
+from tests.api.helpers import ALIAS_SEARCH_PARAMETER as PARAM
 from tests.api.helpers import FHIR
-
-PARAM: dict[str, Any] = {
-    "resourceType": "SearchParameter",
-    "id": "test-organization-alias",
-    "url": "https://sos.example.org/fhir/SearchParameter/test-organization-alias",
-    "name": "alias",
-    "status": "active",
-    "description": "Search on the other names of a structure",
-    "code": "alias",
-    "base": ["Organization"],
-    "type": "string",
-    "expression": "Organization.alias",
-}
 
 
 @pytest.fixture
