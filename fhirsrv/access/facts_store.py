@@ -41,6 +41,7 @@ from fhirsrv.access.facts import (
     FactReader,
     Facts,
 )
+from fhirsrv.storage import changes
 from fhirsrv.storage.jsonfmt import loads
 from fhirsrv.storage.repository import StoredResource
 from fhirsrv.storage.schema import (
@@ -240,14 +241,17 @@ class FactStore:
         rows that differ are written. Also after `fhirsrv reindex`, whose new index rows
         start hidden."""
         public = ea.visibility == "public"
-        copies = (
+        entries = (
             update(resource)
             .where(resource.c.rid == ea.rid, resource.c.visibility != ea.visibility)
-            .values(visibility=ea.visibility),
-            update(idx_token).where(idx_token.c.rid == ea.rid, idx_token.c.public != public).values(public=public),
+            .values(visibility=ea.visibility)
+            .returning(resource.c.rid)
         )
-        for statement in copies:
-            conn.execute(statement if where is None else statement.where(where))
+        # The change log tells syncing clients that these entries appeared or left (changes.py).
+        changes.note_visibility(conn, conn.scalars(entries if where is None else entries.where(where)))
+        tokens = update(idx_token).where(idx_token.c.rid == ea.rid, idx_token.c.public != public)
+        tokens = tokens.values(public=public)
+        conn.execute(tokens if where is None else tokens.where(where))
 
     # The three steps of a refresh, each on the rows `where` selects (None: all; False: none).
     def _structures_step(self, conn: Connection, where: Any) -> None:

@@ -26,6 +26,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from fhirsrv.settings import Settings
+from fhirsrv.storage import changes
 
 # SQLite's busy timeout when statements are not bounded (db_statement_timeout 0): its largest.
 SQLITE_LONGEST_BUSY_MS = 2**31 - 1
@@ -148,6 +149,7 @@ def make_engine(
             **pool,  # type: ignore[arg-type]
         )
     event.listen(engine, "before_cursor_execute", _stop_if_abandoned)
+    changes.watch(engine)
     return engine
 
 

@@ -17,7 +17,7 @@ from sqlalchemy import ColumnElement, Connection, and_, func, insert, or_, selec
 from sqlalchemy.exc import IntegrityError
 
 from fhirsrv.errors import Conflict, PreconditionFailed
-from fhirsrv.storage import bulk
+from fhirsrv.storage import bulk, changes
 from fhirsrv.storage.jsonfmt import dumps, format_instant, later_than, utcnow
 from fhirsrv.storage.schema import resource, resource_version
 
@@ -143,6 +143,10 @@ def get_by_keys(
 
 
 def _write_version(conn: Connection, stored: StoredResource) -> None:
+    if stored.version_id == 1:
+        changes.note_created(conn, (stored.rid,))
+    else:
+        changes.note_version(conn, stored.rid, stored.version_id)
     conn.execute(
         insert(resource_version).values(
             rid=stored.rid,
@@ -324,6 +328,7 @@ def create_many(conn: Connection, items: Sequence[tuple[dict[str, Any], str]]) -
         StoredResource(rid, row["res_type"], row["res_id"], 1, now, False, row["content"], "create")
         for rid, row in zip(rids, rows, strict=True)
     ]
+    changes.note_created(conn, rids)
     conn.execute(
         insert(resource_version),
         [
@@ -354,6 +359,7 @@ def insert_new(
     facts then correct in the same transaction.
     """
     rids = bulk.allocate_rids(conn, len(items))
+    changes.note_created(conn, rids)
     bulk.insert_tuples(
         conn,
         resource,

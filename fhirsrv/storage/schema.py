@@ -89,6 +89,32 @@ resource_version = Table(
     Index("ix_version_type_updated", "res_type", "last_updated"),
 )
 
+# Every change to an entry, in commit order: a new version, or a change of its visibility alone
+# (its structure was delisted, say). Written in the change's own transaction just before it
+# commits, under one lock (storage/changes.py), so `seq` orders changes as they became visible:
+# a reader that resumes after the last `seq` it saw never skips a change that committed late.
+# History for syncing clients, subscriptions and their event numbers read it.
+change_log = Table(
+    "change_log",
+    metadata,
+    Column("seq", RowId, primary_key=True, autoincrement=True),
+    Column("rid", RowId, nullable=False),
+    Column("res_type", String(64), nullable=False),
+    Column("res_id", String(64), nullable=False),
+    # The version current after the change (a new one, or the same one with a new visibility).
+    Column("version_id", Integer, nullable=False),
+    Column("new_version", Boolean, nullable=False),
+    # The entry's visibility when the change committed, and after the previous change (None:
+    # its first change) -- enough to tell an anonymous reader that an entry left the public.
+    Column("visibility", String(16), nullable=False),
+    Column("previous_visibility", String(16), nullable=True),
+    # When the change committed (taken under the lock, so it grows with `seq`).
+    Column("at", DateTime, nullable=False),
+    Index("ix_change_log_rid_seq", "rid", "seq"),
+    Index("ix_change_log_type_seq", "res_type", "seq"),
+    Index("ix_change_log_at", "at"),
+)
+
 # ---------------------------------------------------------------------------- search indexes
 # Every index row carries (rid, res_type, param): a search parameter compiles to
 # `rid IN (SELECT rid FROM idx_x WHERE res_type = :t AND param = :p AND <value test>)`.

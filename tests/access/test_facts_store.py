@@ -16,6 +16,7 @@ from fhirsrv.app import build_services
 from fhirsrv.interactions import load
 from fhirsrv.interactions.context import Services
 from fhirsrv.settings import Settings
+from fhirsrv.storage import changes
 from fhirsrv.storage.engine import read_transaction, write_transaction
 from fhirsrv.storage.schema import entry_access, idx_token, resource, structure_territory
 from tests.access.directory import CANONICAL, ENTRIES, Entry, visibility
@@ -113,4 +114,45 @@ def test_reloading_a_changed_structure_updates_its_entries(db_url: str, tmp_path
     assert seen["Organization/o29-draft"] == "public"
     assert seen["HealthcareService/hs-o29-draft"] == "public"
     assert seen["Practitioner/p-o29-draft"] == "public"
+    services.engine.dispose()
+
+
+def test_a_structure_changing_status_logs_its_entries_appearing_and_leaving(db_url: str, tmp_path: Path) -> None:
+    """A syncing client must learn that an offer left the public view when its structure was
+    delisted, though the offer itself did not change: the change log says so (storage/changes.py)."""
+    services = _services(db_url)
+    load.load_paths(services, [_write_file(tmp_path)])
+    with read_transaction(services.engine) as conn:
+        loaded = changes.last_seq(conn)
+        first = {(c.res_type, c.res_id): c for c in changes.after(conn, 0, limit=10_000)}
+    assert first[("Organization", "o29-published")].visibility == "public"
+    assert first[("Organization", "o29-draft")].visibility == "hidden"
+
+    def reload(org: dict, name: str) -> list[changes.Change]:
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "org.ndjson").write_text(json.dumps(org) + "\n", encoding="utf-8")
+        with read_transaction(services.engine) as conn:
+            start = changes.last_seq(conn)
+        load.load_paths(services, [folder])
+        with read_transaction(services.engine) as conn:
+            return changes.after(conn, start, limit=10_000)
+
+    published = copy.deepcopy(_entry("Organization/o29-draft").body)
+    published["extension"][0]["extension"][0]["valueCode"] = "published"
+    appeared = {(c.res_type, c.res_id): c for c in reload(published, "published")}
+    org = appeared.pop(("Organization", "o29-draft"))
+    assert org.new_version and (org.previous_visibility, org.visibility) == ("hidden", "public")
+    offer = appeared[("HealthcareService", "hs-o29-draft")]
+    assert not offer.new_version and offer.version_id == 1
+    assert (offer.previous_visibility, offer.visibility) == ("hidden", "public")
+    assert all(not c.new_version for c in appeared.values())
+
+    delisted = copy.deepcopy(published)
+    delisted["extension"][0]["extension"][0]["valueCode"] = "draft"
+    left = {(c.res_type, c.res_id): c for c in reload(delisted, "delisted")}
+    gone = left[("HealthcareService", "hs-o29-draft")]
+    assert (gone.previous_visibility, gone.visibility) == ("public", "hidden")
+    assert set(left) == set(appeared) | {("Organization", "o29-draft")}
+    assert loaded < min(c.seq for c in left.values())
     services.engine.dispose()

@@ -1,0 +1,205 @@
+"""The change log: every change to an entry, numbered in the order the changes committed.
+
+A syncing client (`_history`), a subscription's delivery loop and a bulk export all ask "what
+changed after the last change I saw?". Timestamps cannot answer it on PostgreSQL: a write that
+stamped its version at 10:00:00.100 may commit after one stamped 10:00:00.200, and a client
+that already read past 10:00:00.200 would never see it. So the rows of `change_log`
+(schema.py) are written at the very end of the write's own transaction, after its last
+statement, under one transaction-level advisory lock held until the commit: a transaction gets
+its sequence numbers only when nothing of it remains to run but the commit, and the next one
+waits for that commit before numbering its own. Numbers therefore grow in commit order, and a
+reader that has seen number N has seen every change numbered below it. SQLite has one writer at
+a time, which gives the same order without a lock.
+
+Changes are noted while the transaction runs (`note_*`, from storage/repository.py and the
+access facts) and written by the connection's `commit` event (`watch`), so no path that writes
+resources can forget them, whatever opened its transaction. A rolled-back transaction drops its
+notes; a rolled-back savepoint's notes find no row to describe and write nothing.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from itertools import islice
+
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    Engine,
+    String,
+    and_,
+    event,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+    true,
+    tuple_,
+)
+from sqlalchemy.sql.elements import ColumnElement
+
+from fhirsrv.storage.jsonfmt import utcnow
+from fhirsrv.storage.schema import change_log, resource, resource_version
+
+# PostgreSQL advisory lock key of the change log (with the schema's hash, as storage/locks.py).
+LOCK_KEY = 7_416
+_NOTES = "fhirsrv_change_notes"
+_CHUNK = 2_000
+_COLUMNS = ("rid", "res_type", "res_id", "version_id", "new_version", "visibility", "previous_visibility", "at")
+
+
+@dataclass
+class _Notes:
+    """What one transaction changed, until it commits."""
+
+    created: array = field(default_factory=lambda: array("q"))  # rids of new entries (version 1)
+    versions: set[tuple[int, int]] = field(default_factory=set)  # (rid, version_id) of later versions
+    visibility: set[int] = field(default_factory=set)  # rids whose visibility changed
+
+    def __bool__(self) -> bool:
+        return bool(self.created or self.versions or self.visibility)
+
+
+@dataclass(frozen=True)
+class Change:
+    seq: int
+    rid: int
+    res_type: str
+    res_id: str
+    version_id: int
+    new_version: bool
+    visibility: str
+    previous_visibility: str | None
+    at: datetime
+
+
+def _notes(conn: Connection) -> _Notes:
+    notes = conn.info.get(_NOTES)
+    if notes is None:
+        notes = conn.info[_NOTES] = _Notes()
+    return notes
+
+
+def note_created(conn: Connection, rids: Iterable[int]) -> None:
+    """New entries (their version 1) written in this transaction."""
+    _notes(conn).created.extend(rids)
+
+
+def note_version(conn: Connection, rid: int, version_id: int) -> None:
+    """A later version (update, patch, deletion) of an entry written in this transaction."""
+    _notes(conn).versions.add((rid, version_id))
+
+
+def note_visibility(conn: Connection, rids: Iterable[int]) -> None:
+    """Entries whose `resource.visibility` this transaction changed without a new version."""
+    _notes(conn).visibility.update(rids)
+
+
+def watch(engine: Engine) -> None:
+    """Write each transaction's notes when it commits; forget them when it does not."""
+
+    @event.listens_for(engine, "commit")
+    def _on_commit(conn: Connection) -> None:
+        notes = conn.info.pop(_NOTES, None)
+        if notes:
+            _write(conn, notes)
+
+    @event.listens_for(engine, "rollback")
+    def _on_rollback(conn: Connection) -> None:
+        conn.info.pop(_NOTES, None)
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection, record) -> None:  # type: ignore[no-untyped-def]
+        record.info.pop(_NOTES, None)
+
+
+def _write(conn: Connection, notes: _Notes) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            text("SELECT pg_advisory_xact_lock(:k, hashtext(current_schema()))"), {"k": LOCK_KEY}
+        )
+    # Under the lock: no later commit can hold an earlier instant (clocks may step back).
+    last = conn.execute(select(func.max(change_log.c.at))).scalar()
+    now = utcnow()
+    at = max(now, last) if last is not None else now
+    v, r = resource_version.c, resource.c
+    for chunk in _chunks(sorted(notes.created)):
+        _insert(
+            conn,
+            select(v.rid, v.res_type, v.res_id, v.version_id, true(), r.visibility, literal(None, String), literal(at, DateTime))
+            .join_from(resource_version, resource, r.rid == v.rid)
+            .where(v.rid.in_(chunk), v.version_id == 1)
+            .order_by(v.rid),
+        )
+    for chunk in _chunks(sorted(notes.versions)):
+        _insert(
+            conn,
+            select(v.rid, v.res_type, v.res_id, v.version_id, true(), r.visibility, _previous(v.rid), literal(at, DateTime))
+            .join_from(resource_version, resource, r.rid == v.rid)
+            .where(tuple_(v.rid, v.version_id).in_(chunk))
+            .order_by(v.rid, v.version_id),
+        )
+    versioned = {rid for rid, _ in notes.versions} | set(notes.created)
+    alone = sorted(notes.visibility - versioned)
+    for chunk in _chunks(alone):
+        previous = _previous(r.rid)
+        _insert(
+            conn,
+            select(r.rid, r.res_type, r.res_id, r.version_id, literal(False), r.visibility, previous, literal(at, DateTime))
+            .where(r.rid.in_(chunk), or_(previous.is_(None), previous != r.visibility))
+            .order_by(r.rid),
+        )
+
+
+def _previous(rid: ColumnElement[int]) -> ColumnElement[str]:
+    """The entry's visibility after its last change before this transaction."""
+    earlier = change_log.alias("earlier")
+    return (
+        select(earlier.c.visibility)
+        .where(earlier.c.rid == rid)
+        .order_by(earlier.c.seq.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+
+
+def _insert(conn: Connection, rows: object) -> None:
+    conn.execute(insert(change_log).from_select(_COLUMNS, rows))  # type: ignore[arg-type]
+
+
+def _chunks(items: list) -> Iterator[list]:  # type: ignore[type-arg]
+    it = iter(items)
+    while chunk := list(islice(it, _CHUNK)):
+        yield chunk
+
+
+# ------------------------------------------------------------------------------------ reading
+def after(
+    conn: Connection,
+    seq: int,
+    *,
+    limit: int,
+    res_types: Iterable[str] | None = None,
+    since: datetime | None = None,
+    where: Iterable[ColumnElement[bool]] = (),
+) -> list[Change]:
+    """Changes numbered after `seq`, oldest first (optionally of these types, at or after
+    `since`, and matching `where` on `change_log`'s columns)."""
+    c = change_log.c
+    conditions: list[ColumnElement[bool]] = [c.seq > seq, *where]
+    if res_types is not None:
+        conditions.append(c.res_type.in_(list(res_types)))
+    if since is not None:
+        conditions.append(c.at >= since)
+    query = select(change_log).where(and_(*conditions)).order_by(c.seq).limit(limit)
+    return [Change(**row._mapping) for row in conn.execute(query)]
+
+
+def last_seq(conn: Connection) -> int:
+    """The number of the last committed change (0: none yet)."""
+    return int(conn.execute(select(func.coalesce(func.max(change_log.c.seq), 0))).scalar_one())
