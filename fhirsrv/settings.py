@@ -89,6 +89,14 @@ VARIABLES: dict[str, str] = {
     # multi-process server (gunicorn) so that every worker's counts are added up at a scrape.
     "prometheus_multiproc_dir": "PROMETHEUS_MULTIPROC_DIR",
     "workers": "FHIRSRV_WORKERS",
+    "subscription_delivery": "FHIRSRV_SUBSCRIPTION_DELIVERY",
+    "subscription_poll_seconds": "FHIRSRV_SUBSCRIPTION_POLL_SECONDS",
+    "subscription_timeout": "FHIRSRV_SUBSCRIPTION_TIMEOUT",
+    "subscription_retry_base_seconds": "FHIRSRV_SUBSCRIPTION_RETRY_BASE_SECONDS",
+    "subscription_max_retry_seconds": "FHIRSRV_SUBSCRIPTION_MAX_RETRY_SECONDS",
+    "subscription_max_failures": "FHIRSRV_SUBSCRIPTION_MAX_FAILURES",
+    "subscription_max_queued": "FHIRSRV_SUBSCRIPTION_MAX_QUEUED",
+    "subscription_allowed_endpoints": "FHIRSRV_SUBSCRIPTION_ALLOWED_ENDPOINTS",
 }
 DATA_DIR_VARIABLE = "FHIRSRV_DATA_DIR"
 JWT_KEY_FILE_NAME = "jwt-signing-key.pem"
@@ -124,7 +132,16 @@ AT_LEAST_ONE = frozenset(
         "db_pool_timeout",
         # Processes of `fhirsrv serve`: at least the one that answers.
         "workers",
+        # 0 would mark a subscription in error before any attempt, or drop every notification.
+        "subscription_max_failures",
+        "subscription_max_queued",
+        "subscription_max_retry_seconds",
     }
+)
+# Durations in seconds that may be fractions but not 0 (a loop without a pause, an HTTP call
+# that may never wait, a retry at once forever).
+POSITIVE = frozenset(
+    {"subscription_poll_seconds", "subscription_timeout", "subscription_retry_base_seconds"}
 )
 # Upper bounds, where a larger value can only be a typo (and would fail later, far from its cause).
 AT_MOST: dict[str, int] = {
@@ -261,12 +278,37 @@ class Settings:
     # Processes of `fhirsrv serve` (its --workers option wins): 1 is one waitress process; 2 or
     # more run under gunicorn, and the rate limits are shared out between them (auth/hardening.py).
     workers: int = 1
+    # rest-hook Subscriptions (fhirsrv/sync/): whether `fhirsrv serve` runs their delivery loop
+    # (one process of a deployment delivers at a time); how long it waits for a change when
+    # it has seen none (a write in the same process wakes it at once); how long one POST to a
+    # receiver may take (connecting, and each read); the first retry's delay after a failed
+    # delivery, doubling up to the maximum; consecutive failures before the Subscription's
+    # status becomes `error`; notifications kept per Subscription while its receiver is down
+    # (the oldest are dropped past it: the receiver sees a gap in the event numbers and
+    # catches up from `_history`).
+    subscription_delivery: bool = True
+    subscription_poll_seconds: float = 1.0
+    subscription_timeout: float = 5.0
+    subscription_retry_base_seconds: float = 10.0
+    subscription_max_retry_seconds: int = 3600
+    subscription_max_failures: int = 5
+    subscription_max_queued: int = 10_000
+    # Origins (scheme://host[:port], comma-separated) a Subscription may name although they
+    # are plain http or reach a loopback, private or link-local address: a receiver inside the
+    # deployment's own network. Every other endpoint is https to a public address.
+    subscription_allowed_endpoints: str = ""
 
     def __post_init__(self) -> None:
         """Check every field, so an override or a direct construction is as strict as the environment."""
         for f in fields(self):
             _check_field(f.name, _KINDS[str(f.type)], getattr(self, f.name))
         metrics_networks(self.metrics_allow)
+        allowed_origins(self.subscription_allowed_endpoints)
+        if self.subscription_max_retry_seconds < self.subscription_retry_base_seconds:
+            raise SettingsError(
+                f"{VARIABLES['subscription_max_retry_seconds']} must be at least "
+                f"{VARIABLES['subscription_retry_base_seconds']} ({self.subscription_retry_base_seconds})"
+            )
         if self.metrics_token and len(self.metrics_token) < METRICS_TOKEN_MIN_LENGTH:
             raise SettingsError(
                 f"{VARIABLES['metrics_token']} must have at least {METRICS_TOKEN_MIN_LENGTH} characters "
@@ -322,6 +364,41 @@ def metrics_networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6N
                 f"{VARIABLES['metrics_allow']} must list networks (CIDR, comma-separated), not {part.strip()!r}"
             ) from None
     return tuple(networks)
+
+
+def allowed_origins(text: str) -> frozenset[str]:
+    """The origins of FHIRSRV_SUBSCRIPTION_ALLOWED_ENDPOINTS ("http://10.0.0.5:8080, https://hooks.lan"),
+    each as `scheme://host:port` in lower case with the scheme's default port written out, as
+    sync/endpoints.py compares them. Anything else (a path, a query, another scheme) stops the
+    process: an entry that silently allowed nothing, or more than meant, would be worse."""
+    from urllib.parse import urlsplit
+
+    origins = set()
+    variable = VARIABLES["subscription_allowed_endpoints"]
+    for part in text.split(","):
+        entry = part.strip()
+        if not entry:
+            continue
+        try:
+            url = urlsplit(entry)
+            port = url.port
+        except ValueError:
+            raise SettingsError(f"{variable} lists origins (scheme://host[:port]), not {entry!r}") from None
+        extra = url.path not in ("", "/") or url.query or url.fragment or url.username or url.password
+        if url.scheme not in ("http", "https") or not url.hostname or extra:
+            raise SettingsError(f"{variable} lists origins (http[s]://host[:port]), not {entry!r}")
+        origins.add(origin(url.scheme, url.hostname, port))
+    return frozenset(origins)
+
+
+def origin(scheme: str, host: str, port: int | None) -> str:
+    """`scheme://host:port`, lower case, the scheme's default port written out, an IPv6 address
+    in brackets: one spelling per origin, so that two spellings of one never differ."""
+    scheme = scheme.lower()
+    host = host.lower().rstrip(".")
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port or (443 if scheme == 'https' else 80)}"
 
 
 @dataclass(frozen=True)
@@ -392,6 +469,8 @@ def _check_field(name: str, kind: _Kind, value: object) -> None:
         minimum = 1 if name in AT_LEAST_ONE else 0
         if not math.isfinite(value) or value < minimum:
             raise SettingsError(f"{_label(name)} must be at least {minimum}, not {value!r}")
+        if name in POSITIVE and value <= 0:
+            raise SettingsError(f"{_label(name)} must be more than 0, not {value!r}")
         if name in AT_MOST and value > AT_MOST[name]:
             raise SettingsError(f"{_label(name)} must be at most {AT_MOST[name]}, not {value!r}")
 
