@@ -29,6 +29,7 @@ from fhirsrv.storage.engine import engine_for, read_transaction, write_transacti
 from fhirsrv.storage.jsonfmt import loads
 from fhirsrv.storage.migrate import ensure_schema
 from fhirsrv.storage.repository import StoredResource
+from fhirsrv.sync import subscriptions
 from fhirsrv.terminology import closure
 from fhirsrv.terminology.valueset import ValueSetExpander
 from fhirsrv.validation import profile_issues_hook
@@ -54,6 +55,7 @@ def build_services(settings: Settings) -> Services:
         audit=AuditTrail(Canonicals(settings.canonical_base), search.index, enabled=settings.auth),
         profile_check=_profile_check(settings, engine),
         write_hooks=(),
+        resource_rules={subscriptions.TYPE: subscriptions.rule},
         operations=OperationRegistry(OPERATION_MODULES),
         cursors=CursorSeal(engine),
         identifiers=DirectoryIdentifiers(Canonicals(settings.canonical_base)),
@@ -65,6 +67,7 @@ def build_services(settings: Settings) -> Services:
         policy.facts.rebuild_if_missing(conn)
         services.identifiers.fill_if_missing(conn)
         rules.stamp_if_empty(conn, search.rules)
+        rules.adopt_added_types(conn, search.rules, search.rules_before_added_types)
     return services
 
 

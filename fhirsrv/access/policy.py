@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, select
 
+from fhirsrv.access import owners
 from fhirsrv.access.facts import (
     AUDIT_TYPES,
     CITEABLE_TYPES,
@@ -31,7 +32,8 @@ from fhirsrv.access.facts_store import FactStore
 from fhirsrv.access.principal import Principal, Role
 from fhirsrv.access.visibility import PrincipalScope, territory_structures
 from fhirsrv.canonical import Canonicals
-from fhirsrv.errors import Forbidden, Unauthorized
+from fhirsrv.errors import Forbidden, NotFound, Unauthorized
+from fhirsrv.resource_types import OWNED_TYPES
 from fhirsrv.search.walk import correlate
 from fhirsrv.storage import repository
 from fhirsrv.storage.jsonfmt import loads
@@ -80,6 +82,8 @@ class AccessPolicy:
     def check_read(self, principal: Principal, res_type: str, interaction: str = "r") -> None:
         """May the principal use this interaction (r: read, vread, history; s: search) on the
         type at all? Before any lookup, so the answer says nothing of what is stored."""
+        if res_type in OWNED_TYPES and principal.is_anonymous:
+            raise unauthorized(f"{res_type} resources are their owner's: reading them needs a bearer access token")
         if res_type in AUDIT_TYPES and not principal.sees_everything:
             if principal.is_anonymous:
                 raise unauthorized(f"Reading {res_type} needs a regional administrator's token")
@@ -91,7 +95,7 @@ class AccessPolicy:
 
     def visible(self, conn: Connection, principal: Principal, stored: Sequence[StoredResource]) -> set[int]:
         """The rids among `stored` (current versions) the principal may read by id."""
-        if principal.sees_everything:
+        if _sees_all(principal, stored):
             return {s.rid for s in stored}
         scope = self.scope(principal)
         by_type: dict[str, list[int]] = {}
@@ -114,7 +118,8 @@ class AccessPolicy:
     ) -> tuple[StoredResource | None, bool]:
         """The current version of `res_type/res_id` and whether the principal may read it by
         id (as `visible`), in one statement: the commonest request costs no extra round trip."""
-        scope = None if principal.sees_everything else self.scope(principal)
+        everything = principal.sees_everything and res_type not in OWNED_TYPES
+        scope = None if everything else self.scope(principal)
         condition = None if scope is None else scope.readable(res_type, resource.c.rid)
         if condition is None:
             stored = repository.get_current(conn, res_type, res_id)
@@ -129,7 +134,7 @@ class AccessPolicy:
         now, and each version is judged as it was: its own status and the structure it named
         then must be ones the principal may see (an offer moved out of a draft structure does
         not show its draft past), unless that structure is in the principal's perimeter."""
-        if principal.sees_everything or not versions:
+        if not versions or _sees_all(principal, versions):
             return list(versions)
         entries = self.visible(conn, principal, _unique_rids(versions))
         facts = {
@@ -213,6 +218,8 @@ class AccessPolicy:
             raise Forbidden(f"{res_type} resources are written by the server only")
         if not principal.may(res_type, interaction):
             raise Forbidden(f"The token's scopes do not allow {_INTERACTION_NAMES[interaction]} on {res_type}")
+        if res_type in OWNED_TYPES:
+            return  # any client its scopes allow, partner readers included: each writes its own
         if principal.role is Role.PARTNER_READER:
             raise Forbidden("A partner reader's client reads the directory; it cannot change it")
         if principal.role is Role.REGIONAL_ADMIN:
@@ -240,6 +247,10 @@ class AccessPolicy:
         self.check_write_intent(
             principal, res_type, "d" if new is None else ("c" if current is None or current.deleted else "u")
         )
+        if res_type in OWNED_TYPES:
+            if current is not None:
+                self.check_write_target(conn, principal, current)
+            return
         if principal.role in (Role.SERVER, Role.REGIONAL_ADMIN):
             return
         if current is not None:
@@ -248,6 +259,11 @@ class AccessPolicy:
             self._check_content(conn, principal, res_type, new, current)
 
     def check_write_target(self, conn: Connection, principal: Principal, current: StoredResource) -> None:
+        if current.res_type in OWNED_TYPES:
+            # Another client's is answered as one that does not exist.
+            if not owners.owns(conn, principal, current):
+                raise NotFound(f"{current.res_type}/{current.res_id} is not known")
+            return
         if principal.role in (Role.SERVER, Role.REGIONAL_ADMIN):
             return
         if current.res_type == "Practitioner":
@@ -380,7 +396,16 @@ class AccessPolicy:
     ) -> None:
         """A PUT to an id: below regional administrators, a client updates entries it can see,
         and creates through POST (the server chooses the id). So a PUT to an unknown, deleted or
-        unseen id gets one answer, before If-Match, and tells nothing of what is stored there."""
+        unseen id gets one answer, before If-Match, and tells nothing of what is stored there.
+        An owned type (a Subscription) is created by POST by every client, regional
+        administrators included: its id never says whether another client's exists."""
+        if res_type in OWNED_TYPES and principal.role is not Role.SERVER:
+            if current is None or current.deleted or not owners.owns(conn, principal, current):
+                raise Forbidden(
+                    f"{res_type}/{res_id} is not a {res_type} of this client: a client creates its "
+                    f"{res_type} resources by POST (the server chooses the id)"
+                )
+            return
         if principal.role in (Role.SERVER, Role.REGIONAL_ADMIN):
             if current is not None:
                 self.check_write_target(conn, principal, current)
@@ -391,6 +416,11 @@ class AccessPolicy:
                 "administrators, new entries are created by POST (the server chooses the id)"
             )
         self.check_write_target(conn, principal, current)
+
+    def record_owner(self, conn: Connection, stored: StoredResource, principal: Principal) -> None:
+        """After a write (the write path, in its transaction): the creator of a resource of an
+        owned type becomes its owner, for good."""
+        owners.record(conn, stored, principal)
 
     def _person_is_mine(self, conn: Connection, principal: Principal, person: str) -> bool:
         """A referent (or territorial admin) updates a person named by its roles only, and only
@@ -422,6 +452,14 @@ class AccessPolicy:
                 + ")"
             )
         return Forbidden(f"This {res_type} is outside {where}: this client may not write it")
+
+
+def _sees_all(principal: Principal, stored: Sequence[StoredResource]) -> bool:
+    """Whether every one of these resources is shown to the principal without looking: the
+    server's, or a regional administrator's unless one is of an owned type (another client's)."""
+    if principal.role is Role.SERVER:
+        return True
+    return principal.sees_everything and not any(s.res_type in OWNED_TYPES for s in stored)
 
 
 def _unique_rids(versions: Sequence[StoredResource]) -> list[StoredResource]:

@@ -3,6 +3,8 @@
 The rule, per type (README, "Who sees what"):
 - conformance and terminology content: everyone;
 - AuditEvent: regional administrators only;
+- Subscription (an owned type): the client that created it only, a regional administrator's
+  own included (access/owners.py);
 - the directory (Organization, HealthcareService, Location, PractitionerRole, Endpoint) and
   its people (Practitioner), from the `entry_access` visibility of each resource:
   - anonymous callers and structure referents search `public` entries; by id they also read
@@ -22,8 +24,10 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, false, or_, select, union
 
+from fhirsrv.access import owners
 from fhirsrv.access.facts import AUDIT_TYPES, CITEABLE_TYPES, GOVERNED_TYPES, Visibility
 from fhirsrv.access.principal import Principal, Role
+from fhirsrv.resource_types import OWNED_TYPES
 from fhirsrv.storage.schema import entry_access, idx_token, live, resource, structure_territory
 
 ea = entry_access.c
@@ -82,6 +86,8 @@ class PrincipalScope:
     def by_status(self, res_type: str, rid: Any, *, by_id: bool) -> ColumnElement[bool] | None:
         """The part of the rule that comes from the entry's visibility alone (no perimeter)."""
         principal = self.principal
+        if res_type in OWNED_TYPES:  # its owner's only, whoever else asks (access/owners.py)
+            return owners.condition(principal, res_type, rid)
         if principal.sees_everything:
             return None
         if res_type in AUDIT_TYPES:

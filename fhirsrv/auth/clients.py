@@ -20,6 +20,7 @@ from sqlalchemy import Connection, select, update
 from fhirsrv.access.principal import CLIENT_ROLES, TERRITORIAL_KINDS
 from fhirsrv.access.scopes import parse as parse_scopes
 from fhirsrv.auth.tables import oauth_client
+from fhirsrv.resource_types import OWNED_TYPES
 from fhirsrv.storage.jsonfmt import utcnow
 
 # The access policy's client roles (fhirsrv/access/principal.py), in its spelling.
@@ -161,9 +162,15 @@ def add_client(
     if email is not None and "@" not in email:
         raise ValueError("--email must be an e-mail address")
     if role == "partner-reader" and any(
-        letter in grant.interactions for grant in parse_scopes(scopes) for letter in "cud"
+        letter in grant.interactions
+        for grant in parse_scopes(scopes)
+        if grant.res_type not in OWNED_TYPES
+        for letter in "cud"
     ):
-        raise ValueError("a partner reader reads: its scopes may grant r and s only (e.g. system/*.rs)")
+        raise ValueError(
+            "a partner reader reads: its scopes may grant r and s only (e.g. system/*.rs), and "
+            "c, u and d on its own Subscriptions (system/Subscription.cruds)"
+        )
     if jwks is not None and not isinstance(jwks.get("keys"), list):
         raise ValueError("the JWKS must be a JSON object with a 'keys' array")
     secret = None if jwks is not None else secrets.token_urlsafe(32)

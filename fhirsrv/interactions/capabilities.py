@@ -16,12 +16,23 @@ from fhirsrv import FHIR_VERSION, __version__
 from fhirsrv.interactions.context import RequestInfo, Result, Services
 from fhirsrv.interactions.operations import OperationDef
 from fhirsrv.interactions.resources import SERVER_WRITTEN_TYPES, SUPPORTED_TYPES
+from fhirsrv.resource_types import OWNED_TYPES
 from fhirsrv.storage.engine import read_transaction
 from fhirsrv.storage.jsonfmt import format_instant, loads, utcnow
 from fhirsrv.storage.schema import live, resource
 
 _WRITE = ("create", "update", "patch", "delete")
 _READ = ("read", "vread", "history-instance", "history-type", "search-type")
+# What a client needs to know of the types it owns (resource_types.OWNED_TYPES).
+_DOCUMENTATION = {
+    "Subscription": (
+        "R4 Subscription, channel rest-hook only; criteria: a search of a directory type, run as its "
+        "owner. Visible to the client that created it only (needs a token; created by POST). "
+        "Notifications are the R4 notification Bundles of the HL7 Subscriptions R5 Backport IG "
+        "(handshake on creation, event numbers for gap detection); payload application/fhir+json "
+        "(full-resource, or id-only with the backport-payload-content extension) or none (empty)."
+    )
+}
 
 
 def _profiles_by_type(services: Services) -> dict[str, list[str]]:
@@ -91,12 +102,14 @@ def capability_statement(services: Services, info: RequestInfo) -> Result:
         }
         if profiles.get(res_type):
             entry["supportedProfile"] = profiles[res_type]
+        if res_type in _DOCUMENTATION:
+            entry["documentation"] = _DOCUMENTATION[res_type]
         entry.update(
             {
                 "interaction": [{"code": code} for code in interactions],
                 "versioning": "versioned-update",
                 "readHistory": True,
-                "updateCreate": res_type not in SERVER_WRITTEN_TYPES,
+                "updateCreate": res_type not in SERVER_WRITTEN_TYPES + OWNED_TYPES,
                 "conditionalCreate": res_type not in SERVER_WRITTEN_TYPES,
                 "conditionalRead": "full-support",
                 "conditionalUpdate": res_type not in SERVER_WRITTEN_TYPES,

@@ -28,6 +28,12 @@ if TYPE_CHECKING:
 WriteHook = Callable[[Connection, StoredResource, "dict[str, Any] | None"], None]
 # The profile rules of a write or $validate: (resource, profiles asked for, who writes) -> issues.
 ProfileCheck = Callable[[dict[str, Any], tuple[str, ...], Principal], list[Issue]]
+# A type's own rules on a write, inside its transaction once the access policy has allowed it:
+# (services, conn, who writes, the current version or None, the new content) -> the content to
+# store. It refuses content the type cannot work with (raising a FhirError) and sets what the
+# server owns in it: a Subscription's criteria are checked by the search engine, its endpoint
+# against the network rules, and its status is the server's (fhirsrv/sync/subscriptions.py).
+ResourceRule = Callable[["Services", Connection, Principal, "StoredResource | None", dict[str, Any]], dict[str, Any]]
 
 
 @dataclass
@@ -44,6 +50,8 @@ class Services:
     audit: AuditTrail
     profile_check: ProfileCheck
     write_hooks: tuple[WriteHook, ...]
+    # Per type (ResourceRule): applied by the write path to every create and update of it.
+    resource_rules: dict[str, ResourceRule]
     operations: OperationRegistry
     # Seals the paging cursors handed to clients (search and history).
     cursors: CursorSeal

@@ -45,6 +45,8 @@ def _delete(
         current = match_one(services, conn, services.policy.scope(actor), res_type, criteria, "Conditional delete")
     else:
         current = repository.get_current(conn, res_type, res_id)
+        if current is not None and not current.deleted and not services.policy.visible(conn, actor, [current]):
+            current = None  # what the caller may not see is deleted as an unknown one: 204, no change
     if current is not None:
         services.policy.check_write_target(conn, actor, current)
     check_if_match(current, info.if_match)

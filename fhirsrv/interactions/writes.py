@@ -92,6 +92,7 @@ def _after_write(
     previous: dict[str, Any] | None,
 ) -> None:
     services.identifiers.hold(conn, stored, res, previous)
+    services.policy.record_owner(conn, stored, actor)
     if res is None:
         services.search.unindex(conn, stored.rid)
         services.policy.facts.deleted(conn, stored, previous)
@@ -117,9 +118,22 @@ def create(
     res_id = res_id or new_id()
     # The policy judges the resource as it will be stored, with the id it will have.
     guard(services, conn, actor, res["resourceType"], None, {**res, "id": res_id})
+    res = _ruled(services, conn, actor, None, res)
     stored = repository.create(conn, res, res_id)
     _after_write(services, conn, actor, stored, loads(stored.content or "{}"), None)
     return stored
+
+
+def _ruled(
+    services: Services,
+    conn: Connection,
+    actor: Principal,
+    current: StoredResource | None,
+    res: dict[str, Any],
+) -> dict[str, Any]:
+    """The content to store once the type's own rules have judged it (context.ResourceRule)."""
+    rule = services.resource_rules.get(res["resourceType"])
+    return res if rule is None else rule(services, conn, actor, current, res)
 
 
 def _after_bulk(
@@ -136,6 +150,11 @@ def create_many(
     services: Services, conn: Connection, items: list[tuple[dict[str, Any], str]], *, actor: Principal
 ) -> list[StoredResource]:
     """Bulk create of validated resources with their ids (the loader's path for new content)."""
+    single = [(res, res_id) for res, res_id in items if res["resourceType"] in services.resource_rules]
+    if single:  # a type with its own rules is written one by one, through them
+        items = [item for item in items if item[0]["resourceType"] not in services.resource_rules]
+        ruled = [create(services, conn, res, res_id, actor=actor, validated=True) for res, res_id in single]
+        return ruled + (create_many(services, conn, items, actor=actor) if items else [])
     for res, res_id in items:
         guard(services, conn, actor, res["resourceType"], None, {**res, "id": res_id})
     stored = repository.create_many(conn, items)
@@ -159,6 +178,12 @@ def create_prepared(
     items: (type, id, content, index rows without rid, or None to compute them here). The
     bulk loader prepares all of it in worker processes; this is the same write, minus the work.
     """
+    if any(res_type in services.resource_rules for res_type, _, _, _ in items):
+        # A type with its own rules is written one by one, through them (never many in a load).
+        single = [(loads(c), i) for t, i, c, _ in items if t in services.resource_rules]
+        rest = [item for item in items if item[0] not in services.resource_rules]
+        ruled = [create(services, conn, res, res_id, actor=actor, validated=True) for res, res_id in single]
+        return ruled + (create_prepared(services, conn, rest, when, actor=actor) if rest else [])
     parsed = [loads(content) for _, _, content, _ in items]  # ~20 µs each, for the guard and hooks
     for (res_type, _, _, _), res in zip(items, parsed, strict=True):
         guard(services, conn, actor, res_type, None, res)
@@ -195,6 +220,10 @@ def replace(
     if not validated:
         validate(services, res, actor)
     guard(services, conn, actor, current.res_type, current, res)
+    if res["resourceType"] in services.resource_rules:
+        res = _ruled(services, conn, actor, current, res)
+        if unchanged(current, res):  # what the rules kept is what is stored: no new version
+            return current
     stored = repository.replace(conn, current, res, method)
     previous = loads(current.content) if current.content else None
     _after_write(services, conn, actor, stored, loads(stored.content or "{}"), previous)

@@ -85,6 +85,8 @@ class SearchEngine:
         # What decides the index rows written by this code (rules.py), before any stored
         # SearchParameter joins the registry: an upgrade compares it with the database's.
         self.rules = rules.fingerprint(self.registry)
+        # The same without the types this version added: the rules of the version before.
+        self.rules_before_added_types = rules.fingerprint(self.registry, without=rules.ADDED_TYPES)
 
     # ---------------------------------------------------------------------------- registry
     @property
@@ -526,6 +528,33 @@ class SearchEngine:
             filtered = self._filtered(conn, request, self._conditions(conn, request, scope))
             rids = [r for (r,) in conn.execute(filtered.order_by(resource.c.rid).limit(limit))]
         return repository.get_many(conn, rids)
+
+
+    def matching(
+        self,
+        conn: Connection,
+        res_type: str,
+        params: list[tuple[str, str]],
+        scope: ReadScope,
+        among: Sequence[int] | None = None,
+    ) -> set[int]:
+        """The rows matching the search `params` as `scope` sees them, among these rids (None:
+        every live row of the type): a Subscription's criteria, evaluated by the very engine
+        that answers its owner's searches, so a notification never disagrees with a search.
+        Unknown parameters are errors. With `among` empty, the criteria are only compiled
+        (what a write of the Subscription checks), and nothing is read."""
+        self.ensure_current(conn)
+        request = self.prepare(res_type, params, strict=True)
+        with _within_database_limits():
+            query = self._filtered(conn, request, self._conditions(conn, request, scope))
+            if among is None:
+                return {r for (r,) in conn.execute(query)}
+            found: set[int] = set()
+            wanted = sorted(set(among))
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                found.update(r for (r,) in conn.execute(query.where(resource.c.rid.in_(chunk))))
+            return found
 
 
 @contextmanager

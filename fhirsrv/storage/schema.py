@@ -308,6 +308,20 @@ structure_territory = Table(
     Index("ix_structure_territory_departement", "departement", "structure"),
 )
 
+# The client each resource of an owned type belongs to (resource_types.OWNED_TYPES: a
+# Subscription), written with the resource's first version in its own transaction and kept
+# while the resource lives: the access policy shows such a resource to its owner only, as one
+# index probe (fhirsrv/access/owners.py). '' : created by the server itself (authorization off,
+# a file load).
+resource_owner = Table(
+    "resource_owner",
+    metadata,
+    Column("rid", RowId, ForeignKey("resource.rid", ondelete="CASCADE"), primary_key=True),
+    Column("res_type", String(64), nullable=False),
+    Column("owner", String(64), nullable=False),
+    Index("ix_resource_owner_owner_type", "owner", "res_type", "rid"),
+)
+
 # ----------------------------------------------------------------------- business identifiers
 # The directory's own identifiers (systems under the canonical base's /sid/) held by live
 # resources: one row per (type, identifier), so the database itself refuses a second holder,
