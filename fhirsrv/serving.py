@@ -199,14 +199,16 @@ class WorkerProcesses(BaseApplication):  # type: ignore[misc]
 def fhirsrv_worker(settings: Settings) -> AppFactory:
     """The app of one worker: built after the fork, with its background runner (the sweep and
     the mail delivery, when FHIRSRV_SWEEP_INTERVAL_SECONDS is set; one pass at a time across
-    the workers, workflow/runner.py)."""
+    the workers, workflow/runner.py) and its Subscriptions' delivery loop (sync/delivery.py)."""
 
     def build() -> Any:
         from fhirsrv.app import create_app
+        from fhirsrv.sync import delivery
         from fhirsrv.workflow import runner
 
         app = create_app(settings)
         runner.start(app.extensions["fhirsrv"])
+        delivery.start(app.extensions["fhirsrv"])  # one worker delivers at a time (sync/delivery.py)
         return app
 
     return build

@@ -7,7 +7,11 @@
   in use by requests, kept, and the most the pool opens (summed over the live processes);
 - `fhirsrv_outbox_messages{status}` and `fhirsrv_outbox_due`: undelivered e-mails of the
   inclusion procedure, read from the database at each scrape (a probe connection, bounded by
-  short timeouts); `fhirsrv_outbox_scrape_success` 0 when that read failed.
+  short timeouts); `fhirsrv_outbox_scrape_success` 0 when that read failed;
+- `fhirsrv_subscription_events_queued`, `fhirsrv_subscription_oldest_event_seconds` and
+  `fhirsrv_subscriptions{status}`: notifications of rest-hook Subscriptions numbered and not
+  delivered yet (the delivery queue), the age of the oldest, and Subscriptions by status, read
+  the same way; `fhirsrv_subscription_scrape_success` 0 when that read failed.
 
 One process (waitress): each app keeps its own registry in memory. Several (gunicorn, with
 PROMETHEUS_MULTIPROC_DIR): prometheus-client writes each worker's values to files there and a
@@ -49,6 +53,7 @@ from fhirsrv.errors import Issue
 from fhirsrv.interactions.context import Services
 from fhirsrv.settings import VARIABLES, Settings, SettingsError, metrics_networks
 from fhirsrv.storage.engine import POOL_OVERFLOW, POOL_SIZE
+from fhirsrv.sync import delivery
 from fhirsrv.workflow.outbox import queue_depth
 
 # Seconds: from a read by id (about a millisecond) to the statement timeout (30 s).
@@ -96,12 +101,13 @@ class Metrics:
         event.listen(engine, "checkout", lambda *_: self.pool_checked_out.inc())
         event.listen(engine, "checkin", lambda *_: self.pool_checked_out.dec())
 
-    def scrape(self, outbox: OutboxCollector) -> bytes:
+    def scrape(self, *database: OutboxCollector | SubscriptionCollector) -> bytes:
         if self.registry is not None:
             return generate_latest(self.registry)
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=self.multiprocess_dir)
-        registry.register(outbox)
+        for collector in database:
+            registry.register(collector)
         return generate_latest(registry)
 
 
@@ -139,6 +145,44 @@ class OutboxCollector:
         yield success
 
 
+class SubscriptionCollector:
+    """The rest-hook Subscriptions' delivery queue, read at each scrape like the outbox's."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        success = GaugeMetricFamily(
+            "fhirsrv_subscription_scrape_success", "1 when the subscriptions' queue could be read at this scrape"
+        )
+        try:
+            with self.engine.connect() as conn:
+                depth = delivery.queue_depth(conn)
+        except SQLAlchemyError:
+            success.add_metric([], 0)
+            yield success
+            return
+        yield GaugeMetricFamily(
+            "fhirsrv_subscription_events_queued",
+            "Notifications of rest-hook Subscriptions numbered and not delivered yet",
+            value=depth.events,
+        )
+        yield GaugeMetricFamily(
+            "fhirsrv_subscription_oldest_event_seconds",
+            "Age of the oldest notification not delivered yet (0: none waits)",
+            value=depth.oldest_seconds,
+        )
+        statuses = GaugeMetricFamily("fhirsrv_subscriptions", "Subscriptions, by status", labels=["status"])
+        for status in ("requested", "active", "error", "off"):
+            statuses.add_metric([status], depth.subscriptions.get(status, 0))
+        yield statuses
+        success.add_metric([], 1)
+        yield success
+
+
 def install(app: Flask, services: Services, probe: Engine) -> Metrics:
     """`probe`: an engine for probes (storage/engine.py `probe_engine`), which reads the outbox."""
     settings = services.settings
@@ -146,8 +190,10 @@ def install(app: Flask, services: Services, probe: Engine) -> Metrics:
     metrics = Metrics(settings.prometheus_multiproc_dir)
     metrics.watch_pool(services.engine)
     outbox = OutboxCollector(probe)
+    subscriptions = SubscriptionCollector(probe)
     if metrics.registry is not None:
         metrics.registry.register(outbox)
+        metrics.registry.register(subscriptions)
     networks = metrics_networks(settings.metrics_allow)
 
     @app.after_request
@@ -163,7 +209,7 @@ def install(app: Flask, services: Services, probe: Engine) -> Metrics:
         refusal = _refusal(settings, networks)
         if refusal is not None:
             return refusal
-        response = Response(metrics.scrape(outbox), status=200, content_type=CONTENT_TYPE_LATEST)
+        response = Response(metrics.scrape(outbox, subscriptions), status=200, content_type=CONTENT_TYPE_LATEST)
         response.headers["Cache-Control"] = "no-store"
         return response
 
