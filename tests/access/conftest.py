@@ -13,7 +13,7 @@ from sqlalchemy import text
 from fhirsrv.app import create_app
 from fhirsrv.settings import Settings
 from fhirsrv.storage.engine import make_engine, normalise_url
-from tests.access.directory import CANONICAL, Directory
+from tests.access.directory import CANONICAL, RECEIVER, Directory
 from tests.conftest import BACKENDS, PG_URL
 
 
@@ -47,6 +47,8 @@ def directory(
         enforce_sos_profiles="claimed-only",
         # The table's tokens are issued once per module: they must outlive a slow run.
         token_lifetime=3600,
+        # The fixture's Subscriptions notify a receiver no test runs (no delivery loop here).
+        subscription_allowed_endpoints=RECEIVER,
     )
     app = create_app(settings)
     found = Directory(app)

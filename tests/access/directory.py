@@ -37,6 +37,9 @@ RETIRED = {"delisted", "withdrawn"}
 CITEABLE = {"Organization", "HealthcareService", "Location"}
 OFFER_KIND = "https://example.org/fhir/CodeSystem/test-offer-kind"
 GOVERNED = ("Organization", "HealthcareService", "Location", "PractitionerRole", "Endpoint", "Practitioner")
+# Where the fixture's Subscriptions would notify (an allowed origin: never resolved here).
+RECEIVER = "https://receiver.example.org"
+SERVER_SUBSCRIPTION = "server"  # the name of the Subscription the server itself wrote
 
 
 def lifecycle(status: str) -> list[dict[str, Any]]:
@@ -289,6 +292,7 @@ class Directory:
         self.web: FlaskClient = app.test_client()
         self.services = app.extensions["fhirsrv"]
         self._headers: dict[str, dict[str, str]] = {}
+        self._subscriptions: dict[str, str] = {}
 
     def populate(self) -> None:
         with self.services.engine.begin() as conn:
@@ -314,6 +318,28 @@ class Directory:
             token = response.get_json()["access_token"]
             self._headers[who.name] = {"Authorization": f"Bearer {token}", "Content-Type": FHIR}
         return self._headers[who.name]
+
+    def subscriptions(self) -> dict[str, str]:
+        """One Subscription per principal whose scopes let it create one (by POST, with its
+        token), and one the server wrote itself (SERVER_SUBSCRIPTION): name -> id."""
+        if not self._subscriptions:
+            body = {
+                "resourceType": "Subscription",
+                "status": "requested",
+                "reason": "table",
+                "criteria": "HealthcareService?name=offre",
+                "channel": {"type": "rest-hook", "endpoint": f"{RECEIVER}/notify", "header": ["Authorization: Bearer x"]},
+            }
+            for who in PRINCIPALS:
+                if who.role is None or not who.may("Subscription", "c"):
+                    continue
+                answer = self.web.post("/fhir/Subscription", json=body, headers=self.headers(who))
+                assert answer.status_code == 201, (who.name, answer.get_json())
+                self._subscriptions[who.name] = answer.get_json()["id"]
+            with self.services.engine.begin() as conn:
+                stored = writes.create(self.services, conn, dict(body), actor=SERVER)
+            self._subscriptions[SERVER_SUBSCRIPTION] = stored.res_id
+        return self._subscriptions
 
     def reset(self) -> None:
         """Put every entry back as the fixture wrote it (write tests change them)."""

@@ -439,6 +439,77 @@ def procedure_links(d: Directory, who: Who) -> None:
         assert_no_hidden_content(response.get_data(as_text=True), who)
 
 
+# --------------------------------------------------------------------------- Subscriptions
+def _every_page(d: Directory, who: Who, url: str) -> dict[str, Any]:
+    """The entries of every page, following `next` (the audit trail of the other rows' writes
+    and refusals makes the system history longer than one page)."""
+    entries: list[dict[str, Any]] = []
+    following: str | None = url
+    while following:
+        response = d.web.get(following, headers=d.headers(who))
+        assert response.status_code == 200, (who.name, following)
+        page = response.get_json()
+        entries += page.get("entry", [])
+        following = next((link["url"] for link in page["link"] if link["relation"] == "next"), None)
+        following = following.replace("http://fhir.test", "") if following else None
+    return {"entry": entries}
+
+
+def _subscription_ids(bundle: dict[str, Any]) -> set[str]:
+    return {
+        e["resource"]["id"]
+        for e in bundle.get("entry", [])
+        if e.get("resource", {}).get("resourceType") == "Subscription"
+    }
+
+
+@row(
+    "Subscription: its owner's only",
+    ("fhir.instance", "GET"),
+    ("fhir.instance_vread", "GET"),
+    ("fhir.instance_history", "GET"),
+    ("fhir.type_history", "GET"),
+    ("fhir.type_level", "GET"),
+    ("fhir.type_search_post", "POST"),
+    ("fhir.system", "GET"),
+    ("fhir.system_history", "GET"),
+    ("fhir.system", "POST"),
+)
+def subscriptions(d: Directory, who: Who) -> None:
+    """A Subscription (its endpoint, the headers sent there) is its owner's: anonymous callers
+    are asked for a token, a client reads and lists its own only, a regional administrator
+    included, and another's answers as an unknown id."""
+    headers = d.headers(who)
+    owned = d.subscriptions()
+    mine = {owned[who.name]} if who.name in owned else set()
+    for name, sid in owned.items():
+        expected = 401 if who.role is None else 403 if not who.may("Subscription", "r") else 200 if name == who.name else 404
+        for url in (f"/fhir/Subscription/{sid}", f"/fhir/Subscription/{sid}/_history/1", f"/fhir/Subscription/{sid}/_history"):
+            answer = d.web.get(url, headers=headers)
+            assert answer.status_code == expected, (who.name, name, url)
+            if expected != 200:
+                assert "receiver.example.org" not in answer.get_data(as_text=True)
+        batch = _bundle("batch", [f"Subscription/{sid}"])
+        entry = d.web.post("/fhir", json=batch, headers=headers).get_json()["entry"][0]
+        assert entry["response"]["status"].startswith(str(expected)), (who.name, name)
+    searches = ("/fhir/Subscription?_count=100", "/fhir/Subscription/_history?_count=100")
+    for url in searches:
+        answer = d.web.get(url, headers=headers)
+        expected = 401 if who.role is None else 403 if not who.may("Subscription", "s" if "_history" not in url else "r") else 200
+        assert answer.status_code == expected, (who.name, url)
+        if expected == 200:
+            assert _subscription_ids(answer.get_json()) == mine, (who.name, url)
+    if who.role is not None and who.may("Subscription", "s"):
+        form = headers | {"Content-Type": "application/x-www-form-urlencoded"}
+        posted = d.web.post("/fhir/Subscription/_search", data="_count=100", headers=form).get_json()
+        assert _subscription_ids(posted) == mine, who.name
+    # Listings of every type never show another's (nor, without a token, any).
+    everything = d.web.get("/fhir?_count=1000", headers=headers).get_json()
+    assert _subscription_ids(everything) == (mine if who.may("Subscription", "s") else set()), who.name
+    history = _every_page(d, who, "/fhir/_history?_count=1000")
+    assert _subscription_ids(history) == (mine if who.may("Subscription", "r") else set()), who.name
+
+
 # Every registered operation, and how it is covered: by a row, or why it returns no stored
 # entry of the directory (terminology content is public conformance data; the registry's
 # invoke() checks read access on its type and instance for all of them alike).

@@ -210,6 +210,38 @@ def test_the_outbox_depth(metrics_app: Flask):
     assert value(found, "fhirsrv_outbox_due") == 1
 
 
+def test_the_subscriptions_delivery_queue(db_url: str):
+    """Notifications matched but not delivered (the receiver refuses connections here)."""
+    from fhirsrv.sync.delivery import Delivery
+
+    app = create_app(_settings(db_url, metrics_allow="127.0.0.1/32", subscription_allowed_endpoints="http://127.0.0.1:9"))
+    try:
+        client = app.test_client()
+        empty = scrape(client)
+        assert value(empty, "fhirsrv_subscription_events_queued") == 0
+        assert value(empty, "fhirsrv_subscription_scrape_success") == 1
+        subscription = {
+            "resourceType": "Subscription",
+            "status": "requested",
+            "reason": "metrics",
+            "criteria": "Organization?name=suivie",
+            "channel": {"type": "rest-hook", "endpoint": "http://127.0.0.1:9/notify"},
+        }
+        assert post(client, subscription).status_code == 201
+        delivery = Delivery(app.extensions["fhirsrv"])
+        assert delivery.run_pass() is not None  # set up; the handshake fails
+        for name in ("Suivie par la plateforme", "Autre structure"):
+            assert post(client, org(name)).status_code == 201
+        assert delivery.run_pass() is not None  # one event queued; still no receiver
+        found = scrape(client)
+        assert value(found, "fhirsrv_subscription_events_queued") == 1
+        assert value(found, "fhirsrv_subscription_oldest_event_seconds") >= 0
+        assert value(found, "fhirsrv_subscriptions", status="requested") == 1
+        assert value(found, "fhirsrv_subscriptions", status="active") == 0
+    finally:
+        app.extensions["fhirsrv"].engine.dispose()
+
+
 # ----------------------------------------------------------------------------- multi-process
 
 # A worker process of a multi-process server: an app on the shared database, some requests.

@@ -12,6 +12,7 @@ from fhirsrv.resource_types import SUPPORTED_TYPES
 from fhirsrv.search import rules
 from fhirsrv.search.registry import build_registry
 from fhirsrv.settings import Settings
+from fhirsrv.storage import repository
 from fhirsrv.storage.schema import idx_string, server_state
 
 
@@ -81,3 +82,27 @@ def test_reindex_of_every_type_records_the_rules_and_of_one_type_does_not(
     assert every_type.exit_code == 0 and '"reindexed": 1' in every_type.output
     with engine.connect() as conn:
         assert rules.recorded(conn) == client.application.extensions["fhirsrv"].search.rules
+
+
+def test_a_type_added_since_the_recorded_rules_needs_no_rebuild(client: FlaskClient, engine: Engine, db_url: str):
+    """A database indexed by the version before Subscription was served (its rules are this
+    version's without that type) holds no Subscription: `fhirsrv db upgrade` records this
+    version's rules instead of rebuilding every row. One that does hold one is rebuilt."""
+    services = client.application.extensions["fhirsrv"]
+    earlier_types = tuple(t for t in SUPPORTED_TYPES if t not in rules.ADDED_TYPES)
+    earlier = rules.fingerprint(build_registry(services.settings, earlier_types))
+    assert earlier == services.search.rules_before_added_types != services.search.rules
+    assert client.post("/fhir/Organization", json={"resourceType": "Organization", "name": "Ligue 29"}).status_code == 201
+    with engine.begin() as conn:
+        rules.record(conn, earlier)
+    upgraded = CliRunner().invoke(main, ["db", "upgrade", "--database", db_url])
+    assert upgraded.exit_code == 0, upgraded.output
+    assert "search indexes rebuilt" not in upgraded.output
+    with engine.connect() as conn:
+        assert rules.recorded(conn) == services.search.rules
+    # With a Subscription stored (as if written under other rules), the rows are rebuilt.
+    with engine.begin() as conn:
+        repository.create(conn, {"resourceType": "Subscription", "status": "off"}, "kept")
+        rules.record(conn, earlier)
+    upgraded = CliRunner().invoke(main, ["db", "upgrade", "--database", db_url])
+    assert "search indexes rebuilt" in upgraded.output

@@ -304,3 +304,18 @@ def test_a_subscription_can_be_loaded_from_a_file(db_url: str, tmp_path: Any) ->
             load_paths(site.services, [bad])
     finally:
         site.close()
+
+
+def test_a_regional_administrator_still_sees_every_entry_beside_subscriptions(site: Site) -> None:
+    """Its histories mix entries it sees whatever their status with Subscriptions it sees only
+    when its own: one page judged for both."""
+    admin = site.client("DSRC", role="regional-admin", scopes="system/*.cruds")
+    partner = site.client("Plateforme")
+    own = post(site, admin).get_json()["id"]
+    other = post(site, partner).get_json()["id"]
+    history = site.web.get("/fhir/_history?_count=1000", headers=admin).get_json()
+    shown = {f"{e['resource']['resourceType']}/{e['resource']['id']}" for e in history["entry"] if "resource" in e}
+    assert {"Organization/org29-draft", "HealthcareService/hs-d", f"Subscription/{own}"} <= shown
+    assert f"Subscription/{other}" not in shown
+    version = site.web.get("/fhir/HealthcareService/hs-d/_history/1", headers=admin)
+    assert version.status_code == 200
