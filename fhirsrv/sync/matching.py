@@ -7,8 +7,15 @@ engine itself, running the criteria with `_id` narrowed to the changed entries, 
 owner's access (what the owner's own search would find); "matched before" is the
 `subscription_member` table, kept by the same step.
 
-Each step reads a batch of the change log after the Subscription's position, for the
-criteria's type, and writes in one transaction: the events (numbered on from the last one),
+A criterion that reads through a reference (a chain, `organization.name=…`, or a parameter
+defined as one, `departement` = `location.departement`) may change what matches without the
+entry changing: its Location moved. So a step also reads the changes of the types such a chain
+reaches one reference away (`links`), and checks again the entries that refer to the changed
+ones. Further (two references away, or `_has`, `_filter` paths), an entry is checked again at
+its own next change only.
+
+Each step reads a batch of the change log after the Subscription's position, for these
+types, and writes in one transaction: the events (numbered on from the last one),
 the members, and the new position. A crash before the commit leaves everything as it was (the
 batch is read again); after, nothing of it is read again. So a restart loses no change and
 numbers none twice. Several changes of one entry in a batch give one event (its state now).
@@ -24,8 +31,11 @@ from sqlalchemy import Connection, delete, func, insert, select, update
 
 from fhirsrv.access.principal import Principal
 from fhirsrv.interactions.context import Services
+from fhirsrv.resource_types import SUPPORTED_TYPES
+from fhirsrv.search.parameters import parse
+from fhirsrv.search.registry import SearchParamRegistry
 from fhirsrv.storage import changes
-from fhirsrv.storage.schema import resource
+from fhirsrv.storage.schema import idx_reference, resource
 from fhirsrv.sync.subscriptions import Criteria
 from fhirsrv.sync.tables import subscription_event, subscription_member, subscription_state
 
@@ -47,6 +57,38 @@ class State:
     failures: int
     next_attempt: datetime | None
     last_error: str | None
+
+
+@dataclass(frozen=True)
+class Link:
+    """Changes of `res_type` may change what the criteria match: the criteria's entries refer
+    to such an entry through their reference parameter `param`."""
+
+    res_type: str
+    param: str
+
+
+def links(registry: SearchParamRegistry, criteria: Criteria) -> list[Link]:
+    """The types the criteria's chains reach one reference away, and through which parameter."""
+    found: list[Link] = []
+    for name, value in criteria.params:
+        crit = parse(name, value)
+        param = registry.get(criteria.res_type, crit.name)
+        if param is None:
+            continue
+        if crit.chain and param.type == "reference":
+            hop, typed = param, crit.modifier
+        elif param.via:
+            hop, typed = registry.get(criteria.res_type, param.via.split(".", 1)[0]), None
+        else:
+            continue
+        if hop is None or hop.type != "reference":
+            continue
+        for target in [typed] if typed else hop.target:
+            link = Link(target, hop.code)
+            if target in SUPPORTED_TYPES and link not in found:
+                found.append(link)
+    return found
 
 
 def read_state(conn: Connection, rid: int) -> State | None:
@@ -115,12 +157,34 @@ def step(
     max_queued: int,
 ) -> tuple[int, bool]:
     """Match one batch of changes; (events queued, whether the change log may hold more)."""
-    rows = changes.after(conn, state.last_seq, limit=BATCH, res_types=[criteria.res_type])
+    services.search.ensure_current(conn)
+    reached = links(services.search.registry, criteria)
+    types = [criteria.res_type, *dict.fromkeys(link.res_type for link in reached)]
+    rows = changes.after(conn, state.last_seq, limit=BATCH, res_types=types)
     if not rows:
         return 0, False
-    latest = {row.rid: row for row in rows}  # the last change of each entry in the batch
-    created = {row.rid for row in rows if row.new_version and row.version_id == 1}
+    # The last change of each entry of the criteria's type in the batch, its own or (for an
+    # entry a chain reads through) one of the entry it refers to.
+    latest: dict[int, _Change] = {}
+    for row in rows:
+        if row.res_type == criteria.res_type:
+            latest[row.rid] = _Change(row.seq, row.res_type, row.res_id, row.version_id, row.at)
+    for rid, change in _through_links(conn, criteria, reached, rows).items():
+        if rid not in latest or latest[rid].seq < change.seq:
+            latest[rid] = change
+    created = {
+        row.rid
+        for row in rows
+        if row.res_type == criteria.res_type and row.new_version and row.version_id == 1
+    }
     rids = sorted(latest)
+    if not rids:
+        conn.execute(
+            update(subscription_state)
+            .where(subscription_state.c.rid == state.rid)
+            .values(last_seq=rows[-1].seq)
+        )
+        return 0, len(rows) == BATCH
     scope = services.policy.scope(principal)
     now = services.search.matching(conn, criteria.res_type, list(criteria.params), scope, rids)
     before = {
@@ -141,8 +205,7 @@ def step(
     }
     number = state.events
     events = []
-    for change in sorted(latest.values(), key=lambda c: c.seq):
-        rid = change.rid
+    for rid, change in sorted(latest.items(), key=lambda item: (item[1].seq, item[0])):
         if rid not in now and rid not in before:
             continue
         row = current.get(rid)
@@ -179,6 +242,48 @@ def step(
     if events:
         _trim(conn, state, max_queued)
     return len(events), len(rows) == BATCH
+
+
+@dataclass(frozen=True)
+class _Change:
+    seq: int
+    res_type: str
+    res_id: str
+    version_id: int
+    at: datetime
+
+
+def _through_links(
+    conn: Connection, criteria: Criteria, reached: list[Link], rows: list[changes.Change]
+) -> dict[int, _Change]:
+    """The entries of the criteria's type that refer to entries changed in `rows` through a
+    linked parameter, each with the last such change (its position and time)."""
+    found: dict[int, _Change] = {}
+    r = idx_reference.c
+    for link in reached:
+        changed: dict[str, changes.Change] = {
+            row.res_id: row for row in rows if row.res_type == link.res_type
+        }
+        if not changed:
+            continue
+        ids = sorted(changed)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            referring = conn.execute(
+                select(r.rid, r.target_id, resource.c.res_id, resource.c.version_id)
+                .join(resource, resource.c.rid == r.rid)
+                .where(
+                    r.res_type == criteria.res_type,
+                    r.param == link.param,
+                    r.target_type == link.res_type,
+                    r.target_id.in_(chunk),
+                )
+            )
+            for rid, target, res_id, version_id in referring:
+                cause = changed[target]
+                if rid not in found or found[rid].seq < cause.seq:
+                    found[rid] = _Change(cause.seq, criteria.res_type, res_id, version_id, cause.at)
+    return found
 
 
 def _trim(conn: Connection, state: State, max_queued: int) -> None:

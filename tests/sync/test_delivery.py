@@ -373,3 +373,19 @@ def test_a_new_structure_in_the_criteria(site: Site, receiver: Receiver) -> None
     assert answer.status_code == 200, answer.get_json()
     eventually(lambda: receiver.events(), "an event")
     assert [summary(e) for e in receiver.events().values()] == [(1, "hs-new", "POST", "201")]
+
+
+def test_a_change_a_chain_reads_through_notifies(site: Site, receiver: Receiver) -> None:
+    """`departement` on an offer is read from its Location: the Location moving out of
+    Finistère takes the offer out of the criteria, without the offer changing."""
+    admin = site.client("DSRC", role="regional-admin", scopes="system/*.cruds")
+    partner = site.client("Plateforme", role="partner-reader")
+    subscribe(site, receiver, partner)
+    place = {k: v for k, v in site.current("Location", "loc29").items() if k != "meta"}
+    site.put(place | {"address": {"city": "Rennes", "postalCode": "35200"}}, admin)  # 1: hs-a leaves
+    eventually(lambda: receiver.events(), "event 1")
+    site.put(place, admin)  # 2: back in Finistère
+    eventually(lambda: len(receiver.events()) >= 2, "event 2")
+    events = receiver.events()
+    assert [summary(events[n]) for n in sorted(events)] == [(1, "hs-a", "DELETE", "200"), (2, "hs-a", "PUT", "200")]
+    assert site.current("HealthcareService", "hs-a")["meta"]["versionId"] == "1", "the offer itself never changed"
