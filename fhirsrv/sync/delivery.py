@@ -215,7 +215,7 @@ class Delivery:
         return report
 
     def _subscriptions(self) -> list[Subscription]:
-        with write_transaction(self.services.engine) as conn:
+        with read_transaction(self.services.engine) as conn:
             rows = conn.execute(
                 select(resource.c.rid, resource.c.res_id, resource.c.content, resource_owner.c.owner)
                 .select_from(resource.outerjoin(resource_owner, resource_owner.c.rid == resource.c.rid))
@@ -224,8 +224,9 @@ class Delivery:
             ).all()
             found = [Subscription(r.rid, r.res_id, loads(r.content), r.owner) for r in rows]
             known = {r for (r,) in conn.execute(select(subscription_state.c.rid))}
-            gone = sorted(known - {s.rid for s in found})
-            if gone:
+        gone = sorted(known - {s.rid for s in found})
+        if gone:  # deleted since the last pass
+            with write_transaction(self.services.engine) as conn:
                 matching.forget(conn, gone)
         return found
 
@@ -233,18 +234,20 @@ class Delivery:
         """Bring one Subscription's state along (module docstring, step 1) and match its
         changes (step 2); the work to deliver, or None when nothing is to be sent."""
         engine = self.services.engine
+        # Reads first: a pass with nothing new for a Subscription opens no write transaction
+        # (on SQLite each would take the database's one write lock from the requests).
+        with read_transaction(engine) as conn:
+            state = matching.read_state(conn, sub.rid)
+            principal = self._principal(conn, sub.owner) if sub.status != "off" else None
         if sub.status == "off":
-            with write_transaction(engine) as conn:
-                state = matching.read_state(conn, sub.rid)
-                if state is not None and state.criteria:
+            if state is not None and state.criteria:
+                with write_transaction(engine) as conn:
                     matching.pause(conn, sub.rid)
             return None
         end = sub.end()
         if end is not None and end <= utcnow():
             self._set_status(sub.rid, "off", None)
             return None
-        with read_transaction(engine) as conn:
-            principal = self._principal(conn, sub.owner)
         if principal is None:
             self._set_status(
                 sub.rid, "error", "the client that owns this Subscription was revoked: nothing is notified"
@@ -252,24 +255,31 @@ class Delivery:
             return None
         try:
             criteria = parse_criteria(sub.res.get("criteria"))
-            with write_transaction(engine) as conn:
-                state = matching.read_state(conn, sub.rid)
-                if state is None or state.criteria != criteria.text or state.owner != (sub.owner or ""):
-                    matching.set_up(
-                        conn, self.services, sub.rid, sub.res_id, sub.owner or "", principal, criteria
-                    )
-                if sub.status == "requested":
-                    conn.execute(
-                        update(subscription_state)
-                        .where(subscription_state.c.rid == sub.rid, subscription_state.c.handshake.is_(False))
-                        .values(handshake=True)
-                    )
+            stale = state is None or state.criteria != criteria.text or state.owner != (sub.owner or "")
+            owed = sub.status == "requested" and (state is None or not state.handshake)
+            if stale or owed:
+                with write_transaction(engine) as conn:
+                    if stale:
+                        matching.set_up(
+                            conn, self.services, sub.rid, sub.res_id, sub.owner or "", principal, criteria
+                        )
+                    if owed:
+                        conn.execute(
+                            update(subscription_state)
+                            .where(subscription_state.c.rid == sub.rid)
+                            .values(handshake=True)
+                        )
         except FhirError as exc:  # a SearchParameter it used was removed since, say
             self._set_status(
                 sub.rid, "error", _limited(f"its criteria can no longer be searched: {exc.diagnostics}")
             )
             return None
         for _ in range(STEPS_PER_PASS):
+            with read_transaction(engine) as conn:
+                state = matching.read_state(conn, sub.rid)
+                assert state is not None
+                if not matching.pending(conn, self.services, state, criteria):
+                    break
             with write_transaction(engine) as conn:
                 state = matching.read_state(conn, sub.rid)
                 assert state is not None

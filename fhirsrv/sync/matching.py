@@ -148,6 +148,20 @@ def forget(conn: Connection, rids: list[int]) -> None:
         conn.execute(delete(table).where(column.in_(rids)))
 
 
+def _types(services: Services, criteria: Criteria) -> tuple[list[str], list[Link]]:
+    """The types whose changes a step reads (the criteria's, then those its chains reach)."""
+    reached = links(services.search.registry, criteria)
+    return [criteria.res_type, *dict.fromkeys(link.res_type for link in reached)], reached
+
+
+def pending(conn: Connection, services: Services, state: State, criteria: Criteria) -> bool:
+    """Whether the change log holds changes after the Subscription's position for it (one
+    index probe): a step, and its write transaction, only then."""
+    services.search.ensure_current(conn)
+    types, _ = _types(services, criteria)
+    return bool(changes.after(conn, state.last_seq, limit=1, res_types=types))
+
+
 def step(
     conn: Connection,
     services: Services,
@@ -158,8 +172,7 @@ def step(
 ) -> tuple[int, bool]:
     """Match one batch of changes; (events queued, whether the change log may hold more)."""
     services.search.ensure_current(conn)
-    reached = links(services.search.registry, criteria)
-    types = [criteria.res_type, *dict.fromkeys(link.res_type for link in reached)]
+    types, reached = _types(services, criteria)
     rows = changes.after(conn, state.last_seq, limit=BATCH, res_types=types)
     if not rows:
         return 0, False

@@ -389,3 +389,15 @@ def test_a_change_a_chain_reads_through_notifies(site: Site, receiver: Receiver)
     events = receiver.events()
     assert [summary(events[n]) for n in sorted(events)] == [(1, "hs-a", "DELETE", "200"), (2, "hs-a", "PUT", "200")]
     assert site.current("HealthcareService", "hs-a")["meta"]["versionId"] == "1", "the offer itself never changed"
+
+
+def test_a_deleted_subscription_is_forgotten(site: Site, receiver: Receiver) -> None:
+    admin = site.client("DSRC", role="regional-admin", scopes="system/*.cruds")
+    partner = site.client("Plateforme", role="partner-reader")
+    sid = subscribe(site, receiver, partner)
+    assert site.web.delete(f"/fhir/Subscription/{sid}", headers=partner).status_code == 204
+    eventually(lambda: _criteria(site, sid) is None, "its state gone")
+    renamed(site, "hs-a", "Après la suppression", admin)  # matched by nothing any more
+    with site.services.engine.connect() as conn:
+        assert conn.execute(select(subscription_state)).all() == []
+    assert receiver.notifications() == []
