@@ -200,12 +200,6 @@ def after(
     return [Change(**row._mapping) for row in conn.execute(query)]
 
 
-def pending(conn: Connection) -> bool:
-    """Whether the connection's transaction has changes to write when it commits: read by a
-    commit listener registered before `watch`'s (the subscriptions' loop wakes on them)."""
-    return bool(conn.info.get(_NOTES))
-
-
 def last_seq(conn: Connection) -> int:
     """The number of the last committed change (0: none yet)."""
     return int(conn.execute(select(func.coalesce(func.max(change_log.c.seq), 0))).scalar_one())

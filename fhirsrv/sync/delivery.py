@@ -43,12 +43,12 @@ from fhirsrv.errors import FhirError
 from fhirsrv.interactions import writes
 from fhirsrv.interactions.context import Services
 from fhirsrv.settings import allowed_origins
-from fhirsrv.storage import changes, repository
+from fhirsrv.storage import repository
 from fhirsrv.storage.engine import read_transaction, write_transaction
 from fhirsrv.storage.jsonfmt import format_instant, loads, utcnow
 from fhirsrv.storage.locks import one_at_a_time
 from fhirsrv.storage.repository import ConcurrentUpdate, StoredResource
-from fhirsrv.storage.schema import live, resource, resource_owner, resource_version
+from fhirsrv.storage.schema import change_log, live, resource, resource_owner, resource_version
 from fhirsrv.sync import endpoints, matching, notifications, sender
 from fhirsrv.sync.subscriptions import DELIVERY, TYPE, Channel, Criteria, parse_criteria, read_channel
 from fhirsrv.sync.tables import subscription_event, subscription_state
@@ -68,6 +68,8 @@ DELIVERY_THREADS = 4
 # is matched in one pass rather than one pass each.
 MIN_PASS_SPACING = 0.02
 ERROR_MAX = 1000
+_CHANGE_LOG_INSERT = f"INSERT INTO {change_log.name} "
+_WROTE_CHANGES = "fhirsrv_subscriptions_wake"
 
 
 @dataclass
@@ -138,8 +140,9 @@ class Delivery:
     # ------------------------------------------------------------------------------ the loop
     def start(self) -> threading.Thread:
         if not self._listening:
-            # Before the change log's own listener (which takes the notes away as it writes them).
-            event.listen(self.services.engine, "commit", self._on_commit, insert=True)
+            event.listen(self.services.engine, "after_cursor_execute", self._on_execute)
+            event.listen(self.services.engine, "commit", self._on_commit)
+            event.listen(self.services.engine, "rollback", self._on_rollback)
             self._listening = True
         self._thread = threading.Thread(target=self._loop, name="fhirsrv-subscriptions", daemon=True)
         self._thread.start()
@@ -151,16 +154,27 @@ class Delivery:
         if self._thread is not None:
             self._thread.join(timeout)
         if self._listening:
+            event.remove(self.services.engine, "after_cursor_execute", self._on_execute)
             event.remove(self.services.engine, "commit", self._on_commit)
+            event.remove(self.services.engine, "rollback", self._on_rollback)
             self._listening = False
         self._pool.shutdown(wait=True)
 
     def wake(self) -> None:
         self._wake.set()
 
+    # A transaction that wrote change-log rows (storage/changes.py writes them as it commits,
+    # from its own commit listener, which runs before this one) wakes the loop once committed.
+    def _on_execute(self, conn: Connection, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith(_CHANGE_LOG_INSERT):
+            conn.info[_WROTE_CHANGES] = True
+
     def _on_commit(self, conn: Connection) -> None:
-        if changes.pending(conn):
+        if conn.info.pop(_WROTE_CHANGES, False):
             self._wake.set()
+
+    def _on_rollback(self, conn: Connection) -> None:
+        conn.info.pop(_WROTE_CHANGES, None)
 
     def _loop(self) -> None:
         poll = self.settings.subscription_poll_seconds
