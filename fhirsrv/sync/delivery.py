@@ -69,7 +69,8 @@ DELIVERY_THREADS = 4
 MIN_PASS_SPACING = 0.02
 ERROR_MAX = 1000
 _CHANGE_LOG_INSERT = f"INSERT INTO {change_log.name} "
-_WROTE_CHANGES = "fhirsrv_subscriptions_wake"
+_WROTE_CHANGES = "fhirsrv_subscriptions_wrote"
+_COMMITTED_CHANGES = "fhirsrv_subscriptions_committed"
 
 
 @dataclass
@@ -140,9 +141,8 @@ class Delivery:
     # ------------------------------------------------------------------------------ the loop
     def start(self) -> threading.Thread:
         if not self._listening:
-            event.listen(self.services.engine, "after_cursor_execute", self._on_execute)
-            event.listen(self.services.engine, "commit", self._on_commit)
-            event.listen(self.services.engine, "rollback", self._on_rollback)
+            for name, listener in self._listeners():
+                event.listen(self.services.engine, name, listener)
             self._listening = True
         self._thread = threading.Thread(target=self._loop, name="fhirsrv-subscriptions", daemon=True)
         self._thread.start()
@@ -154,9 +154,8 @@ class Delivery:
         if self._thread is not None:
             self._thread.join(timeout)
         if self._listening:
-            event.remove(self.services.engine, "after_cursor_execute", self._on_execute)
-            event.remove(self.services.engine, "commit", self._on_commit)
-            event.remove(self.services.engine, "rollback", self._on_rollback)
+            for name, listener in self._listeners():
+                event.remove(self.services.engine, name, listener)
             self._listening = False
         self._pool.shutdown(wait=True)
 
@@ -164,17 +163,32 @@ class Delivery:
         self._wake.set()
 
     # A transaction that wrote change-log rows (storage/changes.py writes them as it commits,
-    # from its own commit listener, which runs before this one) wakes the loop once committed.
+    # from its own commit listener) wakes the loop once it has committed: the commit event
+    # comes before the database's commit, so the wake-up waits for the connection's return
+    # to the pool, which follows it (a loop woken sooner could look before the rows exist).
+    def _listeners(self) -> list[tuple[str, Any]]:
+        return [
+            ("after_cursor_execute", self._on_execute),
+            ("commit", self._on_commit),
+            ("rollback", self._on_rollback),
+            ("checkin", self._on_checkin),
+        ]
+
     def _on_execute(self, conn: Connection, cursor: Any, statement: str, *args: Any) -> None:
         if statement.startswith(_CHANGE_LOG_INSERT):
             conn.info[_WROTE_CHANGES] = True
 
     def _on_commit(self, conn: Connection) -> None:
         if conn.info.pop(_WROTE_CHANGES, False):
-            self._wake.set()
+            conn.info[_COMMITTED_CHANGES] = True
 
     def _on_rollback(self, conn: Connection) -> None:
         conn.info.pop(_WROTE_CHANGES, None)
+        conn.info.pop(_COMMITTED_CHANGES, None)
+
+    def _on_checkin(self, dbapi_connection: Any, record: Any) -> None:
+        if record.info.pop(_COMMITTED_CHANGES, False):
+            self._wake.set()
 
     def _loop(self) -> None:
         poll = self.settings.subscription_poll_seconds

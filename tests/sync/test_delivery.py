@@ -401,3 +401,17 @@ def test_a_deleted_subscription_is_forgotten(site: Site, receiver: Receiver) -> 
     with site.services.engine.connect() as conn:
         assert conn.execute(select(subscription_state)).all() == []
     assert receiver.notifications() == []
+
+
+def test_a_write_wakes_the_loop_of_its_process(db_url: str, receiver: Receiver) -> None:
+    """With a poll interval longer than the test's patience, only the wake-up of a commit that
+    wrote changes can bring the handshake and the notification."""
+    site = Site(db_url, receiver.origin, subscription_poll_seconds=3600.0)
+    try:
+        admin = site.client("DSRC", role="regional-admin", scopes="system/*.cruds")
+        partner = site.client("Plateforme", role="partner-reader")
+        subscribe(site, receiver, partner)
+        renamed(site, "hs-a", "Réveil", admin)
+        eventually(lambda: receiver.events(), "the event")
+    finally:
+        site.close()
