@@ -183,10 +183,13 @@ class Delivery:
             conn.info[_COMMITTED_CHANGES] = True
 
     def _on_rollback(self, conn: Connection) -> None:
+        if conn.invalidated:  # a connection the database dropped has no info to reach
+            return
         conn.info.pop(_WROTE_CHANGES, None)
         conn.info.pop(_COMMITTED_CHANGES, None)
 
     def _on_checkin(self, dbapi_connection: Any, record: Any) -> None:
+        record.info.pop(_WROTE_CHANGES, None)
         if record.info.pop(_COMMITTED_CHANGES, False):
             self._wake.set()
 
