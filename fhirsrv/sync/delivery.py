@@ -112,7 +112,6 @@ class Report:
     failed: int = 0
     more: bool = False  # work left for an immediate next pass
     next_due: datetime | None = None  # the earliest retry waiting
-    errors: list[str] = field(default_factory=list)
 
 
 @dataclass
