@@ -5,7 +5,8 @@ arrival at a receiver, under a steady load of matching writes.
 a partner's Subscription follows the issue's criteria (pain management offers in Finistère),
 and a receiver in this process records each notification as it arrives. A regional
 administrator's client then updates the matching offers at --rate writes a second for
---seconds, open loop (a write is sent at its time, whatever the previous one did). Each event's
+--seconds, open loop (each write is sent at its time on one of WRITERS connections, whatever
+the previous one did). Offers are updated in turn, each about once a second. Each event's
 latency is its arrival time minus its `timestamp` (the instant its change committed, stamped by
 the server under the change log's lock, to the millisecond; same machine, same clock).
 
@@ -45,6 +46,8 @@ from http_bench import _free_port, _percentiles, _wait  # noqa: E402
 CATEGORY = "https://sos.example.org/fhir/CodeSystem/sos-category"
 CRITERIA = f"HealthcareService?specialty:below={CATEGORY}|douleur&departement=29"
 FHIR = "application/fhir+json"
+# Connections the writes are sent on: a write waiting for the database must not delay the next.
+WRITERS = 4
 
 
 class Receiver:
@@ -109,7 +112,14 @@ class Server:
             "FHIRSRV_SUBSCRIPTION_ALLOWED_ENDPOINTS": receiver.origin,
             "FHIRSRV_SUBSCRIPTION_POLL_SECONDS": str(poll),
         }
-        command = [sys.executable, "-c", "from fhirsrv.cli import main; main()", "serve", "--port", str(self.port)]
+        command = [
+            sys.executable,
+            "-c",
+            "from fhirsrv.cli import main; main()",
+            "serve",
+            "--port",
+            str(self.port),
+        ]
         self.log = open(tmp / "serve.log", "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(command + ["--workers", str(workers)], env=env, stderr=self.log)
         _wait_long(self.port, self.proc)
@@ -154,7 +164,9 @@ def _wait_long(port: int, proc: subprocess.Popen) -> None:
     raise SystemExit("server did not start")
 
 
-def _call(conn: http.client.HTTPConnection, method: str, path: str, headers: dict[str, str], body: Any = None) -> Any:
+def _call(
+    conn: http.client.HTTPConnection, method: str, path: str, headers: dict[str, str], body: Any = None
+) -> Any:
     conn.request(method, path, body=None if body is None else json.dumps(body), headers=headers)
     answer = conn.getresponse()
     data = answer.read()
@@ -174,7 +186,9 @@ def measure(url: str, rate: float, seconds: float, workers: int, poll: float) ->
             receiver.close()
 
 
-def _measure(server: Server, receiver: Receiver, rate: float, seconds: float, workers: int, poll: float) -> dict:
+def _measure(
+    server: Server, receiver: Receiver, rate: float, seconds: float, workers: int, poll: float
+) -> dict:
     admin = server.token("bench DSRC", "system/*.cruds", "regional-admin")
     partner = server.token("bench plateforme", "system/*.rs system/Subscription.cruds", "partner-reader")
     conn = server.connection()
@@ -196,19 +210,32 @@ def _measure(server: Server, receiver: Receiver, rate: float, seconds: float, wo
     if receiver.handshakes == 0:
         raise SystemExit("no handshake")
     time.sleep(max(poll, 0.5))  # the Subscription active before the load starts
-    writes: list[float] = []
     count = int(rate * seconds)
+    writes: list[float] = []
+    late: list[float] = []
     start = time.perf_counter()
-    for n in range(count):
-        due = start + n / rate
-        pause = due - time.perf_counter()
-        if pause > 0:
-            time.sleep(pause)
-        offer = offers[n % len(offers)]
-        offer["name"] = f"{offer['name'].split(' #')[0]} #{n}"
-        sent = time.perf_counter()
-        _call(conn, "PUT", f"/fhir/HealthcareService/{offer['id']}", admin, offer)
-        writes.append(time.perf_counter() - sent)
+
+    def writer(lane: int) -> None:
+        """Every WRITERS-th write, each sent at its time (open loop): one slow write does not
+        hold back the others."""
+        own = server.connection()
+        for n in range(lane, count, WRITERS):
+            due = start + n / rate
+            pause = due - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
+            offer = offers[n % len(offers)]
+            body = offer | {"name": f"{offer['name']} #{n}"}
+            sent = time.perf_counter()
+            _call(own, "PUT", f"/fhir/HealthcareService/{offer['id']}", admin, body)
+            writes.append(time.perf_counter() - sent)
+            late.append(max(sent - due, 0.0))
+
+    lanes = [threading.Thread(target=writer, args=(lane,)) for lane in range(WRITERS)]
+    for lane in lanes:
+        lane.start()
+    for lane in lanes:
+        lane.join()
     elapsed = time.perf_counter() - start
     last, quiet = len(receiver.arrivals), time.time()
     while time.time() - quiet < max(3.0, 3 * poll):  # until no notification comes for a while
@@ -224,8 +251,11 @@ def _measure(server: Server, receiver: Receiver, rate: float, seconds: float, wo
         "writes": count,
         "writes_per_second_achieved": round(count / elapsed, 2),
         "write_latency": _percentiles(writes),
+        "writes_sent_late": _percentiles(late),
         "events_received": len(numbers),
-        "event_numbers_contiguous": numbers == list(range(numbers[0], numbers[0] + len(numbers))) if numbers else True,
+        "event_numbers_contiguous": numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+        if numbers
+        else True,
         "commit_to_receiver": _percentiles(latencies),
         "commit_to_receiver_max_ms": round(max(latencies) * 1000, 3) if latencies else None,
         "commit_to_receiver_mean_ms": round(statistics.fmean(latencies) * 1000, 3) if latencies else None,
@@ -233,10 +263,14 @@ def _measure(server: Server, receiver: Receiver, rate: float, seconds: float, wo
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rate", type=float, default=20.0, help="matching writes a second")
     parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--workers", type=int, nargs="+", default=[1], help="processes of fhirsrv serve (several: each)")
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=[1], help="processes of fhirsrv serve (several: each)"
+    )
     parser.add_argument("--poll", type=float, default=1.0, help="FHIRSRV_SUBSCRIPTION_POLL_SECONDS")
     parser.add_argument("--postgres", default=os.environ.get("FHIRSRV_BENCH_DATABASE_URL"))
     parser.add_argument("--no-sqlite", action="store_true", help="PostgreSQL only")
@@ -254,10 +288,14 @@ def main() -> None:
         if not args.no_sqlite:
             with tempfile.TemporaryDirectory() as tmp:
                 url = f"sqlite:///{tmp}/bench.sqlite3"
-                results[f"sqlite, {workers} worker(s)"] = measure(url, args.rate, args.seconds, workers, args.poll)
+                results[f"sqlite, {workers} worker(s)"] = measure(
+                    url, args.rate, args.seconds, workers, args.poll
+                )
         if args.postgres:
             url = fresh_schema(args.postgres, "fhirsrv_nbench")
-            results[f"postgresql, {workers} worker(s)"] = measure(url, args.rate, args.seconds, workers, args.poll)
+            results[f"postgresql, {workers} worker(s)"] = measure(
+                url, args.rate, args.seconds, workers, args.poll
+            )
     suffix = "_postgresql" if args.no_sqlite else ""
     write_results(f"notification_bench{suffix}", results)
 
