@@ -4,7 +4,6 @@ exactly, whoever asks and whatever commits meanwhile (fhirsrv/interactions/histo
 
 from __future__ import annotations
 
-import base64
 import json
 import random
 import threading
@@ -21,13 +20,10 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from fhirsrv.access.principal import SERVER
-from fhirsrv.app import create_app
-from fhirsrv.auth.clients import add_client
 from fhirsrv.interactions import writes
-from fhirsrv.settings import Settings
 from fhirsrv.storage.engine import read_transaction, write_transaction
 from fhirsrv.storage.schema import live, resource
-from tests.api.helpers import post, put
+from tests.api.helpers import auth_app, post, put, token_headers
 from tests.conftest import ONLY_POSTGRES
 from tests.live_server import serving
 
@@ -73,44 +69,6 @@ def entries_of(oid: str) -> list[dict[str, Any]]:
             "practitioner": {"reference": f"Practitioner/p-{oid}"},
         },
     ]
-
-
-def auth_app(db_url: str, base_url: str | None = "http://fhir.test/fhir") -> Flask:
-    settings = Settings.from_env(
-        database_url=db_url,
-        load_demo=False,
-        base_url=base_url,
-        auth=True,
-        rate_limit_anonymous=0,
-        rate_limit_client=0,
-        enforce_sos_profiles="claimed-only",
-        token_lifetime=3600,
-    )
-    return create_app(settings)
-
-
-def token_headers(app: Flask, role: str, scopes: str = "system/*.cruds", base: str | None = None) -> dict[str, str]:
-    """A bearer token of a new client of this role, from the token endpoint of `base` (a live
-    server: a token is valid at the base that issued it), else through the test client."""
-    services = app.extensions["fhirsrv"]
-    with services.engine.begin() as conn:
-        client, secret = add_client(conn, f"sync {role}", scopes, role)
-    if base is None:
-        answer = app.test_client().post(
-            "/fhir/token", data={"grant_type": "client_credentials"}, auth=(client.client_id, secret)
-        )
-        assert answer.status_code == 200, answer.get_json()
-        token = answer.get_json()["access_token"]
-    else:
-        credentials = base64.b64encode(f"{client.client_id}:{secret}".encode()).decode()
-        request = urllib.request.Request(
-            f"{base}/token",
-            data=b"grant_type=client_credentials",
-            headers={"Authorization": f"Basic {credentials}", "Content-Type": "application/x-www-form-urlencoded"},
-        )
-        with urllib.request.urlopen(request, timeout=60) as response:
-            token = json.loads(response.read())["access_token"]
-    return {"Authorization": f"Bearer {token}"}
 
 
 @dataclass
