@@ -236,7 +236,8 @@ def _from_log(
             removal=removal,
             limit=count + 1,
             newest_first=not oldest_first,
-            res_types=types,
+            # One type: its (res_type, seq) index. Several: the log's own order, filtered.
+            res_types=types if len(types) == 1 else None,
         )
     page, more = rows[:count], len(rows) > count and count > 0
     if oldest_first:
