@@ -16,6 +16,10 @@ import click
 
 from fhirsrv.cli_common import DATABASE, settings_with
 
+# The upgrade's lock: its PostgreSQL advisory key and its SQLite lock file's name.
+UPGRADE_LOCK_KEY = 7_420
+UPGRADE_LOCK_NAME = "upgrade"
+
 
 @click.group()
 def db() -> None:
@@ -29,23 +33,32 @@ def upgrade(database: str | None) -> None:
     resources the database lacks, and rebuild search indexes built by other rules."""
     from fhirsrv.interactions.load import load_missing_conformance
     from fhirsrv.interactions.reindex import reindex_if_outdated
+    from fhirsrv.storage.engine import engine_for
+    from fhirsrv.storage.locks import exclusively
     from fhirsrv.storage.migrate import current
     from fhirsrv.wiring import build_services
 
     # An operator's one-off work, like a load: not bounded by the requests' statement timeout
     # (rebuilding the access facts of a large directory takes longer than 30 s).
-    services = build_services(settings_with(database).overridden(db_statement_timeout=0))
+    settings = settings_with(database).overridden(db_statement_timeout=0)
+    guard = engine_for(settings)
+    # Containers started together each run this: one upgrades, the others wait and find it done.
     try:
-        added = load_missing_conformance(services)
-        if added.counts:
-            listed = ", ".join(f"{t} {n}" for t, n in sorted(added.counts.items()))
-            click.echo(f"conformance and terminology content added: {listed}")
-        reindexed = reindex_if_outdated(services)
-        if reindexed is not None:
-            click.echo(f"search indexes rebuilt for {reindexed} resources")
-        click.echo(f"database at revision {current(services.engine)}")
+        with exclusively(guard, UPGRADE_LOCK_NAME, UPGRADE_LOCK_KEY):
+            services = build_services(settings)
+            try:
+                added = load_missing_conformance(services)
+                if added.counts:
+                    listed = ", ".join(f"{t} {n}" for t, n in sorted(added.counts.items()))
+                    click.echo(f"conformance and terminology content added: {listed}")
+                reindexed = reindex_if_outdated(services)
+                if reindexed is not None:
+                    click.echo(f"search indexes rebuilt for {reindexed} resources")
+                click.echo(f"database at revision {current(services.engine)}")
+            finally:
+                services.engine.dispose()
     finally:
-        services.engine.dispose()
+        guard.dispose()
 
 
 def _described(url: str) -> str:

@@ -94,3 +94,33 @@ def test_a_sqlite_file_is_not_restored_into_postgresql(db_url: str, tmp_path: Pa
     result = _db("restore", str(copy), "--database", db_url)
     assert result.exit_code == 1
     assert "is a SQLite database: restore it into a SQLite database" in result.output
+
+
+
+def test_two_upgrades_started_together_both_succeed(db_url: str):
+    """Containers started together each run `fhirsrv db upgrade` on the same empty database: one
+    upgrades, the other waits and finds the work done, instead of failing half-way on the
+    tables the first has just created."""
+    from alembic import command
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    import fhirsrv.auth.tables  # noqa: F401  (their tables hang on the same metadata)
+    import fhirsrv.workflow.tables  # noqa: F401
+    from fhirsrv.storage.engine import make_engine
+    from fhirsrv.storage.migrate import alembic_config, current, head_revisions
+    from fhirsrv.storage.schema import metadata
+
+    empty = make_engine(db_url)
+    with empty.begin() as conn:
+        config = alembic_config(empty)
+        config.attributes["connection"] = conn
+        command.downgrade(config, "base")
+    command_line = [sys.executable, "-m", "fhirsrv.cli", "db", "upgrade", "--database", db_url]
+    runs = [subprocess.Popen(command_line, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [run.communicate(timeout=300) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    assert current(empty) in head_revisions()
+    with empty.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+    empty.dispose()

@@ -101,6 +101,12 @@ def note_visibility(conn: Connection, rids: Iterable[int]) -> None:
     _notes(conn).visibility.update(rids)
 
 
+def discard_notes(conn: Connection) -> None:
+    """Forget what this transaction noted: it writes as a server older than the change log
+    did (tests of migrations), and the migration that creates the log numbers it."""
+    conn.info.pop(_NOTES, None)
+
+
 def watch(engine: Engine) -> None:
     """Write each transaction's notes when it commits; forget them when it does not."""
 
@@ -112,7 +118,9 @@ def watch(engine: Engine) -> None:
 
     @event.listens_for(engine, "rollback")
     def _on_rollback(conn: Connection) -> None:
-        conn.info.pop(_NOTES, None)
+        # A connection the database dropped has no info to reach; its check-in forgets.
+        if not conn.invalidated:
+            conn.info.pop(_NOTES, None)
 
     @event.listens_for(engine, "checkin")
     def _on_checkin(_dbapi_connection, record) -> None:  # type: ignore[no-untyped-def]

@@ -93,3 +93,36 @@ def _in_process(engine: Engine, name: str) -> Iterator[bool]:
         yield True
     finally:
         lock.release()
+
+
+@contextlib.contextmanager
+def exclusively(engine: Engine, name: str, key: int) -> Iterator[None]:
+    """Hold the lock `name` (PostgreSQL: advisory lock `key`) for the block, waiting for the
+    holder to finish first: for work that every process must see done, once (a schema upgrade
+    that two containers start together), rather than work the others may skip."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:k, hashtext(current_schema()))"), {"k": key})
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k, hashtext(current_schema()))"), {"k": key})
+                conn.commit()
+        return
+    database = engine.url.database
+    if not database or database == ":memory:":
+        with _MEMORY_GUARD:
+            lock = _MEMORY_LOCKS.setdefault((id(engine), name), threading.Lock())
+        with lock:
+            yield
+        return
+    fd = os.open(Path(f"{database}.{name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine
 
 import fhirsrv.auth.tables  # noqa: F401  (its tables hang on the same metadata)
 import fhirsrv.workflow.tables  # noqa: F401  (likewise)
-from fhirsrv.storage.migrate import current, ensure_schema, upgrade
+from fhirsrv.storage.migrate import alembic_config, current, ensure_schema, upgrade
 from fhirsrv.storage.schema import metadata
 
 
@@ -25,10 +26,6 @@ def test_migrated_database_matches_the_declared_schema(engine: Engine):
 def test_the_last_migration_goes_down_and_up_again(engine: Engine):
     ensure_schema(engine)
     head = current(engine)
-    from alembic import command
-
-    from fhirsrv.storage.migrate import alembic_config
-
     with engine.begin() as conn:
         config = alembic_config(engine)
         config.attributes["connection"] = conn
@@ -36,3 +33,4 @@ def test_the_last_migration_goes_down_and_up_again(engine: Engine):
     assert current(engine) != head
     upgrade(engine, "head")
     assert current(engine) == head and _differences(engine) == []
+
