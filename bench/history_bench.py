@@ -63,7 +63,12 @@ def _bare_scan(url: str) -> dict:
             after = page[-1].seq
     seconds = time.perf_counter() - start
     engine.dispose()
-    return {"rows": rows, "content_mb": round(size / 1e6, 1), "seconds": round(seconds, 2), "rows_per_second": round(rows / seconds)}
+    return {
+        "rows": rows,
+        "content_mb": round(size / 1e6, 1),
+        "seconds": round(seconds, 2),
+        "rows_per_second": round(rows / seconds),
+    }
 
 
 class Server:

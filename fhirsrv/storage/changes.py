@@ -273,6 +273,9 @@ def listed(
         query = query.where(c.res_type.in_(list(res_types)))
     query = query.order_by(c.seq.desc() if newest_first else c.seq).limit(limit)
     return [
-        Listed(r.seq, r.at, r.res_type, r.res_id, r.version_id, bool(r.removal), r.last_updated, r.deleted, r.method or "", r.content)
+        Listed(
+            r.seq, r.at, r.res_type, r.res_id, r.version_id, bool(r.removal),
+            r.last_updated, r.deleted, r.method or "", r.content,
+        )  # fmt: skip
         for r in conn.execute(query)
     ]

@@ -25,7 +25,8 @@ LIFECYCLE = f"{SOS}/StructureDefinition/sos-entry-lifecycle"
 FINESS = "http://finess.esante.gouv.fr"
 SIRENE = "http://sirene.fr"
 # The directory's own identifiers (FHIRSRV_CANONICAL_BASE/sid/…).
-OWN = {t: f"{SOS}/sid/sos-{t.lower()}" for t in ("Organization", "HealthcareService", "Location", "PractitionerRole", "Endpoint")}
+TYPES = ("Organization", "HealthcareService", "Location", "PractitionerRole", "Endpoint")
+OWN = {t: f"{SOS}/sid/sos-{t.lower()}" for t in TYPES}
 REPAIR = {"X-Lifecycle-Repair": "test"}
 
 
@@ -79,7 +80,10 @@ def _entries() -> list[dict[str, Any]]:
             "id": "e1",
             "identifier": [{"system": OWN["Endpoint"], "value": "E-0001"}],
             "status": "active",
-            "connectionType": {"system": "http://terminology.hl7.org/CodeSystem/endpoint-connection-type", "code": "direct-project"},
+            "connectionType": {
+                "system": "http://terminology.hl7.org/CodeSystem/endpoint-connection-type",
+                "code": "direct-project",
+            },
             "payloadType": [{"text": "messagerie sécurisée"}],
             "address": "mailto:erc-brest@mssante.example",
             "managingOrganization": owner,
@@ -135,7 +139,11 @@ def test_a_conditional_update_by_identifier_keeps_the_id(app: Flask, web: FlaskC
         assert answer.status_code == 200, (res_type, answer.get_json())
         assert answer.get_json()["id"] == res["id"] and answer.get_json()["meta"]["versionId"] == "2", res_type
     # Nothing matches: the server creates, with an id of its own; again: that one is updated.
-    fresh = {"resourceType": "Location", "identifier": [{"system": OWN["Location"], "value": "L-0002"}], "managingOrganization": {"reference": "Organization/o1"}}
+    fresh = {
+        "resourceType": "Location",
+        "identifier": [{"system": OWN["Location"], "value": "L-0002"}],
+        "managingOrganization": {"reference": "Organization/o1"},
+    }
     criteria = {"identifier": f"{OWN['Location']}|L-0002"}
     created = web.put("/fhir/Location", query_string=criteria, json=fresh, headers=admin)
     assert created.status_code == 201
