@@ -17,12 +17,12 @@ platform can keep a copy of the directory by replaying them:
   the commit instant up to which the history is complete (the last change of the page, or the
   last change of the log on the last page). A client that passes it as its next `_since` misses
   nothing; it may get the change(s) of that very instant again, the same versions, harmless.
-- What each caller sees (access policy, `ReadScope.changes`): a history is a listing, like a
-  search. A change of an entry in the caller's view shows the version; a change that takes an
-  entry out of its view (delisted, withdrawn, deleted, its structure hidden) shows as an entry
-  without a resource, `request.method` DELETE; a change of an entry it never saw is not
-  listed. So an anonymous client's replay ends on what anonymous search finds, and a partner
-  reader's on what its search finds.
+- What each caller sees (the access policy's `scope(principal).changes`, access/visibility.py):
+  a history is a listing, like a search. A change of an entry in the caller's view shows the
+  version; a change that takes an entry out of its view (delisted, withdrawn, deleted, its
+  structure hidden) shows as an entry without a resource, `request.method` DELETE; a change of
+  an entry it never saw is not listed. So an anonymous client's replay ends on what anonymous
+  search finds, and a partner reader's on what its search finds.
 
 `_at` (the versions current at an instant) and instance history read `resource_version`,
 newest first, as before.
