@@ -63,6 +63,10 @@ class ScopedReads(PrincipalScope):
             return _nothing(rid)
         return super().readable(res_type, rid)
 
+    def changes(self, res_types: Sequence[str], log: Any) -> Any:
+        """A history lists the types the token may read (`r`), as read and vread do."""
+        return super().changes([t for t in res_types if self.principal.may(t, "r")], log)
+
 
 def _nothing(rid: Any) -> Any:
     from sqlalchemy import false

@@ -20,9 +20,10 @@ policy fails closed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, false, or_, select, union
+from sqlalchemy import ColumnElement, Table, and_, false, func, not_, or_, select, true, union
 
 from fhirsrv.access import owners
 from fhirsrv.access.facts import AUDIT_TYPES, CITEABLE_TYPES, GOVERNED_TYPES, Visibility
@@ -137,6 +138,51 @@ class PrincipalScope:
             )
         mine = entry_access.alias("perimeter_entry")
         return rid.in_(select(mine.c.rid).where(mine.c.res_type == res_type, mine.c.structure.in_(structures)))
+
+    def changes(self, res_types: Sequence[str], log: Table) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
+        """Which rows of the change log (`log`: storage/changes.py) a type or system history of
+        these types lists to this principal, and which of those it lists as a removal (an entry
+        without its version) rather than as the version the row names.
+
+        A history listing is a search over time. An entry is in the principal's view at a
+        change when its visibility at that commit was one the principal searches, or when it
+        lies in the principal's perimeter (its structure, its territory: judged as it is now).
+        A change is listed when it writes a new version of an entry in view, when it brings an
+        entry into view without a new version (a structure published: its offers did not
+        change, their visibility did), or when it takes an entry out of view (delisted,
+        withdrawn, its structure deleted): that one as a removal, so a client replaying the
+        history drops what it had copied instead of keeping it for ever. A change of an entry
+        that was never in view is not listed: no id is revealed that was never shown. The rows
+        carry the visibility of their own commit, so a replay in row order ends on what the
+        principal's search finds now."""
+        c = log.c
+        plain = [t for t in res_types if t not in GOVERNED_TYPES and (t not in AUDIT_TYPES or self.principal.sees_everything)]
+        governed = [t for t in res_types if t in GOVERNED_TYPES]
+        if self.principal.sees_everything:
+            plain, governed = plain + governed, []
+        shown: list[ColumnElement[bool]] = []
+        removal: list[ColumnElement[bool]] = []
+        if plain:
+            shown.append(and_(c.res_type.in_(plain), c.new_version == true()))
+        if governed:
+            allowed = [str(v) for v in _SEARCHED[self.principal.role]]
+            now_in = c.visibility.in_(allowed)
+            was_in = func.coalesce(c.previous_visibility, "hidden").in_(allowed)
+            listed = or_(and_(now_in, or_(c.new_version == true(), not_(was_in))), and_(not_(now_in), was_in))
+            by_status = []
+            for res_type in governed:
+                mine = self.perimeter(res_type, c.rid)
+                if mine is None:
+                    by_status.append(res_type)
+                    continue
+                shown.append(
+                    and_(c.res_type == res_type, or_(and_(mine, c.new_version == true()), and_(not_(mine), listed)))
+                )
+                removal.append(and_(c.res_type == res_type, not_(mine), not_(now_in)))
+            if by_status:
+                shown.append(and_(c.res_type.in_(by_status), listed))
+                removal.append(and_(c.res_type.in_(by_status), not_(now_in)))
+        return (or_(*shown) if shown else false()), (or_(*removal) if removal else false())
 
     def _condition(self, res_type: str, rid: Any, *, by_id: bool) -> ColumnElement[bool] | None:
         status = self.by_status(res_type, rid, by_id=by_id)

@@ -23,6 +23,24 @@ from fhirsrv.storage.schema import live, resource
 
 _WRITE = ("create", "update", "patch", "delete")
 _READ = ("read", "vread", "history-instance", "history-type", "search-type")
+# What a syncing client must know of the history (interactions/history.py).
+_HISTORY = (
+    "Every committed change (create, update, delete, and an entry entering or leaving the caller's "
+    "view), in commit order: oldest first with _since or _sort=_lastUpdated, newest first otherwise. "
+    "_since is the commit instant; Bundle.meta.lastUpdated is the instant up to which the answer is "
+    "complete: pass it as the next _since to miss nothing. An entry that leaves the caller's view "
+    "(delisted, withdrawn, deleted) is an entry without a resource, request.method DELETE."
+)
+_DOCUMENTED = {"history-type": _HISTORY, "history-system": _HISTORY}
+
+
+def _interaction(code: str) -> dict[str, str]:
+    entry = {"code": code}
+    if code in _DOCUMENTED:
+        entry["documentation"] = _DOCUMENTED[code]
+    return entry
+
+
 # What a client needs to know of the types it owns (resource_types.OWNED_TYPES).
 _DOCUMENTATION = {
     "Subscription": (
@@ -106,7 +124,7 @@ def capability_statement(services: Services, info: RequestInfo) -> Result:
             entry["documentation"] = _DOCUMENTATION[res_type]
         entry.update(
             {
-                "interaction": [{"code": code} for code in interactions],
+                "interaction": [_interaction(code) for code in interactions],
                 "versioning": "versioned-update",
                 "readHistory": True,
                 "updateCreate": res_type not in SERVER_WRITTEN_TYPES + OWNED_TYPES,
@@ -128,7 +146,7 @@ def capability_statement(services: Services, info: RequestInfo) -> Result:
         "mode": "server",
         "documentation": "Regional directory of cancer supportive care (SOS), ROR-compatible",
         "resource": resources,
-        "interaction": [{"code": c} for c in ("transaction", "batch", "search-system", "history-system")],
+        "interaction": [_interaction(c) for c in ("transaction", "batch", "search-system", "history-system")],
     }
     system_ops = [_operation_entry(op) for op in ops if op.system_level]
     if system_ops:

@@ -1,4 +1,32 @@
-"""history at instance, type and system level, with _since, _at, _count and keyset paging."""
+"""history at instance, type and system level, with _since, _at, _sort, _count and paging.
+
+Type and system history (`[type]/_history`, `_history?_type=…`) read the change log
+(storage/changes.py), the list of every committed change numbered in commit order, so that a
+platform can keep a copy of the directory by replaying them:
+
+- Order: with `_since` (or `_sort=_lastUpdated`) oldest first, the order to replay them in;
+  without it newest first, as R4 says a history is (`_sort=-_lastUpdated` asks for it with
+  `_since` too). Pages follow each other by the change's number, held in a sealed cursor: a
+  change committed while a client pages comes on a later page (oldest first) or not at all
+  (newest first), never twice, and no change is skipped.
+- `_since=T`: the changes that committed at or after T. A change's instant is taken when its
+  transaction commits, under the log's lock, so instants grow in commit order: a transaction
+  that started earlier and commits later gets a later instant, and a reader never passes over
+  a change that was not yet committed when it read.
+- Where to resume: every page of an oldest-first history says, in `Bundle.meta.lastUpdated`,
+  the commit instant up to which the history is complete (the last change of the page, or the
+  last change of the log on the last page). A client that passes it as its next `_since` misses
+  nothing; it may get the change(s) of that very instant again, the same versions, harmless.
+- What each caller sees (the access policy's `scope(principal).changes`, access/visibility.py):
+  a history is a listing, like a search. A change of an entry in the caller's view shows the
+  version; a change that takes an entry out of its view (delisted, withdrawn, deleted, its
+  structure hidden) shows as an entry without a resource, `request.method` DELETE; a change of
+  an entry it never saw is not listed. So an anonymous client's replay ends on what anonymous
+  search finds, and a partner reader's on what its search finds.
+
+`_at` (the versions current at an instant) and instance history read `resource_version`,
+newest first, as before.
+"""
 
 from __future__ import annotations
 
@@ -14,16 +42,19 @@ from fhirsrv.errors import BadRequest, FhirError, NotFound
 from fhirsrv.interactions.context import RequestInfo, Result, Services
 from fhirsrv.interactions.instants import parse_instant
 from fhirsrv.interactions.resources import check_id, check_type
-from fhirsrv.storage import repository
+from fhirsrv.storage import changes, repository
 from fhirsrv.storage.engine import read_transaction
 from fhirsrv.storage.jsonfmt import format_instant
 from fhirsrv.storage.repository import HistoryCursor, StoredResource
-from fhirsrv.storage.schema import resource_version
+from fhirsrv.storage.schema import change_log, resource_version
 from fhirsrv.text import small_natural
 
 _HTTP = {"create": "POST", "update": "PUT", "patch": "PATCH", "delete": "DELETE"}
 _STATUS = {"create": "201 Created", "update": "200 OK", "patch": "200 OK", "delete": "204 No Content"}
-_KNOWN = {"_since", "_at", "_count", "_cursor", "_format", "_pretty", "_summary", "_elements"}
+_KNOWN = {"_since", "_at", "_count", "_cursor", "_sort", "_type", "_format", "_pretty", "_summary", "_elements"}
+_OLDEST, _NEWEST = "_lastUpdated", "-_lastUpdated"
+# A change-log cursor: "log|<order>|<number of the last change of the page>|<instant or ->".
+_LOG_CURSOR = "log"
 
 
 def _encode_cursor(last: StoredResource) -> str:
@@ -33,29 +64,50 @@ def _encode_cursor(last: StoredResource) -> str:
 
 def _decode_cursor(token: str) -> HistoryCursor:
     try:
+        if token.startswith(_LOG_CURSOR + "|"):
+            raise ValueError("a change-log cursor")
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
         when, rid, version = raw.split("|")
         return HistoryCursor(datetime.fromisoformat(when), int(rid), int(version))
     except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest("_cursor is not a paging token issued by this server") from exc
+        raise BadRequest("_cursor is not a paging token issued by this server for this history") from exc
 
 
-def _entry(info: RequestInfo, stored: StoredResource) -> dict:
-    key = f"{stored.res_type}/{stored.res_id}"
+def _entry(
+    info: RequestInfo,
+    res_type: str,
+    res_id: str,
+    version_id: int,
+    last_updated: datetime,
+    content: str | None,
+    method: str,
+) -> dict:
+    key = f"{res_type}/{res_id}"
     entry: dict = {"fullUrl": f"{info.base_url}/{key}"}
-    if not stored.deleted and stored.content is not None:
-        entry["resource"] = orjson.Fragment(stored.content)
-    method = stored.method or "update"
-    entry["request"] = {
-        "method": _HTTP.get(method, "PUT"),
-        "url": stored.res_type if method == "create" else key,
-    }
+    if content is not None and method != "delete":
+        entry["resource"] = orjson.Fragment(content)
+    entry["request"] = {"method": _HTTP.get(method, "PUT"), "url": res_type if method == "create" else key}
     entry["response"] = {
         "status": _STATUS.get(method, "200 OK"),
-        "etag": stored.etag,
-        "lastModified": format_instant(stored.last_updated),
+        "etag": f'W/"{version_id}"',
+        "lastModified": format_instant(last_updated),
     }
     return entry
+
+
+def _version_entry(info: RequestInfo, stored: StoredResource) -> dict:
+    method = "delete" if stored.deleted else (stored.method or "update")
+    return _entry(info, stored.res_type, stored.res_id, stored.version_id, stored.last_updated, stored.content, method)
+
+
+def _listed_entry(info: RequestInfo, change: changes.Listed) -> dict:
+    if change.removal:
+        # Out of the caller's view from this change on: as a deletion, dated by the change.
+        return _entry(info, change.res_type, change.res_id, change.version_id, change.at, None, "delete")
+    method = "delete" if change.deleted else (change.method or "update")
+    return _entry(
+        info, change.res_type, change.res_id, change.version_id, change.last_updated, change.content, method
+    )
 
 
 def history(
@@ -73,15 +125,27 @@ def history(
     unknown = sorted({k for k, _ in params} - _KNOWN)
     if unknown and info.prefer_handling == "strict":
         raise BadRequest(f"Unknown history parameter(s): {', '.join(unknown)}")
+    if "_type" in args and res_type is not None:
+        raise BadRequest("_type belongs to the system-level history (/_history?_type=…)")
     since = parse_instant(args["_since"], "_since") if "_since" in args else None
     at = parse_instant(args["_at"], "_at", end_of_period=True) if "_at" in args else None
     count = _count(services, args.get("_count"))
-    cursor = _decode_cursor(services.cursors.open(args["_cursor"]) or "") if "_cursor" in args else None
+    sort = args.get("_sort")
+    if sort not in (None, _OLDEST, _NEWEST):
+        raise BadRequest(f"_sort of a history is _lastUpdated (oldest first) or -_lastUpdated, not '{sort[:40]}'")
+    sealed = services.cursors.open(args["_cursor"]) or "" if "_cursor" in args else None
     principal = info.principal
     policy = services.policy
     if res_type is not None:
         policy.check_read(principal, res_type)
-    types = None if res_type is not None else _readable_types(services, principal)
+    types = None if res_type is not None else _history_types(services, principal, params)
+    if res_id is None and at is None:
+        oldest_first = sort == _OLDEST or (sort is None and since is not None)
+        shown_types = [res_type] if res_type is not None else (types or [])
+        return _from_log(services, info, res_type, shown_types, params, since, count, oldest_first, sealed)
+    if sort == _OLDEST:
+        raise BadRequest("An instance history, or one at an instant (_at), is newest first (_sort=-_lastUpdated)")
+    cursor = _decode_cursor(sealed) if sealed is not None else None
     with read_transaction(services.engine) as conn:
         if res_id is not None:
             # One statement whether the entry exists or is hidden: no timing tells them apart.
@@ -115,7 +179,7 @@ def history(
                 else None
             )
             page, more = rows[:count], len(rows) > count
-            # A type or system history page is filtered after it is read: it may hold fewer
+            # A history at an instant is filtered after it is read: a page may hold fewer
             # entries than _count (the `next` link still goes on from the last version read).
             shown = policy.visible_versions(conn, principal, page)
     path = "/".join(p for p in (res_type, res_id, "_history") if p)
@@ -134,15 +198,90 @@ def history(
     if total is not None:
         bundle["total"] = total
     bundle["link"] = links
-    bundle["entry"] = [_entry(info, s) for s in shown]
+    bundle["entry"] = [_version_entry(info, s) for s in shown]
     return Result(status=200, resource=bundle)
+
+
+def _from_log(
+    services: Services,
+    info: RequestInfo,
+    res_type: str | None,
+    types: list[str],
+    params: list[tuple[str, str]],
+    since: datetime | None,
+    count: int,
+    oldest_first: bool,
+    sealed: str | None,
+) -> Result:
+    """A type or system history page, read from the change log (see the module docstring)."""
+    order = "asc" if oldest_first else "desc"
+    position, complete = _open_log_cursor(sealed, order) if sealed is not None else (None, None)
+    shown, removal = services.policy.scope(info.principal).changes(types, change_log)
+    with read_transaction(services.engine) as conn:
+        # The log's last change first: every change numbered up to it has committed (numbers
+        # are given in commit order), so the page below is complete up to it.
+        last, last_at = changes.tip(conn)
+        start = changes.first_since(conn, since) if since is not None else 1
+        after = (start - 1) if start is not None else last
+        through = last
+        if position is not None and oldest_first:
+            after = max(after, position)
+        elif position is not None:
+            through = min(through, position - 1)
+        rows = changes.listed(
+            conn,
+            after=after,
+            through=through,
+            shown=shown,
+            removal=removal,
+            limit=count + 1,
+            newest_first=not oldest_first,
+            # One type: its (res_type, seq) index. Several: the log's own order, filtered.
+            res_types=types if len(types) == 1 else None,
+        )
+    page, more = rows[:count], len(rows) > count and count > 0
+    if oldest_first:
+        # Complete up to the page's last change when more follow, else up to the log's end
+        # (`_count=0` reads nothing: complete up to where it was asked to start).
+        complete = page[-1].at if more else (last_at if count > 0 else since)
+        if since is not None and (complete is None or complete < since):
+            complete = since
+    elif complete is None:
+        complete = last_at  # newest first: the first page's view of the log, carried along
+    path = "/".join(p for p in (res_type, "_history") if p)
+    base_query = [(k, v) for k, v in params if k != "_cursor"]
+    links = [{"relation": "self", "url": _url(info, path, params)}]
+    if more:
+        cursor = "|".join((_LOG_CURSOR, order, str(page[-1].seq), complete.isoformat() if complete else "-"))
+        sealed_next = services.cursors.seal(cursor) or ""
+        links.append({"relation": "next", "url": _url(info, path, [*base_query, ("_cursor", sealed_next)])})
+    bundle: dict = {"resourceType": "Bundle", "type": "history"}
+    if complete is not None:
+        bundle["meta"] = {"lastUpdated": format_instant(complete)}
+    bundle["link"] = links
+    bundle["entry"] = [_listed_entry(info, change) for change in page]
+    return Result(status=200, resource=bundle)
+
+
+def _open_log_cursor(sealed: str, order: str) -> tuple[int, datetime | None]:
+    parts = sealed.split("|")
+    try:
+        if len(parts) != 4 or parts[0] != _LOG_CURSOR or parts[1] != order:
+            raise ValueError("not a change-log cursor of this order")
+        position = int(parts[2])
+        complete = None if parts[3] == "-" else datetime.fromisoformat(parts[3])
+    except ValueError as exc:
+        raise BadRequest(
+            "_cursor is not a paging token issued by this server for this history (same _since and _sort)"
+        ) from exc
+    return position, complete
 
 
 def _scope_conditions(
     services: Services, principal: Principal, types: list[str] | None
 ) -> list[ColumnElement[bool]]:
     """The caller's search scope on the versions' entries, in SQL, so a page is mostly full.
-    A type or system history lists entries without their ids being known, as a search does:
+    A history at an instant lists entries without their ids being known, as a search does:
     it shows what a search would find, not what a read by id shows (a delisted offer is read
     by the care plans that cite it, never listed to the public)."""
     if types is None:
@@ -162,9 +301,16 @@ def _scope_conditions(
     ]
 
 
-def _readable_types(services: Services, principal: Principal) -> list[str] | None:
-    """The types a system-level history may show: those the caller may read at all (its
+def _history_types(services: Services, principal: Principal, params: list[tuple[str, str]]) -> list[str]:
+    """The types a system-level history shows: those `_type` names (each one the caller may
+    read, else 403, as a type history answers), or every type the caller may read at all (its
     token's scopes limit even a regional administrator)."""
+    named = [t.strip() for name, value in params if name == "_type" for t in value.split(",") if t.strip()]
+    if named:
+        for res_type in named:
+            check_type(res_type)
+            services.policy.check_read(principal, res_type)
+        return list(dict.fromkeys(named))
     readable = []
     for res_type in services.search.types:
         try:

@@ -31,6 +31,7 @@ from sqlalchemy import (
     Engine,
     String,
     and_,
+    case,
     event,
     func,
     insert,
@@ -211,3 +212,70 @@ def after(
 def last_seq(conn: Connection) -> int:
     """The number of the last committed change (0: none yet)."""
     return int(conn.execute(select(func.coalesce(func.max(change_log.c.seq), 0))).scalar_one())
+
+
+def tip(conn: Connection) -> tuple[int, datetime | None]:
+    """The number of the last committed change and when it committed ((0, None): none yet)."""
+    row = conn.execute(select(change_log.c.seq, change_log.c.at).order_by(change_log.c.seq.desc()).limit(1)).first()
+    return (int(row.seq), row.at) if row else (0, None)
+
+
+def first_since(conn: Connection, since: datetime) -> int | None:
+    """The number of the first change that committed at or after `since` (None: none did).
+    `at` grows with `seq`, so the changes at or after an instant are the ones from this number on."""
+    c = change_log.c
+    row = conn.execute(select(c.seq).where(c.at >= since).order_by(c.at, c.seq).limit(1)).first()
+    return int(row.seq) if row else None
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A change as a history lists it: the version it names, or a removal (`removal`: the entry
+    left the reader's view; no content)."""
+
+    seq: int
+    at: datetime
+    res_type: str
+    res_id: str
+    version_id: int
+    removal: bool
+    last_updated: datetime
+    deleted: bool
+    method: str
+    content: str | None
+
+
+def listed(
+    conn: Connection,
+    *,
+    after: int,
+    through: int,
+    shown: ColumnElement[bool],
+    removal: ColumnElement[bool],
+    limit: int,
+    newest_first: bool = False,
+    res_types: Iterable[str] | None = None,
+) -> list[Listed]:
+    """The changes numbered in (after, through] that `shown` selects, with their versions, in
+    number order (or the reverse); `removal` says which are shown as removals. One statement:
+    the version rows are joined by primary key, and a removal's content is never read."""
+    c, v = change_log.c, resource_version.c
+    gone = removal.label("removal")
+    query = (
+        select(
+            c.seq, c.at, c.res_type, c.res_id, c.version_id, gone, v.last_updated, v.deleted, v.method,
+            case((removal, literal(None, String)), else_=v.content).label("content"),
+        )
+        .join_from(change_log, resource_version, and_(v.rid == c.rid, v.version_id == c.version_id))
+        .where(c.seq > after, c.seq <= through, shown)
+    )
+    if res_types is not None:
+        query = query.where(c.res_type.in_(list(res_types)))
+    query = query.order_by(c.seq.desc() if newest_first else c.seq).limit(limit)
+    return [
+        Listed(
+            r.seq, r.at, r.res_type, r.res_id, r.version_id, bool(r.removal),
+            r.last_updated, r.deleted, r.method or "", r.content,
+        )  # fmt: skip
+        for r in conn.execute(query)
+    ]

@@ -7,12 +7,26 @@ import copy
 from datetime import date, datetime
 from typing import Any
 
-from fhirsrv.access.facts import PUBLIC_STATUSES
+from fhirsrv.access.facts import PUBLIC_STATUSES, RETIRED_STATUSES
 from fhirsrv.canonical import Canonicals
 from fhirsrv.storage.jsonfmt import format_instant
 
 # Resources whose `active` flag says whether the entry is listed.
 HAS_ACTIVE = ("Organization", "HealthcareService", "PractitionerRole")
+# A Location has no `active` flag: its `status` (R4: active | suspended | inactive) says it. A
+# place of a delisted or withdrawn structure is still read by the care plans that cite it, and
+# must not read as an open place.
+HAS_STATUS = ("Location",)
+
+
+def place_status(status: str) -> str | None:
+    """A Location's `status` under this lifecycle status; None: left as the structure wrote it
+    (an application not yet published)."""
+    if status in PUBLIC_STATUSES:
+        return "active"
+    if status in RETIRED_STATUSES:
+        return "inactive"
+    return None
 # The parts this module writes, in the order the profile lists them.
 ORDER = (
     "status",
@@ -95,6 +109,17 @@ class Lifecycle:
         ordered += [s for n, s in current.items() if n not in ORDER]
         ext["extension"] = ordered
         status = self.get(new, "status")
-        if new.get("resourceType") in HAS_ACTIVE and status is not None:
-            new["active"] = status in PUBLIC_STATUSES
-        return new
+        return self._follow(new, status) if status is not None else new
+
+    def following(self, res: dict[str, Any], status: str) -> dict[str, Any]:
+        """A copy of `res`, an entry without a lifecycle record of its own, whose `active` flag
+        or place status follows its structure's `status`."""
+        return self._follow(copy.deepcopy(res), status)
+
+    @staticmethod
+    def _follow(res: dict[str, Any], status: str) -> dict[str, Any]:
+        if res.get("resourceType") in HAS_ACTIVE:
+            res["active"] = status in PUBLIC_STATUSES
+        elif res.get("resourceType") in HAS_STATUS and place_status(status) is not None:
+            res["status"] = place_status(status)
+        return res

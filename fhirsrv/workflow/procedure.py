@@ -3,7 +3,10 @@ and what moves with it.
 
 The unit is the structure (Organization): a transition changes its status, and in the same
 transaction the status of its offers, places, roles and endpoints that carry one (an offer
-withdrawn on its own stays withdrawn), so a reader never sees half an entry. Every transition
+withdrawn on its own stays withdrawn), so a reader never sees half an entry. `active` follows
+(a place without a record of its own gets its Location.status: inactive once delisted or
+withdrawn, active once published): a care plan still reads a delisted entry by id, and must not
+take it for an open one. Every transition
 makes a new version (the record travels in the lifecycle extension, so `_history` shows who
 changed what and when), writes an AuditEvent, and queues its messages in the outbox of the
 same transaction. A refusal changes nothing: 403 for a caller who may not, 409 for a status
@@ -35,7 +38,7 @@ from fhirsrv.storage.jsonfmt import loads
 from fhirsrv.storage.repository import StoredResource
 from fhirsrv.storage.schema import entry_access, live, resource, structure_territory
 from fhirsrv.workflow import outbox
-from fhirsrv.workflow.lifecycle import HAS_ACTIVE, Lifecycle
+from fhirsrv.workflow.lifecycle import HAS_ACTIVE, HAS_STATUS, Lifecycle
 from fhirsrv.workflow.tables import application
 
 # The structure type the 3C validate; the DAC validate every other one.
@@ -199,6 +202,10 @@ class Procedure:
                 updated = self.lifecycle.with_parts(res, status=transition.target, statusDate=now)
             elif res.get("resourceType") in HAS_ACTIVE:
                 updated = self.lifecycle.with_parts(res, status=transition.target, statusDate=now)
+            elif res.get("resourceType") in HAS_STATUS:
+                updated = self.lifecycle.following(res, transition.target)  # a place: its status only
+                if updated == res:
+                    continue
             else:
                 continue
             writes.replace(self.services, conn, dependent, updated, "update", actor=SERVER, validated=True)

@@ -140,6 +140,52 @@ def system_history(d: Directory, who: Who) -> None:
     assert bool(audit) == (who.role == "regional-admin" and who.may("AuditEvent", "r")), who.name
 
 
+def _replay(d: Directory, who: Who, url: str) -> tuple[set[str], str]:
+    """Follow a `_history?_since=` walk to its end, applying each entry as a syncing client does:
+    the ids it ends with, and every page's text."""
+    copy: set[str] = set()
+    text = ""
+    next_url: str | None = url
+    while next_url:
+        response = d.web.get(next_url.replace("http://fhir.test", ""), headers=d.headers(who))
+        assert response.status_code == 200, (who.name, next_url, response.get_json())
+        text += response.get_data(as_text=True)
+        bundle = response.get_json()
+        assert bundle["meta"]["lastUpdated"], who.name
+        for entry in bundle["entry"]:
+            key = "/".join(entry["fullUrl"].rsplit("/", 2)[-2:])
+            if "resource" in entry:
+                copy.add(key)
+            else:
+                copy.discard(key)
+        next_url = next((link["url"] for link in bundle["link"] if link["relation"] == "next"), None)
+    return copy, text
+
+
+@row("type history replayed from _since (sync)", ("fhir.type_history", "GET"))
+def type_history_sync(d: Directory, who: Who) -> None:
+    for res_type in GOVERNED:
+        url = f"/fhir/{res_type}/_history?_since=2000-01-01&_count=4"
+        if not who.may(res_type, "r"):
+            assert d.web.get(url, headers=d.headers(who)).status_code == 403
+            continue
+        copy, text = _replay(d, who, url)
+        assert copy == searched(who, res_type), (who.name, res_type)
+        assert_no_hidden_content(text, who)
+
+
+@row("system history replayed from _since, with _type (sync)", ("fhir.system_history", "GET"))
+def system_history_sync(d: Directory, who: Who) -> None:
+    allowed = [t for t in GOVERNED if who.may(t, "r")]
+    refused = [t for t in GOVERNED if t not in allowed]
+    if refused:
+        answer = d.web.get(f"/fhir/_history?_type={refused[0]}&_since=2000-01-01", headers=d.headers(who))
+        assert answer.status_code == 403, who.name
+    copy, text = _replay(d, who, f"/fhir/_history?_type={','.join(allowed)}&_since=2000-01-01&_count=9")
+    assert copy == set().union(*(searched(who, t) for t in allowed)), who.name
+    assert_no_hidden_content(text, who)
+
+
 # -------------------------------------------------------------------------------- searches
 def _search(d: Directory, who: Who, url: str, res_type: str) -> dict[str, Any] | None:
     response = d.web.get(url, headers=d.headers(who))

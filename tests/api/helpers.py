@@ -101,3 +101,56 @@ def unlimited_app_with_admin_token(db_url: str, populate: Callable[[Any], None])
         yield app, token.get_json()["access_token"]
     finally:
         services.engine.dispose()
+
+
+def auth_app(db_url: str, base_url: str | None = "http://fhir.test/fhir") -> Any:
+    """An app with authorization on, no rate limit, only claimed profiles enforced, and tokens
+    that outlive a slow run; `base_url` None: links and tokens name the base a request reached
+    (a live server's)."""
+    from fhirsrv.app import create_app
+    from fhirsrv.settings import Settings
+
+    settings = Settings.from_env(
+        database_url=db_url,
+        load_demo=False,
+        base_url=base_url,
+        auth=True,
+        rate_limit_anonymous=0,
+        rate_limit_client=0,
+        enforce_sos_profiles="claimed-only",
+        token_lifetime=3600,
+    )
+    return create_app(settings)
+
+
+def token_headers(
+    app: Any, role: str, scopes: str = "system/*.cruds", base: str | None = None, **client: Any
+) -> dict[str, str]:
+    """A bearer token of a new client of this role (`client`: add_client's departements,
+    organization…), from the token endpoint of `base` (a live server: a token is valid at the
+    base that issued it), else through the test client."""
+    import base64
+    import json
+    import urllib.request
+
+    from fhirsrv.auth.clients import add_client
+
+    services = app.extensions["fhirsrv"]
+    with services.engine.begin() as conn:
+        registered, secret = add_client(conn, f"test {role}", scopes, role, **client)
+    if base is None:
+        answer = app.test_client().post(
+            "/fhir/token", data={"grant_type": "client_credentials"}, auth=(registered.client_id, secret)
+        )
+        assert answer.status_code == 200, answer.get_json()
+        token = answer.get_json()["access_token"]
+    else:
+        credentials = base64.b64encode(f"{registered.client_id}:{secret}".encode()).decode()
+        request = urllib.request.Request(
+            f"{base}/token",
+            data=b"grant_type=client_credentials",
+            headers={"Authorization": f"Basic {credentials}", "Content-Type": "application/x-www-form-urlencoded"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            token = json.loads(response.read())["access_token"]
+    return {"Authorization": f"Bearer {token}"}

@@ -52,6 +52,20 @@ def test_capability_statement_lists_types_interactions_and_operations(client):
     assert system == {"transaction", "batch", "search-system", "history-system"}
 
 
+def test_the_statement_says_in_which_order_a_history_comes(client):
+    """A syncing client learns from /metadata that `_since` answers oldest first, and where to
+    resume from (tests/api/test_history_sync.py shows both)."""
+    statement = _statement(client)
+    documented = [
+        i for i in [*_resource(statement, "Location")["interaction"], *statement["rest"][0]["interaction"]]
+        if i["code"] in ("history-type", "history-system")
+    ]
+    assert len(documented) == 2
+    for interaction in documented:
+        assert "oldest first with _since" in interaction["documentation"]
+        assert "Bundle.meta.lastUpdated" in interaction["documentation"]
+
+
 def test_search_parameters_come_from_the_registry(client):
     params = {p["name"]: p["type"] for p in _resource(_statement(client), "HealthcareService")["searchParam"]}
     assert (
