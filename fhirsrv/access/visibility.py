@@ -156,7 +156,12 @@ class PrincipalScope:
         carry the visibility of their own commit, so a replay in row order ends on what the
         principal's search finds now."""
         c = log.c
-        plain = [t for t in res_types if t not in GOVERNED_TYPES and (t not in AUDIT_TYPES or self.principal.sees_everything)]
+        owned = [t for t in res_types if t in OWNED_TYPES]
+        plain = [
+            t
+            for t in res_types
+            if t not in GOVERNED_TYPES and t not in OWNED_TYPES and (t not in AUDIT_TYPES or self.principal.sees_everything)
+        ]
         governed = [t for t in res_types if t in GOVERNED_TYPES]
         if self.principal.sees_everything:
             plain, governed = plain + governed, []
@@ -164,6 +169,10 @@ class PrincipalScope:
         removal: list[ColumnElement[bool]] = []
         if plain:
             shown.append(and_(c.res_type.in_(plain), c.new_version == true()))
+        for res_type in owned:  # its owner's only, whoever else asks (access/owners.py)
+            mine = owners.condition(self.principal, res_type, c.rid)
+            versions = and_(c.res_type == res_type, c.new_version == true())
+            shown.append(versions if mine is None else and_(versions, mine))
         if governed:
             allowed = [str(v) for v in _SEARCHED[self.principal.role]]
             now_in = c.visibility.in_(allowed)

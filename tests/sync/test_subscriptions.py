@@ -207,8 +207,14 @@ def test_each_client_sees_and_changes_its_own_only(site: Site) -> None:
         assert site.web.get(f"/fhir/Subscription/{own['id']}", headers=who).status_code == 200
         listed = site.web.get("/fhir/Subscription?_count=100&_total=accurate", headers=who).get_json()
         assert subscription_ids(listed) == {own["id"]} and listed["total"] == 1
-        for url in ("/fhir/Subscription/_history", "/fhir?_type=Subscription,HealthcareService&_count=500",
-                    "/fhir/_history?_count=1000", "/fhir?_count=1000"):  # fmt: skip
+        for url in (
+            "/fhir/Subscription/_history",
+            "/fhir/Subscription/_history?_since=1970-01-01T00:00:00Z",
+            "/fhir?_type=Subscription,HealthcareService&_count=500",
+            "/fhir/_history?_count=1000",
+            "/fhir/_history?_since=1970-01-01T00:00:00Z&_count=1000",
+            "/fhir?_count=1000",
+        ):
             assert subscription_ids(site.web.get(url, headers=who).get_json()) == {own["id"]}, url
         for other in others:
             oid = other["id"]
