@@ -89,9 +89,14 @@ VARIABLES: dict[str, str] = {
     # multi-process server (gunicorn) so that every worker's counts are added up at a scrape.
     "prometheus_multiproc_dir": "PROMETHEUS_MULTIPROC_DIR",
     "workers": "FHIRSRV_WORKERS",
+    "export_dir": "FHIRSRV_EXPORT_DIR",
+    "export_ttl_seconds": "FHIRSRV_EXPORT_TTL_SECONDS",
+    "export_anonymous": "FHIRSRV_EXPORT_ANONYMOUS",
+    "export_file_lines": "FHIRSRV_EXPORT_FILE_LINES",
 }
 DATA_DIR_VARIABLE = "FHIRSRV_DATA_DIR"
 JWT_KEY_FILE_NAME = "jwt-signing-key.pem"
+EXPORT_DIR_NAME = "exports"
 
 # Values that would make no sense at 0 (a page of nothing, a token already expired...).
 AT_LEAST_ONE = frozenset(
@@ -124,6 +129,9 @@ AT_LEAST_ONE = frozenset(
         "db_pool_timeout",
         # Processes of `fhirsrv serve`: at least the one that answers.
         "workers",
+        # 0 would expire an export's files before its client could fetch them; a file of no line.
+        "export_ttl_seconds",
+        "export_file_lines",
     }
 )
 # Upper bounds, where a larger value can only be a typo (and would fail later, far from its cause).
@@ -261,6 +269,14 @@ class Settings:
     # Processes of `fhirsrv serve` (its --workers option wins): 1 is one waitress process; 2 or
     # more run under gunicorn, and the rate limits are shared out between them (auth/hardening.py).
     workers: int = 1
+    # Bulk $export (fhirsrv/sync/): where the NDJSON files of the jobs are written (default: the
+    # data directory's exports/), how long a job and its files are kept once finished, whether
+    # anonymous callers may export (the public view only), and the lines of one file (a type with
+    # more is split into several files).
+    export_dir: Path = PROJECT_ROOT / "var" / EXPORT_DIR_NAME
+    export_ttl_seconds: int = 86_400
+    export_anonymous: bool = False
+    export_file_lines: int = 100_000
 
     def __post_init__(self) -> None:
         """Check every field, so an override or a direct construction is as strict as the environment."""
@@ -296,6 +312,7 @@ class Settings:
         values = _read_environment(env)
         values.setdefault("database_url", default_sqlite_url(_data_dir(env)))
         values.setdefault("jwt_key_file", _data_dir(env) / JWT_KEY_FILE_NAME)
+        values.setdefault("export_dir", _data_dir(env) / EXPORT_DIR_NAME)
         return cls(**values).overridden(**overrides)
 
     def overridden(self, **overrides: object) -> Settings:

@@ -7,6 +7,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine
 
 import fhirsrv.auth.tables  # noqa: F401  (its tables hang on the same metadata)
+import fhirsrv.sync.export_tables  # noqa: F401  (likewise)
 import fhirsrv.workflow.tables  # noqa: F401  (likewise)
 from fhirsrv.storage.migrate import current, ensure_schema, upgrade
 from fhirsrv.storage.schema import metadata
