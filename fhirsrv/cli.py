@@ -179,6 +179,9 @@ def serve(host: str, port: int, database: str | None, no_demo: bool, threads: in
     from fhirsrv.workflow import runner
 
     runner.start(services)  # the yearly sweep and mail delivery, when FHIRSRV_SWEEP_INTERVAL_SECONDS is set
+    from fhirsrv.api.bulk_export import keep_exporting
+
+    keep_exporting(app)  # $export jobs left by a stopped process, and expired export files
     log.info(
         "fhirsrv serving http://%s:%s/fhir (database %s)", host, port, services.engine.url.render_as_string()
     )

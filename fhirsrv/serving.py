@@ -199,14 +199,16 @@ class WorkerProcesses(BaseApplication):  # type: ignore[misc]
 def fhirsrv_worker(settings: Settings) -> AppFactory:
     """The app of one worker: built after the fork, with its background runner (the sweep and
     the mail delivery, when FHIRSRV_SWEEP_INTERVAL_SECONDS is set; one pass at a time across
-    the workers, workflow/runner.py)."""
+    the workers, workflow/runner.py) and its export worker (likewise, sync/export_runner.py)."""
 
     def build() -> Any:
+        from fhirsrv.api.bulk_export import keep_exporting
         from fhirsrv.app import create_app
         from fhirsrv.workflow import runner
 
         app = create_app(settings)
         runner.start(app.extensions["fhirsrv"])
+        keep_exporting(app)
         return app
 
     return build
