@@ -149,7 +149,9 @@ def export_status(job_id: str) -> Response:
     if request.method == "DELETE":
         jobs.cancel(svc.engine, job.id)
         worker().tidy_now()
-        return outcome.respond(202, [Issue("information", "informational", "Export cancelled; its files are removed")])
+        return outcome.respond(
+            202, [Issue("information", "informational", "Export cancelled; its files are removed")]
+        )
     if job.status in jobs.ACTIVE:
         worker().wake()  # a job a stopped process left is resumed by whoever is asked about it
         response = Response(status=202)

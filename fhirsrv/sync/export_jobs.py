@@ -221,7 +221,9 @@ def cancel(engine: Engine, job_id: str) -> None:
     """The job is gone for its client at once; its files are removed by the worker, which may
     be writing them (it notices at its next chunk), or at once when no job is running."""
     with write_transaction(engine) as conn:
-        conn.execute(update(export_job).where(export_job.c.id == job_id).values(status=CANCELLED, progress=None))
+        conn.execute(
+            update(export_job).where(export_job.c.id == job_id).values(status=CANCELLED, progress=None)
+        )
 
 
 # ------------------------------------------------------------------------------ the worker
@@ -331,5 +333,7 @@ def housekeeping(engine: Engine, settings: Settings, now: datetime | None = None
     for job_id in gone:
         shutil.rmtree(job_dir(settings, job_id), ignore_errors=True)
         with write_transaction(engine) as conn:
-            conn.execute(delete(export_job).where(export_job.c.id == job_id, export_job.c.status.not_in(ACTIVE)))
+            conn.execute(
+                delete(export_job).where(export_job.c.id == job_id, export_job.c.status.not_in(ACTIVE))
+            )
     return len(gone)

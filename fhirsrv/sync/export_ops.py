@@ -19,4 +19,6 @@ BULK_EXPORT = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"
 @operation("export", types=SUPPORTED_TYPES, type_level=True, system_level=True, definition=BULK_EXPORT)
 def export(services: Services, info: RequestInfo, call: OperationCall) -> Result:
     """Bulk Data export (FHIR Bulk Data Access 2.0), asynchronous (Prefer: respond-async): [base]/$export and [base]/[type]/$export, with _type, _since, _typeFilter and _outputFormat=application/fhir+ndjson; status at the Content-Location answered, NDJSON files. Group-level export is not offered: this directory holds no Group resources (Group/[id]/$export answers 400)."""
-    raise BadRequest("$export is asynchronous: call [base]/$export or [base]/[type]/$export with Prefer: respond-async")
+    raise BadRequest(
+        "$export is asynchronous: call [base]/$export or [base]/[type]/$export with Prefer: respond-async"
+    )

@@ -114,7 +114,9 @@ def parse_kickoff(
         if name in SUPPORTED_PARAMETERS:
             by_name.setdefault(name, []).append(value)
         elif lenient:
-            issues.append(Issue("warning", "not-supported", f"$export parameter '{name}' is not supported: ignored"))
+            issues.append(
+                Issue("warning", "not-supported", f"$export parameter '{name}' is not supported: ignored")
+            )
         else:
             raise BadRequest(
                 f"$export parameter '{name}' is not supported (this server takes "
@@ -173,7 +175,9 @@ def _types(
     named = [t.strip() for value in values for t in value.split(",") if t.strip()]
     unknown = [t for t in named if t not in SUPPORTED_TYPES]
     if unknown:
-        message = f"_type names resource types this server does not hold: {', '.join(u[:64] for u in unknown)}"
+        message = (
+            f"_type names resource types this server does not hold: {', '.join(u[:64] for u in unknown)}"
+        )
         if not lenient:
             raise BadRequest(message, code="not-supported")
         issues.append(Issue("warning", "not-supported", f"{message}: ignored"))

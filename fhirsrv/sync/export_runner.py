@@ -77,6 +77,8 @@ class ExportWorker:
             jobs.housekeeping(services.engine, services.settings)
             while (job := jobs.claim_next(services.engine)) is not None:
                 self._work(job)
+                # Jobs cancelled while this one ran, whose files waited for the lock.
+                jobs.housekeeping(services.engine, services.settings)
             return True
 
     def tidy_now(self) -> None:
@@ -92,8 +94,12 @@ class ExportWorker:
             self._wanted.clear()
             try:
                 self.run_pass()
-            except Exception:  # the thread outlives a bad pass (a database outage): next one retries
-                log.exception("export pass failed")
+            except Exception as exc:  # the thread outlives a bad pass: the next one retries
+                fault = unavailability(exc)
+                if fault is None:
+                    log.exception("export pass failed")
+                else:  # an outage is not a bug: one line, as a request's 503 logs it
+                    log.warning("export pass skipped: %s", fault.reason)
             if self._persistent:
                 self._wanted.wait(IDLE_SECONDS)
                 continue
@@ -110,7 +116,9 @@ class ExportWorker:
         started = time.perf_counter()
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            when, files = write_export(services, job, folder, lambda text: jobs.report_progress(engine, job.id, text))
+            when, files = write_export(
+                services, job, folder, lambda text: jobs.report_progress(engine, job.id, text)
+            )
         except Cancelled:
             shutil.rmtree(folder, ignore_errors=True)
             log.info("export %s cancelled while running", job.id)

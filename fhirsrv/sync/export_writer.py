@@ -40,6 +40,8 @@ from fhirsrv.sync.export_request import EXPORT_ORDER
 # of JSON at most, and a query short enough for the statement timeout at any size.
 CHUNK_ROWS = 2000
 FETCH_ROWS = 500
+# Through a server-side cursor on PostgreSQL (psycopg's named cursor), FETCH_ROWS at a time.
+_STREAMED = {"stream_results": True, "yield_per": FETCH_ROWS}
 # The job's progress (X-Progress) and whether it was cancelled are checked this often.
 PROGRESS_EVERY_SECONDS = 1.0
 
@@ -112,11 +114,16 @@ def _type_condition(
         return engine.conditions_for(conn, res_type, [], scope)
     # Each filter's conditions carry the scope too: a row is exported when one filter, as
     # the caller's search, matches it.
-    alternatives = [and_(*engine.conditions_for(conn, res_type, parse_qsl(q, keep_blank_values=True), scope)) for q in filters]
+    alternatives = [
+        and_(*engine.conditions_for(conn, res_type, parse_qsl(q, keep_blank_values=True), scope))
+        for q in filters
+    ]
     return [or_(*alternatives)]
 
 
-def write_export(services: Services, job: ExportJob, folder: Path, progress: Progress) -> tuple[datetime, list[ExportFile]]:
+def write_export(
+    services: Services, job: ExportJob, folder: Path, progress: Progress
+) -> tuple[datetime, list[ExportFile]]:
     """Write the job's files into `folder`; returns the snapshot's instant and the files.
     Raises Cancelled when `progress` says the job is no longer wanted."""
     settings = services.settings
@@ -135,12 +142,18 @@ def write_export(services: Services, job: ExportJob, folder: Path, progress: Pro
     with snapshot(services.engine) as conn:
         # Taken before the snapshot: a write committed between the two is in the files and, its
         # lastUpdated being later than this, in the next `_since=transactionTime` export as well
-        # (written twice, never lost).
+        # (written twice, never lost). What no instant can cover: a write stamps lastUpdated
+        # before it commits, so one stamped before this and committed after the snapshot (a long
+        # transaction: a `fhirsrv load`, a large transaction Bundle) is in neither this export
+        # nor the next `_since` one. The README's recipe says so (a full export after a load).
         transaction_time = utcnow()
         conn.execute(select(resource.c.rid).limit(1)).all()  # the snapshot starts here
         services.search.ensure_current(conn)
         for position, res_type in enumerate(job.request.types, 1):
-            report(f"{res_type} ({position} of {len(job.request.types)} types): {written} resources written", force=True)
+            report(
+                f"{res_type} ({position} of {len(job.request.types)} types): {written} resources written",
+                force=True,
+            )
             conditions = _type_condition(services, conn, job, res_type, scope)
             if job.request.since is not None:
                 conditions.append(resource.c.last_updated >= job.request.since)
@@ -150,7 +163,9 @@ def write_export(services: Services, job: ExportJob, folder: Path, progress: Pro
                 out.write(_line(content))
                 written += 1
                 if written % FETCH_ROWS == 0:
-                    report(f"{res_type} ({position} of {len(job.request.types)} types): {written} resources written")
+                    report(
+                        f"{res_type} ({position} of {len(job.request.types)} types): {written} resources written"
+                    )
             files += out.close()
         if job.request.since is not None and job.principal.sees_everything:
             files += _deleted(conn, folder, job, settings.export_file_lines)
@@ -169,9 +184,7 @@ def _rows(conn: Connection, res_type: str, conditions: list[ColumnElement[bool]]
         )
         if after is not None:
             query = query.where(resource.c.rid > after)
-        result = conn.execution_options(stream_results=True, yield_per=FETCH_ROWS).execute(
-            query.order_by(resource.c.rid).limit(CHUNK_ROWS)
-        )
+        result = conn.execute(query.order_by(resource.c.rid).limit(CHUNK_ROWS), execution_options=_STREAMED)
         count = 0
         for rid, content in result:
             count += 1
@@ -197,7 +210,7 @@ def _deleted(conn: Connection, folder: Path, job: ExportJob, lines: int) -> list
         )
         .order_by(resource.c.rid)
     )
-    for res_type, res_id, when in conn.execution_options(stream_results=True, yield_per=FETCH_ROWS).execute(query):
+    for res_type, res_id, when in conn.execute(query, execution_options=_STREAMED):
         bundle = {
             "resourceType": "Bundle",
             "type": "transaction",
@@ -211,5 +224,9 @@ def _deleted(conn: Connection, folder: Path, job: ExportJob, lines: int) -> list
 def _issues(folder: Path, job: ExportJob) -> list[ExportFile]:
     """What lenient handling ignored, as one OperationOutcome in the manifest's `error` array."""
     out = _Files(folder, "error", "OperationOutcome", "errors", 1)
-    out.write(dumps({"resourceType": "OperationOutcome", "issue": [i.to_fhir() for i in job.request.issues]}).encode())
+    out.write(
+        dumps(
+            {"resourceType": "OperationOutcome", "issue": [i.to_fhir() for i in job.request.issues]}
+        ).encode()
+    )
     return out.close()

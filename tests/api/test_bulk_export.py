@@ -146,7 +146,9 @@ def test_lenient_handling_ignores_unsupported_parameters_and_reports_them(
     assert {i["severity"] for i in outcome["issue"]} == {"warning"}
 
 
-def test_group_export_is_refused_and_the_capability_statement_says_so(web: FlaskClient, admin: dict[str, str]) -> None:
+def test_group_export_is_refused_and_the_capability_statement_says_so(
+    web: FlaskClient, admin: dict[str, str]
+) -> None:
     response = web.get("/fhir/Group/cohort/$export", headers={**admin, **ASYNC})
     assert response.status_code == 400
     issue = response.get_json()["issue"][0]
@@ -159,7 +161,9 @@ def test_group_export_is_refused_and_the_capability_statement_says_so(web: Flask
 
 
 # ------------------------------------------------------------------------------ the manifest
-def test_a_regional_admin_exports_the_whole_directory(web: FlaskClient, admin: dict[str, str], app: Flask) -> None:
+def test_a_regional_admin_exports_the_whole_directory(
+    web: FlaskClient, admin: dict[str, str], app: Flask
+) -> None:
     before = utcnow()
     status = kick_off(web, "/fhir/$export", admin)
     response = wait(web, status, admin)
@@ -171,8 +175,15 @@ def test_a_regional_admin_exports_the_whole_directory(web: FlaskClient, admin: d
     when = datetime.fromisoformat(found["transactionTime"]).replace(tzinfo=None)
     assert before <= when <= utcnow()
     # One file per type, in the order a load needs them (structures before their offers).
-    assert [o["type"] for o in found["output"]] == ["Organization", "Location", "Practitioner", "HealthcareService"]
-    assert all(o["url"].startswith(f"http://fhir.test/fhir/$export-file/{_job_id(status)}/") for o in found["output"])
+    assert [o["type"] for o in found["output"]] == [
+        "Organization",
+        "Location",
+        "Practitioner",
+        "HealthcareService",
+    ]
+    assert all(
+        o["url"].startswith(f"http://fhir.test/fhir/$export-file/{_job_id(status)}/") for o in found["output"]
+    )
     exported = resources(web, found, admin)
     assert ids(exported) == EVERYTHING
     for res_type, items in exported.items():
@@ -198,7 +209,11 @@ def test_a_post_kick_off_takes_parameters(web: FlaskClient, admin: dict[str, str
         ],
     }
     found = export(web, "/fhir/$export", {**admin, "Content-Type": FHIR}, method="POST", json=body)
-    assert ids(resources(web, found, admin)) == {"Organization/org-29", "Organization/org-35", "Location/loc-35"}
+    assert ids(resources(web, found, admin)) == {
+        "Organization/org-29",
+        "Organization/org-35",
+        "Location/loc-35",
+    }
     assert found["request"] == "http://fhir.test/fhir/$export"  # a POST's parameters were in its body
 
 
@@ -247,13 +262,19 @@ def test_a_large_type_is_split_into_files(apps: AppFactory) -> None:
     admin = Clients(app).headers()
     found = export(web, "/fhir/HealthcareService/$export", admin)
     names = [o["url"].rsplit("/", 1)[1] for o in found["output"]]
-    assert names == ["10-HealthcareService-1.ndjson", "10-HealthcareService-2.ndjson", "10-HealthcareService-3.ndjson"]
+    assert names == [
+        "10-HealthcareService-1.ndjson",
+        "10-HealthcareService-2.ndjson",
+        "10-HealthcareService-3.ndjson",
+    ]
     assert [o["count"] for o in found["output"]] == [2, 2, 1]
     assert len(ids(resources(web, found, admin))) == 5
 
 
 # ------------------------------------------------------------------------ status and cancel
-def test_a_queued_job_says_so_and_can_be_cancelled(web: FlaskClient, admin: dict[str, str], app: Flask) -> None:
+def test_a_queued_job_says_so_and_can_be_cancelled(
+    web: FlaskClient, admin: dict[str, str], app: Flask
+) -> None:
     with _held(app) as held:
         assert held
         status = kick_off(web, "/fhir/$export", admin)
@@ -268,7 +289,9 @@ def test_a_queued_job_says_so_and_can_be_cancelled(web: FlaskClient, admin: dict
     assert not (app.extensions["fhirsrv"].settings.export_dir / _job_id(status)).exists()
 
 
-def test_cancelling_a_finished_job_removes_its_files(web: FlaskClient, admin: dict[str, str], app: Flask) -> None:
+def test_cancelling_a_finished_job_removes_its_files(
+    web: FlaskClient, admin: dict[str, str], app: Flask
+) -> None:
     status = kick_off(web, "/fhir/$export", admin)
     found = manifest(web, status, admin)
     folder = app.extensions["fhirsrv"].settings.export_dir / _job_id(status)
@@ -319,12 +342,17 @@ def test_a_job_left_running_by_a_dead_process_is_written_again(apps: AppFactory)
         assert first.test_client().get(status, headers=admin).headers["X-Progress"] == "Organization"
     second = apps()
     found = manifest(second.test_client(), status, admin)
-    assert ids(resources(second.test_client(), found, admin)) == {"Organization/org-29", "Organization/org-35"}
+    assert ids(resources(second.test_client(), found, admin)) == {
+        "Organization/org-29",
+        "Organization/org-35",
+    }
     job = export_jobs.get(engine, _job_id(status))
     assert job is not None and job.attempts == 2
 
 
-def test_a_job_that_cannot_run_fails_with_an_outcome(web: FlaskClient, admin: dict[str, str], app: Flask) -> None:
+def test_a_job_that_cannot_run_fails_with_an_outcome(
+    web: FlaskClient, admin: dict[str, str], app: Flask
+) -> None:
     """A filter on a SearchParameter removed after the kick-off: the job fails, and says why."""
     parameter = f"/fhir/SearchParameter/{ALIAS_SEARCH_PARAMETER['id']}"
     assert web.put(parameter, json=ALIAS_SEARCH_PARAMETER, headers=admin).status_code == 201
@@ -362,7 +390,9 @@ def test_anonymous_export_when_allowed_is_the_public_view(apps: AppFactory) -> N
     found = export(web, "/fhir/$export")
     assert found["requiresAccessToken"] is False
     exported = resources(web, found)
-    conformance = {k for k in ids(exported) if k.split("/")[0] in ("CodeSystem", "ValueSet", "SearchParameter")}
+    conformance = {
+        k for k in ids(exported) if k.split("/")[0] in ("CodeSystem", "ValueSet", "SearchParameter")
+    }
     assert ids(exported) - conformance == PUBLIC
 
 
@@ -371,7 +401,11 @@ def test_another_client_cannot_see_a_job(web: FlaskClient, admin: dict[str, str]
     found = manifest(web, status, admin)
     file_url = local(found["output"][0]["url"])
     other = Clients(app).headers()
-    for response in (web.get(status, headers=other), web.get(file_url, headers=other), web.delete(status, headers=other)):
+    for response in (
+        web.get(status, headers=other),
+        web.get(file_url, headers=other),
+        web.delete(status, headers=other),
+    ):
         assert response.status_code == 404
     for response in (web.get(status), web.get(file_url), web.delete(status)):
         assert response.status_code == 401 and response.headers["WWW-Authenticate"].startswith("Bearer")
@@ -398,9 +432,14 @@ def test_the_tokens_scopes_bound_the_types(web: FlaskClient, app: Flask) -> None
     assert refused.status_code == 403
 
 
-def test_the_audit_trail_is_exported_when_named_only(web: FlaskClient, admin: dict[str, str], app: Flask) -> None:
+def test_the_audit_trail_is_exported_when_named_only(
+    web: FlaskClient, admin: dict[str, str], app: Flask
+) -> None:
     changed = web.get("/fhir/Practitioner/pr-1", headers=admin).get_json()
-    assert web.put("/fhir/Practitioner/pr-1", json=changed | {"gender": "female"}, headers=admin).status_code == 200
+    assert (
+        web.put("/fhir/Practitioner/pr-1", json=changed | {"gender": "female"}, headers=admin).status_code
+        == 200
+    )
     assert "AuditEvent" not in {o["type"] for o in export(web, "/fhir/$export", admin)["output"]}
     found = export(web, "/fhir/$export?_type=AuditEvent", admin)
     assert [o["type"] for o in found["output"]] == ["AuditEvent"]

@@ -58,7 +58,9 @@ def lines(web: FlaskClient, url: str, headers: dict[str, str] | None = None) -> 
     return [orjson.loads(line) for line in response.get_data().splitlines()]
 
 
-def resources(web: FlaskClient, found: dict[str, Any], headers: dict[str, str] | None = None) -> dict[str, list[dict]]:
+def resources(
+    web: FlaskClient, found: dict[str, Any], headers: dict[str, str] | None = None
+) -> dict[str, list[dict]]:
     """Every exported resource, by type, checking each file's count and type."""
     out: dict[str, list[dict]] = {}
     for item in found["output"]:

@@ -24,13 +24,17 @@ KICK_OFF = "http://fhir.test/fhir/$export"
 
 @pytest.fixture
 def services(db_url: str, tmp_path: Path) -> Iterator[Services]:
-    built = build_services(Settings.from_env(database_url=db_url, load_demo=False, export_dir=tmp_path / "exports"))
+    built = build_services(
+        Settings.from_env(database_url=db_url, load_demo=False, export_dir=tmp_path / "exports")
+    )
     yield built
     built.engine.dispose()
 
 
 def _queue(services: Services, *types: str) -> jobs.ExportJob:
-    return jobs.create(services.engine, services.settings, SERVER, KICK_OFF, ExportRequest(types or ("Organization",)))
+    return jobs.create(
+        services.engine, services.settings, SERVER, KICK_OFF, ExportRequest(types or ("Organization",))
+    )
 
 
 def _status(services: Services, job: jobs.ExportJob) -> str:

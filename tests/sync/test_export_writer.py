@@ -88,13 +88,17 @@ def test_an_export_shows_the_directory_as_one_instant_left_it(app: Flask, tmp_pa
     with services.engine.begin() as conn:
         writes.create(services, conn, organization("org-1", "29"), "org-1", actor=SERVER)
     request = ExportRequest(("Organization", "HealthcareService"))
-    job = export_jobs.create(services.engine, services.settings, SERVER, "http://fhir.test/fhir/$export", request)
+    job = export_jobs.create(
+        services.engine, services.settings, SERVER, "http://fhir.test/fhir/$export", request
+    )
     written: list[str] = []
 
     def progress(text: str) -> bool:
         if not written:  # the export has begun: another client writes an offer now
             with services.engine.begin() as conn:
-                stored = writes.create(services, conn, service("hs-new", "org-1", "loc-x"), "hs-new", actor=SERVER)
+                stored = writes.create(
+                    services, conn, service("hs-new", "org-1", "loc-x"), "hs-new", actor=SERVER
+                )
             written.append(stored.res_id)
             assert stored.last_updated >= when_started
         return True
@@ -109,7 +113,11 @@ def test_an_export_shows_the_directory_as_one_instant_left_it(app: Flask, tmp_pa
     assert when_started <= when
     # The next export since that instant has what the first one could not show.
     later = export_jobs.create(
-        services.engine, services.settings, SERVER, "http://fhir.test/fhir/$export", ExportRequest(request.types, when)
+        services.engine,
+        services.settings,
+        SERVER,
+        "http://fhir.test/fhir/$export",
+        ExportRequest(request.types, when),
     )
     (tmp_path / "since").mkdir()
     _, files = write_export(services, later, tmp_path / "since", lambda text: True)
@@ -119,6 +127,8 @@ def test_an_export_shows_the_directory_as_one_instant_left_it(app: Flask, tmp_pa
 def test_an_export_stops_when_its_job_is_no_longer_wanted(app: Flask, tmp_path: Path) -> None:
     services = app.extensions["fhirsrv"]
     request = ExportRequest(("Organization",))
-    job = export_jobs.create(services.engine, services.settings, SERVER, "http://fhir.test/fhir/$export", request)
+    job = export_jobs.create(
+        services.engine, services.settings, SERVER, "http://fhir.test/fhir/$export", request
+    )
     with pytest.raises(Cancelled):
         write_export(services, job, tmp_path, lambda text: False)
