@@ -11,7 +11,7 @@ from waitress import create_server
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from fhirsrv.api import health, metrics, negotiation, outcome, request_facts, request_log
+from fhirsrv.api import bulk_export, health, metrics, negotiation, outcome, request_facts, request_log
 from fhirsrv.api.home import home
 from fhirsrv.api.routes import fhir
 from fhirsrv.errors import FhirError, Issue
@@ -34,6 +34,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["fhirsrv"] = services
     app.register_blueprint(fhir, url_prefix="/fhir")
+    bulk_export.install(app, services)  # $export, its status and files (fhirsrv/sync)
     app.register_blueprint(home)
     _observe(app, services)
 

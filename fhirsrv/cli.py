@@ -182,6 +182,9 @@ def serve(host: str, port: int, database: str | None, no_demo: bool, threads: in
     from fhirsrv.sync import delivery
 
     delivery.start(services)  # rest-hook Subscriptions, unless FHIRSRV_SUBSCRIPTION_DELIVERY is off
+    from fhirsrv.api.bulk_export import keep_exporting
+
+    keep_exporting(app)  # $export jobs left by a stopped process, and expired export files
     log.info(
         "fhirsrv serving http://%s:%s/fhir (database %s)", host, port, services.engine.url.render_as_string()
     )

@@ -199,9 +199,11 @@ class WorkerProcesses(BaseApplication):  # type: ignore[misc]
 def fhirsrv_worker(settings: Settings) -> AppFactory:
     """The app of one worker: built after the fork, with its background runner (the sweep and
     the mail delivery, when FHIRSRV_SWEEP_INTERVAL_SECONDS is set; one pass at a time across
-    the workers, workflow/runner.py) and its Subscriptions' delivery loop (sync/delivery.py)."""
+    the workers, workflow/runner.py), its Subscriptions' delivery loop (sync/delivery.py) and its
+    export worker (sync/export_runner.py)."""
 
     def build() -> Any:
+        from fhirsrv.api.bulk_export import keep_exporting
         from fhirsrv.app import create_app
         from fhirsrv.sync import delivery
         from fhirsrv.workflow import runner
@@ -209,6 +211,7 @@ def fhirsrv_worker(settings: Settings) -> AppFactory:
         app = create_app(settings)
         runner.start(app.extensions["fhirsrv"])
         delivery.start(app.extensions["fhirsrv"])  # one worker delivers at a time (sync/delivery.py)
+        keep_exporting(app)
         return app
 
     return build

@@ -97,9 +97,14 @@ VARIABLES: dict[str, str] = {
     "subscription_max_failures": "FHIRSRV_SUBSCRIPTION_MAX_FAILURES",
     "subscription_max_queued": "FHIRSRV_SUBSCRIPTION_MAX_QUEUED",
     "subscription_allowed_endpoints": "FHIRSRV_SUBSCRIPTION_ALLOWED_ENDPOINTS",
+    "export_dir": "FHIRSRV_EXPORT_DIR",
+    "export_ttl_seconds": "FHIRSRV_EXPORT_TTL_SECONDS",
+    "export_anonymous": "FHIRSRV_EXPORT_ANONYMOUS",
+    "export_file_lines": "FHIRSRV_EXPORT_FILE_LINES",
 }
 DATA_DIR_VARIABLE = "FHIRSRV_DATA_DIR"
 JWT_KEY_FILE_NAME = "jwt-signing-key.pem"
+EXPORT_DIR_NAME = "exports"
 
 # Values that would make no sense at 0 (a page of nothing, a token already expired...).
 AT_LEAST_ONE = frozenset(
@@ -136,6 +141,9 @@ AT_LEAST_ONE = frozenset(
         "subscription_max_failures",
         "subscription_max_queued",
         "subscription_max_retry_seconds",
+        # 0 would expire an export's files before its client could fetch them; a file of no line.
+        "export_ttl_seconds",
+        "export_file_lines",
     }
 )
 # Durations in seconds that may be fractions but not 0 (a loop without a pause, an HTTP call
@@ -297,6 +305,14 @@ class Settings:
     # are plain http or reach a loopback, private or link-local address: a receiver inside the
     # deployment's own network. Every other endpoint is https to a public address.
     subscription_allowed_endpoints: str = ""
+    # Bulk $export (fhirsrv/sync/): where the NDJSON files of the jobs are written (default: the
+    # data directory's exports/), how long a job and its files are kept once finished, whether
+    # anonymous callers may export (the public view only), and the lines of one file (a type with
+    # more is split into several files).
+    export_dir: Path = PROJECT_ROOT / "var" / EXPORT_DIR_NAME
+    export_ttl_seconds: int = 86_400
+    export_anonymous: bool = False
+    export_file_lines: int = 100_000
 
     def __post_init__(self) -> None:
         """Check every field, so an override or a direct construction is as strict as the environment."""
@@ -338,6 +354,7 @@ class Settings:
         values = _read_environment(env)
         values.setdefault("database_url", default_sqlite_url(_data_dir(env)))
         values.setdefault("jwt_key_file", _data_dir(env) / JWT_KEY_FILE_NAME)
+        values.setdefault("export_dir", _data_dir(env) / EXPORT_DIR_NAME)
         return cls(**values).overridden(**overrides)
 
     def overridden(self, **overrides: object) -> Settings:

@@ -29,7 +29,7 @@ from fhirsrv.storage.engine import engine_for, read_transaction, write_transacti
 from fhirsrv.storage.jsonfmt import loads
 from fhirsrv.storage.migrate import ensure_schema
 from fhirsrv.storage.repository import StoredResource
-from fhirsrv.sync import subscriptions
+from fhirsrv.sync import export_ops, subscriptions
 from fhirsrv.terminology import closure
 from fhirsrv.terminology.valueset import ValueSetExpander
 from fhirsrv.validation import profile_issues_hook
@@ -37,7 +37,7 @@ from fhirsrv.validation.codes import stored_terminology
 from fhirsrv.workflow import operations as workflow_ops
 
 # The modules whose @operation functions the server offers.
-OPERATION_MODULES = (terminology_ops, validate_op, workflow_ops)
+OPERATION_MODULES = (terminology_ops, validate_op, workflow_ops, export_ops)
 ADMIN_ROLES = (Role.REGIONAL_ADMIN, Role.TERRITORIAL_ADMIN, Role.SERVER)
 
 

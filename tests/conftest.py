@@ -40,6 +40,19 @@ def _signing_key_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None
         os.environ[variable] = before
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _export_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The bulk export files of every app the tests build (FHIRSRV_EXPORT_DIR), likewise."""
+    variable = "FHIRSRV_EXPORT_DIR"
+    before = os.environ.get(variable)
+    os.environ[variable] = str(tmp_path_factory.mktemp("exports"))
+    yield
+    if before is None:
+        os.environ.pop(variable, None)
+    else:
+        os.environ[variable] = before
+
+
 def _pg_schema_url(worker: str) -> tuple[str, str]:
     # The pid keeps concurrent runs on one server (developers, CI) out of each other's way.
     schema = f"fhirsrv_test_{worker}_{os.getpid()}"

@@ -391,3 +391,32 @@ def test_workers_default_to_one_process_and_parse() -> None:
 def test_a_bad_worker_count_is_an_error(value: str) -> None:
     with pytest.raises(SettingsError, match="FHIRSRV_WORKERS"):
         from_env(FHIRSRV_WORKERS=value)
+
+
+def test_export_settings_default_and_parse() -> None:
+    settings = from_env()
+    assert settings.export_dir == Path("/nonexistent/exports")  # beside the data directory's database
+    assert (settings.export_ttl_seconds, settings.export_anonymous, settings.export_file_lines) == (86_400, False, 100_000)
+    settings = from_env(
+        FHIRSRV_EXPORT_DIR="/srv/exports",
+        FHIRSRV_EXPORT_TTL_SECONDS="3600",
+        FHIRSRV_EXPORT_ANONYMOUS="on",
+        FHIRSRV_EXPORT_FILE_LINES="5000",
+    )
+    assert settings.export_dir == Path("/srv/exports") and settings.export_ttl_seconds == 3600
+    assert settings.export_anonymous is True and settings.export_file_lines == 5000
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        # Files expired before a client could fetch them; files of no line at all.
+        ("FHIRSRV_EXPORT_TTL_SECONDS", "0"),
+        ("FHIRSRV_EXPORT_TTL_SECONDS", "1d"),
+        ("FHIRSRV_EXPORT_FILE_LINES", "0"),
+        ("FHIRSRV_EXPORT_ANONYMOUS", "public"),
+    ],
+)
+def test_export_settings_that_cannot_be_used_are_errors(variable: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=variable):
+        from_env(**{variable: value})

@@ -3,10 +3,12 @@ _elements, and the ETag / Last-Modified / Location headers."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import orjson
-from flask import Request, Response
+from flask import Request, Response, current_app
 from werkzeug.http import http_date, parse_date
 
 from fhirsrv.errors import NotAcceptable, UnsupportedMediaType
@@ -19,6 +21,24 @@ _JSON_FORMATS = {"json", "application/json", "application/fhir+json", "applicati
 _XML_FORMATS = {"xml", "application/xml", "application/fhir+xml", "application/xml+fhir", "text/xml"}
 _ANY = {"*/*", "application/*", "text/html", "text/*"}
 PATCH_JSON = "application/json-patch+json"
+_PRODUCES = "fhirsrv_produces"
+View = TypeVar("View", bound=Callable[..., object])
+
+
+def produces(*mimetypes: str) -> Callable[[View], View]:
+    """Marks a view that answers in other formats besides FHIR JSON (the NDJSON files of a
+    bulk export): an Accept naming one of them is not refused with 406 there."""
+
+    def mark(view: View) -> View:
+        setattr(view, _PRODUCES, frozenset(m.lower() for m in mimetypes))
+        return view
+
+    return mark
+
+
+def _produced_by_view(request: Request) -> frozenset[str]:
+    view = current_app.view_functions.get(request.endpoint or "")
+    return getattr(view, _PRODUCES, frozenset())
 
 
 @dataclass(frozen=True)
@@ -41,8 +61,9 @@ def check_accept(request: Request) -> None:
     accept = request.accept_mimetypes
     if not accept or not list(accept.values()):
         return
+    also = _produced_by_view(request)
     for mimetype, quality in accept:
-        if quality > 0 and (mimetype.lower() in _JSON_FORMATS or mimetype.lower() in _ANY):
+        if quality > 0 and (mimetype.lower() in _JSON_FORMATS or mimetype.lower() in _ANY or mimetype.lower() in also):
             return
     raise NotAcceptable(
         f"Accept '{request.headers.get('Accept')}' names no format this server produces (application/fhir+json)"

@@ -529,6 +529,18 @@ class SearchEngine:
             rids = [r for (r,) in conn.execute(filtered.order_by(resource.c.rid).limit(limit))]
         return repository.get_many(conn, rids)
 
+    def conditions_for(
+        self, conn: Connection, res_type: str, params: list[tuple[str, str]], scope: ReadScope
+    ) -> list[ColumnElement[bool]]:
+        """The conditions on `resource.rid` that a search of `res_type` with `params` applies:
+        its criteria (strict: unknown parameters are errors) and the caller's read scope, for a
+        caller that reads the matching rows its own way (bulk export walks them in rid order).
+        The same compiler as every search, so a filter means here what it means in a search."""
+        self.ensure_current(conn)
+        request = self.prepare(res_type, params, strict=True)
+        with _within_database_limits():
+            return self._conditions(conn, request, scope)
+
 
     def matching(
         self,

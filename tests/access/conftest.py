@@ -54,6 +54,8 @@ def directory(
     found = Directory(app)
     found.populate()
     yield found
+    for other in found.other_apps.values():
+        other.extensions["fhirsrv"].engine.dispose()
     found.services.engine.dispose()
     if schema is not None:
         admin = make_engine(PG_URL)

@@ -293,6 +293,17 @@ class Directory:
         self.services = app.extensions["fhirsrv"]
         self._headers: dict[str, dict[str, str]] = {}
         self._subscriptions: dict[str, str] = {}
+        # Apps on the same database with other settings (`app_with`), disposed with the fixture.
+        self.other_apps: dict[str, Flask] = {}
+
+    def app_with(self, **overrides: object) -> Flask:
+        """An app on the fixture's database with these settings changed (made once)."""
+        key = repr(sorted(overrides.items()))
+        if key not in self.other_apps:
+            from fhirsrv.app import create_app
+
+            self.other_apps[key] = create_app(self.services.settings.overridden(**overrides))
+        return self.other_apps[key]
 
     def populate(self) -> None:
         with self.services.engine.begin() as conn:

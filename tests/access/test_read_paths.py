@@ -17,7 +17,8 @@ import pytest
 
 from fhirsrv.interactions.operations import OperationRegistry
 from fhirsrv.wiring import OPERATION_MODULES
-from tests.access.directory import ENTRIES, GOVERNED, OFFER_KIND, PRINCIPALS, Directory, Entry, Who
+from tests.access.directory import ENTRIES, FHIR, GOVERNED, OFFER_KIND, PRINCIPALS, Directory, Entry, Who
+from tests.sync import exports
 
 ReadPath = Callable[[Directory, Who], None]
 READ_PATHS: dict[str, ReadPath] = {}
@@ -556,6 +557,70 @@ def subscriptions(d: Directory, who: Who) -> None:
     assert _subscription_ids(history) == (mine if who.may("Subscription", "r") else set()), who.name
 
 
+# ---------------------------------------------------------------------------------- $export
+_EXPORT_ROUTES = (
+    ("bulk.system_export", "GET"),
+    ("bulk.system_export", "POST"),
+    ("bulk.type_export", "GET"),
+    ("bulk.type_export", "POST"),
+    ("bulk.export_status", "GET"),
+    ("bulk.export_status", "DELETE"),
+    ("bulk.export_file", "GET"),
+)
+
+
+def _exported(web: Any, found: dict[str, Any], headers: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for item in found["output"]:
+        response = web.get(exports.local(item["url"]), headers=headers)
+        assert response.status_code == 200
+        out.setdefault(item["type"], []).extend(orjson.loads(line) for line in response.get_data().splitlines())
+    return out
+
+
+@row("bulk $export, its status and files", *_EXPORT_ROUTES)
+def bulk_export(d: Directory, who: Who) -> None:
+    """An export holds what the caller's search shows, no more; its status and files are its
+    caller's only (another client: 404, no token: 401)."""
+    headers = d.headers(who)
+    if who.role is None:
+        refused = d.web.get("/fhir/$export", headers=exports.ASYNC)
+        assert refused.status_code == 401 and refused.headers["WWW-Authenticate"].startswith("Bearer")
+        web = d.app_with(export_anonymous=True).test_client()  # FHIRSRV_EXPORT_ANONYMOUS=on
+        headers = {}
+    else:
+        web = d.web
+    allowed = [t for t in GOVERNED if who.may(t, "s")]
+    status = exports.kick_off(web, f"/fhir/$export?_type={','.join(allowed)}", headers)
+    found = exports.manifest(web, status, headers)
+    assert found["requiresAccessToken"] is (who.role is not None)
+    exported = _exported(web, found, headers)
+    for res_type in GOVERNED:
+        expected = searched(who, res_type) if res_type in allowed else set()
+        assert exports.ids(exported, res_type) == expected, (who.name, res_type)
+    assert_no_hidden_content(orjson.dumps(exported).decode(), who)
+    # At type level, and by POST, the same.
+    if who.may("HealthcareService", "s"):
+        by_type = exports.export(web, "/fhir/HealthcareService/$export", headers)
+        assert exports.ids(_exported(web, by_type, headers)) == searched(who, "HealthcareService"), who.name
+        body = {"resourceType": "Parameters", "parameter": [{"name": "_type", "valueString": "HealthcareService"}]}
+        posted = exports.export(
+            web, "/fhir/$export", {**headers, "Content-Type": FHIR}, method="POST", json=body
+        )
+        assert exports.ids(_exported(web, posted, headers)) == searched(who, "HealthcareService"), who.name
+    # Nobody else reads the job; a token-less caller is asked for one. An anonymous job's URLs
+    # are its only key (requiresAccessToken: false).
+    if who.role is not None:
+        other = d.headers(next(p for p in PRINCIPALS if p.name != who.name and p.role is not None))
+        files = [exports.local(o["url"]) for o in found["output"]]
+        for url in [status, *files]:
+            assert d.web.get(url, headers=other).status_code == 404, (who.name, url)
+            assert d.web.get(url).status_code == 401, (who.name, url)
+        assert d.web.delete(status, headers=other).status_code == 404
+    assert web.delete(status, headers=headers).status_code == 202
+    assert web.get(status, headers=headers).status_code == 404
+
+
 # Every registered operation, and how it is covered: by a row, or why it returns no stored
 # entry of the directory (terminology content is public conformance data; the registry's
 # invoke() checks read access on its type and instance for all of them alike).
@@ -575,6 +640,7 @@ OPERATIONS = {
     "attest": "procedure operations on an instance",
     "apply": "procedure application and confirmation",
     "confirm": "procedure application and confirmation",
+    "export": "bulk $export, its status and files",
 }
 # URL rules that return no stored resource.
 NOT_READS = {
@@ -594,6 +660,8 @@ NOT_READS = {
     ("fhir.instance", "PUT"): "write (test_write_paths.py)",
     ("fhir.instance", "PATCH"): "write (test_write_paths.py)",
     ("fhir.instance", "DELETE"): "write (test_write_paths.py)",
+    ("bulk.group_export", "GET"): "refused whoever asks: no Group in the directory (tests/api/test_bulk_export.py)",
+    ("bulk.group_export", "POST"): "refused whoever asks: no Group in the directory (tests/api/test_bulk_export.py)",
 }
 
 

@@ -8,6 +8,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine
 
 import fhirsrv.auth.tables  # noqa: F401  (its tables hang on the same metadata)
+import fhirsrv.sync.export_tables  # noqa: F401  (likewise)
 import fhirsrv.sync.tables  # noqa: F401  (likewise)
 import fhirsrv.workflow.tables  # noqa: F401  (likewise)
 from fhirsrv.storage.migrate import alembic_config, current, ensure_schema, upgrade

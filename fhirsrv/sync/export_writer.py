@@ -1,0 +1,232 @@
+"""Writes one `$export` job's NDJSON files, streaming from the database in constant memory.
+
+One read transaction holds the whole export, so every file shows the directory as one instant
+left it (the manifest's transactionTime): on PostgreSQL a REPEATABLE READ, READ ONLY
+transaction (its snapshot is taken at its first statement and kept to its end), on SQLite a
+read transaction, which WAL keeps on one snapshot while writers go on.
+
+Each type's rows are read in rid order in keyset chunks (`rid > last ORDER BY rid LIMIT n`),
+fetched through a server-side cursor, and their stored JSON — which already carries
+meta.versionId and meta.lastUpdated, as a read serves it — is written as it is, one line each.
+Nothing holds more than a chunk: memory does not grow with the directory (bench/export_bench.py
+measures the process's peak RSS).
+
+Which rows: exactly those a search of the type by the job's caller would match. The read scope
+(services.policy.scope) and each `_typeFilter` are compiled by the search engine
+(SearchEngine.conditions_for) into conditions on the row, as for a search page; `_since` keeps
+the rows written at or after it (at: a write stamped at that very instant is not lost).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import parse_qsl
+
+from sqlalchemy import ColumnElement, Connection, Engine, and_, or_, select, true
+
+from fhirsrv.interactions.context import Services
+from fhirsrv.storage.jsonfmt import dumps, format_instant, loads, utcnow
+from fhirsrv.storage.schema import live, resource
+from fhirsrv.sync.export_jobs import ExportFile, ExportJob
+from fhirsrv.sync.export_request import EXPORT_ORDER
+
+# Rows per keyset query, and rows the driver fetches at a time within it: a chunk is a few MB
+# of JSON at most, and a query short enough for the statement timeout at any size.
+CHUNK_ROWS = 2000
+FETCH_ROWS = 500
+# Through a server-side cursor on PostgreSQL (psycopg's named cursor), FETCH_ROWS at a time.
+_STREAMED = {"stream_results": True, "yield_per": FETCH_ROWS}
+# The job's progress (X-Progress) and whether it was cancelled are checked this often.
+PROGRESS_EVERY_SECONDS = 1.0
+
+
+class Cancelled(Exception):
+    """The job was cancelled while it ran (DELETE on its status URL)."""
+
+
+# Called with the progress text; False means the job is no longer wanted.
+Progress = Callable[[str], bool]
+
+
+@contextmanager
+def snapshot(engine: Engine) -> Iterator[Connection]:
+    """A read transaction that sees one instant of the database from its first statement on."""
+    with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            conn = conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+        with conn.begin():
+            yield conn
+
+
+class _Files:
+    """The NDJSON files of one kind and type: a new file every `lines` lines."""
+
+    def __init__(self, folder: Path, kind: str, res_type: str, prefix: str, lines: int) -> None:
+        self.folder, self.kind, self.res_type, self.prefix, self.lines = folder, kind, res_type, prefix, lines
+        self.done: list[ExportFile] = []
+        self._out: IO[bytes] | None = None
+        self._name = ""
+        self._count = 0
+
+    def write(self, line: bytes) -> None:
+        if self._out is None or self._count >= self.lines:
+            self._close()
+            self._name = f"{self.prefix}-{len(self.done) + 1}.ndjson"
+            self._out = open(self.folder / self._name, "wb", buffering=1 << 20)  # noqa: SIM115
+            self._count = 0
+        self._out.write(line)
+        self._out.write(b"\n")
+        self._count += 1
+
+    def _close(self) -> None:
+        if self._out is None:
+            return
+        self._out.flush()
+        os.fsync(self._out.fileno())  # a manifest never lists a file a crash could leave half-written
+        self._out.close()
+        self.done.append(ExportFile(self.kind, self.res_type, self._name, self._count))
+        self._out = None
+
+    def close(self) -> list[ExportFile]:
+        self._close()
+        return self.done
+
+
+def _line(content: str) -> bytes:
+    """The stored JSON as one line. It is written compact (orjson escapes newlines in strings);
+    should a row ever hold a raw newline, it is re-encoded rather than break the file."""
+    return content.encode() if "\n" not in content else dumps(loads(content)).encode()
+
+
+def _type_condition(
+    services: Services, conn: Connection, job: ExportJob, res_type: str, scope: Any
+) -> list[ColumnElement[bool]]:
+    """The row conditions of one type: the caller's read scope, and its filters OR-ed."""
+    engine = services.search
+    filters = job.request.type_filters.get(res_type)
+    if not filters:
+        return engine.conditions_for(conn, res_type, [], scope)
+    # Each filter's conditions carry the scope too: a row is exported when one filter, as
+    # the caller's search, matches it.
+    alternatives = [
+        and_(*engine.conditions_for(conn, res_type, parse_qsl(q, keep_blank_values=True), scope))
+        for q in filters
+    ]
+    return [or_(*alternatives)]
+
+
+def write_export(
+    services: Services, job: ExportJob, folder: Path, progress: Progress
+) -> tuple[datetime, list[ExportFile]]:
+    """Write the job's files into `folder`; returns the snapshot's instant and the files.
+    Raises Cancelled when `progress` says the job is no longer wanted."""
+    settings = services.settings
+    scope = services.policy.scope(job.principal)
+    files: list[ExportFile] = []
+    written = 0
+    last_report = time.monotonic()
+
+    def report(text: str, *, force: bool = False) -> None:
+        nonlocal last_report
+        if force or time.monotonic() - last_report >= PROGRESS_EVERY_SECONDS:
+            last_report = time.monotonic()
+            if not progress(text):
+                raise Cancelled(job.id)
+
+    with snapshot(services.engine) as conn:
+        # Taken before the snapshot: a write committed between the two is in the files and, its
+        # lastUpdated being later than this, in the next `_since=transactionTime` export as well
+        # (written twice, never lost). What no instant can cover: a write stamps lastUpdated
+        # before it commits, so one stamped before this and committed after the snapshot (a long
+        # transaction: a `fhirsrv load`, a large transaction Bundle) is in neither this export
+        # nor the next `_since` one. The README's recipe says so (a full export after a load).
+        transaction_time = utcnow()
+        conn.execute(select(resource.c.rid).limit(1)).all()  # the snapshot starts here
+        services.search.ensure_current(conn)
+        for position, res_type in enumerate(job.request.types, 1):
+            report(
+                f"{res_type} ({position} of {len(job.request.types)} types): {written} resources written",
+                force=True,
+            )
+            conditions = _type_condition(services, conn, job, res_type, scope)
+            if job.request.since is not None:
+                conditions.append(resource.c.last_updated >= job.request.since)
+            prefix = f"{EXPORT_ORDER.index(res_type) + 1:02d}-{res_type}"
+            out = _Files(folder, "output", res_type, prefix, settings.export_file_lines)
+            for content in _rows(conn, res_type, conditions):
+                out.write(_line(content))
+                written += 1
+                if written % FETCH_ROWS == 0:
+                    report(
+                        f"{res_type} ({position} of {len(job.request.types)} types): {written} resources written"
+                    )
+            files += out.close()
+        if job.request.since is not None and job.principal.sees_everything:
+            files += _deleted(conn, folder, job, settings.export_file_lines)
+    if job.request.issues:
+        files += _issues(folder, job)
+    report(f"{written} resources written", force=True)
+    return transaction_time, files
+
+
+def _rows(conn: Connection, res_type: str, conditions: list[ColumnElement[bool]]) -> Iterator[str]:
+    """The stored JSON of the type's live matching rows, in rid order, a chunk at a time."""
+    after: int | None = None
+    while True:
+        query = select(resource.c.rid, resource.c.content).where(
+            resource.c.res_type == res_type, live(resource), *conditions
+        )
+        if after is not None:
+            query = query.where(resource.c.rid > after)
+        result = conn.execute(query.order_by(resource.c.rid).limit(CHUNK_ROWS), execution_options=_STREAMED)
+        count = 0
+        for rid, content in result:
+            count += 1
+            after = rid
+            yield content
+        if count < CHUNK_ROWS:
+            return
+
+
+def _deleted(conn: Connection, folder: Path, job: ExportJob, lines: int) -> list[ExportFile]:
+    """Resources deleted at or after `_since`, as the IG's `deleted` files: one transaction
+    Bundle a line, its entry a DELETE of the resource. For callers that see everything only: a
+    deleted entry keeps no visibility of its own to judge another caller by (the policy fails
+    closed), and entries leave this directory by delisting anyway, which every reader with a
+    right to know sees as a change of the entry itself."""
+    out = _Files(folder, "deleted", "Bundle", "deleted", lines)
+    query = (
+        select(resource.c.res_type, resource.c.res_id, resource.c.last_updated)
+        .where(
+            resource.c.deleted == true(),
+            resource.c.res_type.in_(job.request.types),
+            resource.c.last_updated >= job.request.since,
+        )
+        .order_by(resource.c.rid)
+    )
+    for res_type, res_id, when in conn.execute(query, execution_options=_STREAMED):
+        bundle = {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "meta": {"lastUpdated": format_instant(when)},
+            "entry": [{"request": {"method": "DELETE", "url": f"{res_type}/{res_id}"}}],
+        }
+        out.write(dumps(bundle).encode())
+    return out.close()
+
+
+def _issues(folder: Path, job: ExportJob) -> list[ExportFile]:
+    """What lenient handling ignored, as one OperationOutcome in the manifest's `error` array."""
+    out = _Files(folder, "error", "OperationOutcome", "errors", 1)
+    out.write(
+        dumps(
+            {"resourceType": "OperationOutcome", "issue": [i.to_fhir() for i in job.request.issues]}
+        ).encode()
+    )
+    return out.close()
