@@ -23,7 +23,7 @@ from fhirsrv.access.principal import Principal
 from fhirsrv.errors import BadRequest, Forbidden, Issue
 from fhirsrv.interactions.context import Services
 from fhirsrv.interactions.instants import parse_instant
-from fhirsrv.resource_types import SUPPORTED_TYPES
+from fhirsrv.resource_types import OWNED_TYPES, SUPPORTED_TYPES
 from fhirsrv.search.parameters import CONTROL
 from fhirsrv.storage.engine import read_transaction
 from fhirsrv.storage.jsonfmt import format_instant
@@ -44,6 +44,7 @@ EXPORT_ORDER = (
     "Practitioner",
     "HealthcareService",
     "PractitionerRole",
+    "Subscription",
     "AuditEvent",
 )
 assert sorted(EXPORT_ORDER) == sorted(SUPPORTED_TYPES), "every served type has its place in an export"
@@ -158,10 +159,12 @@ def _since(values: list[str]) -> datetime | None:
 
 def _searchable_by_default(principal: Principal, res_type: str) -> bool:
     """The types an export without `_type` holds: every type the caller may search, but the
-    audit trail, which is exported only when `_type` names it: it is the server's record of
-    its writes, not directory content, it grows with every write, and `fhirsrv load` does not
-    take it back (AuditEvents are written by the server only)."""
-    return res_type not in AUDIT_TYPES and principal.may(res_type, "s")
+    audit trail and the caller's own Subscriptions, exported only when `_type` names them. The
+    audit trail is the server's record of its writes, not directory content, it grows with
+    every write, and `fhirsrv load` does not take it back (AuditEvents are written by the
+    server only); a Subscription is a client's own delivery settings, not directory content,
+    and loading it elsewhere would make the loader its owner."""
+    return res_type not in AUDIT_TYPES and res_type not in OWNED_TYPES and principal.may(res_type, "s")
 
 
 def _types(
