@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -76,7 +77,9 @@ class Server:
 
     def __init__(self, url: str) -> None:
         self.port = _free_port()
-        self.proc = subprocess.Popen([sys.executable, str(HERE / "_server.py"), url, str(self.port), "100", "auth"])
+        # Tokens that outlive a sync (one of 1M resources takes longer than the default 5 minutes).
+        env = {**os.environ, "FHIRSRV_TOKEN_LIFETIME": "3600"}
+        self.proc = subprocess.Popen([sys.executable, str(HERE / "_server.py"), url, str(self.port), "100", "auth"], env=env)
         _wait(self.port, self.proc)
         self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=300)
 
