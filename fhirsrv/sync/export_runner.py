@@ -33,7 +33,7 @@ from fhirsrv.sync.export_writer import Cancelled, write_export
 log = logging.getLogger("fhirsrv.export")
 # The export lock: its PostgreSQL advisory key (the sweep's is 7414, the runner's 7415) and its
 # SQLite lock file (`<database>.export.lock`).
-LOCK_KEY = 7_416
+LOCK_KEY = 7_418
 LOCK_NAME = "export"
 # How often a serving process looks for work nobody announced, and for expired jobs.
 IDLE_SECONDS = 60.0
