@@ -23,7 +23,7 @@ from fhirsrv.access.principal import Principal
 from fhirsrv.errors import BadRequest, Forbidden, Issue
 from fhirsrv.interactions.context import Services
 from fhirsrv.interactions.instants import parse_instant
-from fhirsrv.resource_types import SUPPORTED_TYPES
+from fhirsrv.resource_types import OWNED_TYPES, SUPPORTED_TYPES
 from fhirsrv.search.parameters import CONTROL
 from fhirsrv.storage.engine import read_transaction
 from fhirsrv.storage.jsonfmt import format_instant
@@ -46,7 +46,10 @@ EXPORT_ORDER = (
     "PractitionerRole",
     "AuditEvent",
 )
-assert sorted(EXPORT_ORDER) == sorted(SUPPORTED_TYPES), "every served type has its place in an export"
+# A Subscription belongs to the client that wrote it and holds the headers sent to its
+# receiver (access/owners.py): it is no directory content, and no export holds one.
+EXPORTED_TYPES = tuple(t for t in SUPPORTED_TYPES if t not in OWNED_TYPES)
+assert sorted(EXPORT_ORDER) == sorted(EXPORTED_TYPES), "every exported type has its place in an export"
 
 # The Bulk Data IG's spellings of NDJSON, the only format offered.
 OUTPUT_FORMATS = ("application/fhir+ndjson", "application/ndjson", "ndjson")
@@ -184,6 +187,13 @@ def _types(
         named = [t for t in named if t in SUPPORTED_TYPES]
         if not named and values:
             raise BadRequest(f"{message}, and no other")
+    owned = [t for t in dict.fromkeys([*named, level_type]) if t in OWNED_TYPES]
+    if owned:
+        raise BadRequest(
+            f"{', '.join(owned)} resources are not exported: each belongs to the client that wrote it "
+            "(read or search your own instead)",
+            code="not-supported",
+        )
     if level_type is not None:
         others = [t for t in named if t != level_type]
         if others:

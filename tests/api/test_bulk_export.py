@@ -115,6 +115,9 @@ def test_the_kick_off_needs_prefer_respond_async(web: FlaskClient, admin: dict[s
         "/fhir/$export?_type=Organization&_typeFilter=HealthcareService?name=x",
         "/fhir/$export?_typeFilter=HealthcareService?_lastUpdated=gt2026-02-30",
         "/fhir/HealthcareService/$export?_type=Organization",
+        "/fhir/$export?_type=Subscription",
+        "/fhir/$export?_type=Organization,Subscription",
+        "/fhir/Subscription/$export",
     ],
 )
 def test_bad_parameters_are_refused_with_an_outcome(
