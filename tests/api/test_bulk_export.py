@@ -202,6 +202,11 @@ def test_a_type_level_export_holds_that_type(web: FlaskClient, admin: dict[str, 
     assert found["request"] == "http://fhir.test/fhir/HealthcareService/$export"
 
 
+def test_an_early_since_is_an_instant_like_any_other(web: FlaskClient, admin: dict[str, str]) -> None:
+    found = export(web, "/fhir/HealthcareService/$export?_since=0001-01-01T00:00:00Z", admin)
+    assert ids(resources(web, found, admin)) == {k for k in EVERYTHING if k.startswith("HealthcareService/")}
+
+
 def test_a_post_kick_off_takes_parameters(web: FlaskClient, admin: dict[str, str]) -> None:
     body = {
         "resourceType": "Parameters",
