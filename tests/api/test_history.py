@@ -80,3 +80,13 @@ def test_an_early_since_comes_back_as_an_instant_a_client_can_pass_again(client)
     assert page["meta"]["lastUpdated"] == "0001-01-01T00:00:00.000+00:00"
     again = client.get("/fhir/Organization/_history", query_string={"_since": page["meta"]["lastUpdated"]})
     assert again.status_code == 200 and [e["resource"]["name"] for e in again.get_json()["entry"]] == ["Un"]
+
+
+def test_a_since_pasted_unencoded_is_read_as_its_offset(client):
+    """`_history?_since=…+00:00` typed into a URL: the '+' arrives as a space."""
+    first = post(client, org("Un")).get_json()
+    stamp = first["meta"]["lastUpdated"]
+    assert "+" in stamp
+    pasted = client.get("/fhir/Organization/_history?_since=" + stamp.replace("+", "%20"))
+    assert pasted.status_code == 200, pasted.get_json()
+    assert [e["resource"]["name"] for e in pasted.get_json()["entry"]] == ["Un"]
