@@ -358,6 +358,15 @@ def test_a_job_left_running_by_a_dead_process_is_written_again(apps: AppFactory)
     assert job is not None and job.attempts == 2
 
 
+def test_writes_go_on_while_an_export_runs(web: FlaskClient, admin: dict[str, str], app: Flask) -> None:
+    """A job holds the export lock for its whole run: no write may wait for it."""
+    with _held(app):
+        created = web.post(
+            "/fhir/Organization", json={"resourceType": "Organization", "name": "Pendant l'export"}, headers=admin
+        )
+        assert created.status_code == 201, created.get_json()
+
+
 def test_a_job_that_cannot_run_fails_with_an_outcome(
     web: FlaskClient, admin: dict[str, str], app: Flask
 ) -> None:

@@ -95,3 +95,27 @@ def test_an_in_memory_database_locks_within_its_process() -> None:
 def _try(engine: Engine) -> bool:
     with one_at_a_time(engine, NAME, KEY) as mine:
         return mine
+
+
+def test_every_lock_of_the_server_has_its_own_postgresql_key() -> None:
+    """Two locks sharing an advisory key exclude each other's work: the export worker once
+    shared the change log's, and every write waited for a running export to end."""
+    from fhirsrv import cli_db
+    from fhirsrv.interactions import identifiers, load, reindex
+    from fhirsrv.storage import changes
+    from fhirsrv.sync import delivery, export_runner
+    from fhirsrv.workflow import runner, sweep
+
+    keys = {
+        "change log": changes.LOCK_KEY,
+        "export": export_runner.LOCK_KEY,
+        "subscription delivery": delivery.LOCK_KEY,
+        "procedure runner": runner.LOCK_KEY,
+        "sweep": sweep.LOCK_KEY,
+        "db upgrade": cli_db.UPGRADE_LOCK_KEY,
+        "identifier fill": identifiers.FILL_LOCK_KEY,
+        "reindex": reindex.REINDEX_LOCK_KEY,
+        "first load": load.FIRST_LOAD_LOCK_KEY,
+    }
+    shared = {k: [n for n, v in keys.items() if v == k] for k in keys.values()}
+    assert {k: names for k, names in shared.items() if len(names) > 1} == {}
