@@ -36,7 +36,7 @@ Key = store.Key
 # pending; delisted or withdrawn, still readable by id): from then on it may be cited.
 SHOWN = ("public", "retired")
 # The PostgreSQL advisory lock of the start-up fill (with the schema's hash, as the sweep's).
-FILL_LOCK_KEY = 7_417
+FILL_LOCK_KEY = 7_418  # not 7415: the procedure runner's
 
 
 class IdentifierTaken(Conflict):

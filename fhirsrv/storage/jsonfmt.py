@@ -38,5 +38,10 @@ def later_than(previous: datetime | None, now: datetime) -> datetime:
 
 
 def format_instant(value: datetime) -> str:
-    """FHIR instant in UTC with milliseconds: 2026-11-22T18:49:58.123+00:00."""
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}+00:00"
+    """FHIR instant in UTC with milliseconds: 2026-11-22T18:49:58.123+00:00. The year is
+    written with four digits whatever it is (strftime's %Y drops leading zeros on glibc, and
+    a `_since=0001-01-01T00:00:00Z` came back as '1-01-01…', which is no instant)."""
+    return (
+        f"{value.year:04d}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:{value.minute:02d}:"
+        f"{value.second:02d}.{value.microsecond // 1000:03d}+00:00"
+    )

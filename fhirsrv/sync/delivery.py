@@ -56,7 +56,7 @@ from fhirsrv.sync.tables import subscription_event, subscription_state
 log = logging.getLogger("fhirsrv.subscriptions")
 
 # The loop's lock: its PostgreSQL advisory key and its SQLite lock file (storage/locks.py).
-LOCK_KEY = 7_419
+LOCK_KEY = 7_421  # not 7420: `fhirsrv db upgrade`'s
 LOCK_NAME = "subscriptions"
 # Events in one notification: a receiver back after an outage catches up in few requests.
 BATCH_EVENTS = 100

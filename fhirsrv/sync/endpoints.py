@@ -6,7 +6,8 @@ deployment's network. Without rules, any client could make it reach what only th
 a database's HTTP port on loopback, a cloud's metadata service (169.254.169.254), an admin page
 on the private network. So an endpoint must be:
 - https, to a host whose every address is public (not loopback, private, link-local, shared,
-  multicast, unspecified or reserved; an IPv4 address written as IPv6 is judged as IPv4);
+  multicast, unspecified or reserved; an IPv4 address written as IPv6, mapped or 6to4, is
+  judged as IPv4);
 - or on an origin the operator allows (FHIRSRV_SUBSCRIPTION_ALLOWED_ENDPOINTS, e.g. a
   receiver on the deployment's own network, or a test's on loopback), in http or https.
 A name is resolved when the Subscription is written (a refusal says so at once) and again at
@@ -121,6 +122,10 @@ def refused_address(text: str) -> str | None:
         return "an address that is not one"
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
+    elif isinstance(address, ipaddress.IPv6Address) and address.sixtofour is not None:
+        # 6to4 (2002::/16) carries an IPv4 address its relay reaches: 2002:a9fe:a9fe:: is
+        # 169.254.169.254 for a host that routes 6to4, and the standard library finds it global.
+        address = address.sixtofour
     if address.is_loopback:
         return f"a loopback address ({address})"
     if address.is_unspecified:

@@ -44,10 +44,12 @@ EXPORT_ORDER = (
     "Practitioner",
     "HealthcareService",
     "PractitionerRole",
-    "Subscription",
     "AuditEvent",
 )
-assert sorted(EXPORT_ORDER) == sorted(SUPPORTED_TYPES), "every served type has its place in an export"
+# A Subscription belongs to the client that wrote it and holds the headers sent to its
+# receiver (access/owners.py): it is no directory content, and no export holds one.
+EXPORTED_TYPES = tuple(t for t in SUPPORTED_TYPES if t not in OWNED_TYPES)
+assert sorted(EXPORT_ORDER) == sorted(EXPORTED_TYPES), "every exported type has its place in an export"
 
 # The Bulk Data IG's spellings of NDJSON, the only format offered.
 OUTPUT_FORMATS = ("application/fhir+ndjson", "application/ndjson", "ndjson")
@@ -159,12 +161,10 @@ def _since(values: list[str]) -> datetime | None:
 
 def _searchable_by_default(principal: Principal, res_type: str) -> bool:
     """The types an export without `_type` holds: every type the caller may search, but the
-    audit trail and the caller's own Subscriptions, exported only when `_type` names them. The
-    audit trail is the server's record of its writes, not directory content, it grows with
-    every write, and `fhirsrv load` does not take it back (AuditEvents are written by the
-    server only); a Subscription is a client's own delivery settings, not directory content,
-    and loading it elsewhere would make the loader its owner."""
-    return res_type not in AUDIT_TYPES and res_type not in OWNED_TYPES and principal.may(res_type, "s")
+    audit trail, which is exported only when `_type` names it: it is the server's record of
+    its writes, not directory content, it grows with every write, and `fhirsrv load` does not
+    take it back (AuditEvents are written by the server only)."""
+    return res_type not in AUDIT_TYPES and principal.may(res_type, "s")
 
 
 def _types(
@@ -187,6 +187,13 @@ def _types(
         named = [t for t in named if t in SUPPORTED_TYPES]
         if not named and values:
             raise BadRequest(f"{message}, and no other")
+    owned = [t for t in dict.fromkeys([*named, level_type]) if t in OWNED_TYPES]
+    if owned:
+        raise BadRequest(
+            f"{', '.join(owned)} resources are not exported: each belongs to the client that wrote it "
+            "(read or search your own instead)",
+            code="not-supported",
+        )
     if level_type is not None:
         others = [t for t in named if t != level_type]
         if others:

@@ -31,9 +31,10 @@ from fhirsrv.sync import export_jobs as jobs
 from fhirsrv.sync.export_writer import Cancelled, write_export
 
 log = logging.getLogger("fhirsrv.export")
-# The export lock: its PostgreSQL advisory key (the sweep's is 7414, the runner's 7415) and its
-# SQLite lock file (`<database>.export.lock`).
-LOCK_KEY = 7_418
+# The export lock: its PostgreSQL advisory key and its SQLite lock file (`<database>.export.lock`).
+# Each lock of the server has its own key (tests/storage/test_locks.py): the change log's is
+# 7416, which every write takes at its commit, so an export under that key stopped every write.
+LOCK_KEY = 7_417
 LOCK_NAME = "export"
 # How often a serving process looks for work nobody announced, and for expired jobs.
 IDLE_SECONDS = 60.0

@@ -115,6 +115,9 @@ def test_the_kick_off_needs_prefer_respond_async(web: FlaskClient, admin: dict[s
         "/fhir/$export?_type=Organization&_typeFilter=HealthcareService?name=x",
         "/fhir/$export?_typeFilter=HealthcareService?_lastUpdated=gt2026-02-30",
         "/fhir/HealthcareService/$export?_type=Organization",
+        "/fhir/$export?_type=Subscription",
+        "/fhir/$export?_type=Organization,Subscription",
+        "/fhir/Subscription/$export",
     ],
 )
 def test_bad_parameters_are_refused_with_an_outcome(
@@ -197,6 +200,11 @@ def test_a_type_level_export_holds_that_type(web: FlaskClient, admin: dict[str, 
     assert [o["type"] for o in found["output"]] == ["HealthcareService"]
     assert ids(resources(web, found, admin)) == {k for k in EVERYTHING if k.startswith("HealthcareService/")}
     assert found["request"] == "http://fhir.test/fhir/HealthcareService/$export"
+
+
+def test_an_early_since_is_an_instant_like_any_other(web: FlaskClient, admin: dict[str, str]) -> None:
+    found = export(web, "/fhir/HealthcareService/$export?_since=0001-01-01T00:00:00Z", admin)
+    assert ids(resources(web, found, admin)) == {k for k in EVERYTHING if k.startswith("HealthcareService/")}
 
 
 def test_a_post_kick_off_takes_parameters(web: FlaskClient, admin: dict[str, str]) -> None:
@@ -348,6 +356,15 @@ def test_a_job_left_running_by_a_dead_process_is_written_again(apps: AppFactory)
     }
     job = export_jobs.get(engine, _job_id(status))
     assert job is not None and job.attempts == 2
+
+
+def test_writes_go_on_while_an_export_runs(web: FlaskClient, admin: dict[str, str], app: Flask) -> None:
+    """A job holds the export lock for its whole run: no write may wait for it."""
+    with _held(app):
+        created = web.post(
+            "/fhir/Organization", json={"resourceType": "Organization", "name": "Pendant l'export"}, headers=admin
+        )
+        assert created.status_code == 201, created.get_json()
 
 
 def test_a_job_that_cannot_run_fails_with_an_outcome(

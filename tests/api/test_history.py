@@ -72,3 +72,21 @@ def test_count_and_next_links_walk_every_version_once(client):
 
 def test_history_of_unknown_resource_is_404(client):
     assert client.get("/fhir/Organization/none/_history").status_code == 404
+
+
+def test_an_early_since_comes_back_as_an_instant_a_client_can_pass_again(client):
+    post(client, org("Un"))
+    page = client.get("/fhir/_history?_since=0001-01-01T00:00:00Z&_count=0").get_json()
+    assert page["meta"]["lastUpdated"] == "0001-01-01T00:00:00.000+00:00"
+    again = client.get("/fhir/Organization/_history", query_string={"_since": page["meta"]["lastUpdated"]})
+    assert again.status_code == 200 and [e["resource"]["name"] for e in again.get_json()["entry"]] == ["Un"]
+
+
+def test_a_since_pasted_unencoded_is_read_as_its_offset(client):
+    """`_history?_since=…+00:00` typed into a URL: the '+' arrives as a space."""
+    first = post(client, org("Un")).get_json()
+    stamp = first["meta"]["lastUpdated"]
+    assert "+" in stamp
+    pasted = client.get("/fhir/Organization/_history?_since=" + stamp.replace("+", "%20"))
+    assert pasted.status_code == 200, pasted.get_json()
+    assert [e["resource"]["name"] for e in pasted.get_json()["entry"]] == ["Un"]

@@ -97,10 +97,9 @@ def _try(engine: Engine) -> bool:
         return mine
 
 
-def test_every_lock_of_the_server_has_its_own_key():
-    """PostgreSQL advisory locks share one key space per database: two jobs on one key wait for
-    each other. An export worker once held the change log's key for a whole job, and every write
-    of the directory waited for the export to end before it could commit."""
+def test_every_lock_of_the_server_has_its_own_postgresql_key() -> None:
+    """Two locks sharing an advisory key exclude each other's work: the export worker once
+    shared the change log's, and every write waited for a running export to end."""
     from fhirsrv import cli_db
     from fhirsrv.interactions import identifiers, load, reindex
     from fhirsrv.storage import changes
@@ -109,14 +108,14 @@ def test_every_lock_of_the_server_has_its_own_key():
 
     keys = {
         "change log": changes.LOCK_KEY,
-        "upgrade": cli_db.UPGRADE_LOCK_KEY,
-        "identifier fill": identifiers.FILL_LOCK_KEY,
-        "first load": load.FIRST_LOAD_LOCK_KEY,
-        "reindex": reindex.REINDEX_LOCK_KEY,
-        "subscriptions' delivery": delivery.LOCK_KEY,
-        "export worker": export_runner.LOCK_KEY,
-        "runner": runner.LOCK_KEY,
+        "export": export_runner.LOCK_KEY,
+        "subscription delivery": delivery.LOCK_KEY,
+        "procedure runner": runner.LOCK_KEY,
         "sweep": sweep.LOCK_KEY,
+        "db upgrade": cli_db.UPGRADE_LOCK_KEY,
+        "identifier fill": identifiers.FILL_LOCK_KEY,
+        "reindex": reindex.REINDEX_LOCK_KEY,
+        "first load": load.FIRST_LOAD_LOCK_KEY,
     }
     shared = {k: [n for n, v in keys.items() if v == k] for k in keys.values()}
     assert {k: names for k, names in shared.items() if len(names) > 1} == {}

@@ -56,6 +56,9 @@ def test_an_https_endpoint_on_public_addresses_is_accepted() -> None:
         ("https://127.1.2.3:9000/hook", "loopback"),
         ("https://[::1]/hook", "loopback address (::1)"),
         ("https://[::ffff:127.0.0.1]/hook", "loopback address (127.0.0.1)"),
+        ("https://[2002:7f00:1::1]/hook", "loopback address (127.0.0.1)"),  # 6to4
+        ("https://[2002:a9fe:a9fe::]/hook", "link-local address (169.254.169.254)"),
+        ("https://[2002:a00:1::1]/hook", "private address (10.0.0.1)"),
         ("https://10.1.2.3/hook", "private address (10.1.2.3)"),
         ("https://172.16.0.1/hook", "private"),
         ("https://192.168.0.10/hook", "private"),
@@ -121,6 +124,7 @@ def test_writing_a_subscription_does_not_resolve_an_allowed_origin() -> None:
 def test_refused_address_tells_public_from_the_rest() -> None:
     assert refused_address(PUBLIC) is None
     assert refused_address("2606:2800:220:1:248:1893:25c8:1946") is None
+    assert refused_address("2002:808:808::1") is None  # 6to4 of a public address
     assert refused_address("fe80::1%eth0") is not None
     assert refused_address("not an address") is not None
 
