@@ -13,8 +13,17 @@ measures the process's peak RSS).
 
 Which rows: exactly those a search of the type by the job's caller would match. The read scope
 (services.policy.scope) and each `_typeFilter` are compiled by the search engine
-(SearchEngine.conditions_for) into conditions on the row, as for a search page; `_since` keeps
-the rows written at or after it (at: a write stamped at that very instant is not lost).
+(SearchEngine.conditions_for) into conditions on the row, as for a search page.
+
+Time is the change log's (storage/changes.py), not `lastUpdated`: a write stamps lastUpdated
+before it commits, so a long transaction (a `fhirsrv load`, a large Bundle) stamped before an
+export's snapshot and committed after it would be in neither that export nor the next one
+`_since` its transactionTime. The change log numbers changes in commit order and records when
+each committed. So the manifest's transactionTime is the commit instant of the last change the
+snapshot holds (the snapshot holds every change that committed up to it), and `_since` keeps
+the entries with a change committed at or after it: a new version, or a new visibility without
+one (the offers of a structure just published join the public view without a version of
+their own). A change committed at that very instant may come twice, never not at all.
 """
 
 from __future__ import annotations
@@ -31,8 +40,9 @@ from urllib.parse import parse_qsl
 from sqlalchemy import ColumnElement, Connection, Engine, and_, or_, select, true
 
 from fhirsrv.interactions.context import Services
+from fhirsrv.storage import changes
 from fhirsrv.storage.jsonfmt import dumps, format_instant, loads, utcnow
-from fhirsrv.storage.schema import live, resource
+from fhirsrv.storage.schema import change_log, live, resource
 from fhirsrv.sync.export_jobs import ExportFile, ExportJob
 from fhirsrv.sync.export_request import EXPORT_ORDER
 
@@ -140,14 +150,10 @@ def write_export(
                 raise Cancelled(job.id)
 
     with snapshot(services.engine) as conn:
-        # Taken before the snapshot: a write committed between the two is in the files and, its
-        # lastUpdated being later than this, in the next `_since=transactionTime` export as well
-        # (written twice, never lost). What no instant can cover: a write stamps lastUpdated
-        # before it commits, so one stamped before this and committed after the snapshot (a long
-        # transaction: a `fhirsrv load`, a large transaction Bundle) is in neither this export
-        # nor the next `_since` one. The README's recipe says so (a full export after a load).
-        transaction_time = utcnow()
-        conn.execute(select(resource.c.rid).limit(1)).all()  # the snapshot starts here
+        started = utcnow()
+        # The snapshot starts with this statement: the last change it holds, and when it committed.
+        _, last_commit = changes.tip(conn)
+        transaction_time = last_commit or started  # no change ever: the database is empty
         services.search.ensure_current(conn)
         for position, res_type in enumerate(job.request.types, 1):
             report(
@@ -156,7 +162,7 @@ def write_export(
             )
             conditions = _type_condition(services, conn, job, res_type, scope)
             if job.request.since is not None:
-                conditions.append(resource.c.last_updated >= job.request.since)
+                conditions.append(resource.c.rid.in_(_changed_since(res_type, job.request.since)))
             prefix = f"{EXPORT_ORDER.index(res_type) + 1:02d}-{res_type}"
             out = _Files(folder, "output", res_type, prefix, settings.export_file_lines)
             for content in _rows(conn, res_type, conditions):
@@ -173,6 +179,12 @@ def write_export(
         files += _issues(folder, job)
     report(f"{written} resources written", force=True)
     return transaction_time, files
+
+
+def _changed_since(res_type: str, since: datetime) -> Any:
+    """The entries of the type with a change committed at or after `since` (change log)."""
+    c = change_log.c
+    return select(c.rid).where(c.at >= since, c.res_type == res_type)
 
 
 def _rows(conn: Connection, res_type: str, conditions: list[ColumnElement[bool]]) -> Iterator[str]:
@@ -206,7 +218,7 @@ def _deleted(conn: Connection, folder: Path, job: ExportJob, lines: int) -> list
         .where(
             resource.c.deleted == true(),
             resource.c.res_type.in_(job.request.types),
-            resource.c.last_updated >= job.request.since,
+            resource.c.rid.in_(select(change_log.c.rid).where(change_log.c.at >= job.request.since)),
         )
         .order_by(resource.c.rid)
     )

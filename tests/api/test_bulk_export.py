@@ -16,13 +16,14 @@ from fhirsrv.access.principal import SERVER
 from fhirsrv.api.bulk_export import worker
 from fhirsrv.app import create_app
 from fhirsrv.interactions import writes
+from fhirsrv.storage import changes, repository
 from fhirsrv.storage.jsonfmt import utcnow
 from fhirsrv.storage.locks import one_at_a_time
 from fhirsrv.sync import export_jobs, export_runner
 from fhirsrv.sync.export_ops import BULK_EXPORT
 from fhirsrv.sync.export_tables import export_job
 from tests.api.helpers import ALIAS_SEARCH_PARAMETER
-from tests.auth.conftest import Clients, auth_settings, directory
+from tests.auth.conftest import Clients, auth_settings, directory, location, organization, service
 from tests.sync.exports import ASYNC, FHIR, export, ids, kick_off, lines, local, manifest, resources, wait
 
 # What anonymous callers (and so an anonymous export) see of tests/auth/conftest.py's directory.
@@ -167,7 +168,6 @@ def test_group_export_is_refused_and_the_capability_statement_says_so(
 def test_a_regional_admin_exports_the_whole_directory(
     web: FlaskClient, admin: dict[str, str], app: Flask
 ) -> None:
-    before = utcnow()
     status = kick_off(web, "/fhir/$export", admin)
     response = wait(web, status, admin)
     assert response.status_code == 200 and response.mimetype == "application/json"
@@ -175,8 +175,10 @@ def test_a_regional_admin_exports_the_whole_directory(
     found = response.get_json()
     assert found["request"] == "http://fhir.test/fhir/$export"
     assert found["requiresAccessToken"] is True and found["error"] == []
+    # The commit instant of the last change the export holds (the directory's writing).
     when = datetime.fromisoformat(found["transactionTime"]).replace(tzinfo=None)
-    assert before <= when <= utcnow()
+    with app.extensions["fhirsrv"].engine.connect() as conn:
+        assert changes.tip(conn)[1] == when
     # One file per type, in the order a load needs them (structures before their offers).
     assert [o["type"] for o in found["output"]] == [
         "Organization",
@@ -244,24 +246,57 @@ def test_a_type_filter_is_the_callers_own_search(apps: AppFactory) -> None:
     assert ids(found) == {"HealthcareService/hs-29", "HealthcareService/hs-29-pending"}
 
 
+def _rename(web: FlaskClient, admin: dict[str, str], key: str, name: str) -> None:
+    changed = web.get(f"/fhir/{key}", headers=admin).get_json()
+    assert web.put(f"/fhir/{key}", json=changed | {"name": name}, headers=admin).status_code == 200
+
+
 def test_since_keeps_what_changed_and_names_deletions(web: FlaskClient, admin: dict[str, str]) -> None:
-    first = export(web, "/fhir/$export", admin)
-    since = first["transactionTime"]
-    changed = web.get("/fhir/HealthcareService/hs-35", headers=admin).get_json()
-    changed["name"] = "Offre renommée"
-    assert web.put("/fhir/HealthcareService/hs-35", json=changed, headers=admin).status_code == 200
+    _rename(web, admin, "HealthcareService/hs-29", "Offre du matin")
+    since = export(web, "/fhir/$export", admin)["transactionTime"]  # when that change committed
+    _rename(web, admin, "HealthcareService/hs-35", "Offre renommée")
     assert web.delete("/fhir/Practitioner/pr-1", headers=admin).status_code in (200, 204)
     found = export(web, f"/fhir/$export?_since={since.replace('+', '%2B')}", admin)
     exported = resources(web, found, admin)
-    assert ids(exported) == {"HealthcareService/hs-35"}
-    assert exported["HealthcareService"][0]["name"] == "Offre renommée"
+    # What changed since, and the change of that very instant once more (never less).
+    assert ids(exported) == {"HealthcareService/hs-35", "HealthcareService/hs-29"}
+    assert {r["name"] for r in exported["HealthcareService"]} == {"Offre renommée", "Offre du matin"}
     (deleted,) = found["deleted"]
     (bundle,) = lines(web, deleted["url"], admin)
     assert bundle["type"] == "transaction"
     assert bundle["entry"] == [{"request": {"method": "DELETE", "url": "Practitioner/pr-1"}}]
     # An unencoded "+" (a space once decoded) still reads as the instant's offset.
     again = export(web, f"/fhir/$export?_type=HealthcareService&_since={since}", admin)
-    assert ids(resources(web, again, admin)) == {"HealthcareService/hs-35"}
+    assert ids(resources(web, again, admin)) == {"HealthcareService/hs-35", "HealthcareService/hs-29"}
+    latest = export(web, f"/fhir/$export?_since={found['transactionTime'].replace('+', '%2B')}", admin)
+    assert latest["output"] == [] and len(latest["deleted"]) == 1  # the deletion was the last change
+
+
+def test_since_has_what_joined_the_callers_view_without_a_version_of_its_own(apps: AppFactory) -> None:
+    """A structure published: its offers become public with it, unchanged themselves. An
+    anonymous export since before that has them, as a search now finds them."""
+    app = apps(export_anonymous=True)
+    web = app.test_client()
+    services = app.extensions["fhirsrv"]
+    with services.engine.begin() as conn:
+        writes.create(services, conn, organization("org-new", "29", "submitted"), "org-new", actor=SERVER)
+        writes.create(services, conn, location("loc-new", "org-new", "29200"), "loc-new", actor=SERVER)
+        writes.create(services, conn, service("hs-new", "org-new", "loc-new"), "hs-new", actor=SERVER)
+
+    def replace(key: str, body: dict[str, Any]) -> None:
+        with services.engine.begin() as conn:
+            current = repository.get_current(conn, *key.split("/"))
+            assert current is not None
+            writes.replace(services, conn, current, body, actor=SERVER)
+
+    replace("HealthcareService/hs-29", service("hs-29", "org-29", "loc-29") | {"name": "Offre du matin"})
+    since = export(web, "/fhir/$export")["transactionTime"]  # when hs-29 changed, after the new entries
+    replace("Organization/org-new", organization("org-new", "29", "published"))
+    found = resources(web, export(web, f"/fhir/$export?_since={since.replace('+', '%2B')}"))
+    # The place and the offer have no version since: their visibility changed with the structure's.
+    assert ids(found) == {
+        "HealthcareService/hs-29", "Organization/org-new", "Location/loc-new", "HealthcareService/hs-new",
+    }  # fmt: skip
 
 
 def test_a_large_type_is_split_into_files(apps: AppFactory) -> None:
