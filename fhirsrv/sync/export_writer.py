@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import parse_qsl
 
-from sqlalchemy import ColumnElement, Connection, Engine, and_, or_, select, true
+from sqlalchemy import ColumnElement, Connection, Engine, and_, not_, or_, select, true
 
 from fhirsrv.interactions.context import Services
 from fhirsrv.storage import changes
@@ -173,8 +173,8 @@ def write_export(
                         f"{res_type} ({position} of {len(job.request.types)} types): {written} resources written"
                     )
             files += out.close()
-        if job.request.since is not None and job.principal.sees_everything:
-            files += _deleted(conn, folder, job, settings.export_file_lines)
+        if job.request.since is not None:
+            files += _gone(services, conn, folder, job, scope)
     if job.request.issues:
         files += _issues(folder, job)
     report(f"{written} resources written", force=True)
@@ -206,30 +206,37 @@ def _rows(conn: Connection, res_type: str, conditions: list[ColumnElement[bool]]
             return
 
 
-def _deleted(conn: Connection, folder: Path, job: ExportJob, lines: int) -> list[ExportFile]:
-    """Resources deleted at or after `_since`, as the IG's `deleted` files: one transaction
-    Bundle a line, its entry a DELETE of the resource. For callers that see everything only: a
-    deleted entry keeps no visibility of its own to judge another caller by (the policy fails
-    closed), and entries leave this directory by delisting anyway, which every reader with a
-    right to know sees as a change of the entry itself."""
-    out = _Files(folder, "deleted", "Bundle", "deleted", lines)
-    query = (
-        select(resource.c.res_type, resource.c.res_id, resource.c.last_updated)
-        .where(
-            resource.c.deleted == true(),
-            resource.c.res_type.in_(job.request.types),
-            resource.c.rid.in_(select(change_log.c.rid).where(change_log.c.at >= job.request.since)),
+def _gone(services: Services, conn: Connection, folder: Path, job: ExportJob, scope: Any) -> list[ExportFile]:
+    """What left the caller's view at or after `_since`, as the IG's `deleted` files: one
+    transaction Bundle a line, its entry a DELETE of the resource. An entry is gone when a
+    change since then is one the caller's history would list (scope.changes, the policy's rule
+    for `_history`: the entry was in the caller's view at that change, or left it then) and the
+    entry is no longer in that view: deleted, delisted or withdrawn for an anonymous caller, its
+    structure so... An entry the caller never saw is never named, not even by its id."""
+    since = job.request.since
+    assert since is not None
+    c = change_log.c
+    listed, _ = scope.changes(job.request.types, change_log)
+    out = _Files(folder, "deleted", "Bundle", "deleted", services.settings.export_file_lines)
+    for res_type in job.request.types:
+        in_view = and_(true(), *services.search.conditions_for(conn, res_type, [], scope))
+        query = (
+            select(resource.c.res_type, resource.c.res_id, resource.c.last_updated)
+            .where(
+                resource.c.res_type == res_type,
+                resource.c.rid.in_(select(c.rid).where(c.at >= since, c.res_type == res_type, listed)),
+                or_(resource.c.deleted == true(), not_(in_view)),
+            )
+            .order_by(resource.c.rid)
         )
-        .order_by(resource.c.rid)
-    )
-    for res_type, res_id, when in conn.execute(query, execution_options=_STREAMED):
-        bundle = {
-            "resourceType": "Bundle",
-            "type": "transaction",
-            "meta": {"lastUpdated": format_instant(when)},
-            "entry": [{"request": {"method": "DELETE", "url": f"{res_type}/{res_id}"}}],
-        }
-        out.write(dumps(bundle).encode())
+        for found_type, res_id, when in conn.execute(query, execution_options=_STREAMED):
+            bundle = {
+                "resourceType": "Bundle",
+                "type": "transaction",
+                "meta": {"lastUpdated": format_instant(when)},
+                "entry": [{"request": {"method": "DELETE", "url": f"{found_type}/{res_id}"}}],
+            }
+            out.write(dumps(bundle).encode())
     return out.close()
 
 

@@ -299,6 +299,45 @@ def test_since_has_what_joined_the_callers_view_without_a_version_of_its_own(app
     }  # fmt: skip
 
 
+def test_since_names_what_left_the_callers_view_and_nothing_it_never_saw(apps: AppFactory) -> None:
+    """A structure delisted: to an anonymous caller, it and its places and offers are gone
+    (`deleted`); to a partner reader they are new versions it still sees. An entry that was
+    never public and is deleted is named to nobody but those who saw it."""
+    app = apps(export_anonymous=True)
+    web = app.test_client()
+    services = app.extensions["fhirsrv"]
+    partner = Clients(app).headers("partner-reader", "system/*.rs")
+    with services.engine.begin() as conn:  # a last change before the exports: their instant
+        current = repository.get_current(conn, "HealthcareService", "hs-29")
+        assert current is not None
+        writes.replace(services, conn, current, service("hs-29", "org-29", "loc-29") | {"name": "x"}, actor=SERVER)
+    anonymous_since = export(web, "/fhir/$export")["transactionTime"].replace("+", "%2B")
+    partner_since = export(web, "/fhir/$export", partner)["transactionTime"].replace("+", "%2B")
+    with services.engine.begin() as conn:
+        current = repository.get_current(conn, "Organization", "org-35")
+        assert current is not None
+        writes.replace(services, conn, current, organization("org-35", "35", "delisted"), actor=SERVER)
+        draft = repository.get_current(conn, "HealthcareService", "hs-29-draft")
+        assert draft is not None
+        writes.delete(services, conn, draft, actor=SERVER)
+
+    def gone(found: dict[str, Any], headers: dict[str, str]) -> set[str]:
+        return {
+            bundle["entry"][0]["request"]["url"]
+            for item in found.get("deleted", [])
+            for bundle in lines(web, item["url"], headers)
+        }
+
+    found = export(web, f"/fhir/$export?_since={anonymous_since}")
+    assert gone(found, {}) == {"Organization/org-35", "Location/loc-35", "HealthcareService/hs-35"}
+    assert ids(resources(web, found, {})) == {"HealthcareService/hs-29"}  # the change of that instant
+    found = export(web, f"/fhir/$export?_since={partner_since}", partner)
+    assert gone(found, partner) == set()
+    assert ids(resources(web, found, partner)) == {
+        "HealthcareService/hs-29", "Organization/org-35", "Location/loc-35", "HealthcareService/hs-35",
+    }  # fmt: skip
+
+
 def test_a_large_type_is_split_into_files(apps: AppFactory) -> None:
     app = apps(export_file_lines=2)
     web = app.test_client()
