@@ -12,13 +12,13 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from fhirsrv.api import bulk_export, health, metrics, negotiation, outcome, request_facts, request_log
-from fhirsrv.api.home import home
 from fhirsrv.api.routes import fhir
 from fhirsrv.errors import FhirError, Issue
 from fhirsrv.interactions.context import Services
 from fhirsrv.jsonshape import NUL
 from fhirsrv.settings import Settings
 from fhirsrv.storage.engine import Abandoned, probe_engine, unwatch_requester, watch_requester
+from fhirsrv.web import views as web
 from fhirsrv.wiring import build_services
 
 # Requests waitress reads ahead on a connection while one runs: with any, it notices a client
@@ -35,7 +35,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.extensions["fhirsrv"] = services
     app.register_blueprint(fhir, url_prefix="/fhir")
     bulk_export.install(app, services)  # $export, its status and files (fhirsrv/sync)
-    app.register_blueprint(home)
+    web.install(app, services)  # the public directory's pages at / (fhirsrv/web)
     _observe(app, services)
 
     @app.before_request

@@ -101,6 +101,8 @@ VARIABLES: dict[str, str] = {
     "export_ttl_seconds": "FHIRSRV_EXPORT_TTL_SECONDS",
     "export_anonymous": "FHIRSRV_EXPORT_ANONYMOUS",
     "export_file_lines": "FHIRSRV_EXPORT_FILE_LINES",
+    "web_tile_url": "FHIRSRV_WEB_TILE_URL",
+    "web_tile_attribution": "FHIRSRV_WEB_TILE_ATTRIBUTION",
 }
 DATA_DIR_VARIABLE = "FHIRSRV_DATA_DIR"
 JWT_KEY_FILE_NAME = "jwt-signing-key.pem"
@@ -313,6 +315,12 @@ class Settings:
     export_ttl_seconds: int = 86_400
     export_anonymous: bool = False
     export_file_lines: int = 100_000
+    # The public page's map tiles (`{z}/{x}/{y}` URL template, `{s}` for subdomains): the map
+    # loads them from there and the page's Content-Security-Policy allows that host. Empty: no
+    # tiles, the markers over the départements' outlines only. A region with its own tile
+    # server names it; tile.openstreetmap.org's policy forbids heavy use.
+    web_tile_url: str = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
+    web_tile_attribution: str = "© OpenStreetMap contributors"
 
     def __post_init__(self) -> None:
         """Check every field, so an override or a direct construction is as strict as the environment."""

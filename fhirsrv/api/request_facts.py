@@ -60,7 +60,14 @@ _BY_ENDPOINT = {
     "auth_token_alias": "token",
     "auth_jwks": "jwks",
     "auth_smart": "smart-configuration",
-    "home.page": "home",
+    # The public pages (fhirsrv/web): one interaction name each, so metrics tell them apart.
+    "web.search_page": "web-search",
+    "web.offer_page": "web-offer",
+    "web.structure_page": "web-structure",
+    "web.apply_page": "web-apply",
+    "web.commune_suggestions": "web-communes",
+    "web.departement_outlines": "web-outlines",
+    "web.static": "static",
     "static": "static",
 }
 _WRITES = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}

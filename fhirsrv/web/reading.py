@@ -1,0 +1,76 @@
+"""The web pages' one way to the directory's data: the FHIR interactions, as an anonymous caller.
+
+Every page reads through `interactions.search.search` and `interactions.read.read` with the
+ANONYMOUS principal, whoever the visitor is and whether authorization is on or off. So the
+access policy decides what a page shows exactly as it decides for an anonymous FHIR client
+(published and verification-pending entries; a delisted one reads as `active=false`), and a
+page can never show what `GET /fhir/...` without a token would not. There is no second query
+path to keep in step with the first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from fhirsrv.access.principal import ANONYMOUS
+from fhirsrv.errors import Gone, NotFound
+from fhirsrv.interactions import read as read_mod
+from fhirsrv.interactions.context import Meter, RequestInfo, Services
+from fhirsrv.interactions.search import search
+
+
+@dataclass(frozen=True)
+class LastKnown:
+    """A resource as the public last saw it, and whether it is still listed."""
+
+    resource: dict[str, Any]
+    listed: bool
+
+
+@dataclass(frozen=True)
+class PublicReader:
+    services: Services
+    base_url: str  # the FHIR API's public base, for the links pages give to the JSON
+    address: str | None  # the visitor's address: the audit trail and rate limits see it
+    meter: Meter
+
+    def _info(self) -> RequestInfo:
+        return RequestInfo(base_url=self.base_url, principal=ANONYMOUS.at(self.address), meter=self.meter)
+
+    def search(self, res_type: str, params: list[tuple[str, str]]) -> dict[str, Any]:
+        """The searchset Bundle an anonymous `GET [base]/{res_type}?{params}` answers (strict:
+        an unknown parameter is a 400, as it would be for the API)."""
+        result = search(self.services, self._info(), res_type, params)
+        return orjson.loads(orjson.dumps(result.resource))
+
+    def last_known(self, res_type: str, res_id: str) -> LastKnown | None:
+        """The current version if the public may read it; for a deleted entry, the version
+        before its deletion (if the public could read that one); None when the public never
+        could (a draft, a rejected application, an id that does not exist)."""
+        try:
+            result = read_mod.read(self.services, self._info(), res_type, res_id)
+        except NotFound:
+            return None
+        except Gone as gone:
+            return self._before_deletion(res_type, res_id, gone)
+        resource = orjson.loads(orjson.dumps(result.resource))
+        return LastKnown(resource, listed=resource.get("active", True) is not False and _location_listed(resource))
+
+    def _before_deletion(self, res_type: str, res_id: str, gone: Gone) -> LastKnown | None:
+        etag = (gone.headers or {}).get("ETag", "")
+        version = etag.removeprefix("W/").strip('"')
+        if not version.isdigit() or int(version) < 2:
+            return None
+        try:
+            result = read_mod.vread(self.services, self._info(), res_type, res_id, str(int(version) - 1))
+        except (NotFound, Gone):
+            return None
+        return LastKnown(orjson.loads(orjson.dumps(result.resource)), listed=False)
+
+
+def _location_listed(resource: dict[str, Any]) -> bool:
+    # A Location has no `active`: its status follows its structure's listing.
+    return resource.get("resourceType") != "Location" or resource.get("status") != "inactive"

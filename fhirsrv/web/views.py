@@ -1,0 +1,323 @@
+"""The public directory's pages: search, offer, structure, and the small JSON the map and the
+town field use.
+
+Each page reads the directory through `PublicReader` (reading.py), the anonymous FHIR
+interactions, and nothing else. Pages are rendered on the server and work without JavaScript;
+the script only adds the map and the town suggestions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+from flask import Blueprint, Response, current_app, jsonify, make_response, render_template, request, url_for
+
+from fhirsrv.api import caller
+from fhirsrv.api.routes import base_url
+from fhirsrv.errors import FhirError
+from fhirsrv.interactions.context import UNMETERED, Services
+from fhirsrv.web.filters import DISTANCES_KM, PAGE_SIZE, SearchForm, fhir_search, read_form
+from fhirsrv.web.i18n import Texts, choose_language
+from fhirsrv.web.labels import AXES, CATEGORY, NAMES, Vocabulary, VocabularyCache, system_url
+from fhirsrv.web.places import DEPARTEMENT_NAMES, Commune, Communes
+from fhirsrv.web.reading import PublicReader
+from fhirsrv.web.results import Offer, Shaper
+
+web = Blueprint("web", __name__, template_folder="templates", static_folder="static", static_url_path="/static")
+
+LANG_COOKIE = "lang"
+LANG_COOKIE_SECONDS = 365 * 24 * 3600
+
+
+@dataclass
+class Site:
+    """What the pages share for the life of the app."""
+
+    services: Services
+    communes: Communes
+    vocabulary: VocabularyCache
+
+
+def install(app: Any, services: Services) -> None:
+    settings = services.settings
+    communes = Communes(settings.seed_dir / "data")
+
+    def fetch_codesystems() -> list[dict[str, Any]]:
+        reader = _reader(services, caller_meter=False)
+        urls = ",".join(system_url(settings.canonical_base, name) for name in NAMES)
+        bundle = reader.search("CodeSystem", [("url", urls), ("_count", str(len(NAMES) * 2))])
+        return [e["resource"] for e in bundle.get("entry") or [] if e.get("search", {}).get("mode") == "match"]
+
+    app.extensions["fhirsrv.web"] = Site(services, communes, VocabularyCache(fetch_codesystems))
+    app.register_blueprint(web)
+
+
+def _site() -> Site:
+    return current_app.extensions["fhirsrv.web"]
+
+
+def _reader(services: Services, caller_meter: bool = True) -> PublicReader:
+    # The filter lists are the server's own housekeeping, not the visitor's: not charged to them.
+    meter = caller.meter() if caller_meter else UNMETERED
+    return PublicReader(services, base_url(), request.remote_addr, meter)
+
+
+def _texts() -> Texts:
+    return Texts(choose_language(request.args.get("lang"), request.cookies.get(LANG_COOKIE)))
+
+
+def _page(template: str, status: int = 200, **context: Any) -> Response:
+    texts = context.get("t") or _texts()
+    settings = _site().services.settings
+    body = render_template(
+        template,
+        t=texts,
+        lang=texts.language,
+        switch_url=_with_args(lang=texts("site.switch_lang")),
+        fhir_base=base_url(),
+        tile_url=settings.web_tile_url,
+        tile_attribution=settings.web_tile_attribution,
+        **{k: v for k, v in context.items() if k != "t"},
+    )
+    response = make_response(body, status)
+    response.headers["Content-Type"] = "text/html; charset=utf-8"
+    response.headers["Content-Language"] = texts.language
+    response.headers["Content-Security-Policy"] = _policy(settings.web_tile_url)
+    if request.args.get("lang") == texts.language:
+        response.set_cookie(LANG_COOKIE, texts.language, max_age=LANG_COOKIE_SECONDS, samesite="Lax")
+    return response
+
+
+def _policy(tile_url: str) -> str:
+    """Scripts, styles and data from this server only; images from it and the tile server."""
+    tiles = ""
+    if tile_url.startswith(("https://", "http://")):
+        scheme, _, rest = tile_url.partition("://")
+        host = rest.split("/", 1)[0].replace("{s}", "*")
+        tiles = f" {scheme}://{host}"
+    return (
+        "default-src 'none'; script-src 'self'; style-src 'self'; "
+        f"img-src 'self' data:{tiles}; connect-src 'self'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    )
+
+
+def _with_args(**changes: str) -> str:
+    args = [(k, v) for k, v in request.args.items(multi=True) if k not in changes]
+    args += [(k, v) for k, v in changes.items() if v]
+    return f"{request.path}?{urlencode(args)}" if args else request.path
+
+
+@web.errorhandler(FhirError)
+def _refused(error: FhirError) -> Response:
+    """A refusal the FHIR API would answer with an OperationOutcome, as a page: the same status
+    (a 429 stays a 429 with its Retry-After), said in words."""
+    response = _page("error.html", status=error.status, message=str(error))
+    for name, value in (error.headers or {}).items():
+        if name.lower() == "retry-after":
+            response.headers[name] = value
+    return response
+
+
+# ------------------------------------------------------------------------------- search
+
+
+@web.get("/")
+def search_page() -> Response:
+    site = _site()
+    texts = _texts()
+    vocabulary = site.vocabulary.get()
+    form = read_form(request.args.to_dict(flat=True), vocabulary)
+    commune, choices = _commune_of(form, site.communes, texts)
+    params = fhir_search(form, commune, site.services.settings.canonical_base)
+    reader = _reader(site.services)
+    bundle = reader.search("HealthcareService", params)
+    offers = Shaper(vocabulary, texts).search_results(bundle)
+    total = bundle.get("total", len(offers))
+    return _page(
+        "search.html",
+        t=texts,
+        form=form,
+        options=_options(vocabulary, form, site.communes, texts.language),
+        axis_labels=[(name, texts(key)) for name, key in AXIS_LABELS.items()],
+        distances=DISTANCES_KM,
+        commune=commune,
+        commune_choices=[(c.label, _with_args(commune=c.label, page="", debut="")) for c in choices],
+        offers=offers,
+        total=total,
+        first=form.start + 1 if offers else 0,
+        last=form.start + len(offers),
+        next_url=_next_url(bundle, form),
+        first_url=_with_args(page="", debut="") if form.text("page") else None,
+        fhir_url=_fhir_url("HealthcareService", params),
+        markers=_markers(offers, texts),
+    )
+
+
+def _commune_of(form: SearchForm, communes: Communes, texts: Texts) -> tuple[Commune | None, list[Commune]]:
+    typed = form.text("commune")
+    if not typed:
+        if form.text("tri") == "distance":
+            form.errors["tri"] = texts("search.distance_needs_commune")
+        return None, []
+    found = communes.resolve(typed)
+    if len(found) == 1:
+        return found[0], []
+    if not found:
+        form.errors["commune"] = texts("search.unknown_commune", name=typed)
+    return None, found
+
+
+def _options(vocabulary: Vocabulary, form: SearchForm, communes: Communes, language: str) -> dict[str, list[tuple[str, str]]]:
+    """The choices of each list: the CodeSystems' concepts in the page's language; the services
+    of the chosen category only, once one is chosen."""
+    categories = vocabulary.concepts(CATEGORY)
+    chosen = next((c for c in categories if c.code == form.text("categorie")), None)
+    services = chosen.children if chosen else tuple(s for c in categories for s in c.children)
+    options = {
+        "categorie": [(c.code, c.label(language)) for c in categories],
+        "service": [(s.code, s.label(language)) for s in services],
+        "departement": [
+            (code, f"{code} — {DEPARTEMENT_NAMES[code]}" if code in DEPARTEMENT_NAMES else code)
+            for code in communes.regional_departements
+        ],
+    }
+    for name, (_, system) in AXES.items():
+        options[name] = [(c.code, c.label(language)) for c in vocabulary.concepts(system)]
+    return options
+
+
+AXIS_LABELS = {
+    "public": "search.audience",
+    "age": "search.age",
+    "lieu": "search.place",
+    "phase": "search.phase",
+    "acces": "search.access",
+    "parcours": "search.pathway",
+}
+
+
+def _next_url(bundle: dict[str, Any], form: SearchForm) -> str | None:
+    for link in bundle.get("link") or []:
+        if link.get("relation") == "next":
+            cursor = parse_qs(urlsplit(link["url"]).query).get("_cursor", [""])[0]
+            return _with_args(page=cursor, debut=str(form.start + PAGE_SIZE))
+    return None
+
+
+def _fhir_url(res_type: str, params: list[tuple[str, str]]) -> str:
+    return f"{base_url()}/{res_type}?{urlencode(params)}"
+
+
+def _markers(offers: list[Offer], texts: Texts) -> list[dict[str, Any]]:
+    seen: dict[str, dict[str, Any]] = {}
+    for number, offer in enumerate(offers, start=1):
+        for place in offer.places:
+            if place.lat is None or place.lon is None:
+                continue
+            marker = seen.setdefault(
+                place.id,
+                {"lat": place.lat, "lon": place.lon, "title": place.name, "address": place.lines, "offers": []},
+            )
+            marker["offers"].append(
+                {"n": number, "name": offer.name, "url": url_for("web.offer_page", offer_id=offer.id)}
+            )
+    return list(seen.values())
+
+
+# ------------------------------------------------------------------------ offer, structure
+
+
+@web.get("/offre/<offer_id>")
+def offer_page(offer_id: str) -> Response:
+    site = _site()
+    texts = _texts()
+    reader = _reader(site.services)
+    known = reader.last_known("HealthcareService", offer_id)
+    if known is None:
+        return _page("not_found.html", status=404, t=texts)
+    hs = known.resource
+    included: dict[str, dict[str, Any]] = {}
+    for ref in [hs.get("providedBy") or {}, *(hs.get("location") or []), *(hs.get("endpoint") or [])]:
+        target = ref.get("reference", "")
+        res_type, _, res_id = target.partition("/")
+        if res_id and target not in included:
+            found = reader.last_known(res_type, res_id)
+            if found is not None:
+                included[target] = found.resource
+    offer = Shaper(site.vocabulary.get(), texts).offer(hs, included, listed=known.listed)
+    return _page(
+        "offer.html",
+        t=texts,
+        offer=offer,
+        fhir_url=f"{base_url()}/HealthcareService/{offer_id}",
+        markers=_markers([offer], texts),
+    )
+
+
+@web.get("/structure/<structure_id>")
+def structure_page(structure_id: str) -> Response:
+    site = _site()
+    texts = _texts()
+    reader = _reader(site.services)
+    known = reader.last_known("Organization", structure_id)
+    if known is None:
+        return _page("not_found.html", status=404, t=texts)
+    shaper = Shaper(site.vocabulary.get(), texts)
+    structure = shaper.structure(known.resource, listed=known.listed)
+    bundle = reader.search(
+        "HealthcareService",
+        [
+            ("organization", f"Organization/{structure_id}"),
+            ("_sort", "name"),
+            ("_count", "100"),
+            ("_include", "HealthcareService:organization"),
+            ("_include", "HealthcareService:location"),
+            ("_include", "HealthcareService:endpoint"),
+        ],
+    )
+    offers = shaper.search_results(bundle)
+    places = reader.search("Location", [("organization", f"Organization/{structure_id}"), ("_count", "100")])
+    shown_places = [
+        shaper.place(e["resource"]) for e in places.get("entry") or [] if e.get("search", {}).get("mode") == "match"
+    ]
+    return _page(
+        "structure.html",
+        t=texts,
+        structure=structure,
+        offers=offers,
+        places=shown_places,
+        fhir_url=f"{base_url()}/Organization/{structure_id}",
+        markers=_markers(offers, texts),
+    )
+
+
+# --------------------------------------------------------------------------- small JSON
+
+
+@web.get("/communes")
+def commune_suggestions() -> Response:
+    """The town field's suggestions: shipped reference data, no directory content."""
+    typed = request.args.get("q", "")[:80]
+    found = _site().communes.suggest(typed)
+    response = jsonify([{"label": c.label, "insee": c.insee, "departement": c.departement} for c in found])
+    response.headers["Cache-Control"] = "public, max-age=86400"
+    return response
+
+
+@web.get("/departements.geojson")
+def departement_outlines() -> Response:
+    response = jsonify(_site().communes.outlines())
+    response.headers["Content-Type"] = "application/geo+json"
+    response.headers["Cache-Control"] = "public, max-age=86400"
+    return response
+
+
+# ------------------------------------------------------------------------ application form
+
+
+@web.get("/candidature")
+def apply_page() -> Response:
+    return _page("apply.html", t=_texts())
