@@ -63,7 +63,10 @@ def build_services(settings: Settings) -> Services:
     services.write_hooks = (_closure_hook, _search_parameter_hook(services))
     with read_transaction(engine) as conn:
         search.load_stored_parameters(conn)
-    with write_transaction(engine) as conn:
+    # Start-up housekeeping is a load's kind of work: at a million resources a rebuild of the
+    # access facts runs longer than one request's statement timeout, and a server that cannot
+    # start is worse than one that starts slowly.
+    with write_transaction(engine, unbounded=True) as conn:
         policy.facts.rebuild_if_missing(conn)
         services.identifiers.fill_if_missing(conn)
         rules.stamp_if_empty(conn, search.rules)
