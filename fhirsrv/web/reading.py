@@ -46,10 +46,11 @@ class PublicReader:
         result = search(self.services, self._info(), res_type, params)
         return orjson.loads(orjson.dumps(result.resource))
 
-    def last_known(self, res_type: str, res_id: str) -> LastKnown | None:
+    def last_known(self, res_type: str, res_id: str, *, ask_listed: bool = True) -> LastKnown | None:
         """The current version if the public may read it; for a deleted entry, the version
         before its deletion (if the public could read that one); None when the public never
-        could (a draft, a rejected application, an id that does not exist)."""
+        could (a draft, a rejected application, an id that does not exist). `ask_listed=False`
+        skips the search that tells whether it is still listed (for what a page only cites)."""
         try:
             result = read_mod.read(self.services, self._info(), res_type, res_id)
         except NotFound:
@@ -57,7 +58,13 @@ class PublicReader:
         except Gone as gone:
             return self._before_deletion(res_type, res_id, gone)
         resource = orjson.loads(orjson.dumps(result.resource))
-        return LastKnown(resource, listed=resource.get("active", True) is not False and _location_listed(resource))
+        return LastKnown(resource, listed=self._listed(res_type, res_id) if ask_listed else True)
+
+    def _listed(self, res_type: str, res_id: str) -> bool:
+        """Listed means what the public's search finds: an offer of a delisted structure keeps
+        its own `active`, yet the public no longer finds it, and the page must say so."""
+        bundle = self.search(res_type, [("_id", res_id), ("_elements", "id"), ("_total", "accurate")])
+        return bool(bundle.get("total"))
 
     def _before_deletion(self, res_type: str, res_id: str, gone: Gone) -> LastKnown | None:
         etag = (gone.headers or {}).get("ETag", "")
@@ -69,8 +76,3 @@ class PublicReader:
         except (NotFound, Gone):
             return None
         return LastKnown(orjson.loads(orjson.dumps(result.resource)), listed=False)
-
-
-def _location_listed(resource: dict[str, Any]) -> bool:
-    # A Location has no `active`: its status follows its structure's listing.
-    return resource.get("resourceType") != "Location" or resource.get("status") != "inactive"

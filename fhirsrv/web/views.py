@@ -244,7 +244,7 @@ def offer_page(offer_id: str) -> Response:
         target = ref.get("reference", "")
         res_type, _, res_id = target.partition("/")
         if res_id and target not in included:
-            found = reader.last_known(res_type, res_id)
+            found = reader.last_known(res_type, res_id, ask_listed=False)
             if found is not None:
                 included[target] = found.resource
     offer = Shaper(site.vocabulary.get(), texts).offer(hs, included, listed=known.listed)

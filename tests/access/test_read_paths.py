@@ -9,6 +9,8 @@ added without a row here, fails it.
 from __future__ import annotations
 
 import base64
+import html
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -621,6 +623,59 @@ def bulk_export(d: Directory, who: Who) -> None:
     assert web.get(status, headers=headers).status_code == 404
 
 
+# ------------------------------------------------------------------------ public web pages
+# The pages read as the anonymous caller whoever visits (fhirsrv/web/reading.py): a token sent
+# by a browser extension or a proxy never widens what a page shows.
+ANONYMOUS_VIEW = next(p for p in PRINCIPALS if p.role is None)
+OFFER_ON_PAGE = re.compile(r'data-offer="([^"]+)"')
+NEXT_PAGE = re.compile(r'<a href="([^"]+)" rel="next">')
+
+
+@row("web search page, every page followed", ("web.search_page", "GET"))
+def web_search_page(d: Directory, who: Who) -> None:
+    shown: list[str] = []
+    text = ""
+    url: str | None = "/?tri=nom"
+    while url:
+        response = d.web.get(html.unescape(url), headers=d.headers(who))
+        assert response.status_code == 200, (who.name, url)
+        page = response.get_data(as_text=True)
+        text += page
+        shown += [f"HealthcareService/{i}" for i in OFFER_ON_PAGE.findall(page)]
+        found = NEXT_PAGE.search(page)
+        url = found.group(1) if found else None
+    assert len(shown) == len(set(shown)), who.name
+    assert set(shown) == searched(ANONYMOUS_VIEW, "HealthcareService"), who.name
+    assert_no_hidden_content(text, ANONYMOUS_VIEW)
+
+
+@row("web offer page", ("web.offer_page", "GET"))
+def web_offer_page(d: Directory, who: Who) -> None:
+    for entry in of_type("HealthcareService"):
+        response = d.web.get(f"/offre/{entry.res_id}", headers=d.headers(who))
+        page = response.get_data(as_text=True)
+        expected = 200 if ANONYMOUS_VIEW.reads(entry) else 404
+        assert response.status_code == expected, (who.name, entry.key)
+        assert ("no longer listed" in page or "plus référencée" in page) == (
+            expected == 200 and not ANONYMOUS_VIEW.searches(entry)
+        ), (who.name, entry.key)
+        assert_no_hidden_content(page, ANONYMOUS_VIEW)
+
+
+@row("web structure page, with its offers and places", ("web.structure_page", "GET"))
+def web_structure_page(d: Directory, who: Who) -> None:
+    for entry in of_type("Organization"):
+        response = d.web.get(f"/structure/{entry.res_id}", headers=d.headers(who))
+        page = response.get_data(as_text=True)
+        expected = 200 if ANONYMOUS_VIEW.reads(entry) else 404
+        assert response.status_code == expected, (who.name, entry.key)
+        if expected == 200:
+            offers = {f"HealthcareService/{i}" for i in OFFER_ON_PAGE.findall(page)}
+            mine = {e.key for e in of_type("HealthcareService") if e.structure == entry.res_id}
+            assert offers == mine & searched(ANONYMOUS_VIEW, "HealthcareService"), (who.name, entry.key)
+        assert_no_hidden_content(page, ANONYMOUS_VIEW)
+
+
 # Every registered operation, and how it is covered: by a row, or why it returns no stored
 # entry of the directory (terminology content is public conformance data; the registry's
 # invoke() checks read access on its type and instance for all of them alike).
@@ -645,7 +700,10 @@ OPERATIONS = {
 # URL rules that return no stored resource.
 NOT_READS = {
     ("fhir.metadata", "GET"): "the CapabilityStatement",
-    ("home.page", "GET"): "the server's short description at /",
+    ("web.commune_suggestions", "GET"): "the public page's town suggestions: shipped communes, no directory data",
+    ("web.departement_outlines", "GET"): "the map's département outlines: shipped communes, no directory data",
+    ("web.apply_page", "GET"): "the application form: an empty form, no directory data",
+    ("web.static", "GET"): "the public page's style, script and map library",
     ("auth_token", "POST"): "token endpoint",
     ("auth_token_alias", "POST"): "token endpoint",
     ("auth_jwks", "GET"): "public keys",
