@@ -25,7 +25,7 @@ from fhirsrv.web.places import DEPARTEMENT_NAMES, Commune, Communes
 from fhirsrv.web.reading import PublicReader
 from fhirsrv.web.results import Offer, Shaper
 
-web = Blueprint("web", __name__, template_folder="templates", static_folder="static", static_url_path="/static")
+web = Blueprint("web", __name__, template_folder="templates", static_folder="static", static_url_path="/assets")
 
 LANG_COOKIE = "lang"
 LANG_COOKIE_SECONDS = 365 * 24 * 3600

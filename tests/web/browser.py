@@ -146,8 +146,10 @@ def demo_settings(database_url: str) -> Settings:
     """The demo site's settings: a deployment's (authorization on), with the demo region.
 
     The anonymous rate limit is off: every page, style sheet, script and image of every test
-    comes from one address, 127.0.0.1 (tests/auth covers the limit itself)."""
-    return Settings.from_env(database_url=database_url, load_demo=True, rate_limit_anonymous=0)
+    comes from one address, 127.0.0.1 (tests/auth covers the limit itself). No map tiles: the
+    machine that runs the tests may have no internet, and the map must then still show its
+    markers over the départements' outlines (FHIRSRV_WEB_TILE_URL empty)."""
+    return Settings.from_env(database_url=database_url, load_demo=True, rate_limit_anonymous=0, web_tile_url="")
 
 
 @contextmanager

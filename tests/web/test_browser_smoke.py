@@ -10,7 +10,8 @@ def test_the_home_page_opens_in_a_browser_and_passes_the_accessibility_rules(pag
     problems = watch(page)
     response = page.goto(live_demo.url("/"))
     assert response is not None and response.status == 200
-    assert "Annuaire" in page.locator("h1").inner_text()
+    assert "Annuaire" in page.locator(".brand").inner_text()
+    assert "soin de support" in page.locator("h1").inner_text()
     assert problems == []
     violations = axe_violations(page)
     assert violations == [], "serious or critical accessibility violations:\n" + describe_violations(violations)

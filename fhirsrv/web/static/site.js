@@ -40,7 +40,8 @@
     }
     var bounds = [];
     markers.forEach(function (m) {
-      var label = m.offers.map(function (o) { return o.n; }).join(", ");
+      var numbers = m.offers.map(function (o) { return o.n; });
+      var label = numbers.length > 3 ? numbers[0] + "–" + numbers[numbers.length - 1] : numbers.join(", ");
       var icon = L.divIcon({ className: "pin", html: '<span class="number">' + escapeHtml(label) + "</span>", iconSize: null });
       var marker = L.marker([m.lat, m.lon], { icon: icon, title: m.title, keyboard: true, alt: m.title }).addTo(map);
       var links = m.offers.map(function (o) {
