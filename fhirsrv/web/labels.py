@@ -60,18 +60,14 @@ class Vocabulary:
     """Per CodeSystem name, its active concepts as a tree."""
 
     trees: dict[str, tuple[Concept, ...]] = field(default_factory=dict)
+    # (name, code) -> concept, for the labels of every result on every page.
+    index: dict[tuple[str, str], Concept] = field(default_factory=dict)
 
     def concepts(self, system: str) -> tuple[Concept, ...]:
         return self.trees.get(system, ())
 
     def find(self, system: str, code: str) -> Concept | None:
-        stack = list(self.concepts(system))
-        while stack:
-            concept = stack.pop()
-            if concept.code == code:
-                return concept
-            stack.extend(concept.children)
-        return None
+        return self.index.get((system, code))
 
     def label(self, system: str, code: str, language: str) -> str:
         concept = self.find(system, code)
@@ -88,7 +84,13 @@ def vocabulary_from(codesystems: list[dict[str, Any]]) -> Vocabulary:
     vocabulary = Vocabulary()
     for cs in codesystems:
         language = cs.get("language") or "fr"
-        vocabulary.trees[name_of(cs["url"])] = tuple(_concepts(cs.get("concept") or [], language))
+        name = name_of(cs["url"])
+        vocabulary.trees[name] = tuple(_concepts(cs.get("concept") or [], language))
+        stack = list(vocabulary.trees[name])
+        while stack:
+            concept = stack.pop()
+            vocabulary.index[(name, concept.code)] = concept
+            stack.extend(concept.children)
     return vocabulary
 
 
