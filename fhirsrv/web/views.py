@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from flask import Blueprint, Response, current_app, jsonify, make_response, render_template, request, url_for
+from flask import Blueprint, Response, current_app, jsonify, make_response, render_template, request
 
 from fhirsrv.api import caller
 from fhirsrv.api.routes import base_url
@@ -77,6 +77,7 @@ def _page(template: str, status: int = 200, **context: Any) -> Response:
         lang=texts.language,
         switch_url=_with_args(lang=texts("site.switch_lang")),
         fhir_base=base_url(),
+        root=request.script_root,
         tile_url=settings.web_tile_url,
         tile_attribution=settings.web_tile_attribution,
         **{k: v for k, v in context.items() if k != "t"},
@@ -222,7 +223,7 @@ def _markers(offers: list[Offer], texts: Texts) -> list[dict[str, Any]]:
                 {"lat": place.lat, "lon": place.lon, "title": place.name, "address": place.lines, "offers": []},
             )
             marker["offers"].append(
-                {"n": number, "name": offer.name, "url": url_for("web.offer_page", offer_id=offer.id)}
+                {"n": number, "name": offer.name, "url": f"{request.script_root}/offre/{offer.id}"}
             )
     return list(seen.values())
 
