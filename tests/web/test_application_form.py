@@ -333,7 +333,7 @@ def test_the_form_has_a_label_for_every_input(site: Site) -> None:
     legends = [e.text() for e in form.find_all("legend")]
     assert any("au moins l'un des deux" in legend and "Identifiant" in legend for legend in legends)
     assert any("au moins l'un des deux" in legend and "Contact" in legend for legend in legends)
-    assert "Soins proposés (au moins un) (obligatoire)" in legends
+    assert "Soins proposés (obligatoire, au moins un)" in legends
     autocomplete = {e.attrs["name"]: e.attrs.get("autocomplete") for e in fields if e.attrs.get("type") != "checkbox"}
     assert autocomplete["structure-email"] == autocomplete["referent-email"] == "email"
     assert autocomplete["structure-phone"] == autocomplete["referent-phone"] == "tel"
