@@ -64,7 +64,8 @@ _BY_ENDPOINT = {
     "web.search_page": "web-search",
     "web.offer_page": "web-offer",
     "web.structure_page": "web-structure",
-    "web.apply_page": "web-apply",
+    "web.apply_page": "web-apply",  # the form (GET) and its sending (POST): the method tells them apart
+    "web.apply_sent": "web-apply-sent",
     "web.commune_suggestions": "web-communes",
     "web.departement_outlines": "web-outlines",
     "web.static": "static",

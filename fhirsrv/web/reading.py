@@ -6,6 +6,10 @@ access policy decides what a page shows exactly as it decides for an anonymous F
 (published and verification-pending entries; a delisted one reads as `active=false`), and a
 page can never show what `GET /fhir/...` without a token would not. There is no second query
 path to keep in step with the first.
+
+The one thing a visitor writes, an application (the form at /candidature), goes the same way:
+`operation` runs `POST [base]/Organization/$apply` through the server's operation registry, with
+the body checked by the API's own JSON parser, as an anonymous FHIR client's call would.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ import orjson
 from fhirsrv.access.principal import ANONYMOUS
 from fhirsrv.errors import Gone, NotFound
 from fhirsrv.interactions import read as read_mod
-from fhirsrv.interactions.context import Meter, RequestInfo, Services
+from fhirsrv.interactions.context import Meter, RequestInfo, Result, Services
+from fhirsrv.interactions.operations import OperationCall
+from fhirsrv.interactions.resources import parse_json
 from fhirsrv.interactions.search import search
 
 
@@ -45,6 +51,17 @@ class PublicReader:
         an unknown parameter is a 400, as it would be for the API)."""
         result = search(self.services, self._info(), res_type, params)
         return orjson.loads(orjson.dumps(result.resource))
+
+    def operation(self, name: str, res_type: str, body: dict[str, Any]) -> Result:
+        """What an anonymous `POST [base]/{res_type}/${name}` with the JSON `body` answers: the
+        body goes through the API's parser (NUL characters, nesting), the operation through the
+        registry's `resolve` and `invoke` (its access checks), exactly as api/routes.py runs it.
+        A refusal is raised as the FhirError the API would answer with."""
+        parsed = parse_json(orjson.dumps(body))
+        services = self.services
+        op = services.operations.resolve(name, res_type, False, "POST")
+        call = OperationCall.from_body(res_type, None, parsed, [])
+        return services.operations.invoke(services, self._info(), op, call)
 
     def last_known(self, res_type: str, res_id: str, *, ask_listed: bool = True) -> LastKnown | None:
         """The current version if the public may read it; for a deleted entry, the version

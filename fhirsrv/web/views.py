@@ -1,9 +1,10 @@
-"""The public directory's pages: search, offer, structure, and the small JSON the map and the
-town field use.
+"""The public directory's pages: search, offer, structure, the application form of a structure,
+and the small JSON the map and the town field use.
 
 Each page reads the directory through `PublicReader` (reading.py), the anonymous FHIR
-interactions, and nothing else. Pages are rendered on the server and work without JavaScript;
-the script only adds the map and the town suggestions.
+interactions, and nothing else; the application form sends through it too (`Organization/$apply`).
+Pages are rendered on the server and work without JavaScript; the script only adds the map and
+the town suggestions.
 """
 
 from __future__ import annotations
@@ -12,18 +13,30 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from flask import Blueprint, Response, current_app, jsonify, make_response, render_template, request
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    jsonify,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 
 from fhirsrv.api import caller
 from fhirsrv.api.routes import base_url
 from fhirsrv.errors import FhirError
 from fhirsrv.interactions.context import UNMETERED, Services
+from fhirsrv.web.application import SECTIONS, ApplicationForm, first_field, label_of
 from fhirsrv.web.filters import DISTANCES_KM, PAGE_SIZE, SearchForm, fhir_search, read_form
-from fhirsrv.web.i18n import Texts, choose_language
-from fhirsrv.web.labels import AXES, CATEGORY, NAMES, Vocabulary, VocabularyCache, system_url
+from fhirsrv.web.i18n import LANGUAGES, Texts, choose_language
+from fhirsrv.web.labels import AXES, CATEGORY, NAMES, STRUCTURE_TYPE, Vocabulary, VocabularyCache, system_url
 from fhirsrv.web.places import DEPARTEMENT_NAMES, Commune, Communes
 from fhirsrv.web.reading import PublicReader
 from fhirsrv.web.results import Offer, Shaper
+from fhirsrv.workflow.operations import CONFIRMATION_DAYS
 
 web = Blueprint("web", __name__, template_folder="templates", static_folder="static", static_url_path="/assets")
 
@@ -319,6 +332,100 @@ def departement_outlines() -> Response:
 # ------------------------------------------------------------------------ application form
 
 
-@web.get("/candidature")
+@web.route("/candidature", methods=["GET", "POST"])
 def apply_page() -> Response:
-    return _page("apply.html", t=_texts())
+    """The application form of a structure (GET), and its sending (POST).
+
+    The POST runs `Organization/$apply`, the very operation of the FHIR API, as the anonymous
+    caller it is (reading.py), with the visitor's address and rate-limit meter: the same checks,
+    the same per-address limit, the same confirmation e-mail. What the operation refuses comes
+    back beside each field (application.py), with every value typed kept in the form, and the
+    operation's status (422; a 429 stays a 429 with its Retry-After). A success redirects (303)
+    to `apply_sent`, so that reloading the page never sends the application twice.
+
+    Cross-site posting: the form is anonymous and creates nothing a visitor could not create
+    with the public API, yet another site must not be able to send it in a visitor's name (from
+    the visitor's address, spending its hourly allowance). A browser says where a POST comes
+    from: `Sec-Fetch-Site` (anything but `same-origin`, or `none` for what the visitor did
+    themselves, is refused) or, in a browser too old to send that, `Origin` (refused unless its
+    host is this request's host or that of FHIRSRV_BASE_URL). A request with neither is not a
+    browser's cross-site form, which always carries one of them, and is let through. The
+    refusal is a 403 page and the operation is never run. No session and no token are needed.
+    """
+    site = _site()
+    texts = _texts()
+    if request.method != "POST":
+        return _apply_form(texts, ApplicationForm())
+    if _cross_site():
+        return _page("error.html", status=403, t=texts, message=texts("apply.cross_site"))
+    form = ApplicationForm.read(request.form)
+    body = form.body(commune=_commune_code(form, site.communes))
+    try:
+        _reader(site.services).operation("apply", "Organization", body)
+    except FhirError as refusal:
+        if refusal.status == 429:
+            form.general.append(texts("apply.too_many"))
+        else:
+            form.refused(refusal.issues)
+        response = _apply_form(texts, form, status=refusal.status)
+        for name, value in (refusal.headers or {}).items():
+            if name.lower() == "retry-after":
+                response.headers[name] = value
+        return response
+    asked = request.args.get("lang")
+    return redirect(url_for("web.apply_sent", **({"lang": asked} if asked in LANGUAGES else {})), code=303)
+
+
+@web.get("/candidature/envoyee")
+def apply_sent() -> Response:
+    """What happens next, once the application is recorded (no data of the application: the
+    page is the same for everyone)."""
+    return _page("apply_sent.html", t=_texts(), days=CONFIRMATION_DAYS)
+
+
+def _apply_form(texts: Texts, form: ApplicationForm, status: int = 200) -> Response:
+    vocabulary = _site().vocabulary.get()
+    categories = vocabulary.concepts(CATEGORY)
+    response = _page(
+        "apply.html",
+        status,
+        t=texts,
+        form=form,
+        sections=SECTIONS,
+        label_of=label_of,
+        problems=form.problems(),
+        first_category=categories[0].code if categories else None,
+        first_field=first_field,
+        structure_types=[(c.code, c.label(texts.language)) for c in vocabulary.concepts(STRUCTURE_TYPE)],
+        categories=categories,
+        action=_with_args(),
+    )
+    if request.method == "POST":
+        response.headers["Cache-Control"] = "no-store"  # the page holds what the visitor typed
+    return response
+
+
+def _commune_code(form: ApplicationForm, communes: Communes) -> str | None:
+    """The INSEE code of the town typed with its postcode, when the shipped communes know exactly
+    one: a DAC's territory may be made of communes, and the operation places the structure by it."""
+    postal_code = form.value("structure-postalCode").strip()
+    city = form.value("structure-city").strip()
+    if not (postal_code and city):
+        return None
+    found = [c for c in communes.resolve(f"{city} ({postal_code})") if c.postal_code == postal_code]
+    return found[0].insee if len(found) == 1 else None
+
+
+def _cross_site() -> bool:
+    """Whether the browser says this POST comes from another site (see `apply_page`)."""
+    fetch_site = request.headers.get("Sec-Fetch-Site")
+    if fetch_site:
+        return fetch_site not in ("same-origin", "none")
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return False
+    own = {request.host.lower()}
+    configured = _site().services.settings.base_url
+    if configured:
+        own.add(urlsplit(configured).netloc.lower())
+    return urlsplit(origin).netloc.lower() not in own  # "null" (a sandboxed page) has no host
