@@ -223,6 +223,19 @@ def test_a_visitor_finds_offers_near_a_town_nearest_first(page, live_demo):
     assert problems == []
     assert_accessible(page)
 
+    # The same offers, by name, when the visitor asks for it.
+    page.get_by_label("nom", exact=True).check()
+    submit(page)
+    ids, total, _ = fhir_matches(
+        live_demo,
+        [("location.near", f"{lat}|{lon}|10|km"), ("_sort", "name"), ("_count", "20"), ("_total", "accurate")],
+    )
+    by_name_offers = shown_offers(page)
+    assert [o["id"] for o in by_name_offers] == ids and shown_total(page) == total
+    names = [o["name"] for o in by_name_offers]
+    assert names == sorted(names, key=folded)
+    assert problems == []
+
 
 def test_the_filters_combine(page, live_demo):
     problems = watch(page)
