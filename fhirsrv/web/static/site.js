@@ -109,9 +109,8 @@
     });
     if (bounds.length) {
       // Without tiles, a close-up would show an empty square: stay far enough out for the
-      // outlines of the départements to say where the places are (farther on a phone).
-      var farthest = box.clientWidth < 600 ? 8 : 9;
-      map.fitBounds(bounds, { padding: [24, 24], maxZoom: tiles ? 13 : farthest });
+      // outlines of the départements to say where the places are.
+      map.fitBounds(bounds, { padding: [24, 24], maxZoom: tiles ? 13 : 9 });
     } else {
       map.setView([46.6, 2.4], 5);
     }
