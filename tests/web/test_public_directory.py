@@ -60,8 +60,10 @@ def submit(page: Any, button: str = "Rechercher") -> None:
 
 
 def type_town(page: Any, typed: str, suggested: str) -> None:
-    """Types a town as a visitor does, and waits for the field to suggest `suggested`."""
-    page.get_by_label("Près d'une commune").press_sequentially(typed)
+    """Types a town as a visitor does, and waits for the field to suggest `suggested` (so that
+    pressing the button next does not cut the suggestions' request short)."""
+    with page.expect_response(lambda response: f"/communes?q={typed}" in response.url):
+        page.get_by_label("Près d'une commune").press_sequentially(typed)
     page.wait_for_selector(f'#communes option[value="{suggested}"]', state="attached")
 
 
