@@ -200,16 +200,22 @@ class DemoSites:
 def watch(page: Any) -> list[str]:
     """From now on, what a visitor's browser would report as broken on `page`: uncaught script
     errors, console errors (a style or script the Content-Security-Policy refused included),
-    requests that failed and answers of status 400 or more. Returns the list it fills."""
+    requests that failed and answers of status 400 or more. Returns the list it fills.
+
+    A request the browser itself cancels because the visitor moved on (net::ERR_ABORTED: the
+    map's outlines still loading when a link is followed) is not a fault of the page."""
     problems: list[str] = []
+
+    def failed(request: Any) -> None:
+        if request.failure != "net::ERR_ABORTED":
+            problems.append(f"request failed: {request.url} ({request.failure})")
+
     page.on("pageerror", lambda error: problems.append(f"script error: {error}"))
     page.on(
         "console",
         lambda message: problems.append(f"console error: {message.text}") if message.type == "error" else None,
     )
-    page.on(
-        "requestfailed", lambda request: problems.append(f"request failed: {request.url} ({request.failure})")
-    )
+    page.on("requestfailed", failed)
     page.on(
         "response",
         lambda response: problems.append(f"HTTP {response.status}: {response.url}")
