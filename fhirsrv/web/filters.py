@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 from fhirsrv.web.labels import AXES, CATEGORY, Vocabulary, system_url
-from fhirsrv.web.places import Commune
 
 PAGE_SIZE = 20
 DISTANCES_KM = (5, 10, 20, 30, 50)
@@ -37,6 +36,10 @@ class SearchFormSchema(Schema):
         load_default="", validate=validate.Regexp(r"^(|\d{2}|2[AB]|97\d)$", error="Not a département code")
     )
     commune = fields.String(load_default="", validate=validate.Length(max=80))
+    # "Near me": the browser's position, rounded by the page's script to 0.01° (about 1 km) so a
+    # shared link does not give a home address away. Used when no town is typed.
+    lat = fields.Float(load_default=None, allow_nan=False, validate=validate.Range(min=-90, max=90))
+    lon = fields.Float(load_default=None, allow_nan=False, validate=validate.Range(min=-180, max=180))
     distance = fields.Integer(load_default=DEFAULT_DISTANCE_KM, validate=validate.OneOf(DISTANCES_KM))
     public = fields.String(load_default="", validate=validate.Length(max=80))
     age = fields.String(load_default="", validate=validate.Length(max=80))
@@ -67,6 +70,13 @@ class SearchForm:
         return value if isinstance(value, int) else DEFAULT_DISTANCE_KM
 
     @property
+    def position(self) -> tuple[float, float] | None:
+        lat, lon = self.values.get("lat"), self.values.get("lon")
+        if isinstance(lat, float) and isinstance(lon, float):
+            return round(lat, 2), round(lon, 2)
+        return None
+
+    @property
     def start(self) -> int:
         value = self.values.get("debut")
         return value if isinstance(value, int) else 0
@@ -74,14 +84,14 @@ class SearchForm:
     @property
     def is_empty(self) -> bool:
         criteria = ("categorie", "service", "departement", "commune", "q", *AXES)
-        return not any(self.text(name) for name in criteria)
+        return not any(self.text(name) for name in criteria) and self.position is None
 
 
 def read_form(args: dict[str, str], vocabulary: Vocabulary) -> SearchForm:
     """The form from a query string. Each bad field is reported and left out of the search;
     the others still apply, so one typo in a shared link does not lose the whole query."""
     errors: dict[str, str] = {}
-    raw = {k: v.strip() for k, v in args.items()}
+    raw = {k: v.strip() for k, v in args.items() if v.strip() or k not in ("lat", "lon")}
     try:
         values = SearchFormSchema().load(raw)
     except ValidationError as invalid:
@@ -112,9 +122,10 @@ def _check_codes(form: SearchForm, vocabulary: Vocabulary) -> None:
             form.values[name] = ""
 
 
-def fhir_search(form: SearchForm, commune: Commune | None, canonical_base: str) -> list[tuple[str, str]]:
+def fhir_search(form: SearchForm, point: tuple[float, float] | None, canonical_base: str) -> list[tuple[str, str]]:
     """The anonymous `HealthcareService` search the page shows, with what a result needs to be
-    shown (its structure, places and secure-messaging endpoint) included."""
+    shown (its structure, places and secure-messaging endpoint) included. `point`: the town's
+    town hall, or the visitor's own position ("near me")."""
     params: list[tuple[str, str]] = []
     category_system = system_url(canonical_base, CATEGORY)
     if form.text("service"):
@@ -129,9 +140,9 @@ def fhir_search(form: SearchForm, commune: Commune | None, canonical_base: str) 
     if form.text("q"):
         typed = form.text("q")
         params.append(("_filter", f'name co "{typed}" or organization.name co "{typed}"'))
-    if commune is not None:
-        params.append(("location.near", f"{commune.lat}|{commune.lon}|{form.distance}|km"))
-    by_distance = commune is not None and form.text("tri") != "nom"
+    if point is not None:
+        params.append(("location.near", f"{point[0]}|{point[1]}|{form.distance}|km"))
+    by_distance = point is not None and form.text("tri") != "nom"
     params.append(("_sort", "near" if by_distance else "name"))
     params += [
         ("_count", str(PAGE_SIZE)),

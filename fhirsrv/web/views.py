@@ -145,7 +145,8 @@ def search_page() -> Response:
     vocabulary = site.vocabulary.get()
     form = read_form(request.args.to_dict(flat=True), vocabulary)
     commune, choices = _commune_of(form, site.communes, texts)
-    params = fhir_search(form, commune, site.services.settings.canonical_base)
+    point = (commune.lat, commune.lon) if commune else None if form.text("commune") else form.position
+    params = fhir_search(form, point, site.services.settings.canonical_base)
     reader = _reader(site.services)
     bundle = reader.search("HealthcareService", params)
     offers = Shaper(vocabulary, texts).search_results(bundle)
@@ -158,6 +159,7 @@ def search_page() -> Response:
         axis_labels=[(name, texts(key)) for name, key in AXIS_LABELS.items()],
         distances=DISTANCES_KM,
         commune=commune,
+        near_me=point is not None and commune is None,
         commune_choices=[(c.label, _with_args(commune=c.label, page="", debut="")) for c in choices],
         offers=offers,
         total=total,
@@ -172,9 +174,12 @@ def search_page() -> Response:
 
 def _commune_of(form: SearchForm, communes: Communes, texts: Texts) -> tuple[Commune | None, list[Commune]]:
     typed = form.text("commune")
+    for name in ("lat", "lon"):  # the position has no field of its own: said at the town's
+        if form.errors.pop(name, None):
+            form.errors["commune"] = texts("search.bad_position")
     if not typed:
-        if form.text("tri") == "distance":
-            form.errors["tri"] = texts("search.distance_needs_commune")
+        if form.text("tri") == "distance" and form.position is None:
+            form.errors["commune"] = texts("search.distance_needs_commune")
         return None, []
     found = communes.resolve(typed)
     if len(found) == 1:

@@ -151,3 +151,21 @@ def test_a_delisted_structure_keeps_its_page_with_its_last_known_details(live_de
     assert answer.status == 200 and "plus référencée" in page
     name = live_demo.fhir("/Organization/org-22-0042")["name"]
     assert html.escape(name) in page or name in page
+
+
+def test_near_me_searches_around_the_position_rounded_to_about_a_kilometre(live_demo: LiveDemo):
+    page = live_demo.get("/?lat=48.39169&lon=-4.48454&distance=10").text()
+    shown, total = _listed(page)
+    bundle = live_demo.fhir(f"/HealthcareService?location.near=48.39|-4.48|10|km&_sort=near&_count=20&_total=accurate{INCLUDES}")
+    assert shown == _matches(bundle) and total == bundle["total"] > 0
+    assert 'name="lat" value="48.39"' in page and 'name="lon" value="-4.48"' in page
+    assert "location.near=48.39%7C-4.48%7C10%7Ckm" in html.unescape(FHIR_LINK.search(page).group(1))
+    # A typed town wins over a position left in the link.
+    town = live_demo.get(f"/?lat=43.3&lon=5.4&commune={quote('Brest (29200)')}&distance=10").text()
+    assert _listed(town) == _listed(live_demo.get(f"/?commune={quote('Brest (29200)')}&distance=10").text())
+
+
+def test_an_impossible_position_is_said_at_the_town_field_and_not_searched(live_demo: LiveDemo):
+    page = live_demo.get("/?lat=123&lon=-4.4").text()
+    assert re.findall(r'href="#f-(\w+)"', page) == ["commune"] and 'id="e-commune"' in page
+    assert _listed(page) == _listed(live_demo.get("/").text())

@@ -441,3 +441,27 @@ def test_english_is_one_click_away_and_remembered(page, live_demo):
     assert page.get_by_role("heading", name="Offers of this structure").is_visible()
     assert page.get_by_role("link", name="Français").is_visible()
     assert problems == []
+
+
+def test_near_me_asks_the_browser_for_its_position_and_lists_what_is_near(chromium, live_demo):
+    context = chromium.new_context(
+        locale="fr-FR", viewport={"width": 1280, "height": 900}, geolocation={"latitude": 48.1173, "longitude": -1.6778}
+    )
+    context.grant_permissions(["geolocation"])
+    try:
+        page = context.new_page()
+        problems = watch(page)
+        page.goto(live_demo.url("/"))
+        page.get_by_label("Distance").select_option("5")
+        with page.expect_navigation():
+            page.get_by_role("button", name="Autour de moi").click()
+        assert "lat=48.12" in page.url and "lon=-1.68" in page.url  # rounded: about 1 km
+        ids, total, _ = fhir_matches(
+            live_demo,
+            [("location.near", "48.12|-1.68|5|km"), ("_sort", "near"), ("_count", str(PAGE_SIZE)), ("_total", "accurate")],
+        )
+        assert [o["id"] for o in shown_offers(page)] == ids and shown_total(page) == total > 0
+        assert "autour de votre position" in page.locator("#near-me-state").inner_text()
+        assert problems == []
+    finally:
+        context.close()

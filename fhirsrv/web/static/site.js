@@ -141,8 +141,44 @@
     });
   }
 
+  function nearMe() {
+    var button = document.getElementById("near-me");
+    var town = document.getElementById("f-commune");
+    if (!button || !town || !navigator.geolocation) { return; }
+    button.hidden = false;
+    button.addEventListener("click", function () {
+      navigator.geolocation.getCurrentPosition(function (where) {
+        var form = town.form;
+        // Rounded to 0.01° (about 1 km): the link can be shared without giving a home away.
+        [["lat", where.coords.latitude], ["lon", where.coords.longitude]].forEach(function (pair) {
+          var field = form.querySelector('input[name="' + pair[0] + '"]');
+          if (!field) {
+            field = document.createElement("input");
+            field.type = "hidden";
+            field.name = pair[0];
+            form.appendChild(field);
+          }
+          field.value = pair[1].toFixed(2);
+        });
+        town.value = "";
+        form.submit();
+      }, function () {
+        var note = document.createElement("span");
+        note.className = "error";
+        note.setAttribute("role", "alert");
+        note.textContent = button.getAttribute("data-error");
+        button.insertAdjacentElement("afterend", note);
+      }, { timeout: 10000, maximumAge: 600000 });
+    });
+    town.addEventListener("input", function () {
+      // A typed town replaces the position.
+      town.form.querySelectorAll('input[name="lat"], input[name="lon"]').forEach(function (f) { f.remove(); });
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     drawMap();
     suggestTowns();
+    nearMe();
   });
 }());
