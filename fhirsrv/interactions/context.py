@@ -108,3 +108,7 @@ class Result:
     stored: StoredResource | None = None
     headers: dict[str, str] = field(default_factory=dict)
     location: str | None = None  # absolute URL of the (versioned) resource for Location header
+    # A searchset's entries as stored, in the Bundle's entry order (matches, then includes): for
+    # the in-process reader of the public pages, which shows them parsed and can keep a parsed
+    # version (versions never change) instead of parsing the whole Bundle again.
+    entries: tuple[StoredResource, ...] = ()

@@ -126,4 +126,4 @@ def search(
         )
     if entries:
         bundle["entry"] = entries
-    return Result(status=200, resource=bundle)
+    return Result(status=200, resource=bundle, entries=(*page.matches, *included))

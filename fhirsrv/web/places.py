@@ -104,10 +104,8 @@ class Communes:
             return []
         if text.endswith(")") and "(" in text:
             name, _, code = text[:-1].rpartition("(")
-            exact = [
-                c for n, c in self._by_folded_name
-                if n == fold(name).replace("-", " ").strip() and c.postal_code == code.strip()
-            ]
+            key, code = fold(name).replace("-", " ").strip(), code.strip()
+            exact = [c for n, c in self._by_folded_name if n == key and c.postal_code == code]
             if exact:
                 return exact
             text = name

@@ -26,6 +26,7 @@ from fhirsrv.interactions.context import Meter, RequestInfo, Result, Services
 from fhirsrv.interactions.operations import OperationCall
 from fhirsrv.interactions.resources import parse_json
 from fhirsrv.interactions.search import search
+from fhirsrv.web.versions import ParsedVersions
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class PublicReader:
     base_url: str  # the FHIR API's public base, for the links pages give to the JSON
     address: str | None  # the visitor's address: the audit trail and rate limits see it
     meter: Meter
+    versions: ParsedVersions  # the app's cache of parsed versions (versions.py)
 
     def _info(self) -> RequestInfo:
         return RequestInfo(base_url=self.base_url, principal=ANONYMOUS.at(self.address), meter=self.meter)
@@ -50,7 +52,20 @@ class PublicReader:
         """The searchset Bundle an anonymous `GET [base]/{res_type}?{params}` answers (strict:
         an unknown parameter is a 400, as it would be for the API)."""
         result = search(self.services, self._info(), res_type, params)
-        return orjson.loads(orjson.dumps(result.resource))
+        bundle = dict(result.resource)
+        stored = iter(result.entries)  # the matches, then the includes, as in the Bundle
+        entries = []
+        for entry in bundle.get("entry") or []:
+            if entry.get("search", {}).get("mode") not in ("match", "include"):
+                entries.append(orjson.loads(orjson.dumps(entry)))
+                continue
+            version = next(stored)
+            body = entry["resource"]
+            resource = self.versions.parsed(version) if isinstance(body, orjson.Fragment) else body
+            entries.append({**entry, "resource": resource})
+        if entries:
+            bundle["entry"] = entries
+        return bundle
 
     def operation(self, name: str, res_type: str, body: dict[str, Any]) -> Result:
         """What an anonymous `POST [base]/{res_type}/${name}` with the JSON `body` answers: the

@@ -36,6 +36,7 @@ from fhirsrv.web.labels import AXES, CATEGORY, NAMES, STRUCTURE_TYPE, Vocabulary
 from fhirsrv.web.places import DEPARTEMENT_NAMES, Commune, Communes
 from fhirsrv.web.reading import PublicReader
 from fhirsrv.web.results import Offer, Shaper
+from fhirsrv.web.versions import ParsedVersions
 from fhirsrv.workflow.operations import CONFIRMATION_DAYS
 
 web = Blueprint("web", __name__, template_folder="templates", static_folder="static", static_url_path="/assets")
@@ -51,6 +52,7 @@ class Site:
     services: Services
     communes: Communes
     vocabulary: VocabularyCache
+    versions: ParsedVersions
 
 
 def install(app: Any, services: Services) -> None:
@@ -63,7 +65,7 @@ def install(app: Any, services: Services) -> None:
         bundle = reader.search("CodeSystem", [("url", urls), ("_count", str(len(NAMES) * 2))])
         return [e["resource"] for e in bundle.get("entry") or [] if e.get("search", {}).get("mode") == "match"]
 
-    app.extensions["fhirsrv.web"] = Site(services, communes, VocabularyCache(fetch_codesystems))
+    app.extensions["fhirsrv.web"] = Site(services, communes, VocabularyCache(fetch_codesystems), ParsedVersions())
     app.register_blueprint(web)
 
 
@@ -74,7 +76,7 @@ def _site() -> Site:
 def _reader(services: Services, caller_meter: bool = True) -> PublicReader:
     # The filter lists are the server's own housekeeping, not the visitor's: not charged to them.
     meter = caller.meter() if caller_meter else UNMETERED
-    return PublicReader(services, base_url(), request.remote_addr, meter)
+    return PublicReader(services, base_url(), request.remote_addr, meter, _site().versions)
 
 
 def _texts() -> Texts:
