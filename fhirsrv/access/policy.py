@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, and_, select
+from sqlalchemy import Connection, select
 
 from fhirsrv.access import owners
 from fhirsrv.access.facts import (
@@ -191,13 +191,17 @@ class AccessPolicy:
         return structure in self._territory_structures(conn, principal, {structure})
 
     def _structure_visibility(self, conn: Connection, structures: set[str]) -> dict[str, Visibility]:
+        """The visibility of each structure, deleted ones included: a deletion keeps the
+        structure's facts as they were (facts_store.deleted), and a version that named it is
+        judged by them. So `Organization/x/_history/1` still answers the public once x is
+        deleted, as a care plan citing it expects; what is readable *now* is decided before
+        (the entry itself, whose structure's deletion hid it)."""
         if not structures:
             return {}
-        org = resource.alias("version_structure")
         rows = conn.execute(
-            select(entry_access.c.structure, entry_access.c.visibility)
-            .join(org, and_(org.c.rid == entry_access.c.rid, live(org)))
-            .where(entry_access.c.res_type == "Organization", entry_access.c.structure.in_(sorted(structures)))
+            select(entry_access.c.structure, entry_access.c.visibility).where(
+                entry_access.c.res_type == "Organization", entry_access.c.structure.in_(sorted(structures))
+            )
         )
         return {s: Visibility(v) for s, v in rows}
 

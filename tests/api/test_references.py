@@ -224,3 +224,16 @@ def test_a_versioned_reference_resolves_whatever_happens_to_the_entry(app: Flask
     resolves()
     assert web.delete("/fhir/HealthcareService/hs1", headers=admin).status_code == 204
     resolves()
+
+
+def test_a_deleted_structure_s_versions_still_answer_the_public(app: Flask, web: FlaskClient) -> None:
+    """`Organization/o1/_history/1` cited in a care plan resolves for everyone once the structure
+    is deleted, while its offers, hidden with it, are not listed any more."""
+    admin = token_headers(app, "regional-admin")
+    name = web.get("/fhir/Organization/o1").get_json()["name"]
+    assert web.delete("/fhir/Organization/o1", headers=admin).status_code == 204
+    for headers in ({}, admin):
+        assert web.get("/fhir/Organization/o1", headers=headers).status_code == 410
+        cited = web.get("/fhir/Organization/o1/_history/1", headers=headers)
+        assert cited.status_code == 200 and cited.get_json()["name"] == name
+    assert web.get("/fhir/HealthcareService?organization=Organization/o1").get_json().get("total", 0) == 0
