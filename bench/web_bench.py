@@ -31,6 +31,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from _cli import header, write_results  # noqa: E402
 from _pg import fresh_schema  # noqa: E402
+from http_bench import _free_port  # noqa: E402
 
 QUERIES = {
     "category": "/?categorie=douleur",
@@ -61,14 +62,6 @@ def child(database_url: str, port: int) -> None:
     load_initial_content(services, demo=True)
     app = with_fixed_route(create_app(settings, services), 20_000)
     make_server(app, settings, "127.0.0.1", port, threads=4, ident="fhirsrv-bench").run()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait(port: int, proc: subprocess.Popen) -> None:

@@ -251,14 +251,18 @@ def _markers(offers: list[Offer], texts: Texts) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------------ offer, structure
 
 
+def _not_found(texts: Texts) -> Response:
+    """An id the public never could read (a draft, a rejected application, a typo): 404. A
+    delisted or deleted entry is not one of them: it keeps its page (LastKnown)."""
+    return _page("not_found.html", status=404, t=texts)
+
+
 @web.get("/offre/<offer_id>")
 def offer_page(offer_id: str) -> Response:
-    site = _site()
-    texts = _texts()
-    reader = _reader(site.services)
+    site, texts, reader = _site(), _texts(), _reader(_site().services)
     known = reader.last_known("HealthcareService", offer_id)
     if known is None:
-        return _page("not_found.html", status=404, t=texts)
+        return _not_found(texts)
     hs = known.resource
     included: dict[str, dict[str, Any]] = {}
     for ref in [hs.get("providedBy") or {}, *(hs.get("location") or []), *(hs.get("endpoint") or [])]:
@@ -280,12 +284,10 @@ def offer_page(offer_id: str) -> Response:
 
 @web.get("/structure/<structure_id>")
 def structure_page(structure_id: str) -> Response:
-    site = _site()
-    texts = _texts()
-    reader = _reader(site.services)
+    site, texts, reader = _site(), _texts(), _reader(_site().services)
     known = reader.last_known("Organization", structure_id)
     if known is None:
-        return _page("not_found.html", status=404, t=texts)
+        return _not_found(texts)
     shaper = Shaper(site.vocabulary.get(), texts)
     structure = shaper.structure(known.resource, listed=known.listed)
     bundle = reader.search(
