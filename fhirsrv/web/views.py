@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+import orjson
 from flask import (
     Blueprint,
     Response,
@@ -67,6 +68,7 @@ def install(app: Any, services: Services) -> None:
 
     app.extensions["fhirsrv.web"] = Site(services, communes, VocabularyCache(fetch_codesystems), ParsedVersions())
     app.register_blueprint(web)
+    app.after_request(_refusal_as_page)
 
 
 def _site() -> Site:
@@ -126,15 +128,61 @@ def _with_args(**changes: str) -> str:
     return f"{request.path}?{urlencode(args)}" if args else request.path
 
 
-@web.errorhandler(FhirError)
-def _refused(error: FhirError) -> Response:
-    """A refusal the FHIR API would answer with an OperationOutcome, as a page: the same status
-    (a 429 stays a 429 with its Retry-After), said in words."""
-    response = _page("error.html", status=error.status, message=str(error))
-    for name, value in (error.headers or {}).items():
-        if name.lower() == "retry-after":
-            response.headers[name] = value
-    return response
+# ------------------------------------------------------------------------------- refusals
+
+# The paths that are not the site's: the FHIR API (its token endpoint and SMART files included),
+# the token endpoint's alias, the probes and the metrics. Every other path is the site's.
+NOT_THE_SITE = ("/fhir", "/oauth", "/metrics", "/healthz", "/readyz")
+# What a page sets itself; every other header of the refusal it replaces is kept (Allow,
+# Retry-After, and the security headers added on the way out).
+_PAGE_HEADERS = frozenset({"content-type", "content-length", "content-language", "content-security-policy"})
+# The statuses whose API message tells the visitor what to correct in the address.
+_DETAILED = frozenset({400, 422})
+
+
+def on_the_site(path: str) -> bool:
+    return not any(path == prefix or path.startswith(prefix + "/") for prefix in NOT_THE_SITE)
+
+
+def _refusal_as_page(response: Response) -> Response:
+    """Any refusal on the site's paths as a page, in the visitor's language, with its status
+    and its Allow or Retry-After: whatever refused the request (the URL guards of app.py, the
+    router's 404 and 405, the body limit's 413, the rate limit's 429, a FhirError of the
+    interactions, a database fault's 503, a bug's 500), it was written as the API's
+    OperationOutcome, which a visitor's browser would show as raw JSON."""
+    if response.status_code < 400 or response.mimetype != "application/fhir+json" or not on_the_site(request.path):
+        return response
+    texts = _texts()
+    status = response.status_code
+    if status == 404:
+        page = _page("not_found.html", status=404, t=texts)
+    else:
+        page = _page("error.html", status=status, t=texts, message=_refusal_text(texts, response), detail=_detail(response))
+    for name, value in response.headers.items():
+        if name.lower() not in _PAGE_HEADERS:
+            page.headers.add(name, value)
+    return page
+
+
+def _refusal_text(texts: Texts, response: Response) -> str:
+    status = response.status_code
+    if status == 429:
+        return texts("error.429", seconds=response.headers.get("Retry-After", "60"))
+    try:
+        return texts(f"error.{status}")
+    except KeyError:
+        return texts("error.other")
+
+
+def _detail(response: Response) -> str | None:
+    if response.status_code not in _DETAILED:
+        return None
+    try:
+        issues = orjson.loads(response.get_data()).get("issue") or []
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    said = [i["diagnostics"] for i in issues if isinstance(i, dict) and isinstance(i.get("diagnostics"), str)]
+    return " ".join(said) or None
 
 
 # ------------------------------------------------------------------------------- search

@@ -382,7 +382,7 @@ def test_a_paging_cursor_from_an_administrator_s_search_shows_the_public_view_on
         assert set(re.findall(r'data-offer="([^"]+)"', page)) <= {"hs-xss"}
 
 
-@pytest.mark.parametrize("cursor", ["gAAAAABforged", "eyJ2IjpbMSwiYSJdLCJzIjoibmFtZSJ9", "x" * 1900])
+@pytest.mark.parametrize("cursor", ["gAAAAABforged", "eyJ2IjpbMSwiYSJdLCJzIjoibmFtZSJ9", "%00", "x" * 1900])
 def test_a_forged_cursor_answers_a_page_not_an_error_of_the_server(site: Site, cursor: str) -> None:
     answer = site.get(f"/?page={cursor}")
     assert answer.status_code < 500 and answer.mimetype == "text/html"
@@ -392,6 +392,45 @@ def test_a_forged_cursor_answers_a_page_not_an_error_of_the_server(site: Site, c
 # ---------------------------------------------------------------------------------- abuse
 
 LONG = "a" * 10_000
+ODD_REQUESTS = [
+    "/?q=" + LONG[:3000], "/?commune=" + LONG[:3000], "/?page=" + LONG[:3000], "/?lang=" + LONG[:3000],
+    "/?q=%00", "/?commune=a%00b", "/?q=%C3%28", "/?commune=%ED%A0%80", "/?q=%F4%90%80%80", "/?q=%C0%AF",
+    "/?q=%E2%80%AE%0A%0D%1B", "/?q=a&q=b&q=c", "/?categorie=douleur&categorie=x&service=y&service=z",
+    "/?debut=-1", "/?debut=99999999999999999999999", "/?debut=1_000", "/?debut=%2B1", "/?distance=1e309",
+    "/?distance=-5&commune=Brest", "/?lat=nan&lon=nan", "/?lat=inf&lon=-inf", "/?lat=1e309&lon=0",
+    "/?lat=48&lon=", "/?lat=-90&lon=-180&distance=50", "/?tri=distance", "/?commune=(", "/?commune=()",
+    "/?commune=" + "(" * 80, "/?q=%25%5F%2A", "/?q=a%22%20or%20name%20co%20%22", "/?departement=2A",
+    "/?" + "&".join(f"p{i}=1" for i in range(900)),
+    "/offre/" + "a" * 64, "/offre/" + "a" * 65, "/offre/a%2Fb", "/offre/.", "/offre/..", "/offre/%C3%28",
+    "/offre/%00", "/structure/%ED%A0%80", "/structure/", "/offre/", "/offre/hs-xss/", "/offre/hs-xss/_history",
+    "/assets/", "/assets/nothing.js", "/assets/../views.py", "/assets/%2e%2e/views.py", "/nothing-here",
+    "/%C3%28", "/%00", "/candidature?lang=%00", "/candidature/envoyee?lang=de",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("path", ODD_REQUESTS)
+def test_an_odd_request_answers_a_page_never_an_error_of_the_server(site: Site, path: str) -> None:
+    answer = site.get(path)
+    page = text(answer)
+    assert answer.status_code < 500, page[:500]
+    assert answer.mimetype == "text/html", (answer.status_code, page[:300])
+    assert "Traceback" not in page and "OperationOutcome" not in page
+    assert_no_markup_written(page)
+
+
+def test_a_query_longer_than_the_limit_answers_a_page_that_says_so(site: Site) -> None:
+    answer = site.get("/?q=" + LONG)
+    assert answer.status_code == 414 and answer.mimetype == "text/html"
+    assert "Content-Security-Policy" in answer.headers
+
+
+@pytest.mark.parametrize("path", ["/", "/offre/hs-xss", "/structure/org-xss", "/candidature/envoyee"])
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "POST", "PROPFIND"])
+def test_a_method_a_page_does_not_take_answers_405_as_a_page_with_allow(site: Site, path: str, method: str) -> None:
+    answer = site.app.test_client().open(path, method=method, data="x=1")
+    assert answer.status_code == 405 and answer.mimetype == "text/html"
+    assert set(answer.headers["Allow"].split(", ")) == {"GET", "HEAD", "OPTIONS"}
+    assert "frame-ancestors 'none'" in answer.headers["Content-Security-Policy"]
 
 
 @pytest.mark.parametrize("path", ["/", "/offre/hs-xss", "/structure/org-xss", "/candidature", "/nothing-here", "/offre/x"])
@@ -401,12 +440,31 @@ def test_head_answers_the_status_and_type_of_get_without_a_body(site: Site, path
     assert head.get_data() == b""
 
 
+@pytest.mark.parametrize("accept", [FHIR, "application/json", "text/plain", "*/*;q=0", "x" * 4000, ""])
+def test_the_accept_header_never_turns_a_page_into_something_else(site: Site, accept: str) -> None:
+    for path in ("/", "/offre/hs-xss", "/nothing-here"):
+        answer = site.get(path, headers={"Accept": accept})
+        assert answer.mimetype == "text/html" and answer.status_code in (200, 404), (path, answer.status_code)
+
+
 @pytest.mark.parametrize("typed", ["%00", "%C3%28", LONG[:3000], "%20", "-", "%CC%81", "1" * 80, "(", "%E2%80%AE"])
 def test_the_town_suggestions_take_any_text(site: Site, typed: str) -> None:
     answer = site.get(f"/communes?q={typed}")
     assert answer.status_code in (200, 400)
     if answer.status_code == 200:
         assert isinstance(answer.get_json(), list)
+
+
+def test_the_anonymous_rate_limit_applies_to_pages_with_a_429_page_and_retry_after(site: Site) -> None:
+    limited = site.app_with(rate_limit_anonymous=3).test_client()
+    paths = ["/", "/offre/hs-xss", "/structure/org-xss", "/candidature", "/nothing-here", "/offre/hs-xss?lang=en"]
+    answers = [limited.get(p, environ_base={"REMOTE_ADDR": "203.0.113.9"}) for p in paths]
+    assert [a.status_code for a in answers[:3]] == [200, 200, 200]
+    for answer in answers[3:]:
+        assert answer.status_code == 429 and answer.mimetype == "text/html", answer.get_data(as_text=True)[:200]
+        assert int(answer.headers["Retry-After"]) > 0
+        assert "frame-ancestors 'none'" in answer.headers["Content-Security-Policy"]
+    assert "Too many" in text(answers[-1]) or "Trop de" in text(answers[-1])  # said, in the page's language
 
 
 # ---------------------------------------------------------------------------- the form
@@ -428,6 +486,14 @@ def test_a_cross_site_post_of_the_form_is_refused_and_nothing_is_stored(site: Si
     before = site.applications()
     answer = post_form(site, FORM, headers=headers, address="198.51.100.9")
     assert answer.status_code == 403 and answer.mimetype == "text/html"
+    assert site.applications() == before
+
+
+def test_a_body_larger_than_the_limit_answers_a_page_and_stores_nothing(site: Site) -> None:
+    small = site.app_with(max_body_bytes=64 * 1024)
+    before = site.applications()
+    answer = post_form(site, FORM | {"service-description": "x" * 100_000}, app=small, address="198.51.100.10")
+    assert answer.status_code == 413 and answer.mimetype == "text/html"
     assert site.applications() == before
 
 
@@ -485,7 +551,7 @@ SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-
 
 @pytest.mark.parametrize(
     "path", ["/", "/?q=Offre", "/offre/hs-xss", "/structure/org-xss", "/candidature", "/candidature/envoyee",
-             "/offre/nothing", "/?page=forged"],
+             "/offre/nothing", "/nothing-here", "/?page=forged"],
 )  # fmt: skip
 def test_every_page_carries_the_security_headers(site: Site, path: str) -> None:
     answer = site.get(path)
