@@ -104,7 +104,11 @@ def _page(template: str, status: int = 200, **context: Any) -> Response:
     response.headers["Content-Language"] = texts.language
     response.headers["Content-Security-Policy"] = _policy(settings.web_tile_url)
     if request.args.get("lang") == texts.language:
-        response.set_cookie(LANG_COOKIE, texts.language, max_age=LANG_COOKIE_SECONDS, samesite="Lax")
+        # Read by the server only (no script needs it), sent over https only when the site is.
+        response.set_cookie(
+            LANG_COOKIE, texts.language, max_age=LANG_COOKIE_SECONDS, samesite="Lax", httponly=True,
+            secure=request.is_secure or settings.base_url.lower().startswith("https://"),
+        )  # fmt: skip
     return response
 
 

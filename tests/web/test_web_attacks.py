@@ -572,3 +572,14 @@ def test_a_page_names_the_server_as_the_api_does_and_no_version(site: Site) -> N
             with urllib.request.urlopen(root + path, timeout=60) as response:
                 names.add(response.headers.get("Server"))
     assert names == {"fhirsrv"}
+
+
+def test_the_language_cookie_is_same_site_and_out_of_scripts_reach(site: Site) -> None:
+    cookie = site.get("/?lang=en").headers["Set-Cookie"]
+    assert cookie.startswith("lang=en;") and "SameSite=Lax" in cookie and "HttpOnly" in cookie
+    assert "Secure" not in cookie  # a site on plain http (a test, a local demo) would lose it
+    over_https = site.get("/?lang=en", base_url="https://annuaire.example.org").headers["Set-Cookie"]
+    assert "Secure" in over_https and "HttpOnly" in over_https
+    public_https = site.app_with(base_url="https://annuaire.example.org/fhir").test_client().get("/?lang=fr")
+    assert "Secure" in public_https.headers["Set-Cookie"]  # behind a proxy that ends TLS
+    assert "Set-Cookie" not in site.get("/?lang=xx").headers  # only a language the site has is kept
