@@ -389,6 +389,12 @@ def test_a_forged_cursor_answers_a_page_not_an_error_of_the_server(site: Site, c
     assert_no_secret(text(answer))
 
 
+@pytest.mark.parametrize("path", ["/offre/" + "a" * 65, "/offre/%3Cscript%3E", "/structure/a%20b", "/structure/%C3%A9", "/offre/a_b"])
+def test_an_address_no_entry_can_have_answers_the_not_found_page(site: Site, path: str) -> None:
+    answer = site.get(path)
+    assert answer.status_code == 404 and "introuvable" in text(answer)
+
+
 # ---------------------------------------------------------------------------------- abuse
 
 LONG = "a" * 10_000
