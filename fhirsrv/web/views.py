@@ -28,7 +28,7 @@ from flask import (
 
 from fhirsrv.api import caller
 from fhirsrv.api.routes import base_url
-from fhirsrv.errors import FhirError
+from fhirsrv.errors import BadRequest, FhirError
 from fhirsrv.interactions.context import UNMETERED, Services
 from fhirsrv.web.application import SECTIONS, ApplicationForm, first_field, label_of
 from fhirsrv.web.filters import DISTANCES_KM, PAGE_SIZE, SearchForm, fhir_search, read_form
@@ -202,7 +202,17 @@ def search_page() -> Response:
     point = (commune.lat, commune.lon) if commune else None if form.text("commune") else form.position
     params = fhir_search(form, point, site.services.settings.canonical_base)
     reader = _reader(site.services)
-    bundle = reader.search("HealthcareService", params)
+    try:
+        bundle = reader.search("HealthcareService", params)
+    except BadRequest:
+        if not form.text("page"):
+            raise
+        # A paging link this server cannot read (copied wrong, or issued for another search):
+        # the first page of the same search, said so, rather than a dead end.
+        form.values.update(page="", debut=0)
+        form.errors["page"] = texts("search.bad_page")
+        params = fhir_search(form, point, site.services.settings.canonical_base)
+        bundle = reader.search("HealthcareService", params)
     offers = Shaper(vocabulary, texts).search_results(bundle)
     total = bundle.get("total", len(offers))
     return _page(
@@ -211,6 +221,7 @@ def search_page() -> Response:
         form=form,
         options=_options(vocabulary, form, site.communes, texts.language),
         axis_labels=[(name, texts(key)) for name, key in AXIS_LABELS.items()],
+        with_field=WITH_FIELD,
         distances=DISTANCES_KM,
         commune=commune,
         near_me=point is not None and commune is None,
@@ -262,6 +273,9 @@ def _options(vocabulary: Vocabulary, form: SearchForm, communes: Communes, langu
     return options
 
 
+# The criteria the form has a field for (`f-{name}`), which an error links to; the others (the
+# sort, the paging link) are said without a link.
+WITH_FIELD = frozenset({"categorie", "service", "departement", "commune", "distance", "q", *AXES})
 AXIS_LABELS = {
     "public": "search.audience",
     "age": "search.age",

@@ -389,6 +389,24 @@ def test_a_forged_cursor_answers_a_page_not_an_error_of_the_server(site: Site, c
     assert_no_secret(text(answer))
 
 
+@pytest.mark.parametrize("cursor", ["gAAAAABforged", "eyJ2IjpbMSwiYSJdLCJzIjoibmFtZSJ9", "x" * 1900, "near"])
+def test_a_paging_link_the_server_cannot_read_shows_the_first_page_and_says_so(site: Site, cursor: str) -> None:
+    """A link to a later page that is not, or no longer, this server's (copied wrong, or issued
+    for another sort) brings the first page of the same search, not a dead end."""
+    if cursor == "near":  # a real cursor of a search by name, in a search by distance
+        following = next(link for link in site.fhir("HealthcareService?_sort=name&_count=1")["link"] if link["relation"] == "next")
+        cursor = urllib.parse.parse_qs(urllib.parse.urlsplit(following["url"]).query)["_cursor"][0]
+        query = f"commune=Brest&distance=50&page={urllib.parse.quote(cursor)}&debut=20"
+    else:
+        query = f"categorie=douleur&page={urllib.parse.quote(cursor)}&debut=20"
+    answer = site.get(f"/?{query}")
+    page = text(answer)
+    assert answer.status_code == 200
+    assert re.findall(r'data-offer="([^"]+)"', page) == ["hs-xss"]
+    assert '<ol class="offers" start="1">' in page  # numbered from the first again
+    assert 'id="e-page"' not in page and "plus valable" in page
+
+
 @pytest.mark.parametrize("path", ["/offre/" + "a" * 65, "/offre/%3Cscript%3E", "/structure/a%20b", "/structure/%C3%A9", "/offre/a_b"])
 def test_an_address_no_entry_can_have_answers_the_not_found_page(site: Site, path: str) -> None:
     answer = site.get(path)
