@@ -37,6 +37,7 @@ from fhirsrv.web.labels import AXES, CATEGORY, NAMES, STRUCTURE_TYPE, Vocabulary
 from fhirsrv.web.places import DEPARTEMENT_NAMES, Commune, Communes
 from fhirsrv.web.reading import PublicReader
 from fhirsrv.web.results import Offer, Shaper
+from fhirsrv.web.sending import SentForms, new_key
 from fhirsrv.web.versions import ParsedVersions
 from fhirsrv.workflow.operations import CONFIRMATION_DAYS
 
@@ -54,6 +55,7 @@ class Site:
     communes: Communes
     vocabulary: VocabularyCache
     versions: ParsedVersions
+    sent: SentForms
 
 
 def install(app: Any, services: Services) -> None:
@@ -66,7 +68,7 @@ def install(app: Any, services: Services) -> None:
         bundle = reader.search("CodeSystem", [("url", urls), ("_count", str(len(NAMES) * 2))])
         return [e["resource"] for e in bundle.get("entry") or [] if e.get("search", {}).get("mode") == "match"]
 
-    app.extensions["fhirsrv.web"] = Site(services, communes, VocabularyCache(fetch_codesystems), ParsedVersions())
+    app.extensions["fhirsrv.web"] = Site(services, communes, VocabularyCache(fetch_codesystems), ParsedVersions(), SentForms())
     app.register_blueprint(web)
     app.after_request(_refusal_as_page)
 
@@ -414,7 +416,8 @@ def apply_page() -> Response:
     the same per-address limit, the same confirmation e-mail. What the operation refuses comes
     back beside each field (application.py), with every value typed kept in the form, and the
     operation's status (422; a 429 stays a 429 with its Retry-After). A success redirects (303)
-    to `apply_sent`, so that reloading the page never sends the application twice.
+    to `apply_sent`, so that reloading the page never sends the application twice; the same form
+    sent twice (a double click, the browser's history) is recorded once (sending.py).
 
     Cross-site posting: the form is anonymous and creates nothing a visitor could not create
     with the public API, yet another site must not be able to send it in a visitor's name (from
@@ -428,13 +431,14 @@ def apply_page() -> Response:
     site = _site()
     texts = _texts()
     if request.method != "POST":
-        return _apply_form(texts, ApplicationForm())
+        return _apply_form(texts, ApplicationForm(key=new_key()))
     if _cross_site():
         return _page("error.html", status=403, t=texts, message=texts("apply.cross_site"))
     form = ApplicationForm.read(request.form)
     body = form.body(commune=_commune_code(form, site.communes))
     try:
-        _reader(site.services).operation("apply", "Organization", body)
+        # The same form sent twice (a double click) records one application (sending.py).
+        site.sent.send_once(form.key, body, lambda: _reader(site.services).operation("apply", "Organization", body))
     except FhirError as refusal:
         if refusal.status == 429:
             form.general.append(texts("apply.too_many"))

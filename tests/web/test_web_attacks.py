@@ -607,3 +607,57 @@ def test_the_language_cookie_is_same_site_and_out_of_scripts_reach(site: Site) -
     public_https = site.app_with(base_url="https://annuaire.example.org/fhir").test_client().get("/?lang=fr")
     assert "Secure" in public_https.headers["Set-Cookie"]  # behind a proxy that ends TLS
     assert "Set-Cookie" not in site.get("/?lang=xx").headers  # only a language the site has is kept
+
+
+def form_key(site: Site) -> str:
+    """The one-time key of the application form as a visitor's page carries it."""
+    found = re.search(r'<input type="hidden" name="envoi" value="([^"]+)">', text(site.get("/candidature")))
+    assert found, "no key in the form"
+    return found.group(1)
+
+
+def test_each_load_of_the_form_carries_its_own_key(site: Site) -> None:
+    assert form_key(site) != form_key(site)
+
+
+def test_the_same_form_sent_twice_records_one_application(site: Site) -> None:
+    """A double click, or the form sent again from the browser's history: the second sending
+    answers as the first did (the page that says what happens next) and records nothing more."""
+    key = form_key(site)
+    before = site.applications()
+    first = post_form(site, FORM | {"envoi": key}, address="198.51.100.30")
+    again = post_form(site, FORM | {"envoi": key}, address="198.51.100.30")
+    assert first.status_code == again.status_code == 303
+    assert first.headers["Location"] == again.headers["Location"]
+    assert site.applications() == before + 1
+    # The same form, changed, is another application: it is sent.
+    changed = post_form(site, FORM | {"envoi": key, "structure-name": "Association Vivre Ensemble"}, address="198.51.100.30")
+    assert changed.status_code == 303 and site.applications() == before + 2
+
+
+def test_a_form_sent_twice_at_once_records_one_application(site: Site) -> None:
+    key = form_key(site)
+    before = site.applications()
+    answers: list[TestResponse] = []
+    start = threading.Barrier(2)
+
+    def send() -> None:
+        start.wait()
+        answers.append(post_form(site, FORM | {"envoi": key, "structure-name": "Association Double"}, address="198.51.100.31"))
+
+    clicks = [threading.Thread(target=send) for _ in range(2)]
+    for click in clicks:
+        click.start()
+    for click in clicks:
+        click.join(timeout=120)
+    assert [a.status_code for a in answers] == [303, 303]
+    assert site.applications() == before + 1
+
+
+def test_a_refused_form_sent_again_corrected_is_sent(site: Site) -> None:
+    key = form_key(site)
+    before = site.applications()
+    refused = post_form(site, FORM | {"envoi": key, "referent-email": "anne@"}, address="198.51.100.32")
+    assert refused.status_code == 422 and f'name="envoi" value="{key}"' in text(refused)  # kept for the retry
+    assert post_form(site, FORM | {"envoi": key}, address="198.51.100.32").status_code == 303
+    assert site.applications() == before + 1
