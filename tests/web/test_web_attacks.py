@@ -661,3 +661,33 @@ def test_a_refused_form_sent_again_corrected_is_sent(site: Site) -> None:
     assert refused.status_code == 422 and f'name="envoi" value="{key}"' in text(refused)  # kept for the retry
     assert post_form(site, FORM | {"envoi": key}, address="198.51.100.32").status_code == 303
     assert site.applications() == before + 1
+
+
+# ------------------------------------------------------------------------- in a browser
+
+
+@pytest.fixture(scope="module")
+def live(site: Site) -> Iterator[str]:
+    with served(site.app, site.settings) as root:
+        yield root
+
+
+@pytest.mark.parametrize("path", PAGES_WITH_MARKUP)
+def test_in_a_browser_no_markup_of_a_name_runs_and_inline_scripts_are_refused(live: str, page: Any, path: str) -> None:
+    """Chromium shows the names as text, in the page and in the map's popup (site.js builds its
+    HTML), and the Content-Security-Policy would stop an inline script that got in anyway."""
+    dialogs: list[str] = []
+    refused: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    page.on("console", lambda message: refused.append(message.text) if "Content Security Policy" in message.text else None)
+    page.goto(live + path)
+    page.wait_for_selector('#map[data-ready="1"]')
+    page.locator("#map .leaflet-marker-icon").first.click()
+    popup = page.locator(".leaflet-popup-content")
+    popup.wait_for()
+    assert CLOSE_SCRIPT in popup.inner_text() and BREAK_ATTRIBUTE in popup.inner_text()
+    assert CLOSE_SCRIPT in page.locator("main").inner_text()
+    assert page.locator("img[src='x'], main script:not(#map-data), #map script").count() == 0
+    page.evaluate("() => { const s = document.createElement('script'); s.textContent = 'window.ran = 1'; document.body.append(s); }")
+    assert page.evaluate("() => window.ran") is None
+    assert dialogs == [] and refused, refused
