@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import orjson
 from flask import (
@@ -129,9 +129,14 @@ def _policy(tile_url: str) -> str:
 
 
 def _with_args(**changes: str) -> str:
+    """The address asked for, with some arguments changed: a link of this site whatever the
+    address holds. Its backslashes are encoded and its leading slashes collapsed (Werkzeug
+    collapses them too), so that an address asked as `/\\evil.example` (which browsers read as
+    `//evil.example`) or `//evil.example` never becomes a link to that host."""
     args = [(k, v) for k, v in request.args.items(multi=True) if k not in changes]
     args += [(k, v) for k, v in changes.items() if v]
-    return f"{request.path}?{urlencode(args)}" if args else request.path
+    path = request.script_root + "/" + quote(request.path, safe="/").lstrip("/")
+    return f"{path}?{urlencode(args)}" if args else path
 
 
 # ------------------------------------------------------------------------------- refusals

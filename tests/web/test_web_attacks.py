@@ -691,3 +691,35 @@ def test_in_a_browser_no_markup_of_a_name_runs_and_inline_scripts_are_refused(li
     page.evaluate("() => { const s = document.createElement('script'); s.textContent = 'window.ran = 1'; document.body.append(s); }")
     assert page.evaluate("() => window.ran") is None
     assert dialogs == [] and refused, refused
+
+
+def raw_get(root: str, target: str) -> tuple[int, str]:
+    """A GET with the request target exactly as given (no client normalises it first)."""
+    import http.client
+
+    connection = http.client.HTTPConnection(urllib.parse.urlsplit(root).netloc, timeout=60)
+    try:
+        connection.request("GET", target)
+        response = connection.getresponse()
+        return response.status, response.read().decode("utf-8", errors="replace")
+    finally:
+        connection.close()
+
+
+def off_site_links(page: str) -> list[str]:
+    """Links of the page a browser would follow to another host: `//host`, and `/\\host`, which
+    browsers read as `//host`."""
+    links = [html.unescape(link) for link in re.findall(r'href="([^"]*)"', page)]
+    return [link for link in links if re.match(r"\s*[/\\]{2}", link)]
+
+
+@pytest.mark.parametrize("target", ["//evil.example/", "//evil.example/x?a=1", "/\\evil.example/x", "/%5Cevil.example", "///evil.example"])
+def test_no_link_of_a_page_leads_to_the_host_an_address_names(site: Site, live: str, target: str) -> None:
+    """The language switch repeats the address asked for: an address starting `//evil.example`
+    or `/\\evil.example` must not become a link to that host, whether the server in front
+    collapses the slashes (waitress) or not (the test client, as other WSGI servers)."""
+    status, page = raw_get(live, target)
+    assert status in (200, 404)
+    assert off_site_links(page) == []
+    direct = site.app.test_client().get("/", environ_overrides={"PATH_INFO": urllib.parse.unquote(target.split("?")[0])})
+    assert direct.status_code in (200, 404) and off_site_links(text(direct)) == []
