@@ -723,3 +723,23 @@ def test_no_link_of_a_page_leads_to_the_host_an_address_names(site: Site, live: 
     assert off_site_links(page) == []
     direct = site.app.test_client().get("/", environ_overrides={"PATH_INFO": urllib.parse.unquote(target.split("?")[0])})
     assert direct.status_code in (200, 404) and off_site_links(text(direct)) == []
+
+
+def test_links_that_repeat_the_address_keep_the_mount_point(site: Site) -> None:
+    page = text(site.app.test_client().get("/offre/hs-xss", base_url="http://localhost/annuaire"))
+    switch = re.search(r'<a href="([^"]*)" lang="en"', page)
+    assert switch and html.unescape(switch.group(1)) == "/annuaire/offre/hs-xss?lang=en"
+
+
+def test_a_fault_of_the_server_on_a_page_is_a_page_that_keeps_its_details_to_the_log(site: Site) -> None:
+    app = site.app_with()
+
+    def broken() -> str:
+        raise ValueError("cannot show Maïwenn Kerhervé <maiwenn.kerherve@exemple.bzh>")
+
+    app.add_url_rule("/page-broken-for-the-test", "broken_page", broken)
+    answer = app.test_client().get("/page-broken-for-the-test")
+    page = text(answer)
+    assert answer.status_code == 500 and answer.mimetype == "text/html"
+    assert "Traceback" not in page and "ValueError" not in page and "Kerhervé" not in page and "@" not in page
+    assert "frame-ancestors 'none'" in answer.headers["Content-Security-Policy"]
