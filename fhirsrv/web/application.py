@@ -224,12 +224,14 @@ class ApplicationForm:
     def refused(self, issues: Iterable[Issue]) -> None:
         """Each of the operation's issues beside the field (or pair of fields) its expression
         names, else in the box at the top."""
+        said: set[tuple[str, str]] = {(t, m) for t, messages in self.errors.items() for m in messages}
         for issue in issues:
             target = next((t for t in (self._target(e, issue.diagnostics) for e in issue.expression) if t), None)
             if target is None:
                 self.general.append(issue.diagnostics)
-            elif issue.diagnostics not in self.errors.setdefault(target, []):
-                self.errors[target].append(issue.diagnostics)
+            elif (target, issue.diagnostics) not in said:
+                said.add((target, issue.diagnostics))
+                self.errors.setdefault(target, []).append(issue.diagnostics)
 
     def _target(self, expression: str, message: str) -> str | None:
         named = _NAMED.match(expression)

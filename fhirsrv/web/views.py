@@ -440,6 +440,11 @@ def apply_page() -> Response:
     if _cross_site():
         return _page("error.html", status=403, t=texts, message=texts("apply.cross_site"))
     form = ApplicationForm.read(request.form)
+    offered = sum(1 + len(c.children) for c in site.vocabulary.get().concepts(CATEGORY))
+    if len(form.categories) > offered:
+        # More than the page's boxes: not a form a browser filled. Each would come back as an
+        # issue of the operation, to be placed and shown: refused before it runs.
+        return _page("error.html", status=400, t=texts, message=texts("apply.too_many_categories", n=offered))
     body = form.body(commune=_commune_code(form, site.communes))
     try:
         # The same form sent twice (a double click) records one application (sending.py).
