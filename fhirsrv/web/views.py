@@ -43,6 +43,9 @@ from fhirsrv.workflow.operations import CONFIRMATION_DAYS
 
 web = Blueprint("web", __name__, template_folder="templates", static_folder="static", static_url_path="/assets")
 
+# The application form's largest body: its sixteen fields, every category ticked and a long
+# description, percent-encoded, fit many times over (the API's own limit is FHIRSRV_MAX_BODY_BYTES).
+FORM_MAX_BYTES = 256 * 1024
 LANG_COOKIE = "lang"
 LANG_COOKIE_SECONDS = 365 * 24 * 3600
 
@@ -439,6 +442,8 @@ def apply_page() -> Response:
         return _apply_form(texts, ApplicationForm(key=new_key()))
     if _cross_site():
         return _page("error.html", status=403, t=texts, message=texts("apply.cross_site"))
+    # The form is a few kilobytes: a larger body is refused (413) before it is parsed.
+    request.max_content_length = min(FORM_MAX_BYTES, site.services.settings.max_body_bytes)
     form = ApplicationForm.read(request.form)
     offered = sum(1 + len(c.children) for c in site.vocabulary.get().concepts(CATEGORY))
     if len(form.categories) > offered:

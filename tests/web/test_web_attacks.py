@@ -521,6 +521,19 @@ def test_a_body_larger_than_the_limit_answers_a_page_and_stores_nothing(site: Si
     assert site.applications() == before
 
 
+def test_the_form_takes_a_long_description_but_not_megabytes(site: Site) -> None:
+    """The form is a few kilobytes; the API's body limit (10 MiB) let one anonymous POST store a
+    structure name of a megabyte, and parse a body of millions of fields for seconds."""
+    before = site.applications()
+    long_text = "Séances collectives, ateliers et entretiens individuels. " * 700  # 40,000 characters
+    accepted = post_form(site, FORM | {"service-description": long_text}, address="198.51.100.15")
+    assert accepted.status_code == 303 and site.applications() == before + 1
+    for values in (FORM | {"structure-name": "N" * 1_000_000}, {"a": ["1"] * 200_000}):
+        refused = post_form(site, values, address="198.51.100.16")
+        assert refused.status_code == 413 and refused.mimetype == "text/html"
+    assert site.applications() == before + 1
+
+
 def test_categories_the_directory_does_not_have_are_each_answered_beside_the_field(site: Site) -> None:
     ticked = [f"categorie-{i}" for i in range(50)]
     answer = post_form(site, FORM | {"service-category": ticked}, address="198.51.100.11")
