@@ -107,6 +107,7 @@ def _page(template: str, status: int = 200, **context: Any) -> Response:
     response = make_response(body, status)
     response.headers["Content-Type"] = "text/html; charset=utf-8"
     response.headers["Content-Language"] = texts.language
+    response.vary.add("Cookie")  # the language, when the address does not say it
     response.headers["Content-Security-Policy"] = _policy(settings.web_tile_url)
     if request.args.get("lang") == texts.language:
         # Read by the server only (no script needs it), sent over https only when the site is.

@@ -780,3 +780,14 @@ def test_a_fault_of_the_server_on_a_page_is_a_page_that_keeps_its_details_to_the
     assert answer.status_code == 500 and answer.mimetype == "text/html"
     assert "Traceback" not in page and "ValueError" not in page and "Kerhervé" not in page and "@" not in page
     assert "frame-ancestors 'none'" in answer.headers["Content-Security-Policy"]
+
+
+@pytest.mark.parametrize("path", ["/", "/offre/hs-xss", "/candidature", "/nothing-here"])
+def test_a_page_tells_caches_its_language_follows_the_cookie(site: Site, path: str) -> None:
+    """The language of a page without `lang` is the visitor's cookie's: a shared cache must not
+    give one visitor's English page to the next one."""
+    client = site.app.test_client()
+    client.get("/?lang=en")
+    answer = client.get(path)
+    assert answer.headers["Content-Language"] == "en"
+    assert "cookie" in answer.headers.get("Vary", "").lower()
