@@ -71,7 +71,9 @@ def install(app: Any, services: Services) -> None:
         bundle = reader.search("CodeSystem", [("url", urls), ("_count", str(len(NAMES) * 2))])
         return [e["resource"] for e in bundle.get("entry") or [] if e.get("search", {}).get("mode") == "match"]
 
-    app.extensions["fhirsrv.web"] = Site(services, communes, VocabularyCache(fetch_codesystems), ParsedVersions(), SentForms())
+    app.extensions["fhirsrv.web"] = Site(
+        services, communes, VocabularyCache(fetch_codesystems), ParsedVersions(), SentForms()
+    )
     app.register_blueprint(web)
     app.after_request(_refusal_as_page)
 
@@ -165,14 +167,17 @@ def _refusal_as_page(response: Response) -> Response:
     router's 404 and 405, the body limit's 413, the rate limit's 429, a FhirError of the
     interactions, a database fault's 503, a bug's 500), it was written as the API's
     OperationOutcome, which a visitor's browser would show as raw JSON."""
-    if response.status_code < 400 or response.mimetype != "application/fhir+json" or not on_the_site(request.path):
+    if response.status_code < 400 or response.mimetype != "application/fhir+json":
+        return response
+    if not on_the_site(request.path):
         return response
     texts = _texts()
     status = response.status_code
     if status == 404:
         page = _page("not_found.html", status=404, t=texts)
     else:
-        page = _page("error.html", status=status, t=texts, message=_refusal_text(texts, response), detail=_detail(response))
+        message, detail = _refusal_text(texts, response), _detail(response)
+        page = _page("error.html", status=status, t=texts, message=message, detail=detail)
     for name, value in response.headers.items():
         if name.lower() not in _PAGE_HEADERS:
             page.headers.add(name, value)
@@ -454,7 +459,8 @@ def apply_page() -> Response:
     body = form.body(commune=_commune_code(form, site.communes))
     try:
         # The same form sent twice (a double click) records one application (sending.py).
-        site.sent.send_once(form.key, body, lambda: _reader(site.services).operation("apply", "Organization", body))
+        reader = _reader(site.services)
+        site.sent.send_once(form.key, body, lambda: reader.operation("apply", "Organization", body))
     except FhirError as refusal:
         if refusal.status == 429:
             form.general.append(texts("apply.too_many"))

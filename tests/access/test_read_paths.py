@@ -679,7 +679,9 @@ def web_structure_page(d: Directory, who: Who) -> None:
             listed = PLACES_ON_PAGE.search(page)
             places = set(PLACE_NAME.findall(listed.group(1))) if listed else set()
             theirs = {
-                e.body["name"] for e in of_type("Location") if e.structure == entry.res_id and ANONYMOUS_VIEW.searches(e)
+                e.body["name"]
+                for e in of_type("Location")
+                if e.structure == entry.res_id and ANONYMOUS_VIEW.searches(e)
             }
             assert places == theirs, (who.name, entry.key)
         assert_no_hidden_content(page, ANONYMOUS_VIEW)

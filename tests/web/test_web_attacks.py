@@ -337,7 +337,8 @@ def test_the_application_form_echoes_typed_values_and_the_operation_messages_esc
     [
         "/", "/?categorie=douleur", "/?q=Kermadec", "/?q=Offre", "/?commune=Brest&distance=50",
         "/structure/org-xss", "/structure/org-xss?lang=en", "/offre/hs-xss", "/offre/hs-xss?lang=en",
-        "/offre/hs-draft", "/offre/hs-submitted?lang=en", "/offre/hs-rejected", "/offre/hs-territorial", "/offre/pr-referent", "/structure/p-referent", "/structure/pr-referent",
+        "/offre/hs-draft", "/offre/hs-submitted?lang=en", "/offre/hs-rejected", "/offre/hs-territorial",
+        "/offre/pr-referent", "/structure/p-referent", "/structure/pr-referent",
     ],
 )  # fmt: skip
 def test_no_page_shows_an_unpublished_offer_or_a_person(site: Site, path: str) -> None:
@@ -394,7 +395,8 @@ def test_a_paging_link_the_server_cannot_read_shows_the_first_page_and_says_so(s
     """A link to a later page that is not, or no longer, this server's (copied wrong, or issued
     for another sort) brings the first page of the same search, not a dead end."""
     if cursor == "near":  # a real cursor of a search by name, in a search by distance
-        following = next(link for link in site.fhir("HealthcareService?_sort=name&_count=1")["link"] if link["relation"] == "next")
+        links = site.fhir("HealthcareService?_sort=name&_count=1")["link"]
+        following = next(link for link in links if link["relation"] == "next")
         cursor = urllib.parse.parse_qs(urllib.parse.urlsplit(following["url"]).query)["_cursor"][0]
         query = f"commune=Brest&distance=50&page={urllib.parse.quote(cursor)}&debut=20"
     else:
@@ -407,7 +409,9 @@ def test_a_paging_link_the_server_cannot_read_shows_the_first_page_and_says_so(s
     assert 'id="e-page"' not in page and "plus valable" in page
 
 
-@pytest.mark.parametrize("path", ["/offre/" + "a" * 65, "/offre/%3Cscript%3E", "/structure/a%20b", "/structure/%C3%A9", "/offre/a_b"])
+@pytest.mark.parametrize(
+    "path", ["/offre/" + "a" * 65, "/offre/%3Cscript%3E", "/structure/a%20b", "/structure/%C3%A9", "/offre/a_b"]
+)
 def test_an_address_no_entry_can_have_answers_the_not_found_page(site: Site, path: str) -> None:
     answer = site.get(path)
     assert answer.status_code == 404 and "introuvable" in text(answer)
@@ -556,11 +560,12 @@ def test_every_box_of_the_form_ticked_is_an_application(site: Site) -> None:
     assert answer.status_code == 303 and site.applications() == before + 1
 
 
-@pytest.mark.parametrize("count", [100, 20_000])
+@pytest.mark.parametrize("count", [100, 5_000])
 def test_more_categories_than_the_form_has_boxes_are_refused_before_the_operation(site: Site, count: int) -> None:
     """A browser sends at most the boxes the page has. Twenty thousand forged categories were
     each answered by the operation, then matched to the field one by one against all the others
-    (minutes of one thread for one anonymous request, and a page of megabytes)."""
+    (minutes of one thread for one anonymous request, and a page of megabytes); within the
+    form's body limit, five thousand still fit."""
     assert count > len(offered_categories(site))
     before = site.applications()
     answer = post_form(site, FORM | {"service-category": [f"c{i}" for i in range(count)]}, address="198.51.100.14")
@@ -591,7 +596,9 @@ def test_the_log_of_form_submissions_holds_nothing_of_the_person(site: Site) -> 
         sent = post_form(site, FORM | person, address="198.51.100.12")
         refused = post_form(site, FORM | person | {"referent-email": "gwen.quemener@"}, address="198.51.100.12")
         nul = post_form(site, FORM | person | {"referent-family": "Qué\x00méner"}, address="198.51.100.12")
-        foreign = post_form(site, FORM | person, headers={"Sec-Fetch-Site": "cross-site"}, query="?x=gwen.quemener@zebulon.bzh")
+        foreign = post_form(
+            site, FORM | person, headers={"Sec-Fetch-Site": "cross-site"}, query="?x=gwen.quemener@zebulon.bzh"
+        )
         searched = site.get("/?q=Qu%C3%A9m%C3%A9ner&commune=gwen.quemener%40zebulon.bzh")
     finally:
         root.removeHandler(handler)
@@ -668,7 +675,8 @@ def test_the_same_form_sent_twice_records_one_application(site: Site) -> None:
     assert first.headers["Location"] == again.headers["Location"]
     assert site.applications() == before + 1
     # The same form, changed, is another application: it is sent.
-    changed = post_form(site, FORM | {"envoi": key, "structure-name": "Association Vivre Ensemble"}, address="198.51.100.30")
+    other = FORM | {"envoi": key, "structure-name": "Association Vivre Ensemble"}
+    changed = post_form(site, other, address="198.51.100.30")
     assert changed.status_code == 303 and site.applications() == before + 2
 
 
@@ -680,7 +688,8 @@ def test_a_form_sent_twice_at_once_records_one_application(site: Site) -> None:
 
     def send() -> None:
         start.wait()
-        answers.append(post_form(site, FORM | {"envoi": key, "structure-name": "Association Double"}, address="198.51.100.31"))
+        values = FORM | {"envoi": key, "structure-name": "Association Double"}
+        answers.append(post_form(site, values, address="198.51.100.31"))
 
     clicks = [threading.Thread(target=send) for _ in range(2)]
     for click in clicks:
@@ -716,7 +725,7 @@ def test_in_a_browser_no_markup_of_a_name_runs_and_inline_scripts_are_refused(li
     dialogs: list[str] = []
     refused: list[str] = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-    page.on("console", lambda message: refused.append(message.text) if "Content Security Policy" in message.text else None)
+    page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
     page.goto(live + path)
     page.wait_for_selector('#map[data-ready="1"]')
     page.locator("#map .leaflet-marker-icon").first.click()
@@ -725,7 +734,9 @@ def test_in_a_browser_no_markup_of_a_name_runs_and_inline_scripts_are_refused(li
     assert CLOSE_SCRIPT in popup.inner_text() and BREAK_ATTRIBUTE in popup.inner_text()
     assert CLOSE_SCRIPT in page.locator("main").inner_text()
     assert page.locator("img[src='x'], main script:not(#map-data), #map script").count() == 0
-    page.evaluate("() => { const s = document.createElement('script'); s.textContent = 'window.ran = 1'; document.body.append(s); }")
+    page.evaluate(
+        "() => { const s = document.createElement('script'); s.textContent = 'window.ran = 1'; document.body.append(s); }"
+    )
     assert page.evaluate("() => window.ran") is None
     assert dialogs == [] and refused, refused
 
@@ -750,7 +761,9 @@ def off_site_links(page: str) -> list[str]:
     return [link for link in links if re.match(r"\s*[/\\]{2}", link)]
 
 
-@pytest.mark.parametrize("target", ["//evil.example/", "//evil.example/x?a=1", "/\\evil.example/x", "/%5Cevil.example", "///evil.example"])
+@pytest.mark.parametrize(
+    "target", ["//evil.example/", "//evil.example/x?a=1", "/\\evil.example/x", "/%5Cevil.example", "///evil.example"]
+)
 def test_no_link_of_a_page_leads_to_the_host_an_address_names(site: Site, live: str, target: str) -> None:
     """The language switch repeats the address asked for: an address starting `//evil.example`
     or `/\\evil.example` must not become a link to that host, whether the server in front
@@ -758,7 +771,8 @@ def test_no_link_of_a_page_leads_to_the_host_an_address_names(site: Site, live: 
     status, page = raw_get(live, target)
     assert status in (200, 404)
     assert off_site_links(page) == []
-    direct = site.app.test_client().get("/", environ_overrides={"PATH_INFO": urllib.parse.unquote(target.split("?")[0])})
+    path = urllib.parse.unquote(target.split("?")[0])
+    direct = site.app.test_client().get("/", environ_overrides={"PATH_INFO": path})
     assert direct.status_code in (200, 404) and off_site_links(text(direct)) == []
 
 
