@@ -22,6 +22,7 @@ from typing import Any
 from werkzeug.datastructures import MultiDict
 
 from fhirsrv.errors import Issue
+from fhirsrv.web.sending import valid_key
 from fhirsrv.workflow.forms import StructureSchema
 
 
@@ -82,6 +83,7 @@ class Section:
             yield from item.fields if isinstance(item, Group) else (item,)
 
 
+KEY_FIELD = "envoi"  # the hidden field of the form's one-time key
 _S, _R, _O = "structure", "referent", "service"
 SECTIONS = (
     Section(
@@ -182,11 +184,12 @@ class ApplicationForm:
     categories: list[str] = field(default_factory=list)  # ticked codes, in order
     errors: dict[str, list[str]] = field(default_factory=dict)  # field or group name -> messages
     general: list[str] = field(default_factory=list)
+    key: str | None = None  # this load of the form's one-time key (sending.py)
     _positions: dict[tuple[int, int | None], str] = field(default_factory=dict)
 
     @classmethod
     def read(cls, posted: MultiDict[str, str]) -> ApplicationForm:
-        form = cls()
+        form = cls(key=valid_key(posted.get(KEY_FIELD)))
         for name, spec in FIELDS.items():
             if spec.kind == "checkboxes":
                 form.categories = list(dict.fromkeys(v for v in posted.getlist(name) if v.strip()))
@@ -221,12 +224,14 @@ class ApplicationForm:
     def refused(self, issues: Iterable[Issue]) -> None:
         """Each of the operation's issues beside the field (or pair of fields) its expression
         names, else in the box at the top."""
+        said: set[tuple[str, str]] = {(t, m) for t, messages in self.errors.items() for m in messages}
         for issue in issues:
             target = next((t for t in (self._target(e, issue.diagnostics) for e in issue.expression) if t), None)
             if target is None:
                 self.general.append(issue.diagnostics)
-            elif issue.diagnostics not in self.errors.setdefault(target, []):
-                self.errors[target].append(issue.diagnostics)
+            elif (target, issue.diagnostics) not in said:
+                said.add((target, issue.diagnostics))
+                self.errors.setdefault(target, []).append(issue.diagnostics)
 
     def _target(self, expression: str, message: str) -> str | None:
         named = _NAMED.match(expression)

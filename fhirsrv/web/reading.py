@@ -20,11 +20,11 @@ from typing import Any
 import orjson
 
 from fhirsrv.access.principal import ANONYMOUS
-from fhirsrv.errors import Gone, NotFound
+from fhirsrv.errors import BadRequest, Gone, NotFound
 from fhirsrv.interactions import read as read_mod
 from fhirsrv.interactions.context import Meter, RequestInfo, Result, Services
 from fhirsrv.interactions.operations import OperationCall
-from fhirsrv.interactions.resources import parse_json
+from fhirsrv.interactions.resources import check_id, parse_json
 from fhirsrv.interactions.search import search
 from fhirsrv.web.versions import ParsedVersions
 
@@ -82,7 +82,12 @@ class PublicReader:
         """The current version if the public may read it; for a deleted entry, the version
         before its deletion (if the public could read that one); None when the public never
         could (a draft, a rejected application, an id that does not exist). `ask_listed=False`
-        skips the search that tells whether it is still listed (for what a page only cites)."""
+        skips the search that tells whether it is still listed (for what a page only cites).
+        An id no entry can have (`/offre/a_b`) is not found either, like any other."""
+        try:
+            check_id(res_id)
+        except BadRequest:
+            return None
         try:
             result = read_mod.read(self.services, self._info(), res_type, res_id)
         except NotFound:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
+import orjson
 from flask import (
     Blueprint,
     Response,
@@ -27,7 +28,7 @@ from flask import (
 
 from fhirsrv.api import caller
 from fhirsrv.api.routes import base_url
-from fhirsrv.errors import FhirError
+from fhirsrv.errors import BadRequest, FhirError
 from fhirsrv.interactions.context import UNMETERED, Services
 from fhirsrv.web.application import SECTIONS, ApplicationForm, first_field, label_of
 from fhirsrv.web.filters import DISTANCES_KM, PAGE_SIZE, SearchForm, fhir_search, read_form
@@ -36,11 +37,15 @@ from fhirsrv.web.labels import AXES, CATEGORY, NAMES, STRUCTURE_TYPE, Vocabulary
 from fhirsrv.web.places import DEPARTEMENT_NAMES, Commune, Communes
 from fhirsrv.web.reading import PublicReader
 from fhirsrv.web.results import Offer, Shaper
+from fhirsrv.web.sending import SentForms, new_key
 from fhirsrv.web.versions import ParsedVersions
 from fhirsrv.workflow.operations import CONFIRMATION_DAYS
 
 web = Blueprint("web", __name__, template_folder="templates", static_folder="static", static_url_path="/assets")
 
+# The application form's largest body: its sixteen fields, every category ticked and a long
+# description, percent-encoded, fit many times over (the API's own limit is FHIRSRV_MAX_BODY_BYTES).
+FORM_MAX_BYTES = 256 * 1024
 LANG_COOKIE = "lang"
 LANG_COOKIE_SECONDS = 365 * 24 * 3600
 
@@ -53,6 +58,7 @@ class Site:
     communes: Communes
     vocabulary: VocabularyCache
     versions: ParsedVersions
+    sent: SentForms
 
 
 def install(app: Any, services: Services) -> None:
@@ -65,8 +71,11 @@ def install(app: Any, services: Services) -> None:
         bundle = reader.search("CodeSystem", [("url", urls), ("_count", str(len(NAMES) * 2))])
         return [e["resource"] for e in bundle.get("entry") or [] if e.get("search", {}).get("mode") == "match"]
 
-    app.extensions["fhirsrv.web"] = Site(services, communes, VocabularyCache(fetch_codesystems), ParsedVersions())
+    app.extensions["fhirsrv.web"] = Site(
+        services, communes, VocabularyCache(fetch_codesystems), ParsedVersions(), SentForms()
+    )
     app.register_blueprint(web)
+    app.after_request(_refusal_as_page)
 
 
 def _site() -> Site:
@@ -100,9 +109,14 @@ def _page(template: str, status: int = 200, **context: Any) -> Response:
     response = make_response(body, status)
     response.headers["Content-Type"] = "text/html; charset=utf-8"
     response.headers["Content-Language"] = texts.language
+    response.vary.add("Cookie")  # the language, when the address does not say it
     response.headers["Content-Security-Policy"] = _policy(settings.web_tile_url)
     if request.args.get("lang") == texts.language:
-        response.set_cookie(LANG_COOKIE, texts.language, max_age=LANG_COOKIE_SECONDS, samesite="Lax")
+        # Read by the server only (no script needs it), sent over https only when the site is.
+        response.set_cookie(
+            LANG_COOKIE, texts.language, max_age=LANG_COOKIE_SECONDS, samesite="Lax", httponly=True,
+            secure=request.is_secure or settings.base_url.lower().startswith("https://"),
+        )  # fmt: skip
     return response
 
 
@@ -121,20 +135,74 @@ def _policy(tile_url: str) -> str:
 
 
 def _with_args(**changes: str) -> str:
+    """The address asked for, with some arguments changed: a link of this site whatever the
+    address holds. Its backslashes are encoded and its leading slashes collapsed (Werkzeug
+    collapses them too), so that an address asked as `/\\evil.example` (which browsers read as
+    `//evil.example`) or `//evil.example` never becomes a link to that host."""
     args = [(k, v) for k, v in request.args.items(multi=True) if k not in changes]
     args += [(k, v) for k, v in changes.items() if v]
-    return f"{request.path}?{urlencode(args)}" if args else request.path
+    path = request.script_root + "/" + quote(request.path, safe="/").lstrip("/")
+    return f"{path}?{urlencode(args)}" if args else path
 
 
-@web.errorhandler(FhirError)
-def _refused(error: FhirError) -> Response:
-    """A refusal the FHIR API would answer with an OperationOutcome, as a page: the same status
-    (a 429 stays a 429 with its Retry-After), said in words."""
-    response = _page("error.html", status=error.status, message=str(error))
-    for name, value in (error.headers or {}).items():
-        if name.lower() == "retry-after":
-            response.headers[name] = value
-    return response
+# ------------------------------------------------------------------------------- refusals
+
+# The paths that are not the site's: the FHIR API (its token endpoint and SMART files included),
+# the token endpoint's alias, the probes and the metrics. Every other path is the site's.
+NOT_THE_SITE = ("/fhir", "/oauth", "/metrics", "/healthz", "/readyz")
+# What a page sets itself; every other header of the refusal it replaces is kept (Allow,
+# Retry-After, and the security headers added on the way out).
+_PAGE_HEADERS = frozenset({"content-type", "content-length", "content-language", "content-security-policy"})
+# The statuses whose API message tells the visitor what to correct in the address.
+_DETAILED = frozenset({400, 422})
+
+
+def on_the_site(path: str) -> bool:
+    return not any(path == prefix or path.startswith(prefix + "/") for prefix in NOT_THE_SITE)
+
+
+def _refusal_as_page(response: Response) -> Response:
+    """Any refusal on the site's paths as a page, in the visitor's language, with its status
+    and its Allow or Retry-After: whatever refused the request (the URL guards of app.py, the
+    router's 404 and 405, the body limit's 413, the rate limit's 429, a FhirError of the
+    interactions, a database fault's 503, a bug's 500), it was written as the API's
+    OperationOutcome, which a visitor's browser would show as raw JSON."""
+    if response.status_code < 400 or response.mimetype != "application/fhir+json":
+        return response
+    if not on_the_site(request.path):
+        return response
+    texts = _texts()
+    status = response.status_code
+    if status == 404:
+        page = _page("not_found.html", status=404, t=texts)
+    else:
+        message, detail = _refusal_text(texts, response), _detail(response)
+        page = _page("error.html", status=status, t=texts, message=message, detail=detail)
+    for name, value in response.headers.items():
+        if name.lower() not in _PAGE_HEADERS:
+            page.headers.add(name, value)
+    return page
+
+
+def _refusal_text(texts: Texts, response: Response) -> str:
+    status = response.status_code
+    if status == 429:
+        return texts("error.429", seconds=response.headers.get("Retry-After", "60"))
+    try:
+        return texts(f"error.{status}")
+    except KeyError:
+        return texts("error.other")
+
+
+def _detail(response: Response) -> str | None:
+    if response.status_code not in _DETAILED:
+        return None
+    try:
+        issues = orjson.loads(response.get_data()).get("issue") or []
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    said = [i["diagnostics"] for i in issues if isinstance(i, dict) and isinstance(i.get("diagnostics"), str)]
+    return " ".join(said) or None
 
 
 # ------------------------------------------------------------------------------- search
@@ -150,7 +218,17 @@ def search_page() -> Response:
     point = (commune.lat, commune.lon) if commune else None if form.text("commune") else form.position
     params = fhir_search(form, point, site.services.settings.canonical_base)
     reader = _reader(site.services)
-    bundle = reader.search("HealthcareService", params)
+    try:
+        bundle = reader.search("HealthcareService", params)
+    except BadRequest:
+        if not form.text("page"):
+            raise
+        # A paging link this server cannot read (copied wrong, or issued for another search):
+        # the first page of the same search, said so, rather than a dead end.
+        form.values.update(page="", debut=0)
+        form.errors["page"] = texts("search.bad_page")
+        params = fhir_search(form, point, site.services.settings.canonical_base)
+        bundle = reader.search("HealthcareService", params)
     offers = Shaper(vocabulary, texts).search_results(bundle)
     total = bundle.get("total", len(offers))
     return _page(
@@ -159,6 +237,7 @@ def search_page() -> Response:
         form=form,
         options=_options(vocabulary, form, site.communes, texts.language),
         axis_labels=[(name, texts(key)) for name, key in AXIS_LABELS.items()],
+        with_field=WITH_FIELD,
         distances=DISTANCES_KM,
         commune=commune,
         near_me=point is not None and commune is None,
@@ -210,6 +289,9 @@ def _options(vocabulary: Vocabulary, form: SearchForm, communes: Communes, langu
     return options
 
 
+# The criteria the form has a field for (`f-{name}`), which an error links to; the others (the
+# sort, the paging link) are said without a link.
+WITH_FIELD = frozenset({"categorie", "service", "departement", "commune", "distance", "q", *AXES})
 AXIS_LABELS = {
     "public": "search.audience",
     "age": "search.age",
@@ -350,7 +432,8 @@ def apply_page() -> Response:
     the same per-address limit, the same confirmation e-mail. What the operation refuses comes
     back beside each field (application.py), with every value typed kept in the form, and the
     operation's status (422; a 429 stays a 429 with its Retry-After). A success redirects (303)
-    to `apply_sent`, so that reloading the page never sends the application twice.
+    to `apply_sent`, so that reloading the page never sends the application twice; the same form
+    sent twice (a double click, the browser's history) is recorded once (sending.py).
 
     Cross-site posting: the form is anonymous and creates nothing a visitor could not create
     with the public API, yet another site must not be able to send it in a visitor's name (from
@@ -364,13 +447,22 @@ def apply_page() -> Response:
     site = _site()
     texts = _texts()
     if request.method != "POST":
-        return _apply_form(texts, ApplicationForm())
+        return _apply_form(texts, ApplicationForm(key=new_key()))
     if _cross_site():
         return _page("error.html", status=403, t=texts, message=texts("apply.cross_site"))
+    # The form is a few kilobytes: a larger body is refused (413) before it is parsed.
+    request.max_content_length = min(FORM_MAX_BYTES, site.services.settings.max_body_bytes)
     form = ApplicationForm.read(request.form)
+    offered = sum(1 + len(c.children) for c in site.vocabulary.get().concepts(CATEGORY))
+    if len(form.categories) > offered:
+        # More than the page's boxes: not a form a browser filled. Each would come back as an
+        # issue of the operation, to be placed and shown: refused before it runs.
+        return _page("error.html", status=400, t=texts, message=texts("apply.too_many_categories", n=offered))
     body = form.body(commune=_commune_code(form, site.communes))
     try:
-        _reader(site.services).operation("apply", "Organization", body)
+        # The same form sent twice (a double click) records one application (sending.py).
+        reader = _reader(site.services)
+        site.sent.send_once(form.key, body, lambda: reader.operation("apply", "Organization", body))
     except FhirError as refusal:
         if refusal.status == 429:
             form.general.append(texts("apply.too_many"))

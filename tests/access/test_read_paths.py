@@ -13,6 +13,7 @@ import html
 import re
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qs, quote, urlsplit
 
 import orjson
 import pytest
@@ -629,6 +630,8 @@ def bulk_export(d: Directory, who: Who) -> None:
 ANONYMOUS_VIEW = next(p for p in PRINCIPALS if p.role is None)
 OFFER_ON_PAGE = re.compile(r'data-offer="([^"]+)"')
 NEXT_PAGE = re.compile(r'<a href="([^"]+)" rel="next">')
+PLACES_ON_PAGE = re.compile(r'<ul class="places">(.*?)</ul>', re.S)
+PLACE_NAME = re.compile(r"<li><address>([^<]*)")
 
 
 @row("web search page, every page followed", ("web.search_page", "GET"))
@@ -673,6 +676,38 @@ def web_structure_page(d: Directory, who: Who) -> None:
             offers = {f"HealthcareService/{i}" for i in OFFER_ON_PAGE.findall(page)}
             mine = {e.key for e in of_type("HealthcareService") if e.structure == entry.res_id}
             assert offers == mine & searched(ANONYMOUS_VIEW, "HealthcareService"), (who.name, entry.key)
+            listed = PLACES_ON_PAGE.search(page)
+            places = set(PLACE_NAME.findall(listed.group(1))) if listed else set()
+            theirs = {
+                e.body["name"]
+                for e in of_type("Location")
+                if e.structure == entry.res_id and ANONYMOUS_VIEW.searches(e)
+            }
+            assert places == theirs, (who.name, entry.key)
+        assert_no_hidden_content(page, ANONYMOUS_VIEW)
+
+
+@row("web search page, paged by the principal's own FHIR cursors", ("web.search_page", "GET"))
+def web_search_page_with_a_principals_cursor(d: Directory, who: Who) -> None:
+    """A paging cursor is a position, never a permission: one the principal's own search issued
+    (where its hidden offers are), given to the page, pages the public's search."""
+    if not who.may("HealthcareService", "s"):
+        return
+    cursors: list[str] = []
+    url: str | None = "/fhir/HealthcareService?_sort=name&_count=2&_elements=id"
+    while url:
+        bundle = d.web.get(url, headers=d.headers(who)).get_json()
+        following = next((link["url"] for link in bundle.get("link", []) if link["relation"] == "next"), None)
+        url = following.replace("http://fhir.test", "") if following else None
+        if following:
+            cursors.append(parse_qs(urlsplit(following).query)["_cursor"][0])
+    assert cursors, who.name
+    public = searched(ANONYMOUS_VIEW, "HealthcareService")
+    for cursor in cursors:
+        response = d.web.get(f"/?tri=nom&page={quote(cursor)}", headers=d.headers(who))
+        page = response.get_data(as_text=True)
+        assert response.status_code == 200, (who.name, cursor)
+        assert {f"HealthcareService/{i}" for i in OFFER_ON_PAGE.findall(page)} <= public, who.name
         assert_no_hidden_content(page, ANONYMOUS_VIEW)
 
 
