@@ -82,6 +82,10 @@ import fhirsrv
 
 TERMINOLOGY_DIR = Path(fhirsrv.__file__).resolve().parent.parent / "terminology"
 DEFAULT_CATEGORY_PATH = TERMINOLOGY_DIR / "CodeSystem-sos-category.json"
+# What an application may hold at most: parameters (a structure, a referent, its services and
+# the grid's criteria) and parts in one parameter (a service's categories are the most).
+MAX_PARAMETERS = 100
+MAX_PARTS = 200
 DEFAULT_STRUCTURE_TYPE_PATH = TERMINOLOGY_DIR / "CodeSystem-sos-structure-type.json"
 
 REQUIRED = "Champ obligatoire"
@@ -326,6 +330,11 @@ def load_parameter(parameter: Any, schema: PartsSchema, expression: str) -> Load
     occurrences: dict[str, int] = {}
 
     parts = _parts_of(parameter, expression, fail)
+    if len(parts) > MAX_PARTS:
+        # A form has a few dozen parts (a service's categories are the most: under 100). A
+        # body with thousands costs seconds and an answer of one error each: refused whole.
+        fail(expression, f"Trop d'éléments ({len(parts)}) : au plus {MAX_PARTS} par paramètre")
+        return LoadedParameter(None, {}, tuple(errors), frozenset(flawed))
     for position, part in enumerate(parts):
         if not isinstance(part, dict) or not isinstance(part.get("name"), str):
             fail(f"{expression}.part[{position}]", "Élément sans nom")
@@ -664,6 +673,10 @@ def parameters_by_name(parameters: Any) -> tuple[dict[str, list[Any]] | None, li
         for key in parameters
         if key not in _PARAMETERS_ELEMENTS
     ]
+    if len(items) > MAX_PARAMETERS:
+        return None, [
+            FieldError("Parameters.parameter", f"Trop de paramètres ({len(items)}) : au plus {MAX_PARAMETERS}")
+        ]
     grouped: dict[str, list[Any]] = {}
     for position, item in enumerate(items):
         name = item.get("name") if isinstance(item, dict) else None
