@@ -37,6 +37,7 @@ from fhirsrv.interactions.load import load_initial_content
 from fhirsrv.logformat import JsonFormatter
 from fhirsrv.settings import Settings
 from tests.conftest import BACKENDS, PG_URL
+from tests.web.test_application_form import VALUES
 from tests.worker_processes import postgres_database
 
 CANONICAL = "https://sos.example.org/fhir"
@@ -284,24 +285,8 @@ def test_values_echoed_in_other_pages_are_escaped(site: Site, path: str) -> None
     assert_no_markup_written(text(answer))
 
 
-FORM = {
-    "structure-name": "Association Vivre Après",
-    "structure-siret": "732 829 320 00074",
-    "structure-finess": "",
-    "structure-structureType": "association",
-    "structure-addressLine": "12 rue de Siam",
-    "structure-postalCode": "29200",
-    "structure-city": "Brest",
-    "structure-phone": "02 98 00 00 00",
-    "structure-email": "contact@vivre-apres.fr",
-    "referent-given": "Anne",
-    "referent-family": "Le Goff",
-    "referent-email": "anne.legoff@vivre-apres.fr",
-    "referent-phone": "",
-    "service-name": "Sophrologie",
-    "service-category": ["sophrologie"],
-    "service-description": "Séances collectives",
-}
+# The application form's typed values (tests/web/test_application_form.py), plain text only.
+FORM = VALUES | {"service-category": ["sophrologie"], "service-description": "Séances collectives"}
 
 
 def post_form(site: Site, values: dict[str, Any], *, headers: dict[str, str] | None = None, address: str = "198.51.100.7",
