@@ -111,13 +111,25 @@ class FactStore:
     # ------------------------------------------------------------------------------- writes
     def lock_structure(self, conn: Connection, res: dict[str, Any]) -> None:
         """Serialise an entry's write with its structure's (see the module's docstring)."""
-        if conn.dialect.name != "postgresql" or res.get("resourceType") == "Organization":
+        self.lock_structures(conn, [res])
+
+    def lock_structures(self, conn: Connection, resources: Iterable[dict[str, Any]]) -> None:
+        """`lock_structure` for many entries in one statement: a bulk load writes thousands
+        of entries of a few hundred structures, and one round trip each cost a 20,000-resource
+        load about a fifth of its time. The rows are locked in rid order, as any two batches
+        of one structure set lock them alike."""
+        if conn.dialect.name != "postgresql":
             return
-        structure = self.reader.structure(res)
-        if structure is not None:
+        structures = {
+            s
+            for res in resources
+            if res.get("resourceType") != "Organization" and (s := self.reader.structure(res)) is not None
+        }
+        if structures:
             conn.execute(
                 select(resource.c.rid)
-                .where(resource.c.res_type == "Organization", resource.c.res_id == structure)
+                .where(resource.c.res_type == "Organization", resource.c.res_id.in_(sorted(structures)))
+                .order_by(resource.c.rid)
                 .with_for_update(read=True)
             )
 

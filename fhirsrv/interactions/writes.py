@@ -186,7 +186,8 @@ def create_prepared(
         return ruled + (create_prepared(services, conn, rest, when, actor=actor) if rest else [])
     parsed = [loads(content) for _, _, content, _ in items]  # ~20 µs each, for the guard and hooks
     for (res_type, _, _, _), res in zip(items, parsed, strict=True):
-        guard(services, conn, actor, res_type, None, res)
+        services.policy.check_write(conn, actor, res_type, None, res)
+    services.policy.facts.lock_structures(conn, parsed)  # `guard`'s lock, for all at once
     # A load presumes its entries public, and its access facts correct the others before the
     # transaction commits (FactStore.deferred): that rewrites the few hidden rows instead of
     # nearly every resource row and token index row of the file. Nothing reads the rows before.
