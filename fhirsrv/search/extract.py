@@ -242,6 +242,11 @@ def sort_row(param: SearchParamDef, rows: Rows) -> dict[str, Any] | None:
     return None
 
 
+# Parameters a search sorts by the resource row's own columns (paging.sort_columns): a sort row
+# for them would never be read, and they are two of every resource's ~17 sort rows.
+SORTED_BY_COLUMN = frozenset({"_id", "_lastUpdated"})
+
+
 def extract(registry: SearchParamRegistry, res: dict[str, Any], base_url: str = "") -> Rows:
     """All index rows of a resource, keyed by table, each row carrying its `param`."""
     res_type = res.get("resourceType", "")
@@ -264,7 +269,7 @@ def extract(registry: SearchParamRegistry, res: dict[str, Any], base_url: str = 
             for item in items:
                 item["param"] = item.pop("_param", param.code)
                 out[table].append(item)
-        sort = sort_row(param, rows)
+        sort = None if param.code in SORTED_BY_COLUMN else sort_row(param, rows)
         if sort is not None:
             out["idx_sort"].append({"param": param.code, **sort})
     for table, rows in out.items():

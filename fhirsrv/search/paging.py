@@ -15,6 +15,7 @@ from sqlalchemy.sql import Select
 
 from fhirsrv.errors import BadRequest
 from fhirsrv.search import near
+from fhirsrv.search.extract import SORTED_BY_COLUMN
 from fhirsrv.search.parameters import Criterion
 from fhirsrv.search.registry import SearchParamRegistry
 from fhirsrv.search.scope import ReadScope
@@ -54,11 +55,9 @@ def sort_columns(
     for `near`: the distance to the query's near point, missing positions counting as far away."""
     columns: list[tuple[ColumnElement[Any], bool]] = []
     for key in keys:
-        if key.code == "_id":
-            columns.append((resource.c.res_id, key.descending))
-            continue
-        if key.code == "_lastUpdated":
-            columns.append((resource.c.last_updated, key.descending))
+        if key.code in SORTED_BY_COLUMN:  # no sort rows: extract writes none for these
+            column = resource.c.res_id if key.code == "_id" else resource.c.last_updated
+            columns.append((column, key.descending))
             continue
         if key.code == "near":
             columns.append((near.sort_distance(list(criteria), res_types, scope), key.descending))
