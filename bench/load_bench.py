@@ -1,6 +1,6 @@
 """Bulk load throughput of `fhirsrv load` against a bare bulk INSERT of the same rows.
 
-Usage: python bench/load_bench.py [--resources 100000] [--postgres URL]
+Usage: python bench/load_bench.py [--resources 100000] [--postgres URL] [--no-sqlite]
 The baseline inserts the same resources, already serialised, into the `resource` table with one
 multi-row statement per 500: what any loader pays at the least. fhirsrv adds structural
 validation, version rows and every search index.
@@ -16,6 +16,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from _cpu import CpuMeter, with_application_name  # noqa: E402
 from _pg import fresh_schema  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -53,17 +54,27 @@ def bare_insert(url: str, data: Path) -> float:
     return elapsed
 
 
-def fhirsrv_load(url: str, data: Path) -> tuple[int, float]:
+LOADER = "fhirsrv-load-bench"  # the loader's connections' application_name, for the CPU meter
+
+
+def fhirsrv_load(url: str, data: Path, admin_url: str | None) -> tuple[int, float, dict]:
+    """Load `data` as `fhirsrv load` does; the count, the seconds, and the CPU per resource of
+    the loading process, its worker processes and (PostgreSQL) the backends it used."""
     from fhirsrv.app import build_services
     from fhirsrv.interactions.load import load_paths
     from fhirsrv.settings import Settings
 
+    if admin_url:
+        url = with_application_name(url, LOADER)
     services = build_services(Settings.from_env(database_url=url, load_demo=False, auth=False))
-    start = time.perf_counter()
-    report = load_paths(services, [data])
-    elapsed = time.perf_counter() - start
+    with CpuMeter(admin_url, LOADER) as meter:
+        start = time.perf_counter()
+        report = load_paths(services, [data])
+        elapsed = time.perf_counter() - start
     services.engine.dispose()
-    return sum(report.counts.values()), elapsed
+    count = sum(report.counts.values())
+    assert meter.split is not None
+    return count, elapsed, meter.split.per_resource_ms(count)
 
 
 def _drop(url: str, schema: str, sqlite_file: Path) -> None:
@@ -99,7 +110,7 @@ def run(url: str, data: Path, tmp: str, name: str, kept: bool = False) -> dict:
     )
     bare = bare_insert(base_url, data)
     _drop(url, "fhirsrv_lbench_bare", Path(tmp) / f"{name}-bare.db")
-    count, loaded = fhirsrv_load(load_url, data)
+    count, loaded, cpu = fhirsrv_load(load_url, data, url if url.startswith("postgresql") else None)
     return {
         "resources": count,
         "fhirsrv_load_s": round(loaded, 1),
@@ -107,6 +118,7 @@ def run(url: str, data: Path, tmp: str, name: str, kept: bool = False) -> dict:
         "bare_insert_s": round(bare, 2),
         "bare_resources_per_s": round(count / bare),
         "ratio_vs_bare_insert": round(loaded / bare, 1),
+        "cpu_ms_per_resource": cpu,
     }
 
 
@@ -114,6 +126,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--resources", type=int, default=100_000)
     parser.add_argument("--postgres", default=os.environ.get("FHIRSRV_BENCH_DATABASE_URL"))
+    parser.add_argument("--no-sqlite", action="store_true", help="PostgreSQL only")
     parser.add_argument(
         "--keep",
         type=Path,
@@ -134,7 +147,8 @@ def main() -> None:
             print(f"reusing the data in {data}")
         else:
             generate(resources=args.resources, seed=1, out_dir=data)
-        results["sqlite"] = run("sqlite", data, tmp, "sqlite", kept=bool(args.keep))
+        if not args.no_sqlite:
+            results["sqlite"] = run("sqlite", data, tmp, "sqlite", kept=bool(args.keep))
         if args.postgres:
             results["postgresql"] = run(args.postgres, data, tmp, "pg", kept=bool(args.keep))
     (HERE / "results" / f"load_bench_{args.resources}.json").write_text(json.dumps(results, indent=2) + "\n")
