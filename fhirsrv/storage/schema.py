@@ -45,6 +45,7 @@ resource = Table(
     Column("version_id", Integer, nullable=False),
     Column("last_updated", DateTime, nullable=False),
     Column("deleted", Boolean, nullable=False, default=False),
+    # The resource's JSON; compressed with LZ4 on PostgreSQL, here and in versions (migration 0016).
     Column("content", Text, nullable=True),
     # A directory entry's visibility (public | retired | hidden), copied from `entry_access`
     # (below) by the access facts in the same transaction, so that a search checks it on the
