@@ -42,6 +42,7 @@ from fhirsrv.access.facts import (
     Facts,
 )
 from fhirsrv.storage import changes
+from fhirsrv.storage.bulk import insert_tuples
 from fhirsrv.storage.jsonfmt import loads
 from fhirsrv.storage.repository import StoredResource
 from fhirsrv.storage.schema import (
@@ -156,20 +157,13 @@ class FactStore:
         for start in range(0, len(rids), 500):
             chunk = rids[start : start + 500]
             conn.execute(delete(entry_access).where(ea.rid.in_(chunk)))
-        conn.execute(
-            insert(entry_access),
-            [
-                {
-                    "rid": s.rid,
-                    "res_type": s.res_type,
-                    "status": f.status,
-                    "structure": f.structure,
-                    "person": f.person,
-                    "commune": f.commune,
-                    "visibility": "hidden",
-                }
-                for s, f in governed
-            ],
+        # At driver speed (COPY): a file load records thousands at once, and a parameter dict
+        # per row cost PostgreSQL a statement each (130 µs a row in a 20,000-resource load).
+        insert_tuples(
+            conn,
+            entry_access,
+            [(s.rid, s.res_type, f.status, f.structure, f.person, f.commune, "hidden") for s, f in governed],
+            ("rid", "res_type", "status", "structure", "person", "commune", "visibility"),
         )
         orgs = [(s, f) for s, f in governed if s.res_type == "Organization"]
         self._territories(conn, orgs)
