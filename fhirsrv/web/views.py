@@ -15,7 +15,6 @@ from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import orjson
 from flask import (
-    Blueprint,
     Response,
     current_app,
     jsonify,
@@ -31,6 +30,7 @@ from fhirsrv.api.routes import base_url
 from fhirsrv.errors import BadRequest, FhirError
 from fhirsrv.interactions.context import UNMETERED, Services
 from fhirsrv.web.application import SECTIONS, ApplicationForm, first_field, label_of
+from fhirsrv.web.assets import SiteBlueprint, asset_url
 from fhirsrv.web.filters import DISTANCES_KM, PAGE_SIZE, SearchForm, fhir_search, read_form
 from fhirsrv.web.i18n import LANGUAGES, Texts, choose_language
 from fhirsrv.web.labels import AXES, CATEGORY, NAMES, STRUCTURE_TYPE, Vocabulary, VocabularyCache, system_url
@@ -41,7 +41,8 @@ from fhirsrv.web.sending import SentForms, new_key
 from fhirsrv.web.versions import ParsedVersions
 from fhirsrv.workflow.operations import CONFIRMATION_DAYS
 
-web = Blueprint("web", __name__, template_folder="templates", static_folder="static", static_url_path="/assets")
+web = SiteBlueprint("web", __name__, template_folder="templates", static_folder="static", static_url_path="/assets")
+web.add_app_template_global(asset_url)
 
 # The application form's largest body: its sixteen fields, every category ticked and a long
 # description, percent-encoded, fit many times over (the API's own limit is FHIRSRV_MAX_BODY_BYTES).

@@ -139,6 +139,21 @@ def test_pages_allow_scripts_and_styles_from_the_server_only(live_demo: LiveDemo
     assert answer.headers["Content-Type"].startswith("text/html")
 
 
+ASSET = re.compile(r'(?:href|src)="(/assets/[^"?]+)\?v=([0-9a-f]{16})"')
+
+
+def test_a_page_links_its_files_by_content_so_a_browser_keeps_them_instead_of_asking_again(live_demo: LiveDemo):
+    """Each page view revalidated its style sheets and scripts: about six requests of the
+    visitor's anonymous rate limit a page instead of one."""
+    linked = ASSET.findall(live_demo.get("/?categorie=douleur").text())
+    assert {path.rsplit("/", 1)[1] for path, _ in linked} >= {"site.css", "site.js", "leaflet.js", "leaflet.css"}
+    for path, version in linked:
+        kept = live_demo.get(f"{path}?v={version}", accept="*/*")
+        assert kept.status == 200 and "max-age=31536000" in kept.headers["Cache-Control"], path
+        stale = live_demo.get(f"{path}?v=0000000000000000", accept="*/*")
+        assert stale.status == 200 and "max-age=31536000" not in stale.headers.get("Cache-Control", ""), path
+
+
 def test_an_unknown_offer_or_structure_answers_a_page_that_says_so(live_demo: LiveDemo):
     for path in ("/offre/does-not-exist", "/structure/org-22-0018"):  # the second is a draft
         answer = live_demo.get(path)
