@@ -22,6 +22,8 @@ from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 
+from fhirsrv.search import streamed
+
 MODES = ("none", "estimate", "accurate")
 
 
@@ -69,7 +71,9 @@ def count(
         return None
     if mode == "accurate" or conn.dialect.name != "postgresql":
         return exact(conn, matches)
-    bounded = exact(conn, matches.limit(exact_up_to + 1))
+    bounded = streamed.bounded_count(conn, matches, exact_up_to)
+    if bounded is None:
+        bounded = exact(conn, matches.limit(exact_up_to + 1))
     if bounded <= exact_up_to:
         return bounded
     return max(bounded, estimate() if estimate is not None else planner_rows(conn, matches))
