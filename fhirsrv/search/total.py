@@ -7,7 +7,9 @@ covers the searches people read page by page, and above it asks PostgreSQL's pla
 planner's figure can fall short on chained searches, so it is never reported below the bound
 just proven. SQLite has no such estimate and counts exactly. (A page found by walking rid
 order on PostgreSQL, search/walk.py, estimates from the match rate it saw instead, but only
-above the bound too: a rate seen over a page of one or two is no proof of anything.)
+above the bound too: a rate seen over a page of one or two is no proof of anything.) The
+bounded count of a chained search is streamed from the chain's innermost criterion
+(search/streamed.py): it reads about the bound's worth of rows, not every match of every level.
 """
 
 from __future__ import annotations
