@@ -37,9 +37,6 @@ from sqlalchemy.sql.elements import BinaryExpression, BooleanClauseList, ColumnC
 # database: de-duplicating one index range is cheap, the probes after it stop at the bound.
 MIN_LEVELS = 3
 
-# Rows fetched at a time from the server-side cursor.
-BATCH = 250
-
 
 def in_subquery(element: Any) -> Select | None:
     """The subquery of `column IN (SELECT one column ...)`, None for any other expression."""
@@ -156,9 +153,10 @@ def bounded_count(conn: Connection, matches: Select, up_to: int) -> int | None:
     if query is None:
         return None
     seen: set[Any] = set()
-    # A server-side cursor: the database produces rows as they are fetched, and stops
-    # when the cursor closes, once enough distinct ones have come.
-    result = conn.execute(query, execution_options={"yield_per": BATCH})
+    # A server-side cursor: the database produces rows as they are fetched, and stops when
+    # the cursor closes, once enough distinct ones have come. Fetched by the bound's worth: one
+    # round trip when no row repeats (each one waits its turn for a core on a busy machine).
+    result = conn.execute(query, execution_options={"yield_per": up_to + 1})
     try:
         for (rid,) in result:
             seen.add(rid)
