@@ -32,9 +32,10 @@ from sqlalchemy import ColumnElement, Connection, Select, select, true
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import BinaryExpression, BooleanClauseList, ColumnClause, Grouping
 
-# Levels of IN below the searched rows from which streaming pays: a chain (the searched rows,
-# the references, the targets, the targets' index). One IN (a plain criterion) is left to the
-# database: de-duplicating one index range is cheap, the probes after it stop at the bound.
+# Levels holding an IN, the searched rows' included, from which streaming pays: a chain has
+# three (the searched rows, the references, the targets) above the targets' index. A plain
+# criterion has one and is left to the database: de-duplicating one index range is cheap, and
+# the probes after it stop at the bound.
 MIN_LEVELS = 3
 
 
