@@ -7,7 +7,9 @@ covers the searches people read page by page, and above it asks PostgreSQL's pla
 planner's figure can fall short on chained searches, so it is never reported below the bound
 just proven. SQLite has no such estimate and counts exactly. (A page found by walking rid
 order on PostgreSQL, search/walk.py, estimates from the match rate it saw instead, but only
-above the bound too: a rate seen over a page of one or two is no proof of anything.)
+above the bound too: a rate seen over a page of one or two is no proof of anything.) The
+bounded count of a chained search is streamed from the chain's innermost criterion
+(search/streamed.py): it reads about the bound's worth of rows, not every match of every level.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
+
+from fhirsrv.search import streamed
 
 MODES = ("none", "estimate", "accurate")
 
@@ -69,7 +73,9 @@ def count(
         return None
     if mode == "accurate" or conn.dialect.name != "postgresql":
         return exact(conn, matches)
-    bounded = exact(conn, matches.limit(exact_up_to + 1))
+    bounded = streamed.bounded_count(conn, matches, exact_up_to)
+    if bounded is None:
+        bounded = exact(conn, matches.limit(exact_up_to + 1))
     if bounded <= exact_up_to:
         return bounded
     return max(bounded, estimate() if estimate is not None else planner_rows(conn, matches))
