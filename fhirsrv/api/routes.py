@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, g, request
 from werkzeug.datastructures import MultiDict
 
 from fhirsrv.api import caller, negotiation, request_facts
@@ -36,8 +36,14 @@ def services() -> Services:
 
 
 def base_url() -> str:
-    configured = services().settings.base_url
-    return configured.rstrip("/") if configured else request.url_root.rstrip("/") + "/fhir"
+    """The FHIR base clients reach: FHIRSRV_BASE_URL, else the request's root and /fhir. Worked
+    out once a request (the request's root costs an IRI conversion of its URL)."""
+    known: str | None = g.get("fhirsrv_base_url")
+    if known is None:
+        configured = services().settings.base_url
+        known = configured.rstrip("/") if configured else request.url_root.rstrip("/") + "/fhir"
+        g.fhirsrv_base_url = known
+    return known
 
 
 def request_info() -> RequestInfo:
