@@ -141,9 +141,16 @@ ALLOWED_HEADERS = "Content-Type, Accept, If-Match, If-None-Match, If-None-Exist,
 
 
 # On every response (the view's own, when it sets one, wins).
-SECURITY_HEADERS = (("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer"), ("X-Frame-Options", "DENY"))
+SECURITY_HEADERS = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+    ("X-Frame-Options", "DENY"),
+)
 # Besides, on every response but a page: nothing in it may load or frame anything.
-SECURITY_HEADERS_NOT_HTML = (*SECURITY_HEADERS, ("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"))
+SECURITY_HEADERS_NOT_HTML = (
+    *SECURITY_HEADERS,
+    ("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"),
+)
 HSTS = ("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
 
 

@@ -97,7 +97,9 @@ def current_flagged_query(res_type: str, flag: ColumnElement[bool]) -> Select[An
     )
 
 
-def run_current_flagged(conn: Connection, query: Select[Any], res_id: str) -> tuple[StoredResource, bool] | None:
+def run_current_flagged(
+    conn: Connection, query: Select[Any], res_id: str
+) -> tuple[StoredResource, bool] | None:
     """`query` (current_flagged_query) for one id: the stored resource and the condition's
     value, in one statement (a read by id and the caller's visibility of it: one round trip)."""
     row = conn.execute(query, {"res_id": res_id}).first()
