@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-from flask import Blueprint, Response, current_app, g, request
+from flask import Blueprint, Response, current_app, request
 from werkzeug.datastructures import MultiDict
 
 from fhirsrv.api import caller, negotiation, request_facts
@@ -36,14 +36,29 @@ def services() -> Services:
 
 
 def base_url() -> str:
-    """The FHIR base clients reach: FHIRSRV_BASE_URL, else the request's root and /fhir. Worked
-    out once a request (the request's root costs an IRI conversion of its URL)."""
-    known: str | None = g.get("fhirsrv_base_url")
-    if known is None:
-        configured = services().settings.base_url
-        known = configured.rstrip("/") if configured else request.url_root.rstrip("/") + "/fhir"
-        g.fhirsrv_base_url = known
-    return known
+    """The FHIR base clients reach: FHIRSRV_BASE_URL, else the request's root and /fhir."""
+    configured = services().settings.base_url
+    return configured.rstrip("/") if configured else _request_root().rstrip("/") + "/fhir"
+
+
+# Request roots worked out lately (see _request_root); a client writes the Host, so bounded.
+ROOTS_KEPT = 64
+_ROOT_PARTS = ("wsgi.url_scheme", "HTTP_HOST", "SERVER_NAME", "SERVER_PORT", "SCRIPT_NAME")
+_roots: dict[tuple[object, ...], str] = {}
+
+
+def _request_root() -> str:
+    """`request.url_root`, kept by the five environ values werkzeug makes it of (after ProxyFix
+    when proxies are trusted): working it out costs two IRI conversions, at every request."""
+    environ = request.environ
+    key = tuple(environ.get(k) for k in _ROOT_PARTS)
+    root = _roots.get(key)
+    if root is None:
+        root = request.url_root
+        if len(_roots) >= ROOTS_KEPT:
+            _roots.clear()
+        _roots[key] = root
+    return root
 
 
 def request_info() -> RequestInfo:
