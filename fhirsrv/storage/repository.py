@@ -82,6 +82,8 @@ _CURRENT_BY_ID = select(*_CURRENT_COLS).where(
     resource.c.res_type == bindparam("res_type"), resource.c.res_id == bindparam("res_id")
 )
 
+_CURRENT_BY_RIDS = select(*_CURRENT_COLS).where(resource.c.rid.in_(bindparam("rids", expanding=True)))
+
 
 def get_current(conn: Connection, res_type: str, res_id: str) -> StoredResource | None:
     row = conn.execute(_CURRENT_BY_ID, {"res_type": res_type, "res_id": res_id}).first()
@@ -124,8 +126,10 @@ def get_many(
     a further condition on the rows (a caller's read scope), checked in the same query."""
     if not rids:
         return []
-    query = select(*_CURRENT_COLS).where(resource.c.rid.in_(list(rids)))
-    rows = conn.execute(query if where is None else query.where(where)).all()
+    if where is None:  # a page of search results: the statement built once
+        rows = conn.execute(_CURRENT_BY_RIDS, {"rids": list(rids)}).all()
+    else:
+        rows = conn.execute(select(*_CURRENT_COLS).where(resource.c.rid.in_(list(rids)), where)).all()
     by_rid = {r.rid: _row(r) for r in rows}
     return [by_rid[rid] for rid in rids if rid in by_rid]
 
