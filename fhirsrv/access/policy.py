@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, Select, select
 
 from fhirsrv.access import owners
 from fhirsrv.access.facts import (
@@ -41,6 +41,9 @@ from fhirsrv.storage.repository import StoredResource
 from fhirsrv.storage.schema import entry_access, live, resource
 
 CHALLENGE = 'Bearer realm="fhirsrv", error="invalid_token"'
+# Read-by-id statements kept (one per principal and type), at most: they are rebuilt past it.
+READ_QUERIES = 1024
+_UNBUILT = object()
 _INTERACTION_NAMES = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
 
 
@@ -78,6 +81,7 @@ class AccessPolicy:
     def __init__(self, canonicals: Canonicals) -> None:
         self.reader = FactReader(canonicals)
         self.facts = FactStore(self.reader)
+        self._read_queries: dict[tuple[Any, ...], Select[Any] | None] = {}
 
     # ---------------------------------------------------------------------------- reads
     def scope(self, principal: Principal) -> ScopedReads:
@@ -123,13 +127,35 @@ class AccessPolicy:
         """The current version of `res_type/res_id` and whether the principal may read it by
         id (as `visible`), in one statement: the commonest request costs no extra round trip."""
         everything = principal.sees_everything and res_type not in OWNED_TYPES
-        scope = None if everything else self.scope(principal)
-        condition = None if scope is None else scope.readable(res_type, resource.c.rid)
-        if condition is None:
+        if everything:
             stored = repository.get_current(conn, res_type, res_id)
             return stored, stored is not None
-        found = repository.get_current_flagged(conn, res_type, res_id, correlate(condition, resource.c.rid))
+        query = self._read_query(principal, res_type)
+        if query is None:
+            stored = repository.get_current(conn, res_type, res_id)
+            return stored, stored is not None
+        found = repository.run_current_flagged(conn, query, res_id)
         return found if found is not None else (None, False)
+
+    def _read_query(self, principal: Principal, res_type: str) -> Select[Any] | None:
+        """The read-by-id statement of this principal and type (None: it reads every row).
+
+        Decided by the scope, as every read is, and kept: the condition is SQL that depends on
+        the principal's fields and the type only, never on stored data, so the statement built
+        for one request is the right one for the next of the same principal, whatever was
+        written meanwhile. Keyed by every field of the principal but its network address."""
+        key = (principal.at(None), principal.grants, res_type)
+        cached = self._read_queries.get(key, _UNBUILT)
+        if cached is not _UNBUILT:
+            return cached
+        condition = self.scope(principal).readable(res_type, resource.c.rid)
+        query = None if condition is None else repository.current_flagged_query(
+            res_type, correlate(condition, resource.c.rid)
+        )
+        if len(self._read_queries) >= READ_QUERIES:
+            self._read_queries.clear()  # many distinct clients: start again rather than grow
+        self._read_queries[key] = query
+        return query
 
     def visible_versions(
         self, conn: Connection, principal: Principal, versions: Sequence[StoredResource]

@@ -31,6 +31,7 @@ import hmac
 import ipaddress
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from flask import Flask, Response, request
 from prometheus_client import (
@@ -81,6 +82,7 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.pool_checked_out = self._pool_gauge("checked_out", "Database connections in use by requests")
         self.pool_size = self._pool_gauge("size", "Database connections the pool keeps open")
         self.pool_max = self._pool_gauge("max", "Most database connections the pool opens under load")
@@ -90,8 +92,18 @@ class Metrics:
         return Gauge(f"fhirsrv_db_pool_{name}", documentation, registry=self.registry, multiprocess_mode="livesum")
 
     def observe(self, interaction: str, resource_type: str, status: int, seconds: float) -> None:
-        self.requests.labels(interaction, resource_type, str(status)).inc()
-        self.latency.labels(interaction, resource_type).observe(seconds)
+        key = (interaction, resource_type, status)
+        children = self._children.get(key)
+        if children is None:
+            # The labelled series, looked up once: the labels are of a bounded vocabulary
+            # (request_facts.py), so this holds a few hundred pairs at most.
+            children = (
+                self.requests.labels(interaction, resource_type, str(status)),
+                self.latency.labels(interaction, resource_type),
+            )
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def watch_pool(self, engine: Engine) -> None:
         """Counted as connections are checked out and in, so that each process's gauge is its

@@ -22,6 +22,9 @@ _XML_FORMATS = {"xml", "application/xml", "application/fhir+xml", "application/x
 _ANY = {"*/*", "application/*", "text/html", "text/*"}
 PATCH_JSON = "application/json-patch+json"
 _PRODUCES = "fhirsrv_produces"
+_PREFER = "fhirsrv.prefer"
+# Accept headers that need no parsing: one media type this server produces (or any), no quality.
+_PLAINLY_ACCEPTED = frozenset(_JSON_FORMATS | _ANY)
 View = TypeVar("View", bound=Callable[..., object])
 
 
@@ -58,6 +61,9 @@ def check_accept(request: Request) -> None:
         if fmt in _JSON_FORMATS:
             return
         raise NotAcceptable(f"_format '{wanted}' is not supported; this server speaks application/fhir+json")
+    header = request.headers.get("Accept")
+    if header is not None and header.strip().lower() in _PLAINLY_ACCEPTED:
+        return
     accept = request.accept_mimetypes
     if not accept or not list(accept.values()):
         return
@@ -86,6 +92,14 @@ def check_content_type(request: Request, *, patch: bool = False) -> None:
 
 
 def prefer(request: Request) -> dict[str, str]:
+    """The Prefer header's preferences (parsed once a request: the route and the rendering ask)."""
+    known: dict[str, str] | None = request.environ.get(_PREFER)
+    if known is None:
+        known = request.environ[_PREFER] = _parsed_prefer(request)
+    return dict(known)
+
+
+def _parsed_prefer(request: Request) -> dict[str, str]:
     values: dict[str, str] = {}
     for header in request.headers.getlist("Prefer"):
         for part in header.split(","):

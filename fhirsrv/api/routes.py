@@ -36,8 +36,29 @@ def services() -> Services:
 
 
 def base_url() -> str:
+    """The FHIR base clients reach: FHIRSRV_BASE_URL, else the request's root and /fhir."""
     configured = services().settings.base_url
-    return configured.rstrip("/") if configured else request.url_root.rstrip("/") + "/fhir"
+    return configured.rstrip("/") if configured else _request_root().rstrip("/") + "/fhir"
+
+
+# Request roots worked out lately (see _request_root); a client writes the Host, so bounded.
+ROOTS_KEPT = 64
+_ROOT_PARTS = ("wsgi.url_scheme", "HTTP_HOST", "SERVER_NAME", "SERVER_PORT", "SCRIPT_NAME")
+_roots: dict[tuple[object, ...], str] = {}
+
+
+def _request_root() -> str:
+    """`request.url_root`, kept by the five environ values werkzeug makes it of (after ProxyFix
+    when proxies are trusted): working it out costs two IRI conversions, at every request."""
+    environ = request.environ
+    key = tuple(environ.get(k) for k in _ROOT_PARTS)
+    root = _roots.get(key)
+    if root is None:
+        root = request.url_root
+        if len(_roots) >= ROOTS_KEPT:
+            _roots.clear()
+        _roots[key] = root
+    return root
 
 
 def request_info() -> RequestInfo:

@@ -140,6 +140,20 @@ TOKEN_PATHS = ("/fhir/token", "/oauth/token")
 ALLOWED_HEADERS = "Content-Type, Accept, If-Match, If-None-Match, If-None-Exist, If-Modified-Since, Prefer"
 
 
+# On every response (the view's own, when it sets one, wins).
+SECURITY_HEADERS = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+    ("X-Frame-Options", "DENY"),
+)
+# Besides, on every response but a page: nothing in it may load or frame anything.
+SECURITY_HEADERS_NOT_HTML = (
+    *SECURITY_HEADERS,
+    ("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"),
+)
+HSTS = ("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+
+
 def install_headers(app: Flask, settings: Settings) -> None:
     """Security headers on every response, HSTS over https, no-store for authenticated
     answers, CORS: anonymous reads open to the allowed origins (`*` by default), requests
@@ -149,15 +163,17 @@ def install_headers(app: Flask, settings: Settings) -> None:
 
     def _headers(response: Response) -> Response:
         headers = response.headers
-        headers.setdefault("X-Content-Type-Options", "nosniff")
-        headers.setdefault("Referrer-Policy", "no-referrer")
-        headers.setdefault("X-Frame-Options", "DENY")
-        if not response.mimetype.startswith("text/html"):
-            headers.setdefault("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+        # Each security header unless the view set its own: one look at the headers for all
+        # (a setdefault each went through the list three times).
+        present = {name.lower() for name, _ in headers}
+        wanted = SECURITY_HEADERS if response.mimetype.startswith("text/html") else SECURITY_HEADERS_NOT_HTML
         # request.is_secure is the connection's scheme, or the trusted proxy's (ProxyFix): a
         # forwarded header from anyone else was never believed.
         if settings.hsts and (public_https or request.is_secure):
-            headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+            wanted = (*wanted, HSTS)
+        for name, value in wanted:
+            if name.lower() not in present:
+                headers.add(name, value)
         credentialed = "Authorization" in request.headers
         if credentialed or request.path in TOKEN_PATHS:
             headers["Cache-Control"] = "no-store"

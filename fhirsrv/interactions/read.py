@@ -9,7 +9,7 @@ from fhirsrv.errors import BadRequest, Gone, NotFound
 from fhirsrv.interactions.context import RequestInfo, Result, Services
 from fhirsrv.interactions.resources import check_id, check_type
 from fhirsrv.storage import repository
-from fhirsrv.storage.engine import read_transaction
+from fhirsrv.storage.engine import one_statement_read, read_transaction
 from fhirsrv.storage.repository import StoredResource
 from fhirsrv.text import small_natural
 
@@ -36,7 +36,7 @@ def read(
     check_id(res_id)
     services.policy.check_read(info.principal, res_type)
     if conn is None:
-        with read_transaction(services.engine) as own:
+        with one_statement_read(services.engine) as own:  # read_current is the only statement
             return read(services, info, res_type, res_id, own)
     stored, seen = services.policy.read_current(conn, info.principal, res_type, res_id)
     if stored is None or not seen:

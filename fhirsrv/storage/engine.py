@@ -254,6 +254,23 @@ def read_transaction(engine: Engine) -> Iterator[Connection]:
         yield conn
 
 
+@contextmanager
+def one_statement_read(engine: Engine) -> Iterator[Connection]:
+    """A connection for a read that runs a single statement (a read by id).
+
+    On PostgreSQL, outside any transaction block: one statement sees one snapshot of its own,
+    so the answer is the one a transaction would give, without the BEGIN and COMMIT round
+    trips (two of a read's three, and CPU on both sides). SQLite's transactions cost no round
+    trip: a read transaction there, as `read_transaction`. A caller that runs more than one
+    statement, or writes, takes `read_transaction` or `write_transaction` instead."""
+    if is_sqlite(engine):
+        with read_transaction(engine) as conn:
+            yield conn
+        return
+    with engine.connect() as conn:
+        yield conn.execution_options(isolation_level="AUTOCOMMIT")
+
+
 # What each database says when a statement is too deeply nested or joins too much to be run:
 # the query's shape, not the data or the server, is at fault. SQLite: its parser's stack
 # (about four chained references with the read scope), its 64-table join limit, its expression
