@@ -13,10 +13,11 @@
   delivered yet (the delivery queue), the age of the oldest, and Subscriptions by status, read
   the same way; `fhirsrv_subscription_scrape_success` 0 when that read failed.
 
-One process (waitress): each app keeps its own registry in memory. Several (gunicorn, with
+One process (waitress): each app keeps its own registry in memory. Several (granian, with
 PROMETHEUS_MULTIPROC_DIR): prometheus-client writes each worker's values to files there and a
-scrape, answered by any worker, adds them up; the server that runs the workers calls
-`worker_exited(pid)` when one exits, so its pool gauges stop counting.
+scrape, answered by any worker, adds them up; a worker that starts retires the pool gauges of
+those that exited before it (`retire_exited_workers`: the one it replaces), so they stop
+counting.
 
 Who may read it (FHIRSRV_METRICS_TOKEN, FHIRSRV_METRICS_ALLOW): the holder of the bearer token,
 or an address in the allowed networks, either one. Neither set: 404, as if there were no
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -271,8 +273,35 @@ def _check_multiprocess(settings: Settings) -> None:
 
 
 def worker_exited(pid: int, settings: Settings | None = None) -> None:
-    """For the multi-process server's hook on a worker's exit (gunicorn: `child_exit`): the
-    worker's live gauges (its pool) stop counting; its counters still add up."""
+    """The live gauges (its pool) of the worker process `pid`, which has exited, stop counting;
+    its counters still add up."""
     directory = (settings or Settings.from_env()).prometheus_multiproc_dir
     if directory:
         multiprocess.mark_process_dead(pid, directory)
+
+
+# prometheus-client's files of a process's live gauges: gauge_livesum_123.db, gauge_liveall_123.db...
+_LIVE_GAUGE_FILES = "gauge_live*_*.db"
+
+
+def retire_exited_workers(settings: Settings) -> None:
+    """`worker_exited` for every process whose live gauges are in the shared directory and that
+    no longer runs. For a multi-process server with no hook on a worker's exit (granian): each
+    worker calls it as it starts, after the one it replaces has gone."""
+    directory = settings.prometheus_multiproc_dir
+    if not directory:
+        return
+    for path in Path(directory).glob(_LIVE_GAUGE_FILES):
+        pid = path.stem.rsplit("_", 1)[-1]
+        if pid.isdigit() and not _running(int(pid)):
+            worker_exited(int(pid), settings)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # no signal sent: only whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process now holds the number
+        return True
+    return True
