@@ -15,9 +15,8 @@
 
 One process (waitress): each app keeps its own registry in memory. Several (granian, with
 PROMETHEUS_MULTIPROC_DIR): prometheus-client writes each worker's values to files there and a
-scrape, answered by any worker, adds them up; a worker that starts retires the pool gauges of
-those that exited before it (`retire_exited_workers`: the one it replaces), so they stop
-counting.
+scrape, answered by any worker, adds them up; the pool gauges of a worker that exited stop
+counting (`retire_exited_workers`: run by each worker as it starts, and at each scrape).
 
 Who may read it (FHIRSRV_METRICS_TOKEN, FHIRSRV_METRICS_ALLOW): the holder of the bearer token,
 or an address in the allowed networks, either one. Neither set: 404, as if there were no
@@ -106,6 +105,7 @@ class Metrics:
     def scrape(self, *database: OutboxCollector | SubscriptionCollector) -> bytes:
         if self.registry is not None:
             return generate_latest(self.registry)
+        _retire_exited(self.multiprocess_dir)  # a worker replaced last, or not replaced
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=self.multiprocess_dir)
         for collector in database:
@@ -287,14 +287,16 @@ _LIVE_GAUGE_FILES = "gauge_live*_*.db"
 def retire_exited_workers(settings: Settings) -> None:
     """`worker_exited` for every process whose live gauges are in the shared directory and that
     no longer runs. For a multi-process server with no hook on a worker's exit (granian): each
-    worker calls it as it starts, after the one it replaces has gone."""
-    directory = settings.prometheus_multiproc_dir
-    if not directory:
-        return
+    worker calls it as it starts, after the one it replaces has gone, and each scrape does."""
+    if settings.prometheus_multiproc_dir:
+        _retire_exited(settings.prometheus_multiproc_dir)
+
+
+def _retire_exited(directory: str) -> None:
     for path in Path(directory).glob(_LIVE_GAUGE_FILES):
         pid = path.stem.rsplit("_", 1)[-1]
         if pid.isdigit() and not _running(int(pid)):
-            worker_exited(int(pid), settings)
+            multiprocess.mark_process_dead(int(pid), directory)
 
 
 def _running(pid: int) -> bool:
