@@ -300,10 +300,15 @@ def _retire_exited(directory: str) -> None:
 
 
 def _running(pid: int) -> bool:
+    """Whether process `pid` runs: it exists, and on Linux is not a zombie (a worker that died
+    and that its parent has not reaped yet)."""
     try:
         os.kill(pid, 0)  # no signal sent: only whether the process exists
     except ProcessLookupError:
         return False
     except PermissionError:  # another user's process now holds the number
         return True
-    return True
+    try:  # "pid (name) state ...": the name may hold spaces and parentheses
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):  # no /proc (not Linux)
+        return True
