@@ -2,11 +2,12 @@
 
 One process runs Python one thread at a time (the interpreter's lock): a client sending requests
 back to back keeps that process's core busy and the others wait (README, "Limits against
-abuse"). Several processes share the cores. granian parses HTTP in Rust and hands each request
-to one of a few Python threads of its worker, for requests that wait on the database; it costs
-a request less CPU than gunicorn's gthread workers did (README, "Worker processes: gunicorn or
-granian"). The app is built in each worker after the fork (no preload), so each worker owns its
-database engine and pool, its search registry, its runner.
+abuse"). Several processes share the cores. granian parses HTTP and does the sockets' I/O on
+its Rust threads, outside the interpreter's lock, and hands each request to one of a few Python
+threads of its worker, for requests that wait on the database: about the same CPU a request as
+gunicorn's gthread workers, but more requests a second out of a worker (README, "Worker
+processes: gunicorn or granian"). The app is built in each worker after the fork (no preload),
+so each worker owns its database engine and pool, its search registry, its runner.
 
 What the parent does once, before forking, so that N workers starting at once never race:
 - the database: migrated, its first-start content loaded (`cli.serve`, as with one process),
