@@ -1,8 +1,8 @@
 """A fhirsrv app plus the fixed-bytes route, for bench/workers_bench.py, served three ways:
 
-    python bench/_workers_app.py gunicorn PORT THREADS   # fhirsrv's own gunicorn set-up (serving.py)
+    python bench/_workers_app.py granian PORT THREADS    # fhirsrv's own granian set-up (serving.py)
     python bench/_workers_app.py waitress PORT THREADS   # the single process of `fhirsrv serve`
-    granian --interface wsgi --factory _workers_app:make_app ...   # the comparison
+    gunicorn --worker-class gthread ... '_workers_app:make_app()'   # the comparison, if installed
 
 Every setting comes from the FHIRSRV_* environment the benchmark sets (FHIRSRV_WORKERS the
 number of processes); the fixed route's size from FHIRSRV_BENCH_FIXED_BYTES. The database is

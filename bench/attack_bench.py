@@ -7,7 +7,7 @@ Usage: python bench/attack_bench.py [--resources 10000] [--seconds 10] [--postgr
                                    [--workers 2] [--fresh-connections]
 
 The server runs in its own process(es): one waitress process with 4 threads (`--workers 1`, the
-embedded default), or `fhirsrv serve --workers N`'s gunicorn set-up, with authorization
+embedded default), or `fhirsrv serve --workers N`'s granian set-up, with authorization
 on, and every request is anonymous, as the attacks of the issue were. The rate limit is off:
 with it, the attacker would mostly be answered 429 and the measure would be of the limiter,
 not of the work each request may still ask for. Each attack is the worst request still
@@ -147,11 +147,11 @@ def _attack(port: int, name: str, seconds: float) -> dict:
 
 def _start(url: str, workers: int, tmp: Path) -> tuple[subprocess.Popen, int]:
     """One waitress process (4 threads) for 1 worker, else `fhirsrv serve --workers N`'s own
-    gunicorn set-up (bench/_workers_app.py), authorization on, rate limits off."""
+    granian set-up (bench/_workers_app.py), authorization on, rate limits off."""
     if workers > 1:
         from workers_bench import start
 
-        return start("gunicorn", workers, 4, url, tmp)
+        return start("granian", workers, 4, url, tmp)
     port = _free_port()
     proc = subprocess.Popen([sys.executable, str(HERE / "_server.py"), url, str(port), "100", "auth"])
     _wait(port, proc)

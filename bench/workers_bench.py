@@ -1,6 +1,7 @@
-"""Throughput and latency of `fhirsrv serve` with 1 and 2 worker processes, under gunicorn (the
-product's set-up, fhirsrv/serving.py) and granian (a comparison only), at 1, 4 and 16
-concurrent keep-alive connections.
+"""Throughput and latency of `fhirsrv serve` with 1 and 2 worker processes, under granian (the
+product's set-up, fhirsrv/serving.py) and gunicorn's gthread workers (a comparison only, the
+set-up `serve --workers N` had until 2026-11-28), at 1, 4 and 16 concurrent keep-alive
+connections.
 
 Three requests, each alone for `--seconds`: a read (`GET Organization/{id}`, anonymous, the
 visibility filter applied, authorization on), a public search (`Organization?name=centre`), and
@@ -14,14 +15,15 @@ keep-alive http.client connection each (heavier: it takes CPU from the server; t
 which ran).
 
 Usage: python bench/workers_bench.py [--seconds 10] [--postgres URL] [--no-sqlite]
-       [--servers gunicorn,granian,waitress] [--workers 1,2] [--connections 1,4,16] [--threads 8]
+       [--servers granian,gunicorn,waitress] [--workers 1,2] [--connections 1,4,16] [--threads 8]
        [--organizations N]   # N published structures instead of the demo region (a quick check)
-Needs granian (`pip install -e '.[bench]'`) for its rows.
+gunicorn's rows need gunicorn (`pip install -e '.[bench]'`); without it they are left out.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import multiprocessing
 import os
@@ -96,11 +98,11 @@ def _environment(url: str, workers: int, tmp: Path) -> dict[str, str]:
 def start(kind: str, workers: int, threads: int, url: str, tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
     port = _free_port()
     env = _environment(url, workers, tmp)
-    if kind == "granian":
-        granian = shutil.which("granian", path=str(Path(sys.executable).parent)) or "granian"
-        command = [granian, "--interface", "wsgi", "--host", "127.0.0.1", "--port", str(port),
-                   "--workers", str(workers), "--blocking-threads", str(threads), "--no-access-log",
-                   "--working-dir", str(HERE), "--factory", "_workers_app:make_app"]  # fmt: skip
+    if kind == "gunicorn":  # as fhirsrv/serving.py ran it: gthread workers, no preload, no access log
+        command = [sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--threads", str(threads),
+                   "--workers", str(workers), "--bind", f"127.0.0.1:{port}", "--keep-alive", "5",
+                   "--forwarded-allow-ips", "", "--limit-request-line", "0", "--chdir", str(HERE),
+                   "_workers_app:make_app()"]  # fmt: skip
     else:
         command = [sys.executable, str(HERE / "_workers_app.py"), kind, str(port), str(threads)]
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -234,6 +236,9 @@ def run_backend(url: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]
     prepare(url, args.organizations)
     results: dict[str, Any] = {"prepared_seconds": round(time.perf_counter() - began, 1)}
     for kind in args.servers:
+        if kind == "gunicorn" and importlib.util.find_spec("gunicorn") is None:
+            print("gunicorn is not installed (pip install -e '.[bench]'): its rows are left out", flush=True)
+            continue
         for workers in args.workers:
             if kind == "waitress" and workers != 1:
                 continue  # the product's single process only
@@ -285,7 +290,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10, help="per request kind and case")
     parser.add_argument("--postgres", default=os.environ.get("FHIRSRV_BENCH_DATABASE_URL"))
     parser.add_argument("--no-sqlite", action="store_true")
-    parser.add_argument("--servers", type=lambda v: v.split(","), default=["gunicorn", "granian", "waitress"])
+    parser.add_argument("--servers", type=lambda v: v.split(","), default=["granian", "gunicorn", "waitress"])
     parser.add_argument("--workers", type=lambda v: [int(x) for x in v.split(",")], default=[1, 2])
     parser.add_argument("--connections", type=lambda v: [int(x) for x in v.split(",")], default=[1, 4, 16])
     parser.add_argument("--threads", type=int, default=8, help="per worker (fhirsrv serve's default)")

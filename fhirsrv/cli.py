@@ -131,7 +131,7 @@ def _fail(message: str) -> NoReturn:
     "--workers",
     default=None,
     type=click.IntRange(min=1),
-    help="Processes (default: FHIRSRV_WORKERS, else 1). 1: one waitress process; 2 or more: gunicorn.",
+    help="Processes (default: FHIRSRV_WORKERS, else 1). 1: one waitress process; 2 or more: granian.",
 )
 def serve(host: str, port: int, database: str | None, no_demo: bool, threads: int, workers: int | None) -> None:
     """Serve the FHIR API under /fhir."""

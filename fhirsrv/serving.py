@@ -1,38 +1,52 @@
-"""`fhirsrv serve --workers N` with N >= 2: N worker processes under gunicorn.
+"""`fhirsrv serve --workers N` with N >= 2: N worker processes under granian (its WSGI interface).
 
 One process runs Python one thread at a time (the interpreter's lock): a client sending requests
 back to back keeps that process's core busy and the others wait (README, "Limits against
-abuse"). Several processes share the cores. gunicorn's gthread workers keep a few threads each,
-for requests that wait on the database; the app is built in each worker after the fork (no
-preload), so each worker owns its database engine and pool, its search registry, its runner.
+abuse"). Several processes share the cores. granian parses HTTP and does the sockets' I/O on
+its Rust threads, outside the interpreter's lock, and hands each request to one of a few Python
+threads of its worker, for requests that wait on the database: about the same CPU a request as
+gunicorn's gthread workers, but more requests a second out of a worker (README, "Worker
+processes: gunicorn or granian"). The app is built in each worker after the fork (no preload),
+so each worker owns its database engine and pool, its search registry, its runner.
 
 What the parent does once, before forking, so that N workers starting at once never race:
 - the database: migrated, its first-start content loaded (`cli.serve`, as with one process),
   the access facts, identifiers and paging-cursor key made (`build_services`);
 - the token signing key: read, or created in the data directory (auth/keys.py), so that every
   worker signs with the same one;
-- the listening sockets: bound here, so a port in use is one line at once; the workers inherit
-  them.
+- the metrics directory the workers share (`with_shared_metrics`);
+- the listening socket: bound here, so a port in use is one line at once; the workers inherit
+  it and accept from it in turn.
 It then closes its database connections (a connection used by two processes after a fork mixes
-their conversations) and gunicorn starts the workers. SIGTERM stops them gracefully (requests in
-flight finish), SIGINT at once; either way the parent exits after its workers, and a worker
-whose parent has gone (kill -9) stops by itself within a second or so (gunicorn checks).
+their conversations) and granian starts the workers. SIGTERM stops them gracefully (requests in
+flight finish, for GRACEFUL_TIMEOUT at most), SIGINT at once (INTERRUPT_TIMEOUT); either way the
+parent exits after its workers. A worker whose parent has gone (kill -9) is killed by the kernel
+(PR_SET_PDEATHSIG, set as it starts). A worker that dies is replaced (twice in a few seconds:
+the server stops, with status 1).
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
+import multiprocessing
+import os
 import shutil
+import signal
 import socket
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from gunicorn.app.base import BaseApplication
+from granian._granian import SocketHolder
+from granian.constants import HTTPModes, Interfaces
+from granian.http import HTTP1Settings
+from granian.log import LogLevels
+from granian.server import MPServer
 
 from fhirsrv.interactions.context import Services
 from fhirsrv.settings import Settings, export_to_environment
@@ -41,13 +55,24 @@ log = logging.getLogger("fhirsrv")
 
 # A WSGI application, built in each worker.
 AppFactory = Callable[[], Any]
-# Seconds a worker may go without a sign of life before gunicorn replaces it. Its gthread loop
-# signs between requests, whatever they cost; the bound is really on building the app at start.
-WORKER_TIMEOUT = 120
+StartResponse = Callable[..., Any]
 # Seconds SIGTERM leaves requests in flight to finish before the workers are killed.
 GRACEFUL_TIMEOUT = 30
-# Seconds an idle keep-alive connection is kept (gunicorn's default is 2).
-KEEPALIVE = 5
+# Seconds SIGINT leaves the workers to stop (an idle worker stops at once) before they are killed.
+INTERRUPT_TIMEOUT = 1
+# Connections waiting to be accepted (the listen queue), as gunicorn's default.
+BACKLOG = 2048
+# The Server header of every answer, as waitress sends it (`app.make_server`'s ident): the
+# project's name, not the HTTP server's (granian would add `server: granian`).
+SERVER_HEADER = ("Server", "fhirsrv")
+# granian's own loggers: its lines (workers started, stopped, replaced) go to the root logger,
+# which writes them in FHIRSRV_LOG_FORMAT (`logformat.configure`); its access log stays off.
+GRANIAN_LOGGING: dict[str, Any] = {
+    "loggers": {
+        "_granian": {"handlers": [], "propagate": True},
+        "granian.access": {"handlers": [], "propagate": False},
+    }
+}
 
 
 class ListenError(OSError):
@@ -65,93 +90,158 @@ def prepare_parent(services: Services) -> None:
     services.engine.dispose()
 
 
-def listening(host: str, port: int) -> list[int]:
-    """The file descriptors of one listening socket per address `host` resolves to, for gunicorn
-    (`fd://N`), which takes them over (and closes these numbers once it has its own copies).
+def listening(host: str, port: int) -> int:
+    """The file descriptor of a listening socket on the first address `host` resolves to (one:
+    granian's workers accept from one socket), for the workers to inherit.
 
-    SO_REUSEADDR, as waitress and gunicorn set it: a port just left by a stopped server is
-    usable at once. Raises ListenError with a one-line reason, having closed what it opened."""
+    SO_REUSEADDR, as waitress sets it: a port just left by a stopped server is usable at once.
+    Not SO_REUSEPORT (granian's own binding): a second server on the same port would share it
+    silently. Raises ListenError with a one-line reason, having closed what it opened."""
     try:
         addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
         raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    opened: list[socket.socket] = []
+    family, kind, proto, _, address = addresses[0]
+    sock = socket.socket(family, kind, proto)
     try:
-        for family, kind, proto, _, address in addresses:
-            if any(s.family == family and s.getsockname()[:2] == address[:2] for s in opened):
-                continue
-            sock = socket.socket(family, kind, proto)
-            opened.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind(address)
-            sock.listen(2048)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+        sock.listen(BACKLOG)
     except OSError as exc:
-        for sock in opened:
-            sock.close()
+        sock.close()
         raise ListenError(
             f"cannot listen on {host}:{port}: {exc.strerror} (another server? choose --port)"
         ) from None
-    # Detached: from here gunicorn owns the descriptors (a socket object would close them again).
-    return [sock.detach() for sock in opened]
+    # Detached: from here the workers' server owns the descriptor (a socket object would close it).
+    return sock.detach()
 
 
-def gunicorn_options(settings: Settings, listeners: list[int], workers: int, threads: int) -> dict[str, Any]:
-    """The gunicorn settings of `fhirsrv serve --workers N`, each for a reason:
-
-    - forwarded headers: gunicorn believes X-Forwarded-Proto from 127.0.0.1 by default; here it
-      believes nothing (no allowed address, no scheme or forwarder header), so the app's ProxyFix
-      alone decides, from FHIRSRV_TRUSTED_PROXIES, as it does under waitress;
-    - the request line may be as long as the app allows a query (FHIRSRV_MAX_QUERY_LENGTH), so
-      the app answers a longer one with its 414 OperationOutcome, not gunicorn with a bare 400
-      (0 is gunicorn's largest, 1 MiB); a header may be as long as a query (If-None-Exist);
-    - no access log (it would record client addresses), no control socket (an admin interface
-      in the user's home, which two servers on a host would share)."""
-    return {
-        "bind": [f"fd://{fd}" for fd in listeners],
-        "workers": workers,
-        "worker_class": "gthread",
-        "threads": threads,
-        "preload_app": False,
-        "timeout": WORKER_TIMEOUT,
-        "graceful_timeout": GRACEFUL_TIMEOUT,
-        "keepalive": KEEPALIVE,
-        "forwarded_allow_ips": "",
-        "secure_scheme_headers": {},
-        "forwarder_headers": "",
-        "limit_request_line": 0,
-        "limit_request_field_size": max(8190, settings.max_query_length + 1024),
-        "accesslog": None,
-        "control_socket_disable": True,
-        "proc_name": "fhirsrv",
-        "post_fork": _worker_logging(settings),
-        "child_exit": _worker_gone(settings),
-    }
+def http1_settings(settings: Settings) -> HTTP1Settings:
+    """HTTP/1.1 as granian reads it. Its buffer for a request's head (request line and headers)
+    holds a query as long as the app allows (FHIRSRV_MAX_QUERY_LENGTH) and a header as long again
+    (If-None-Exist), with room for the rest, so the app answers a longer query with its 414
+    OperationOutcome, not granian with a bare 431. (Its parser refuses a request line over 64 KiB
+    whatever the buffer: a bare 414.)"""
+    default = HTTP1Settings()
+    head = 2 * settings.max_query_length + 64 * 1024
+    return replace(default, max_buffer_size=max(default.max_buffer_size, head))
 
 
-def _worker_logging(settings: Settings) -> Callable[[Any, Any], None]:
-    """Each worker logs as `serve` does (FHIRSRV_LOG_FORMAT), not as gunicorn set it up, whose
-    error log would print exceptions' messages (they may quote a request's data)."""
+class WorkerProcesses(MPServer):  # type: ignore[misc]
+    """granian's process manager for `fhirsrv serve --workers N`, each setting for a reason:
 
-    def post_fork(server: Any, worker: Any) -> None:
-        from fhirsrv.logformat import configure
+    - HTTP/1.1 only, as waitress serves (no HTTP/2 over clear text, a surface nobody asked for);
+    - forwarded headers: granian reads none (no option to), so the app's ProxyFix alone decides,
+      from FHIRSRV_TRUSTED_PROXIES, as under waitress;
+    - no access log (it would record client addresses); granian's own lines in the server's
+      format (GRANIAN_LOGGING);
+    - the listening socket is the one bound by `listening` (see `_init_shared_socket`);
+    - a worker that dies is replaced; SIGTERM drains, SIGINT stops (`signal_handler_interrupt`).
+    The app of each worker comes from `start_worker` (its `loader`)."""
 
-        configure(settings.log_format)
+    def __init__(self, settings: Settings, listener: int, host: str, port: int, threads: int) -> None:
+        super().__init__(
+            "fhirsrv",
+            address=host,
+            port=port,
+            interface=Interfaces.WSGI,
+            workers=settings.workers,
+            blocking_threads=threads,
+            http=HTTPModes.http1,
+            http1_settings=http1_settings(settings),
+            websockets=False,
+            backlog=BACKLOG,
+            log_level=LogLevels.info,
+            log_dictconfig=GRANIAN_LOGGING,
+            log_access=False,
+            respawn_failed_workers=True,
+            workers_kill_timeout=GRACEFUL_TIMEOUT,
+        )
+        self.listener = listener
 
-    return post_fork
+    def _init_shared_socket(self) -> None:
+        """The socket `listening` bound, not one granian would bind (SO_REUSEPORT, an IP address
+        only): what `MPServer._init_shared_socket` makes of a socket of its own, on this one."""
+        self._ssp = None
+        self._shd = SocketHolder(self.listener, False, BACKLOG)
+        self._sfd = self.listener
+        self._sso = socket.socket(fileno=self.listener)
+        self._sso.set_inheritable(True)
+
+    def signal_handler_interrupt(self, signum: int | None = None, *args: Any) -> None:
+        """SIGTERM and SIGINT both stop the workers (SIGTERM to each: it stops accepting and
+        finishes the requests it has); after SIGINT those still running are killed sooner."""
+        if signum == signal.SIGINT:
+            self.workers_kill_timeout = INTERRUPT_TIMEOUT
+        super().signal_handler_interrupt()
 
 
-def _worker_gone(settings: Settings) -> Callable[[Any, Any], None]:
-    """A worker that exited stops counting in /metrics' live gauges (its pool); its request
-    counts still add up."""
+def start_worker(parent: int, settings: Settings, factory: AppFactory) -> Any:
+    """The first thing a worker runs after the fork (granian's loader), then its app.
 
-    def child_exit(server: Any, worker: Any) -> None:
-        from fhirsrv.api.metrics import worker_exited
+    - the kernel kills it if `parent` ends, however (kill -9 included), so no worker outlives
+      the server;
+    - SIGTERM and SIGINT stop it while it builds its app (it inherited the parent's handlers,
+      which would only note them); granian sets its own before it serves;
+    - it logs as `serve` does (FHIRSRV_LOG_FORMAT), granian having configured logging its way;
+    - the live gauges of workers that died before it (the one it replaces) stop counting in
+      /metrics: granian has no hook on a worker's exit;
+    - an app that cannot be built: logged without the exception's message, and the worker exits
+      (status 1; granian replaces it, and stops if that fails again at once)."""
+    from fhirsrv.api.metrics import retire_exited_workers
+    from fhirsrv.interactions.load_pipeline import _die_with_parent
+    from fhirsrv.logformat import configure
 
-        worker_exited(worker.pid, settings)
+    _die_with_parent(parent)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    configure(settings.log_format)
+    try:
+        retire_exited_workers(settings)
+        app = factory()
+    except Exception:
+        log.error("a worker could not build its app", exc_info=True)
+        sys.exit(1)
+    return partial(answer, app)
 
-    return child_exit
+
+def answer(app: Any, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    """`app` as granian calls it: every answer with SERVER_HEADER, and an exception that escapes
+    the app (Flask answers its own with a 500 OperationOutcome) logged as the server logs one,
+    its type and stack without its message (granian would print the message, which may quote the
+    request), the request answered 500, or its body cut short (`_sent`)."""
+
+    def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        headers.append(SERVER_HEADER)
+        return start_response(status, headers, exc_info)
+
+    try:
+        body = app(environ, start)
+    except Exception:
+        log.error("the app failed to answer a request", exc_info=True)
+        start_response("500 Internal Server Error", [("Content-Length", "0"), SERVER_HEADER], sys.exc_info())
+        return []
+    return _sent(body)
+
+
+def _sent(body: Iterable[bytes]) -> Iterator[bytes]:
+    """`body`'s chunks as granian sends them; an exception while they are made is logged
+    (`answer`) and ends the body; `body` closed once, as WSGI asks, however it ended."""
+    try:
+        # Not `yield from`: it would close `body` itself when granian closes this, then again below.
+        for chunk in body:  # noqa: UP028
+            yield chunk
+    except Exception:
+        log.error("the app failed while sending an answer", exc_info=True)
+    finally:
+        close = getattr(body, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception:
+                log.error("the app failed to close an answer", exc_info=True)
 
 
 # prometheus-client's file names in a multi-process directory (counter_123.db, gauge_livesum_123.db).
@@ -179,42 +269,25 @@ def with_shared_metrics(settings: Settings) -> Settings:
     return shared
 
 
-class WorkerProcesses(BaseApplication):  # type: ignore[misc]
-    """gunicorn's master, with its settings from `gunicorn_options` (no config file, no command
-    line of its own) and the app built by `factory` in each worker."""
-
-    def __init__(self, factory: AppFactory, options: dict[str, Any]) -> None:
-        self.factory = factory
-        self.options = options
-        super().__init__()
-
-    def load_config(self) -> None:
-        for key, value in self.options.items():
-            self.cfg.set(key, value)
-
-    def load(self) -> Any:
-        return self.factory()
-
-
 def fhirsrv_worker(settings: Settings) -> AppFactory:
     """The app of one worker: built after the fork, with its background runner (the sweep and
     the mail delivery, when FHIRSRV_SWEEP_INTERVAL_SECONDS is set; one pass at a time across
     the workers, workflow/runner.py), its Subscriptions' delivery loop (sync/delivery.py) and its
     export worker (sync/export_runner.py)."""
+    return partial(_fhirsrv_app, settings)
 
-    def build() -> Any:
-        from fhirsrv.api.bulk_export import keep_exporting
-        from fhirsrv.app import create_app
-        from fhirsrv.sync import delivery
-        from fhirsrv.workflow import runner
 
-        app = create_app(settings)
-        runner.start(app.extensions["fhirsrv"])
-        delivery.start(app.extensions["fhirsrv"])  # one worker delivers at a time (sync/delivery.py)
-        keep_exporting(app)
-        return app
+def _fhirsrv_app(settings: Settings) -> Any:
+    from fhirsrv.api.bulk_export import keep_exporting
+    from fhirsrv.app import create_app
+    from fhirsrv.sync import delivery
+    from fhirsrv.workflow import runner
 
-    return build
+    app = create_app(settings)
+    runner.start(app.extensions["fhirsrv"])
+    delivery.start(app.extensions["fhirsrv"])  # one worker delivers at a time (sync/delivery.py)
+    keep_exporting(app)
+    return app
 
 
 def serve_workers(
@@ -226,12 +299,21 @@ def serve_workers(
     factory: AppFactory | None = None,
 ) -> None:
     """Run the workers until SIGTERM or SIGINT. `services` are the parent's (prepared, then
-    closed here); `factory` builds each worker's app (default: fhirsrv's, `fhirsrv_worker`)."""
+    closed here); `factory` builds each worker's app (default: fhirsrv's, `fhirsrv_worker`).
+
+    The workers are forked (granian would spawn fresh interpreters where fork is not Python's
+    default, 3.14 on): they inherit the listening socket and the app's factory as they are."""
+    from fhirsrv.logformat import configure
+
     prepare_parent(services)
     settings = with_shared_metrics(settings)
-    options = gunicorn_options(settings, listening(host, port), settings.workers, threads)
+    listener = listening(host, port)
+    multiprocessing.set_start_method("fork", force=True)
+    server = WorkerProcesses(settings, listener, host, port, threads)
+    configure(settings.log_format)  # again: granian configured logging its way
     log.info(
         "fhirsrv serving http://%s:%s/fhir with %s worker processes of %s threads (database %s)",
         host, port, settings.workers, threads, services.engine.url.render_as_string(),
     )  # fmt: skip
-    WorkerProcesses(factory or fhirsrv_worker(settings), options).run()
+    loader = partial(start_worker, os.getpid(), settings, factory or fhirsrv_worker(settings))
+    server.serve(target_loader=loader, wrap_loader=False)

@@ -86,7 +86,7 @@ VARIABLES: dict[str, str] = {
     "metrics_token": "FHIRSRV_METRICS_TOKEN",
     "metrics_allow": "FHIRSRV_METRICS_ALLOW",
     # prometheus-client's own variable (it reads it too, when first imported): set by a
-    # multi-process server (gunicorn) so that every worker's counts are added up at a scrape.
+    # multi-process server (granian) so that every worker's counts are added up at a scrape.
     "prometheus_multiproc_dir": "PROMETHEUS_MULTIPROC_DIR",
     "workers": "FHIRSRV_WORKERS",
     "subscription_delivery": "FHIRSRV_SUBSCRIPTION_DELIVERY",
@@ -286,7 +286,7 @@ class Settings:
     # one process, counts in memory.
     prometheus_multiproc_dir: str = ""
     # Processes of `fhirsrv serve` (its --workers option wins): 1 is one waitress process; 2 or
-    # more run under gunicorn, and the rate limits are shared out between them (auth/hardening.py).
+    # more run under granian, and the rate limits are shared out between them (auth/hardening.py).
     workers: int = 1
     # rest-hook Subscriptions (fhirsrv/sync/): whether `fhirsrv serve` runs their delivery loop
     # (one process of a deployment delivers at a time); how long it waits for a change when

@@ -1,6 +1,8 @@
-"""`fhirsrv serve --workers N` (fhirsrv/serving.py): real worker processes under gunicorn on
+"""`fhirsrv serve --workers N` (fhirsrv/serving.py): real worker processes under granian on
 loopback. What one worker learns, every worker knows; the parent prepares once; the app's
-ProxyFix alone reads forwarded headers; the rate limit is shared out; signals stop everything.
+ProxyFix alone reads forwarded headers and answers its own limits; the rate limit is shared out;
+SIGTERM drains, SIGINT and a killed parent stop everything; a killed worker is replaced and
+leaves the metrics; the log is the server's own.
 
 Linux only (/proc tells which worker holds a connection: tests/worker_processes.py).
 """
@@ -8,6 +10,9 @@ Linux only (/proc tells which worker holds a connection: tests/worker_processes.
 from __future__ import annotations
 
 import http.client
+import json
+import logging
+import os
 import signal
 import socket
 import subprocess
@@ -20,6 +25,8 @@ from typing import Any
 import pytest
 
 from fhirsrv.interactions.load import load_initial_content
+from fhirsrv.logformat import JsonFormatter
+from fhirsrv.serving import answer
 from fhirsrv.settings import Settings
 from fhirsrv.wiring import build_services
 from tests.api.helpers import ALIAS_SEARCH_PARAMETER as PARAM
@@ -124,14 +131,34 @@ def test_a_value_set_changed_through_one_worker_expands_anew_on_every_worker(ope
 
 
 def test_forwarded_headers_are_not_believed_without_a_trusted_proxy(open_server: Server) -> None:
-    """gunicorn believes X-Forwarded-Proto from 127.0.0.1 by default; here nothing forwarded is
-    believed unless FHIRSRV_TRUSTED_PROXIES says so (no HSTS for a forged https)."""
+    """Nothing forwarded is believed unless FHIRSRV_TRUSTED_PROXIES says so (no HSTS for a
+    forged https), whatever the HTTP server in front of the app would make of it."""
     forged = {"X-Forwarded-Proto": "https", "X-Forwarded-Ssl": "on", "X-Forwarded-Host": "evil.test"}
     for conn in _workers(open_server):
         status, headers, bundle = request(conn, "GET", "/fhir/Organization?_count=1", headers=forged)
         assert status == 200
         assert "strict-transport-security" not in headers
         assert bundle["link"][0]["url"].startswith(f"http://127.0.0.1:{open_server.port}/fhir/")
+        conn.close()
+
+
+def test_answers_name_the_project_not_the_http_server(open_server: Server) -> None:
+    """As waitress says it (`Server: fhirsrv`), not granian's own `server: granian`."""
+    for conn in _workers(open_server):
+        status, headers, _ = request(conn, "GET", "/fhir/Organization/never-written")
+        assert status == 404 and headers["server"] == "fhirsrv"
+        conn.close()
+
+
+def test_the_app_answers_its_own_limits_not_the_http_server(open_server: Server) -> None:
+    """A query just over FHIRSRV_MAX_QUERY_LENGTH (8192) gets the app's 414 OperationOutcome;
+    a header as long (If-None-Exist holds a query) reaches the app."""
+    long_value = "a" * 9000
+    for conn in _workers(open_server):
+        status, _, outcome = request(conn, "GET", f"/fhir/Organization?name={long_value}")
+        assert status == 414 and outcome["resourceType"] == "OperationOutcome"
+        status, _, bundle = request(conn, "GET", "/fhir/Organization?_count=1", headers={"X-Long": long_value})
+        assert status == 200 and bundle["resourceType"] == "Bundle"
         conn.close()
 
 
@@ -196,6 +223,57 @@ def test_a_signal_stops_the_server_and_all_its_workers(template: Path, tmp_path:
         assert server.stop(sig) == 0
         assert not any(alive(pid) for pid in workers)
         assert "Traceback" not in server.output()
+
+
+def _refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    except OSError:
+        return True
+    return False
+
+
+def _begin_create(server: Server) -> tuple[http.client.HTTPConnection, bytes]:
+    """A create whose body is partly sent: a request in flight until the rest follows."""
+    body = json.dumps({"resourceType": "Organization", "name": "Sent during the stop"}).encode()
+    conn = server.connect()
+    conn.putrequest("POST", "/fhir/Organization")
+    conn.putheader("Content-Type", "application/fhir+json")
+    conn.putheader("Content-Length", str(len(body)))
+    conn.endheaders()
+    conn.send(body[:10])
+    return conn, body[10:]
+
+
+def _until_refused(server: Server) -> None:
+    """Wait until the workers have taken the signal: they stop accepting connections."""
+    deadline = time.monotonic() + 60  # a bound on the wait, not a measure
+    while not _refused(server.port):
+        assert time.monotonic() < deadline, "the server still accepts connections"
+        time.sleep(0.05)
+
+
+def test_sigterm_lets_a_request_in_flight_finish(template: Path, tmp_path: Path) -> None:
+    with serving(tmp_path, database=copy_sqlite(template, tmp_path / "db.sqlite3"), FHIRSRV_AUTH="off") as server:
+        conn, rest = _begin_create(server)
+        server.process.send_signal(signal.SIGTERM)
+        _until_refused(server)  # no new connection, but the one in flight is served
+        conn.send(rest)
+        response = conn.getresponse()
+        assert response.status == 201, response.read()
+        assert server.stop() == 0
+    assert "Traceback" not in server.output()
+
+
+def test_sigint_does_not_wait_for_a_request_in_flight(template: Path, tmp_path: Path) -> None:
+    with serving(tmp_path, database=copy_sqlite(template, tmp_path / "db.sqlite3"), FHIRSRV_AUTH="off") as server:
+        conn, _ = _begin_create(server)  # and the rest never comes
+        workers = server.worker_pids()
+        server.process.send_signal(signal.SIGINT)
+        assert server.stop() == 0
+        assert not any(alive(pid) for pid in workers)
+        with pytest.raises((http.client.RemoteDisconnected, ConnectionError)):
+            conn.getresponse()
 
 
 def test_workers_do_not_outlive_a_killed_parent(template: Path, tmp_path: Path) -> None:
@@ -269,3 +347,116 @@ def test_metrics_add_up_the_workers_whichever_answers_the_scrape(
         assert _organization_reads(first, token) == _organization_reads(second, token) == 5
         for conn in (first, second):
             conn.close()
+
+
+def _pool_size(conn: http.client.HTTPConnection, token: str) -> float:
+    conn.request("GET", "/metrics", headers={"Authorization": f"Bearer {token}"})
+    text = conn.getresponse().read().decode()
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("fhirsrv_db_pool_size "))
+
+
+def test_a_killed_worker_leaves_the_metrics_and_is_replaced(template: Path, tmp_path: Path) -> None:
+    """kill -9 of a worker: its live gauges (its pool) are retired at the next scrape (granian
+    has no hook on a worker's exit), its counts kept; granian starts another worker."""
+    token = "metrics-token-0123456789"
+    shared = tmp_path / "metrics"
+    shared.mkdir()
+    database = copy_sqlite(template, tmp_path / "db.sqlite3")
+    with serving(
+        tmp_path, database=database, FHIRSRV_AUTH="off", FHIRSRV_METRICS_TOKEN=token,
+        PROMETHEUS_MULTIPROC_DIR=str(shared),
+    ) as server:  # fmt: skip
+        connections = one_connection_per_worker(server, "/")  # each has built its app: it answers
+        killed, survivor = sorted(connections)
+        pools = _pool_size(connections[survivor], token)
+        assert pools > 0 and list(shared.glob(f"gauge_live*_{killed}.db"))
+        os.kill(killed, signal.SIGKILL)
+        deadline = time.monotonic() + 60  # a bound on the wait, not a measure
+        while alive(killed) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _pool_size(connections[survivor], token) < pools * 3 / 2  # not the dead one's too
+        assert not list(shared.glob(f"gauge_live*_{killed}.db"))
+        for conn in connections.values():
+            conn.close()
+        deadline = time.monotonic() + 300  # a bound on the wait, not a measure
+        while (len(server.worker_pids()) != 2 or killed in server.worker_pids()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        after = server.worker_pids()
+        assert len(after) == 2 and killed not in after and server.process.poll() is None
+        for conn in _workers(server):  # the new worker too has built its app
+            assert _pool_size(conn, token) == pools
+            conn.close()
+
+
+def test_every_line_of_the_log_is_in_the_servers_format_and_none_is_an_access_log(
+    template: Path, tmp_path: Path
+) -> None:
+    """FHIRSRV_LOG_FORMAT=json (the default): the parent's lines, granian's own (workers started,
+    stopped) and each worker's are JSON objects; no access log line (client addresses)."""
+    with serving(tmp_path, database=copy_sqlite(template, tmp_path / "db.sqlite3"), FHIRSRV_AUTH="off") as server:
+        for conn in _workers(server):
+            assert request(conn, "GET", "/fhir/Organization/never-written")[0] == 404
+            conn.close()
+        assert server.stop() == 0
+    lines = [json.loads(line) for line in server.output().splitlines() if line.strip()]
+    loggers = {line["logger"] for line in lines}
+    assert {"fhirsrv", "fhirsrv.request", "_granian"} <= loggers
+    assert not any("access" in name for name in loggers)
+
+
+# ----------------------------------------------------------------------------- the app as granian calls it
+
+SECRET = "Le Bras <y.lebras@example.org>"
+
+
+class _Lines(logging.Handler):
+    """The server's JSON lines, kept."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[dict[str, Any]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(json.loads(JsonFormatter().format(record)))
+
+
+def _broken_app(where: str) -> Any:
+    """A WSGI app whose exception escapes it (Flask answers its own): in the call, or while its
+    body is made."""
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        if where == "call":
+            raise ValueError(f"no such name: {SECRET}")
+        start_response("200 OK", [("Content-Type", "text/plain")])
+
+        def body() -> Iterator[bytes]:
+            yield b"first part"
+            raise ValueError(f"no such name: {SECRET}")
+
+        return body()
+
+    return app
+
+
+@pytest.mark.parametrize("where", ["call", "body"])
+def test_an_exception_escaping_the_app_is_logged_without_its_message(where: str) -> None:
+    """granian would print the exception with its message (which may quote the request): it
+    never sees one; the server logs its type and stack, and the answer is a 500 or cut short."""
+    started: list[tuple[str, list[tuple[str, str]]]] = []
+    handler = _Lines()
+    logger = logging.getLogger("fhirsrv")
+    logger.addHandler(handler)
+    try:
+        body = answer(_broken_app(where), {}, lambda status, headers, exc_info=None: started.append((status, headers)))
+        chunks = list(body)
+    finally:
+        logger.removeHandler(handler)
+    status, headers = started[-1]
+    assert ("Server", "fhirsrv") in headers
+    if where == "call":
+        assert status.startswith("500") and chunks == []
+    else:
+        assert status.startswith("200") and chunks == [b"first part"]
+    [line] = handler.lines
+    assert line["level"] == "error" and line["exc_type"] == "ValueError"
+    assert SECRET not in json.dumps(line) and "y.lebras" not in json.dumps(line)

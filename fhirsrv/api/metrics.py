@@ -13,10 +13,10 @@
   delivered yet (the delivery queue), the age of the oldest, and Subscriptions by status, read
   the same way; `fhirsrv_subscription_scrape_success` 0 when that read failed.
 
-One process (waitress): each app keeps its own registry in memory. Several (gunicorn, with
+One process (waitress): each app keeps its own registry in memory. Several (granian, with
 PROMETHEUS_MULTIPROC_DIR): prometheus-client writes each worker's values to files there and a
-scrape, answered by any worker, adds them up; the server that runs the workers calls
-`worker_exited(pid)` when one exits, so its pool gauges stop counting.
+scrape, answered by any worker, adds them up; the pool gauges of a worker that exited stop
+counting (`retire_exited_workers`: run by each worker as it starts, and at each scrape).
 
 Who may read it (FHIRSRV_METRICS_TOKEN, FHIRSRV_METRICS_ALLOW): the holder of the bearer token,
 or an address in the allowed networks, either one. Neither set: 404, as if there were no
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,7 @@ class Metrics:
     def scrape(self, *database: OutboxCollector | SubscriptionCollector) -> bytes:
         if self.registry is not None:
             return generate_latest(self.registry)
+        _retire_exited(self.multiprocess_dir)  # a worker replaced last, or not replaced
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=self.multiprocess_dir)
         for collector in database:
@@ -283,8 +285,42 @@ def _check_multiprocess(settings: Settings) -> None:
 
 
 def worker_exited(pid: int, settings: Settings | None = None) -> None:
-    """For the multi-process server's hook on a worker's exit (gunicorn: `child_exit`): the
-    worker's live gauges (its pool) stop counting; its counters still add up."""
+    """The live gauges (its pool) of the worker process `pid`, which has exited, stop counting;
+    its counters still add up."""
     directory = (settings or Settings.from_env()).prometheus_multiproc_dir
     if directory:
         multiprocess.mark_process_dead(pid, directory)
+
+
+# prometheus-client's files of a process's live gauges: gauge_livesum_123.db, gauge_liveall_123.db...
+_LIVE_GAUGE_FILES = "gauge_live*_*.db"
+
+
+def retire_exited_workers(settings: Settings) -> None:
+    """`worker_exited` for every process whose live gauges are in the shared directory and that
+    no longer runs. For a multi-process server with no hook on a worker's exit (granian): each
+    worker calls it as it starts, after the one it replaces has gone, and each scrape does."""
+    if settings.prometheus_multiproc_dir:
+        _retire_exited(settings.prometheus_multiproc_dir)
+
+
+def _retire_exited(directory: str) -> None:
+    for path in Path(directory).glob(_LIVE_GAUGE_FILES):
+        pid = path.stem.rsplit("_", 1)[-1]
+        if pid.isdigit() and not _running(int(pid)):
+            multiprocess.mark_process_dead(int(pid), directory)
+
+
+def _running(pid: int) -> bool:
+    """Whether process `pid` runs: it exists, and on Linux is not a zombie (a worker that died
+    and that its parent has not reaped yet)."""
+    try:
+        os.kill(pid, 0)  # no signal sent: only whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process now holds the number
+        return True
+    try:  # "pid (name) state ...": the name may hold spaces and parentheses
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):  # no /proc (not Linux)
+        return True
