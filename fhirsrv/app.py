@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -134,6 +135,13 @@ def _stop_work_of_gone_clients(app: Flask) -> None:
             unwatch_requester(token)
 
 
+def share_the_interpreter(settings: Settings) -> None:
+    """How long a thread may keep the interpreter's lock while another waits for it
+    (FHIRSRV_SWITCH_INTERVAL_MS): what a cheap request waits, at most, each time it needs the
+    lock while a heavy one runs in the same process. Called as a server process starts."""
+    sys.setswitchinterval(settings.switch_interval_ms / 1000)
+
+
 def make_server(
     app: Flask, settings: Settings, host: str, port: int, threads: int = 8, ident: str = "fhirsrv"
 ) -> Any:
@@ -143,6 +151,7 @@ def make_server(
     when the app trusts some proxy hops (FHIRSRV_TRUSTED_PROXIES), so ProxyFix above is the one
     place that decides what they mean, whatever the WSGI server. It reads ahead on each
     connection (REQUEST_LOOKAHEAD), so it can tell a request its client has gone."""
+    share_the_interpreter(settings)
     return create_server(
         app,
         host=host,

@@ -191,6 +191,7 @@ def start_worker(parent: int, settings: Settings, factory: AppFactory) -> Any:
     - an app that cannot be built: logged without the exception's message, and the worker exits
       (status 1; granian replaces it, and stops if that fails again at once)."""
     from fhirsrv.api.metrics import retire_exited_workers
+    from fhirsrv.app import share_the_interpreter
     from fhirsrv.interactions.load_pipeline import _die_with_parent
     from fhirsrv.logformat import configure
 
@@ -198,6 +199,7 @@ def start_worker(parent: int, settings: Settings, factory: AppFactory) -> Any:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     configure(settings.log_format)
+    share_the_interpreter(settings)
     try:
         retire_exited_workers(settings)
         app = factory()

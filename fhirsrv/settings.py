@@ -89,6 +89,7 @@ VARIABLES: dict[str, str] = {
     # multi-process server (granian) so that every worker's counts are added up at a scrape.
     "prometheus_multiproc_dir": "PROMETHEUS_MULTIPROC_DIR",
     "workers": "FHIRSRV_WORKERS",
+    "switch_interval_ms": "FHIRSRV_SWITCH_INTERVAL_MS",
     "subscription_delivery": "FHIRSRV_SUBSCRIPTION_DELIVERY",
     "subscription_poll_seconds": "FHIRSRV_SUBSCRIPTION_POLL_SECONDS",
     "subscription_timeout": "FHIRSRV_SUBSCRIPTION_TIMEOUT",
@@ -151,7 +152,7 @@ AT_LEAST_ONE = frozenset(
 # Durations in seconds that may be fractions but not 0 (a loop without a pause, an HTTP call
 # that may never wait, a retry at once forever).
 POSITIVE = frozenset(
-    {"subscription_poll_seconds", "subscription_timeout", "subscription_retry_base_seconds"}
+    {"subscription_poll_seconds", "subscription_timeout", "subscription_retry_base_seconds", "switch_interval_ms"}
 )
 # Upper bounds, where a larger value can only be a typo (and would fail later, far from its cause).
 AT_MOST: dict[str, int] = {
@@ -288,6 +289,12 @@ class Settings:
     # Processes of `fhirsrv serve` (its --workers option wins): 1 is one waitress process; 2 or
     # more run under granian, and the rate limits are shared out between them (auth/hardening.py).
     workers: int = 1
+    # How long a thread of a server process may keep the interpreter's lock while another
+    # waits for it (sys.setswitchinterval), in milliseconds. Python's 5 ms let one client's
+    # heavy request delay every other request of its process by up to 5 ms each time it needed
+    # the lock; a cheap request (/metadata, a read) then took several times its usual time
+    # (README, "Limits against abuse"). Set in each server process as it starts.
+    switch_interval_ms: float = 5.0
     # rest-hook Subscriptions (fhirsrv/sync/): whether `fhirsrv serve` runs their delivery loop
     # (one process of a deployment delivers at a time); how long it waits for a change when
     # it has seen none (a write in the same process wakes it at once); how long one POST to a

@@ -111,6 +111,8 @@ def test_a_bad_number_is_an_error_naming_the_variable(variable: str, value: str)
         ("FHIRSRV_RATE_LIMIT_ANONYMOUS", "-1"),
         ("FHIRSRV_LOAD_WORKERS", "-2"),
         ("FHIRSRV_TRUSTED_PROXIES", "-1"),
+        # 0 would let the interpreter switch threads after every instruction it can.
+        ("FHIRSRV_SWITCH_INTERVAL_MS", "0"),
     ],
 )
 def test_a_number_out_of_range_is_an_error(variable: str, value: str) -> None:
