@@ -39,17 +39,21 @@ from sqlalchemy.sql.elements import BinaryExpression, BooleanClauseList, ColumnC
 MIN_LEVELS = 3
 
 
+def one_column_select(operand: Any) -> Select | None:
+    """The SELECT of one column an IN's right operand is (under its parentheses), else None."""
+    while isinstance(operand, Grouping):
+        operand = operand.element
+    operand = getattr(operand, "element", operand)  # a ScalarSelect wraps its Select
+    if not isinstance(operand, Select) or len(operand.selected_columns) != 1:
+        return None
+    return operand
+
+
 def in_subquery(element: Any) -> Select | None:
     """The subquery of `column IN (SELECT one column ...)`, None for any other expression."""
     if not isinstance(element, BinaryExpression) or element.operator is not operators.in_op:
         return None
-    inner = element.right
-    while isinstance(inner, Grouping):
-        inner = inner.element
-    inner = getattr(inner, "element", inner)  # a ScalarSelect wraps its Select
-    if not isinstance(inner, Select) or len(inner.selected_columns) != 1:
-        return None
-    return inner
+    return one_column_select(element.right)
 
 
 @dataclass

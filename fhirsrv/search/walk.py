@@ -30,10 +30,11 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Select, exists, select
 from sqlalchemy.sql import operators
-from sqlalchemy.sql.elements import BinaryExpression, Grouping
+from sqlalchemy.sql.elements import BinaryExpression
 from sqlalchemy.sql.visitors import replacement_traverse
 
 from fhirsrv.search import total as totals
+from fhirsrv.search.streamed import one_column_select
 from fhirsrv.storage.schema import idx_token, live, resource
 
 WALK_ROWS = 500
@@ -59,11 +60,8 @@ def correlate(condition: ColumnElement[bool], rid: Any) -> ColumnElement[bool]:
             return None
         if element.operator not in (operators.in_op, operators.not_in_op):
             return None
-        inner = element.right
-        while isinstance(inner, Grouping):
-            inner = inner.element
-        inner = getattr(inner, "element", inner)  # a ScalarSelect wraps its Select
-        if not isinstance(inner, Select) or len(inner.selected_columns) != 1:
+        inner = one_column_select(element.right)
+        if inner is None:
             return None
         probe = exists(inner.where(inner.selected_columns[0] == rid).offset(0))
         return probe if element.operator is operators.in_op else ~probe
