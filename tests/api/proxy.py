@@ -26,6 +26,7 @@ from typing import Any
 from flask import Flask
 
 from fhirsrv.app import make_server
+from tests.live_server import running
 
 # Headers that concern one connection only (RFC 9110 §7.6.1): never forwarded.
 HOP_BY_HOP = frozenset(
@@ -92,13 +93,8 @@ def waitress_server(app: Flask) -> Iterator[int]:
     server = make_server(
         app, app.extensions["fhirsrv"].settings, "127.0.0.1", 0, threads=4, ident="fhirsrv-test"
     )
-    port = int(server.effective_port)  # type: ignore[union-attr]
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        yield port
-    finally:
-        server.close()
+    with running(server):
+        yield int(server.effective_port)  # type: ignore[union-attr]
 
 
 class _Forward(BaseHTTPRequestHandler):

@@ -37,6 +37,7 @@ from fhirsrv.interactions.load import load_initial_content
 from fhirsrv.logformat import JsonFormatter
 from fhirsrv.settings import Settings
 from tests.conftest import BACKENDS, PG_URL
+from tests.live_server import running
 from tests.web.test_application_form import VALUES
 from tests.worker_processes import postgres_database
 
@@ -209,13 +210,8 @@ def _database(backend: str, folder: Path, worker: str) -> Iterator[str]:
 def served(app: Flask, settings: Settings) -> Iterator[str]:
     """The app behind the waitress server `fhirsrv serve` runs (make_server); yields its root URL."""
     server = make_server(app, settings, "127.0.0.1", 0, threads=4)
-    runner = threading.Thread(target=server.run, daemon=True)
-    runner.start()
-    try:
+    with running(server):
         yield f"http://127.0.0.1:{server.effective_port}"
-    finally:
-        server.close()
-        runner.join(timeout=30)
 
 
 def text(answer: TestResponse) -> str:
