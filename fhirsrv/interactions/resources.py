@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 
 from fhirsrv.errors import BadRequest, InvalidResource, MethodNotAllowed, NotFound
-from fhirsrv.jsonshape import MAX_JSON_DEPTH, JsonShapeError, check_json_shape
+from fhirsrv.jsonshape import MAX_JSON_DEPTH, JsonShapeError, check_json_shape, may_hold_control_characters
 from fhirsrv.resource_types import (  # noqa: F401 - re-exported for interactions
     CONFORMANCE_TYPES,
     DIRECTORY_TYPES,
@@ -38,7 +38,7 @@ def check_id(res_id: str) -> None:
 
 
 def parse_json(body: bytes) -> Any:
-    """Parse a request body; invalid UTF-8, bad JSON, absurd nesting and NUL characters are all
+    """Parse a request body; invalid UTF-8, bad JSON, absurd nesting and control characters are all
     400 (fhirsrv/jsonshape.py: what the validators and PostgreSQL would otherwise fail on)."""
     if not body:
         raise BadRequest("The request has no body")
@@ -53,7 +53,7 @@ def parse_json(body: bytes) -> Any:
             ) from exc
         raise BadRequest(f"The body is not valid JSON: {exc}", code="structure") from exc
     try:
-        check_json_shape(parsed, strings=b"\\u0000" in body)
+        check_json_shape(parsed, strings=may_hold_control_characters(body))
     except JsonShapeError as exc:
         expression = [exc.path] if exc.path else []
         raise BadRequest(f"The body is refused: {exc}", code="structure", expression=expression) from exc

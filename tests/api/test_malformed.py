@@ -1,5 +1,6 @@
 """Malformed write input answers 400 with an OperationOutcome, never a 500, and writes nothing:
-NUL characters (PostgreSQL cannot store them in text), nesting deeper than the validators can
+NUL and other control characters (PostgreSQL cannot store NUL in text; R4 strings hold none
+but tab, CR and LF), nesting deeper than the validators can
 recurse, JSON Patch pointers that are not pointers, and codes longer than their index column."""
 
 from __future__ import annotations
@@ -77,6 +78,29 @@ def test_nul_brought_in_by_a_patch_is_400(client) -> None:
     ops = [{"op": "replace", "path": "/name", "value": "Li\u0000gue"}]
     _refused(client.patch(f"/fhir/Organization/{oid}", data=json.dumps(ops), headers={"Content-Type": PATCH}))
     assert client.get(f"/fhir/Organization/{oid}").get_json()["name"] == "Ligue"
+
+
+@pytest.mark.parametrize("char", ["\x01", "\b", "\f", "\x1b", "\x7f\x1f"])
+def test_a_control_character_is_400_on_create_update_and_patch_and_nothing_changes(client, char: str) -> None:
+    before = count_rows(client)
+    body = _refused(post(client, org(f"Ligue{char}29")))
+    assert "control character" in body["issue"][0]["diagnostics"]
+    assert body["issue"][0]["expression"] == ["name"]
+    assert count_rows(client) == before
+    oid = post(client, org("Ligue")).get_json()["id"]
+    changed = {**org(f"Li{char}gue"), "id": oid}
+    _refused(client.put(f"/fhir/Organization/{oid}", data=json.dumps(changed), headers={"Content-Type": FHIR}))
+    ops = [{"op": "replace", "path": "/name", "value": f"Li{char}gue"}]
+    _refused(client.patch(f"/fhir/Organization/{oid}", data=json.dumps(ops), headers={"Content-Type": PATCH}))
+    current = client.get(f"/fhir/Organization/{oid}").get_json()
+    assert current["name"] == "Ligue" and current["meta"]["versionId"] == "1"
+
+
+def test_tab_and_line_breaks_are_stored_as_sent(client) -> None:
+    text = "Ateliers :\n\t- yoga\r\n- sophrologie"
+    created = post(client, org("Ligue", alias=[text]))
+    assert created.status_code == 201, created.get_data(as_text=True)[:300]
+    assert client.get(f"/fhir/Organization/{created.get_json()['id']}").get_json()["alias"] == [text]
 
 
 def test_an_escaped_backslash_before_u0000_is_text_not_nul(client) -> None:

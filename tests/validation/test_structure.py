@@ -204,7 +204,7 @@ def test_the_values_r4_allows_pass() -> None:
         "resourceType": ORG,
         "id": "a" * 64,
         "language": "fr-FR",
-        "name": "Centre\u00a0de soins\x1c",
+        "name": "Centre\u00a0de soins\u3000",
         "extension": [
             {"url": "u", "valueDateTime": "2016-12-31T23:59:60Z"},
             {"url": "u", "valueDate": "2020-02-29"},
