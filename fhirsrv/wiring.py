@@ -68,6 +68,7 @@ def build_services(settings: Settings) -> Services:
     # start is worse than one that starts slowly.
     with write_transaction(engine, unbounded=True) as conn:
         policy.facts.rebuild_if_missing(conn)
+        policy.facts.hide_never_listed(conn)
         services.identifiers.fill_if_missing(conn)
         rules.stamp_if_empty(conn, search.rules)
         rules.adopt_added_types(conn, search.rules, search.rules_before_added_types)

@@ -71,6 +71,11 @@ class Facts:
     person: str | None
     territory: frozenset[str]
     commune: str | None = None
+    # The entry's lifecycle record shows it was listed once: delisted (only a listed entry is),
+    # or published by the region (`regionValidatedOn`, which $publish writes and nothing
+    # removes). What a file load or a rebuild knows of an entry's past; the server also
+    # remembers each entry it showed (facts_store.py).
+    listed: bool = False
 
 
 class FactReader:
@@ -151,4 +156,11 @@ class FactReader:
         territory = self.departements(res) if res_type == "Organization" else frozenset()
         status = self.status(res) if res_type in DIRECTORY_TYPES else None
         commune = self.commune(res) if res_type == "Location" else None
-        return Facts(res_type, status, self.structure(res), person, territory, commune)
+        listed = status == "delisted" or (status is not None and self.was_published(res))
+        return Facts(res_type, status, self.structure(res), person, territory, commune, listed)
+
+    def was_published(self, res: dict[str, Any]) -> bool:
+        """The lifecycle record holds the region's publication (`regionValidatedOn`)."""
+        record = self.lifecycle(res)
+        parts = record.get("extension") if record else None
+        return any(isinstance(p, dict) and p.get("url") == "regionValidatedOn" for p in parts or [])

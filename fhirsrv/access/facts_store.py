@@ -60,10 +60,12 @@ DEPENDENT_TYPES = tuple(t for t in GOVERNED_TYPES if t not in ("Organization", "
 
 
 def _status_visibility(status: Any, *, absent: str) -> ColumnElement[str]:
+    """An entry's visibility by its own status: leaving the directory makes it `retired`
+    (still cited by id) only if it was listed once; a withdrawn application is hidden."""
     return case(
         (status.is_(None), absent),
         (status.in_(sorted(PUBLIC_STATUSES)), "public"),
-        (status.in_(sorted(RETIRED_STATUSES)), "retired"),
+        (and_(status.in_(sorted(RETIRED_STATUSES)), ea.listed), "retired"),
         else_="hidden",
     )
 
@@ -154,16 +156,25 @@ class FactStore:
         if not governed:
             return
         rids = [s.rid for s, _ in governed]
+        # What the replaced rows knew: an entry shown before stays `listed` (module docstring).
+        shown: set[int] = set()
         for start in range(0, len(rids), 500):
             chunk = rids[start : start + 500]
-            conn.execute(delete(entry_access).where(ea.rid.in_(chunk)))
+            replaced = delete(entry_access).where(ea.rid.in_(chunk))
+            shown.update(
+                rid for rid, visibility, listed in conn.execute(replaced.returning(ea.rid, ea.visibility, ea.listed))
+                if listed or visibility == "public"
+            )
         # At driver speed (COPY): a file load records thousands at once, and a parameter dict
         # per row cost PostgreSQL a statement each (130 µs a row in a 20,000-resource load).
         insert_tuples(
             conn,
             entry_access,
-            [(s.rid, s.res_type, f.status, f.structure, f.person, f.commune, "hidden") for s, f in governed],
-            ("rid", "res_type", "status", "structure", "person", "commune", "visibility"),
+            [
+                (s.rid, s.res_type, f.status, f.structure, f.person, f.commune, "hidden", f.listed or s.rid in shown)
+                for s, f in governed
+            ],
+            ("rid", "res_type", "status", "structure", "person", "commune", "visibility", "listed"),
         )
         orgs = [(s, f) for s, f in governed if s.res_type == "Organization"]
         self._territories(conn, orgs)
@@ -445,6 +456,7 @@ class FactStore:
                     "person": f.person,
                     "commune": f.commune,
                     "visibility": "hidden",
+                    "listed": f.listed,
                 }
                 for rid, t, _, f in batch
             ],
@@ -458,6 +470,24 @@ class FactStore:
             if rows:
                 conn.execute(insert(structure_territory), rows)
         return len(batch)
+
+    def hide_never_listed(self, conn: Connection) -> int:
+        """Entries `retired` by their own status though never listed, with what depends on them,
+        made hidden (start-up, once after migration 0017, which could not apply the rule's
+        cascade itself); none on any later start. Returns how many were found."""
+        found = conn.execute(
+            select(ea.rid, ea.res_type, ea.structure, ea.person).where(
+                ea.visibility == "retired", ea.status.is_not(None), ~ea.listed
+            )
+        ).all()
+        if found:
+            self.refresh(
+                conn,
+                rids=[r.rid for r in found],
+                structures=sorted({r.structure for r in found if r.res_type == "Organization" and r.structure}),
+                people=sorted({r.person for r in found if r.person}),
+            )
+        return len(found)
 
     def rebuild_if_missing(self, conn: Connection) -> bool:
         """A database written before these tables existed gets its facts once, at start-up."""

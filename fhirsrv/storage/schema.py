@@ -283,6 +283,10 @@ entry_access = Table(
     Column("commune", String(8), nullable=True),
     # public | retired | hidden, derived from the status of the entry and of its structure.
     Column("visibility", String(16), nullable=False),
+    # Shown to every reader once: public here at some time, or its lifecycle record says so (a
+    # publication, a delisting). Only such an entry is `retired` when it leaves the directory;
+    # an application withdrawn before it was ever listed stays hidden (access/facts_store.py).
+    Column("listed", Boolean, nullable=False, server_default=text("false")),
     Index("ix_entry_access_type_visibility_rid", "res_type", "visibility", "rid"),
     # A search checks each candidate row against the caller's visibility: these partial
     # indexes make that probe index-only on a small index (2 µs a row instead of 5 at 100k).

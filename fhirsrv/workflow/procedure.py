@@ -135,7 +135,7 @@ class Procedure:
         # The structure and its entries change visibility once, together, at the end.
         with self.services.policy.facts.deferred(conn):
             stored = writes.replace(self.services, conn, current, updated, "update", actor=principal, validated=True)
-            self._cascade(conn, org_id, transition, now)
+            self._cascade(conn, org_id, transition, now, parts)
         self.services.audit.transition(conn, stored, principal, name, status or "", transition.target)
         self._notify(conn, name, org_id, updated, reason, now)
         return stored
@@ -180,8 +180,14 @@ class Procedure:
         )
         return {d for (d,) in rows}
 
-    def _cascade(self, conn: Connection, org_id: str, transition: Transition, now: datetime) -> None:
-        """The structure's entries follow its status, in the same transaction."""
+    def _cascade(
+        self, conn: Connection, org_id: str, transition: Transition, now: datetime, parts: dict[str, Any]
+    ) -> None:
+        """The structure's entries follow its status, in the same transaction. A publication is
+        written in their records too: an offer's own record then shows it was listed, which
+        keeps it citeable by id once it leaves, wherever its content is loaded again (an export
+        loaded on another server knows nothing else of its past: access/facts.py)."""
+        published = {k: parts[k] for k in ("regionValidatedBy", "regionValidatedOn") if k in parts}
         rows = conn.execute(
             select(resource.c.rid)
             .join(entry_access, entry_access.c.rid == resource.c.rid)
@@ -199,9 +205,9 @@ class Procedure:
             if self.lifecycle.has(res):
                 if own == transition.target:
                     continue
-                updated = self.lifecycle.with_parts(res, status=transition.target, statusDate=now)
+                updated = self.lifecycle.with_parts(res, status=transition.target, statusDate=now, **published)
             elif res.get("resourceType") in HAS_ACTIVE:
-                updated = self.lifecycle.with_parts(res, status=transition.target, statusDate=now)
+                updated = self.lifecycle.with_parts(res, status=transition.target, statusDate=now, **published)
             elif res.get("resourceType") in HAS_STATUS:
                 updated = self.lifecycle.following(res, transition.target)  # a place: its status only
                 if updated == res:

@@ -42,8 +42,12 @@ RECEIVER = "https://receiver.example.org"
 SERVER_SUBSCRIPTION = "server"  # the name of the Subscription the server itself wrote
 
 
-def lifecycle(status: str) -> list[dict[str, Any]]:
-    return [{"url": LIFECYCLE, "extension": [{"url": "status", "valueCode": status}]}]
+def lifecycle(status: str, *, published_on: str | None = None) -> list[dict[str, Any]]:
+    """The lifecycle record; `published_on`: the day the region published it (a listed past)."""
+    parts: list[dict[str, Any]] = [{"url": "status", "valueCode": status}]
+    if published_on:
+        parts.append({"url": "regionValidatedOn", "valueDateTime": f"{published_on}T09:00:00Z"})
+    return [{"url": LIFECYCLE, "extension": parts}]
 
 
 @dataclass
@@ -56,16 +60,25 @@ class Entry:
     structure: str | None = None  # Organization id
     own_status: str | None = None
     roles: list[str] = field(default_factory=list)  # for a Practitioner: its roles' ids
+    published_once: bool = False  # its record shows the region's publication
+
+    @property
+    def listed_once(self) -> bool:
+        """Shown to every reader once: delisted, or published by the region (its record)."""
+        return self.own_status == "delisted" or self.published_once
 
     @property
     def key(self) -> str:
         return f"{self.res_type}/{self.res_id}"
 
 
-def _rank(status: str | None, absent: int) -> int:
+def _rank(entry: Entry, absent: int) -> int:
+    """0 public, 1 retired (left the directory after being listed), 2 hidden: by its own status.
+    A withdrawn application never listed was never shown: hidden, not retired."""
+    status = entry.own_status
     if status is None:
         return absent
-    return 0 if status in PUBLIC else 1 if status in RETIRED else 2
+    return 0 if status in PUBLIC else 1 if status in RETIRED and entry.listed_once else 2
 
 
 def build_entries() -> dict[str, Entry]:
@@ -74,8 +87,13 @@ def build_entries() -> dict[str, Entry]:
     def add(entry: Entry) -> None:
         entries[entry.key] = entry
 
-    structures = [(f"o29-{s}", "29", s) for s in STATUSES] + [("o35-published", "35", "published"), ("o35-draft", "35", "draft")]
-    for org_id, dep, status in structures:
+    structures = [(f"o29-{s}", "29", s, False) for s in STATUSES] + [
+        ("o35-published", "35", "published", False),
+        ("o35-draft", "35", "draft", False),
+        # Withdrawn after the region had published it (o29-withdrawn: an application withdrawn before).
+        ("o29-left", "29", "withdrawn", True),
+    ]
+    for org_id, dep, status, published_once in structures:
         add(
             Entry(
                 "Organization",
@@ -83,12 +101,13 @@ def build_entries() -> dict[str, Entry]:
                 {
                     "resourceType": "Organization",
                     "id": org_id,
-                    "extension": lifecycle(status),
+                    "extension": lifecycle(status, published_on="2025-03-01" if published_once else None),
                     "name": f"Structure {org_id}",
                     "address": [{"city": "Ville", "postalCode": f"{dep}000"}],
                 },
                 org_id,
                 status,
+                published_once=published_once,
             )
         )
         owner = {"reference": f"Organization/{org_id}"}
@@ -161,9 +180,10 @@ def build_entries() -> dict[str, Entry]:
                 org_id,
             )
         )
-    # Offers withdrawn or in draft on their own, in a listed structure.
-    for own in ("draft", "delisted"):
-        sid = f"hs-o29-published-{own}"
+    # Offers delisted, withdrawn or in draft on their own, in a listed structure: withdrawn
+    # once listed (its record holds the publication) or before it ever was.
+    for own, published_once in (("draft", False), ("delisted", False), ("withdrawn", False), ("withdrawn", True)):
+        sid = f"hs-o29-published-{'left' if own == 'withdrawn' and published_once else own}"
         add(
             Entry(
                 "HealthcareService",
@@ -171,13 +191,14 @@ def build_entries() -> dict[str, Entry]:
                 {
                     "resourceType": "HealthcareService",
                     "id": sid,
-                    "extension": lifecycle(own),
-                    "name": f"Offre propre {own}",
+                    "extension": lifecycle(own, published_on="2025-03-01" if published_once else None),
+                    "name": f"Offre propre {sid.removeprefix('hs-o29-published-')}",
                     "type": [{"coding": [{"system": OFFER_KIND, "code": "offer"}]}],
                     "providedBy": {"reference": "Organization/o29-published"},
                 },
                 "o29-published",
                 own,
+                published_once=published_once,
             )
         )
     # A person with a public role and a hidden one; a person with no role at all.
@@ -228,10 +249,10 @@ def visibility(entry: Entry) -> int:
     if entry.res_type == "Practitioner":
         return min((visibility(ENTRIES[f"PractitionerRole/{r}"]) for r in entry.roles), default=2)
     structure = ENTRIES[f"Organization/{entry.structure}"]
-    org_rank = _rank(structure.own_status, absent=2)
+    org_rank = _rank(structure, absent=2)
     if entry.res_type == "Organization":
         return org_rank
-    return max(_rank(entry.own_status, absent=0), org_rank)
+    return max(_rank(entry, absent=0), org_rank)
 
 
 @dataclass(frozen=True)

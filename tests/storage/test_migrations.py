@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, select, text
 
 import fhirsrv.auth.tables  # noqa: F401  (its tables hang on the same metadata)
 import fhirsrv.sync.export_tables  # noqa: F401  (likewise)
 import fhirsrv.sync.tables  # noqa: F401  (likewise)
 import fhirsrv.workflow.tables  # noqa: F401  (likewise)
+from fhirsrv.access.principal import SERVER
+from fhirsrv.canonical import Canonicals
+from fhirsrv.interactions import writes
+from fhirsrv.settings import Settings
+from fhirsrv.storage import repository
 from fhirsrv.storage.migrate import alembic_config, current, ensure_schema, upgrade
-from fhirsrv.storage.schema import metadata
+from fhirsrv.storage.schema import entry_access, metadata, resource
+from fhirsrv.wiring import build_services
 from tests.conftest import ONLY_POSTGRES
 
 
@@ -37,6 +45,71 @@ def test_the_last_migration_goes_down_and_up_again(engine: Engine):
     assert current(engine) != head
     upgrade(engine, "head")
     assert current(engine) == head and _differences(engine) == []
+
+
+def _downgrade(engine: Engine, revision: str) -> None:
+    with engine.begin() as conn:
+        config = alembic_config(engine)
+        config.attributes["connection"] = conn
+        command.downgrade(config, revision)
+
+
+def test_0017_hides_applications_withdrawn_before_listing_and_keeps_entries_withdrawn_after(
+    engine: Engine, db_url: str
+) -> None:
+    """Before 0017 every withdrawn entry was `retired`: readable by id by anyone. After it, and the
+    next start, only one with a listed past is: here an offer published, then withdrawn on its
+    own (its record holds no publication, its history does). A structure withdrawn while still
+    an application is hidden, and so is its offer."""
+    ensure_schema(engine)
+    settings = Settings.from_env(database_url=db_url, load_demo=False)
+    url = Canonicals(settings.canonical_base).entry_lifecycle
+
+    def entry(res_type: str, res_id: str, status: str, owner: str | None = None) -> dict[str, Any]:
+        res: dict[str, Any] = {"resourceType": res_type, "id": res_id, "name": res_id}
+        res["extension"] = [{"url": url, "extension": [{"url": "status", "valueCode": status}]}]
+        if owner:
+            res["providedBy"] = {"reference": f"Organization/{owner}"}
+        return res
+
+    services = build_services(settings)
+    with engine.begin() as conn:
+        writes.create(services, conn, entry("Organization", "listed", "published"), "listed", actor=SERVER)
+        writes.create(services, conn, entry("HealthcareService", "left", "published", "listed"), "left", actor=SERVER)
+        writes.create(services, conn, entry("Organization", "applied", "submitted"), "applied", actor=SERVER)
+        offer = entry("HealthcareService", "applied-offer", "submitted", "applied")
+        writes.create(services, conn, offer, "applied-offer", actor=SERVER)
+    with engine.begin() as conn:
+        for res_type, res_id, owner in (("HealthcareService", "left", "listed"), ("Organization", "applied", None)):
+            current = repository.get_current(conn, res_type, res_id)
+            assert current is not None
+            writes.replace(services, conn, current, entry(res_type, res_id, "withdrawn", owner), actor=SERVER)
+        current = repository.get_current(conn, "HealthcareService", "applied-offer")
+        assert current is not None
+        writes.replace(services, conn, current, entry("HealthcareService", "applied-offer", "withdrawn", "applied"), actor=SERVER)
+    services.engine.dispose()
+    # The database as 0016 left it: every withdrawn entry retired.
+    _downgrade(engine, "0016")
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE entry_access SET visibility = 'retired' WHERE status = 'withdrawn'"))
+        conn.execute(
+            text("UPDATE resource SET visibility = 'retired' WHERE rid IN (SELECT rid FROM entry_access WHERE status = 'withdrawn')")
+        )
+    upgrade(engine, "head")
+    build_services(settings).engine.dispose()  # the next start
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(resource.c.res_id, entry_access.c.visibility, resource.c.visibility).join(
+                entry_access, entry_access.c.rid == resource.c.rid
+            )
+        ).all()
+    found = {res_id: (facts, searched) for res_id, facts, searched in rows}
+    assert found == {
+        "listed": ("public", "public"),
+        "left": ("retired", "retired"),
+        "applied": ("hidden", "hidden"),
+        "applied-offer": ("hidden", "hidden"),
+    }
 
 
 

@@ -61,6 +61,7 @@ SECRETS = (
     "Offre soumise Kermadec",
     "Offre refusée Kermadec",
     "Offre validée territoire Kermadec",
+    "Offre proposée puis retirée Kermadec",  # withdrawn before it was ever published
     "Kerhervé",  # the referent's family name
     "Maïwenn",  # and given name
     "maiwenn.kerherve@exemple.bzh",
@@ -68,19 +69,22 @@ SECRETS = (
 )
 
 
-def lifecycle(status: str) -> list[dict[str, Any]]:
-    return [{"url": LIFECYCLE, "extension": [{"url": "status", "valueCode": status}]}]
+def lifecycle(status: str, *, published_on: str | None = None) -> list[dict[str, Any]]:
+    parts: list[dict[str, Any]] = [{"url": "status", "valueCode": status}]
+    if published_on:  # the region's publication: a listed past
+        parts.append({"url": "regionValidatedOn", "valueDateTime": f"{published_on}T09:00:00Z"})
+    return [{"url": LIFECYCLE, "extension": parts}]
 
 
 def directory_entries() -> list[dict[str, Any]]:
     owner = {"reference": "Organization/org-xss"}
     markup = f"{CLOSE_SCRIPT} {BREAK_ATTRIBUTE} {SINGLE_QUOTE}"
 
-    def offer(res_id: str, name: str, status: str) -> dict[str, Any]:
+    def offer(res_id: str, name: str, status: str, published_on: str | None = None) -> dict[str, Any]:
         return {
             "resourceType": "HealthcareService",
             "id": res_id,
-            "extension": lifecycle(status),
+            "extension": lifecycle(status, published_on=published_on),
             "active": True,
             "name": name,
             "providedBy": owner,
@@ -119,8 +123,10 @@ def directory_entries() -> list[dict[str, Any]]:
         offer("hs-submitted", SECRETS[1], "submitted"),
         offer("hs-rejected", SECRETS[2], "rejected"),
         offer("hs-territorial", SECRETS[3], "territorial-validated"),
-        # Withdrawn: no longer listed, yet read by id as the API reads it (care plans cite it).
-        offer("hs-withdrawn", "Offre retirée Kermadec", "withdrawn"),
+        # Withdrawn once published: no longer listed, yet read by id as the API reads it (care
+        # plans cite it). Withdrawn before publication: never shown, so never read.
+        offer("hs-withdrawn", "Offre retirée Kermadec", "withdrawn", published_on="2025-03-01"),
+        offer("hs-withdrawn-unpublished", SECRETS[4], "withdrawn"),
         {"resourceType": "Practitioner", "id": "p-referent", "name": [{"family": "Kerhervé", "given": ["Maïwenn"]}]},
         {
             "resourceType": "PractitionerRole",
@@ -342,6 +348,12 @@ def test_a_withdrawn_offer_reads_by_id_as_no_longer_listed_and_is_listed_nowhere
     assert answer.status_code == 200 and "plus référencée" in text(answer)
     for path in ("/structure/org-xss", "/?categorie=douleur", "/?q=Kermadec"):
         assert "hs-withdrawn" not in text(site.get(path)), path
+
+
+def test_an_offer_withdrawn_before_it_was_published_is_not_found(site: Site) -> None:
+    answer = site.get("/offre/hs-withdrawn-unpublished")
+    assert answer.status_code == 404
+    assert_no_secret(text(answer))
 
 
 def test_a_paging_cursor_from_an_administrator_s_search_shows_the_public_view_only(site: Site) -> None:

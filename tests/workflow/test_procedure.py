@@ -63,9 +63,9 @@ class Actors:
         assert answer.status_code == 200, answer.get_json()
         return {"Authorization": f"Bearer {answer.get_json()['access_token']}", "Content-Type": FHIR}
 
-    def register(self, role: str, **kw: Any) -> dict[str, str]:
+    def register(self, role: str, scopes: str = "system/*.cruds", **kw: Any) -> dict[str, str]:
         with self.services.engine.begin() as conn:
-            client, secret = add_client(conn, f"test {role}", "system/*.cruds", role, **kw)
+            client, secret = add_client(conn, f"test {role}", scopes, role, **kw)
         return self.token_headers(client.client_id, secret or "")
 
     def deliver(self, now: datetime | None = None) -> dict[str, Any]:
@@ -353,3 +353,45 @@ def test_an_offer_is_withdrawn_on_its_own(actors: Actors, smtp_server: SmtpRecor
     assert web.get(org_url).status_code == 200  # the structure stays listed
     assert web.get(f"/fhir/HealthcareService/{offer_id}").status_code == 200  # citeable by id
     assert web.post(f"/fhir/HealthcareService/{offer_id}/$withdraw", json=_params(), headers=referent).status_code == 409
+
+
+def test_an_application_withdrawn_before_publication_is_never_shown(actors: Actors, smtp_server: SmtpRecorder) -> None:
+    """Only an entry listed once is cited, so only such an entry is read by id once it has left:
+    a structure that withdraws its application stays out of sight, its offers with it."""
+    web = actors.web
+    dac = actors.register("territorial-admin", departements=["29"], kind="dac")
+    partner = actors.register("partner-reader", scopes="system/*.rs")
+    org_id, referent = _apply_and_confirm(actors, smtp_server)
+    org_url = f"/fhir/Organization/{org_id}"
+    assert web.post(f"{org_url}/$submit", json=_params(*_grid()), headers=referent).status_code == 200
+    offer_ids = [e["resource"]["id"] for e in web.get(f"/fhir/HealthcareService?organization={org_id}", headers=referent).get_json()["entry"]]
+    withdrawn = web.post(f"{org_url}/$withdraw", json=_params(), headers=referent)
+    assert withdrawn.status_code == 200 and _status(withdrawn.get_json()) == "withdrawn"
+    for url in (org_url, *(f"/fhir/HealthcareService/{i}" for i in offer_ids)):
+        assert web.get(url).status_code == 404, url  # anonymous
+        assert web.get(url, headers=partner).status_code == 404, url
+        assert web.get(url, headers=referent).status_code == 200, url  # its own people still do
+        assert web.get(url, headers=dac).status_code == 200, url
+    synced = web.get(f"/fhir/HealthcareService?organization={org_id}&_total=accurate", headers=partner).get_json()
+    assert synced["total"] == 0
+
+
+def test_a_structure_withdrawn_after_publication_stays_citeable_with_its_offers(
+    actors: Actors, smtp_server: SmtpRecorder
+) -> None:
+    web = actors.web
+    dac = actors.register("territorial-admin", departements=["29"], kind="dac")
+    dsrc = actors.register("regional-admin")
+    org_id, referent = _apply_and_confirm(actors, smtp_server)
+    org_url = f"/fhir/Organization/{org_id}"
+    for step, who, body in (("$submit", referent, _params(*_grid())), ("$validate-territory", dac, _params()), ("$publish", dsrc, _params())):
+        assert web.post(f"{org_url}/{step}", json=body, headers=who).status_code == 200, step
+    offers = web.get(f"/fhir/HealthcareService?organization={org_id}").get_json()["entry"]
+    # The publication is in each offer's own record: it travels with an export.
+    assert all(_life(e["resource"], "regionValidatedOn") for e in offers)
+    assert web.post(f"{org_url}/$withdraw", json=_params(), headers=referent).status_code == 200
+    assert web.get(org_url).status_code == 200
+    for entry in offers:
+        answer = web.get(f"/fhir/HealthcareService/{entry['resource']['id']}")
+        assert answer.status_code == 200 and _status(answer.get_json()) == "withdrawn"
+    assert web.get(f"/fhir/HealthcareService?organization={org_id}&_total=accurate").get_json()["total"] == 0
