@@ -60,8 +60,9 @@ class Services:
     # The CapabilityStatement's rest.security (OAuth endpoints) for a public base, None with
     # authorization off: the endpoints are under the base the statement is served from.
     security_section: Callable[[str], dict[str, Any]] | None = None
-    # Stored constraint profiles per type, keyed by the StructureDefinitions' versions.
-    profiles_cache: dict[str, Any] = field(default_factory=dict)
+    # The last CapabilityStatement built, serialised, with what it was built from
+    # (interactions/capabilities.py): ("current", (key, statement)).
+    capability_cache: dict[str, Any] = field(default_factory=dict)
 
 
 class Meter(Protocol):

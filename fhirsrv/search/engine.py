@@ -104,13 +104,14 @@ class SearchEngine:
             registry.add_definition(sp, self.types)
         self._loaded = (generation, registry)
 
-    def ensure_current(self, conn: Connection) -> None:
+    def ensure_current(self, conn: Connection, generation: tuple[Any, ...] | None = None) -> None:
         """Reload the registry if a SearchParameter was written since it was built, by this
         process or any other (`stored_generation`): called before every search and every
         indexing, so with several worker processes a SearchParameter written through one is
         searched and indexed by all of them from the next request on. One small query when
-        nothing changed; within a write transaction it sees that transaction's own writes."""
-        now = stored_generation(conn)
+        nothing changed; within a write transaction it sees that transaction's own writes.
+        `generation`: the fingerprint, when the caller has just read it in `conn`."""
+        now = stored_generation(conn) if generation is None else generation
         if now == self._loaded[0]:
             return
         with self._reloading:

@@ -182,3 +182,45 @@ def test_what_the_statement_does_not_offer_is_405_with_allow_and_the_rest_is_not
             for other in allowed - {"HEAD"}:
                 assert client.open(url.format(t=t), method=other).status_code != 405, where
     assert "AuditEvent" in refused
+
+
+def test_a_profile_written_through_another_process_is_in_the_next_statement(settings) -> None:  # type: ignore[no-untyped-def]
+    """Each worker process keeps its statement until what it shows changes, whoever changed it:
+    two apps on one database stand for two workers."""
+    from fhirsrv.app import create_app
+
+    first, second = create_app(settings), create_app(settings)
+    try:
+        one, other = first.test_client(), second.test_client()
+        before = _statement(other)
+        assert _statement(other)["date"] == before["date"]  # served as built: nothing changed
+        profile = {
+            "resourceType": "StructureDefinition",
+            "url": "https://sos.example.org/fhir/StructureDefinition/test-location",
+            "name": "TestLocation",
+            "status": "draft",
+            "kind": "resource",
+            "abstract": False,
+            "type": "Location",
+            "baseDefinition": "http://hl7.org/fhir/StructureDefinition/Location",
+            "derivation": "constraint",
+            "differential": {"element": [{"id": "Location.name", "path": "Location.name", "min": 1}]},
+        }
+        assert one.post("/fhir/StructureDefinition", json=profile, headers={"Content-Type": FHIR}).status_code == 201
+        location = _resource(_statement(other), "Location")
+        assert profile["url"] in location.get("supportedProfile", [])
+        assert one.delete("/fhir/StructureDefinition?url=" + profile["url"]).status_code in (200, 204)
+        assert profile["url"] not in _resource(_statement(other), "Location").get("supportedProfile", [])
+    finally:
+        for app in (first, second):
+            app.extensions["fhirsrv"].engine.dispose()
+
+
+def test_the_statement_is_reshaped_on_request(client) -> None:  # type: ignore[no-untyped-def]
+    _statement(client)  # built and kept
+    summary = client.get("/fhir/metadata?_elements=fhirVersion")
+    assert summary.status_code == 200
+    # The elements asked for and the mandatory ones (R4's _elements), not the 170 KB of `rest`.
+    assert summary.get_json()["fhirVersion"] == "4.0.1" and "rest" not in summary.get_json()
+    pretty = client.get("/fhir/metadata?_pretty=true")
+    assert pretty.get_data().startswith(b"{\n") and pretty.get_json()["kind"] == "instance"
