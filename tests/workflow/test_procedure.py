@@ -148,6 +148,17 @@ def _apply_and_confirm(
     return org_id, actors.token_headers(client_id, secret)
 
 
+def _published(actors: Actors, smtp: SmtpRecorder) -> tuple[str, dict[str, str]]:
+    """A structure applied for, submitted, validated by its DAC and published: (id, referent)."""
+    dac = actors.register("territorial-admin", departements=["29"], kind="dac")
+    dsrc = actors.register("regional-admin")
+    org_id, referent = _apply_and_confirm(actors, smtp)
+    org_url = f"/fhir/Organization/{org_id}"
+    for step, who, body in (("$submit", referent, _params(*_grid())), ("$validate-territory", dac, _params()), ("$publish", dsrc, _params())):
+        assert actors.web.post(f"{org_url}/{step}", json=body, headers=who).status_code == 200, step
+    return org_id, referent
+
+
 def test_the_whole_procedure(actors: Actors, smtp_server: SmtpRecorder) -> None:
     web = actors.web
     dac_29 = actors.register("territorial-admin", departements=["29"], kind="dac", email="dac29@example.org")
@@ -336,12 +347,8 @@ def test_a_dac_of_communes_validates_the_structures_placed_there(actors: Actors,
 
 def test_an_offer_is_withdrawn_on_its_own(actors: Actors, smtp_server: SmtpRecorder) -> None:
     web = actors.web
-    dac = actors.register("territorial-admin", departements=["29"], kind="dac")
-    dsrc = actors.register("regional-admin")
-    org_id, referent = _apply_and_confirm(actors, smtp_server)
+    org_id, referent = _published(actors, smtp_server)
     org_url = f"/fhir/Organization/{org_id}"
-    for step, who, body in (("$submit", referent, _params(*_grid())), ("$validate-territory", dac, _params()), ("$publish", dsrc, _params())):
-        assert web.post(f"{org_url}/{step}", json=body, headers=who).status_code == 200, step
     offers = web.get(f"/fhir/HealthcareService?organization={org_id}").get_json()["entry"]
     offer_id = offers[0]["resource"]["id"]
     assert web.post(f"/fhir/HealthcareService/{offer_id}/$withdraw", json=_params(), headers={"Content-Type": FHIR}).status_code == 401
@@ -380,12 +387,8 @@ def test_a_structure_withdrawn_after_publication_stays_citeable_with_its_offers(
     actors: Actors, smtp_server: SmtpRecorder
 ) -> None:
     web = actors.web
-    dac = actors.register("territorial-admin", departements=["29"], kind="dac")
-    dsrc = actors.register("regional-admin")
-    org_id, referent = _apply_and_confirm(actors, smtp_server)
+    org_id, referent = _published(actors, smtp_server)
     org_url = f"/fhir/Organization/{org_id}"
-    for step, who, body in (("$submit", referent, _params(*_grid())), ("$validate-territory", dac, _params()), ("$publish", dsrc, _params())):
-        assert web.post(f"{org_url}/{step}", json=body, headers=who).status_code == 200, step
     offers = web.get(f"/fhir/HealthcareService?organization={org_id}").get_json()["entry"]
     # The publication is in each offer's own record: it travels with an export.
     assert all(_life(e["resource"], "regionValidatedOn") for e in offers)
