@@ -4,10 +4,11 @@ The app is the one `fhirsrv serve` runs (create_app, authorization on, no rate l
 demo region; each request is a WSGI call with a plain environ, so no HTTP server and no test
 client is counted, only what the app itself does per request. Reported, in CPU milliseconds per
 request (time.process_time: the machine may be busy, the process's own CPU is what the code
-costs), for three requests measured in turn:
+costs), for four requests measured in turn:
 - read: anonymous `GET /fhir/Organization/{id}` cycling over up to 200 published Organizations
   (authorization on, the visibility filter applied);
 - search: anonymous `GET /fhir/Organization?name=centre&_count=20`;
+- metadata: anonymous `GET /fhir/metadata` (the CapabilityStatement every client fetches first);
 - fixed: the same stack's fixed-bytes route (bench/_server.py), the floor of any request;
 and the profiled run of the reads (or of --profile's request), sorted by cumulative time, to
 bench/results/read_profile.txt.
@@ -17,7 +18,7 @@ that change per request (Date, X-Request-ID) and a hash of the body: two runs' d
 exactly when the answers are, byte for byte.
 
 Usage: python bench/read_profile.py [--postgres URL | --sqlite FILE] [--reads 2000] [--searches 300]
-       [--profile read|search] [--top 45] [--out FILE] [--digest FILE] [--keep]
+       [--profile read|search|metadata] [--top 45] [--out FILE] [--digest FILE] [--keep]
 (--postgres: a schema fhirsrv_read_profile_bench is created, loaded and, unless --keep, dropped;
  --keep also reuses an already loaded one. Without either, a temporary SQLite file.)
 """
@@ -50,6 +51,7 @@ from fhirsrv.settings import Settings  # noqa: E402
 
 SCHEMA = "fhirsrv_read_profile_bench"
 SEARCH = "/fhir/Organization?name=centre&_count=20"
+METADATA = "/fhir/metadata"
 FIXED = "/baseline/fixed"
 READ_IDS = 200
 VARYING = {"date", "x-request-id"}
@@ -150,7 +152,12 @@ def make_app(url: str) -> Any:
 def measure(url: str, args: argparse.Namespace) -> dict[str, Any]:
     app = make_app(url)
     paths = read_paths(app)
-    cases = {"read": (paths, args.reads), "search": ([SEARCH], args.searches), "fixed": ([FIXED], args.reads)}
+    cases = {
+        "read": (paths, args.reads),
+        "search": ([SEARCH], args.searches),
+        "metadata": ([METADATA], args.searches),
+        "fixed": ([FIXED], args.reads),
+    }
     for case_paths, count in cases.values():  # warm: pools, caches, compiled statements
         _run(app, case_paths, min(count, 200))
     # CPU time is what the code costs, but a busy machine still inflates it (caches, the other
@@ -187,7 +194,7 @@ def main() -> None:
     parser.add_argument("--reads", type=int, default=2000)
     parser.add_argument("--searches", type=int, default=300)
     parser.add_argument("--repeat", type=int, default=3, help="runs of each case; the least CPU is kept")
-    parser.add_argument("--profile", choices=("read", "search"), default="read")
+    parser.add_argument("--profile", choices=("read", "search", "metadata"), default="read")
     parser.add_argument("--top", type=int, default=45)
     parser.add_argument("--out", type=Path, default=RESULTS / "read_profile.txt")
     parser.add_argument("--digest", type=Path, default=None)
