@@ -408,14 +408,19 @@ class AccessPolicy:
     ) -> bool:
         """A plain create, update or patch may not change an entry's lifecycle record: the
         procedure's operations do. A new entry starts as a draft (or without a status of its
-        own). Only a regional administrator repairing data may, saying why
-        (`X-Lifecycle-Repair: reason`), and the repair is audited. Returns whether one was used."""
+        own), its record holding nothing but that status and its date: a validation written
+        by hand (a `regionValidatedOn`) would make an entry never published citeable once
+        withdrawn (access/facts.py). Only a regional administrator repairing data may, saying
+        why (`X-Lifecycle-Repair: reason`), and the repair is audited. Returns whether one was used."""
         if principal.role is Role.SERVER or new.get("resourceType") not in DIRECTORY_TYPES:
             return False
         before = self.reader.lifecycle(current) if current is not None else None
         after = self.reader.lifecycle(new)
         if current is None:
-            changed = after is not None and self.reader.status(new) not in (None, "draft")
+            parts = {p.get("url") for p in (after or {}).get("extension") or [] if isinstance(p, dict)}
+            changed = after is not None and (
+                self.reader.status(new) not in (None, "draft") or not parts <= {"status", "statusDate"}
+            )
         else:
             changed = before != after
         if not changed:

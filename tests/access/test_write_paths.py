@@ -69,6 +69,27 @@ ATTEMPTS = [
     Attempt(
         "referent",
         "POST",
+        f"/fhir/{HS}",
+        {
+            "resourceType": HS,
+            "name": "Offre jamais publiée",
+            "providedBy": {"reference": "Organization/o29-draft"},
+            "extension": lifecycle("draft", published_on="2025-03-01"),
+        },
+        403,
+        "a draft claiming a publication",
+    ),
+    Attempt(
+        "referent",
+        "POST",
+        f"/fhir/{HS}",
+        {"resourceType": HS, "name": "Offre nouvelle", "providedBy": {"reference": "Organization/o29-draft"}, "extension": lifecycle("draft")},
+        201,
+        "a new draft offer",
+    ),
+    Attempt(
+        "referent",
+        "POST",
         "/fhir/Organization",
         body("Organization/o29-draft", name="Ma seconde structure"),
         403,
