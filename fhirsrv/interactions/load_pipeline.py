@@ -36,9 +36,10 @@ from fhirsrv.interactions.writes import LOADED_VISIBILITY
 from fhirsrv.resource_types import SUPPORTED_TYPES
 from fhirsrv.search.engine import loaded_columns
 from fhirsrv.search.extract import extract
+from fhirsrv.search.fit import LIMITS
 from fhirsrv.search.registry import SearchParamRegistry, build_registry
 from fhirsrv.settings import Settings
-from fhirsrv.storage.bulk import columns_of, copy_field
+from fhirsrv.storage.bulk import columns_of, copy_field, escape_text
 from fhirsrv.storage.jsonfmt import dumps, utcnow
 from fhirsrv.storage.repository import stamp
 from fhirsrv.storage.schema import INDEX_TABLES
@@ -47,9 +48,12 @@ from fhirsrv.validation.structure import validate_structure
 CHUNK = 500
 # Index row tuples leave out rid, which only the parent knows: (res_type, param, *values).
 VALUE_COLUMNS = {t.name: tuple(c for c in columns_of(t) if c != "rid") for t in INDEX_TABLES}
-# For COPY text (PostgreSQL): the value columns after (rid, res_type), and whether a `public`
-# flag ends the line (search/engine.loaded_columns).
-_COPY_VALUES = {t.name: VALUE_COLUMNS[t.name][1:] for t in INDEX_TABLES}
+# For COPY text (PostgreSQL): the value columns after (rid, res_type) with the length text is
+# cut to (search/fit.py; 0: not cut), and whether a `public` flag ends the line
+# (search/engine.loaded_columns).
+_COPY_VALUES = {
+    t.name: tuple((c, LIMITS[t.name].get(c, 0)) for c in VALUE_COLUMNS[t.name][1:]) for t in INDEX_TABLES
+}
 _COPY_PUBLIC = {t.name: loaded_columns(t.name)[-1] == "public" for t in INDEX_TABLES}
 
 
@@ -152,13 +156,24 @@ def index_copy(
     head = "\t" + copy_field(res["resourceType"])
     flag = "\t" + copy_field(public) + "\n"
     out: dict[str, bytes] = {}
-    for table, rows in extract(registry, res, base_url).items():
+    for table, rows in extract(registry, res, base_url, cut=False).items():
         columns = _COPY_VALUES[table]
         end = flag if _COPY_PUBLIC[table] else "\n"
-        out[table] = "".join(
-            [head + "".join(["\t" + copy_field(row.get(c)) for c in columns]) + end for row in rows]
-        ).encode()
+        out[table] = "".join([head + _copy_fields(row, columns) + end for row in rows]).encode()
     return out
+
+
+def _copy_fields(row: dict[str, Any], columns: tuple[tuple[str, int], ...]) -> str:
+    """An index row's values as COPY text fields, each preceded by its tab; text cut to its
+    column as fit.fit_rows cuts it (one pass over the row instead of two)."""
+    fields = []
+    for name, limit in columns:
+        value = row.get(name)
+        if value.__class__ is str:
+            fields.append(escape_text(value[:limit] if limit and len(value) > limit else value))
+        else:
+            fields.append(copy_field(value))
+    return "\t" + "\t".join(fields)
 
 
 def prepare(

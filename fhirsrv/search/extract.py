@@ -247,8 +247,9 @@ def sort_row(param: SearchParamDef, rows: Rows) -> dict[str, Any] | None:
 SORTED_BY_COLUMN = frozenset({"_id", "_lastUpdated"})
 
 
-def extract(registry: SearchParamRegistry, res: dict[str, Any], base_url: str = "") -> Rows:
-    """All index rows of a resource, keyed by table, each row carrying its `param`."""
+def extract(registry: SearchParamRegistry, res: dict[str, Any], base_url: str = "", *, cut: bool = True) -> Rows:
+    """All index rows of a resource, keyed by table, each row carrying its `param`.
+    `cut=False`: text is left whole, for a caller that cuts it to its column (fit.LIMITS) itself."""
     res_type = res.get("resourceType", "")
     out: Rows = defaultdict(list)
     for param in registry.for_type(res_type):
@@ -272,8 +273,9 @@ def extract(registry: SearchParamRegistry, res: dict[str, Any], base_url: str = 
         sort = None if param.code in SORTED_BY_COLUMN else sort_row(param, rows)
         if sort is not None:
             out["idx_sort"].append({"param": param.code, **sort})
-    for table, rows in out.items():
-        fit_rows(table, rows)
+    if cut:
+        for table, rows in out.items():
+            fit_rows(table, rows)
     if res_type == "Location":
         position = res.get("position") or {}
         lat, lon = position.get("latitude"), position.get("longitude")

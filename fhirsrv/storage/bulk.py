@@ -86,14 +86,15 @@ def insert_tuples(conn: Connection, table: Table, rows: Sequence[Row], columns: 
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
-def _text(value: str) -> str:
+def escape_text(value: str) -> str:
+    """A text value as a COPY text field."""
     if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
         return value.translate(_ESCAPES)
     return value
 
 
 _FORMATS: dict[type, Callable[[Any], str]] = {
-    str: _text,
+    str: escape_text,
     bool: lambda v: "t" if v else "f",
     int: str,
     float: str,  # what psycopg sends: repr, 'inf' and 'nan' included, which PostgreSQL reads
