@@ -387,7 +387,7 @@ class SearchEngine:
                 scope=scope,
             )
         query, columns = paging.sort_columns(
-            filtered, request.sort, request.res_types, self.registry, request.criteria, scope
+            filtered, request.sort, request.res_types, self.registry, request.criteria, scope, conn.dialect.name
         )
         query = query.add_columns(*[c for c, _ in columns])
         backwards = False
