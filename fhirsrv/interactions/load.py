@@ -9,6 +9,7 @@ start fills, instead of a database that looks loaded and lacks half the demo.
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections import Counter
 from collections.abc import Iterator
@@ -328,6 +329,21 @@ class _Pools:
             self.pool = None
 
 
+@contextmanager
+def _older_objects_set_aside() -> Iterator[None]:
+    """Keep what the process held before the load out of the garbage collector's full passes.
+
+    A load allocates millions of objects, so the collector runs its full pass often, and each
+    one walked every object of the process -- the registry, the validation shapes, the
+    terminology -- none of which the load frees: a fifth of the loading process's CPU on
+    PostgreSQL. They are set aside (gc.freeze) while the load runs and handed back after."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def load_paths(
     services: Services, paths: list[Path], exclude: tuple[str, ...] = (), conn: Connection | None = None
 ) -> LoadReport:
@@ -336,13 +352,14 @@ def load_paths(
     report = LoadReport()
     pools = _Pools(services, conn)
     try:
-        for root in paths:
-            for path in iter_files(root, exclude):
-                pool = pools.for_file(path)
-                if pool is not None:
-                    load_file_parallel(services, path, report, pool, conn)
-                else:
-                    load_file(services, path, report, conn)
+        with _older_objects_set_aside():
+            for root in paths:
+                for path in iter_files(root, exclude):
+                    pool = pools.for_file(path)
+                    if pool is not None:
+                        load_file_parallel(services, path, report, pool, conn)
+                    else:
+                        load_file(services, path, report, conn)
     finally:
         pools.close()
     if report.counts and conn is None:

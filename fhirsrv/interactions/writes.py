@@ -19,7 +19,7 @@ from sqlalchemy import Connection
 from fhirsrv.access.principal import Principal
 from fhirsrv.errors import BusinessRuleViolation, InvalidResource, Issue
 from fhirsrv.interactions.context import Services
-from fhirsrv.storage import repository
+from fhirsrv.storage import bulk, repository
 from fhirsrv.storage.jsonfmt import loads
 from fhirsrv.storage.repository import StoredResource
 from fhirsrv.validation.structure import validate_structure
@@ -168,7 +168,7 @@ def create_many(
 def create_prepared(
     services: Services,
     conn: Connection,
-    items: list[tuple[str, str, str, dict[str, list[tuple[Any, ...]]] | None]],
+    items: list[tuple[str, str, str, dict[str, list[tuple[Any, ...]]] | dict[str, bytes] | None]],
     when: datetime,
     *,
     actor: Principal,
@@ -177,6 +177,7 @@ def create_prepared(
 
     items: (type, id, content, index rows without rid, or None to compute them here). The
     bulk loader prepares all of it in worker processes; this is the same write, minus the work.
+    Index rows are tuples, or on PostgreSQL COPY text lines (bulk.copy_lines_without_rid).
     """
     if any(res_type in services.resource_rules for res_type, _, _, _ in items):
         # A type with its own rules is written one by one, through them (never many in a load).
@@ -194,14 +195,19 @@ def create_prepared(
     stored = repository.insert_new(conn, [(t, i, c) for t, i, c, _ in items], when, visibility=LOADED_VISIBILITY)
     services.identifiers.hold_new(conn, list(zip(stored, parsed, strict=True)))
     rows: dict[str, list[tuple[Any, ...]]] = {}
+    lines: dict[str, list[bytes]] = {}
     computed = []
     for s, res, (_, _, _, prepared) in zip(stored, parsed, items, strict=True):
         if prepared is None:
             computed.append((s, res))
             continue
         for table, table_rows in prepared.items():
-            rows.setdefault(table, []).extend((s.rid, *row) for row in table_rows)
+            if isinstance(table_rows, bytes):  # COPY text (PostgreSQL)
+                lines.setdefault(table, []).append(bulk.with_rid(s.rid, table_rows))
+            else:
+                rows.setdefault(table, []).extend((s.rid, *row) for row in table_rows)
     services.search.index_tuples(conn, rows, public=LOADED_VISIBILITY == "public")
+    services.search.index_copy(conn, lines)
     if computed:
         services.search.index_many(conn, computed)
     _after_bulk(services, conn, actor, list(zip(stored, parsed, strict=True)))

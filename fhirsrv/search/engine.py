@@ -35,6 +35,14 @@ from fhirsrv.text import small_natural
 _TABLES = {t.name: t for t in INDEX_TABLES}
 
 
+def loaded_columns(name: str) -> tuple[str, ...]:
+    """The columns of a load's index rows, rid first: the indexer's, then a token row's first
+    `public` flag (schema.py), which the load's access facts correct in its transaction."""
+    table = _TABLES[name]
+    columns = bulk.columns_of(table)
+    return (*columns, "public") if "public" in table.c else columns
+
+
 @dataclass
 class SearchRequest:
     res_types: list[str]
@@ -152,10 +160,16 @@ class SearchEngine:
         facts then correct in the same transaction."""
         for name, rows in rows_by_table.items():
             table = _TABLES[name]
-            columns = bulk.columns_of(table)
+            columns = loaded_columns(name)
             if "public" in table.c and rows:
-                rows, columns = [(*row, public) for row in rows], (*columns, "public")
+                rows = [(*row, public) for row in rows]
             bulk.insert_tuples(conn, table, rows, columns)
+
+    def index_copy(self, conn: Connection, lines_by_table: dict[str, list[bytes]]) -> None:
+        """Insert index rows the loader's workers formatted as COPY text (PostgreSQL), each
+        resource's lines with its rid (bulk.with_rid), in `loaded_columns` order."""
+        for name, blocks in lines_by_table.items():
+            bulk.copy_text(conn, _TABLES[name], loaded_columns(name), b"".join(blocks))
 
     def unindex(self, conn: Connection, rid: int) -> None:
         for table in INDEX_TABLES:
@@ -374,7 +388,7 @@ class SearchEngine:
                 scope=scope,
             )
         query, columns = paging.sort_columns(
-            filtered, request.sort, request.res_types, self.registry, request.criteria, scope
+            filtered, request.sort, request.res_types, self.registry, request.criteria, scope, conn.dialect.name
         )
         query = query.add_columns(*[c for c, _ in columns])
         backwards = False

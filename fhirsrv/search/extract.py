@@ -245,10 +245,16 @@ def sort_row(param: SearchParamDef, rows: Rows) -> dict[str, Any] | None:
 # Parameters a search sorts by the resource row's own columns (paging.sort_columns): a sort row
 # for them would never be read, and they are two of every resource's ~17 sort rows.
 SORTED_BY_COLUMN = frozenset({"_id", "_lastUpdated"})
+# Parameter types whose sort key a search computes from the parameter's own index rows, the way
+# sort_row would (paging.py): no sort row is written for them. They were 13 of a resource's ~15
+# sort rows, which no page of the project sorts by, and written by every load: a tenth of its
+# CPU. Text, dates and numbers keep theirs: the directory's pages sort by name through them.
+SORTED_FROM_VALUES = frozenset({"token", "reference", "uri"})
 
 
-def extract(registry: SearchParamRegistry, res: dict[str, Any], base_url: str = "") -> Rows:
-    """All index rows of a resource, keyed by table, each row carrying its `param`."""
+def extract(registry: SearchParamRegistry, res: dict[str, Any], base_url: str = "", *, cut: bool = True) -> Rows:
+    """All index rows of a resource, keyed by table, each row carrying its `param`.
+    `cut=False`: text is left whole, for a caller that cuts it to its column (fit.LIMITS) itself."""
     res_type = res.get("resourceType", "")
     out: Rows = defaultdict(list)
     for param in registry.for_type(res_type):
@@ -269,11 +275,14 @@ def extract(registry: SearchParamRegistry, res: dict[str, Any], base_url: str = 
             for item in items:
                 item["param"] = item.pop("_param", param.code)
                 out[table].append(item)
-        sort = None if param.code in SORTED_BY_COLUMN else sort_row(param, rows)
+        sort = (
+            None if param.code in SORTED_BY_COLUMN or param.type in SORTED_FROM_VALUES else sort_row(param, rows)
+        )
         if sort is not None:
             out["idx_sort"].append({"param": param.code, **sort})
-    for table, rows in out.items():
-        fit_rows(table, rows)
+    if cut:
+        for table, rows in out.items():
+            fit_rows(table, rows)
     if res_type == "Location":
         position = res.get("position") or {}
         lat, lon = position.get("latitude"), position.get("longitude")

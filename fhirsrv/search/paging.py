@@ -10,16 +10,16 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, and_, func, or_
+from sqlalchemy import ColumnElement, and_, case, func, literal, or_, select
 from sqlalchemy.sql import Select
 
 from fhirsrv.errors import BadRequest
 from fhirsrv.search import near
-from fhirsrv.search.extract import SORTED_BY_COLUMN
+from fhirsrv.search.extract import SORTED_BY_COLUMN, SORTED_FROM_VALUES
 from fhirsrv.search.parameters import Criterion
 from fhirsrv.search.registry import SearchParamRegistry
 from fhirsrv.search.scope import ReadScope
-from fhirsrv.storage.schema import idx_sort, resource
+from fhirsrv.storage.schema import idx_reference, idx_sort, idx_token, idx_uri, resource
 
 _HIGH_TEXT = "\U0010ffff"
 _LOW_DATE, _HIGH_DATE = datetime(1, 1, 1), datetime(9999, 12, 31)
@@ -48,6 +48,7 @@ def sort_columns(
     registry: SearchParamRegistry,
     criteria: Sequence[Criterion],
     scope: ReadScope,
+    dialect: str = "postgresql",
 ) -> tuple[Select, list[tuple[ColumnElement[Any], bool]]]:
     """Join what each key needs; return the query and (expression, descending) pairs, rid last.
 
@@ -66,6 +67,10 @@ def sort_columns(
         if not all(params):
             raise BadRequest(f"Cannot sort by '{key.code}': not a search parameter of {', '.join(res_types)}")
         kind = params[0].type  # type: ignore[union-attr]
+        if kind in SORTED_FROM_VALUES:
+            col = func.coalesce(_key_from_values(kind, key.code, dialect), "" if key.descending else _HIGH_TEXT)
+            columns.append((col, key.descending))
+            continue
         alias = idx_sort.alias()
         query = query.outerjoin(alias, and_(alias.c.rid == resource.c.rid, alias.c.param == key.code))
         if kind == "date":
@@ -77,6 +82,53 @@ def sort_columns(
         columns.append((col, key.descending))
     columns.append((resource.c.rid, False))
     return query, columns
+
+
+def _key_from_values(kind: str, code: str, dialect: str) -> ColumnElement[Any]:
+    """A resource's sort key for a token, reference or uri parameter, from that parameter's
+    index rows: what extract.sort_row computed into a sort row, None when it has no value.
+
+    The smallest value is the smallest by code point, as Python's min() took it: PostgreSQL's
+    min() follows the database's collation, so it is told to compare by code point ("C"), and
+    the key is then compared and ordered in the database's collation, as the sort row was."""
+    if kind == "token":
+        table = idx_token
+        # An identifier's `:of-type` rows ("code|value") were among the rows sort_row read.
+        params = (table.c.param == code) | (table.c.param == f"{code}:of-type")
+        coded = select(func.min(_by_code_point(table.c.code, dialect))).where(
+            table.c.rid == resource.c.rid, params, table.c.code != ""
+        )
+        texts = select(func.min(_by_code_point(func.coalesce(table.c.text_norm, ""), dialect))).where(
+            table.c.rid == resource.c.rid, params
+        )
+        key = func.coalesce(coded.scalar_subquery(), texts.scalar_subquery())
+    elif kind == "reference":
+        table = idx_reference
+        value = case(
+            (
+                func.coalesce(table.c.target_id, "") != "",
+                table.c.target_type + literal("/") + table.c.target_id,
+            ),
+            else_=func.coalesce(table.c.url, ""),
+        )
+        key = (
+            select(func.min(_by_code_point(value, dialect)))
+            .where(table.c.rid == resource.c.rid, table.c.param == code)
+            .scalar_subquery()
+        )
+    else:
+        table = idx_uri
+        key = (
+            select(func.min(_by_code_point(table.c.value, dialect)))
+            .where(table.c.rid == resource.c.rid, table.c.param == code)
+            .scalar_subquery()
+        )
+    return key.collate("default") if dialect == "postgresql" else key
+
+
+def _by_code_point(value: ColumnElement[Any], dialect: str) -> ColumnElement[Any]:
+    """`value` compared by code point: SQLite always does; PostgreSQL does under "C"."""
+    return value.collate("C") if dialect == "postgresql" else value
 
 
 def order_by(

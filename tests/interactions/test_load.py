@@ -82,6 +82,42 @@ def test_parallel_load_stores_what_the_serial_load_stores(
     assert _snapshot(fast.engine) == _snapshot(serial.engine)
 
 
+def test_text_copy_must_escape_loads_as_written(db_url: str, tmp_path: Path, parallel: None):
+    """On PostgreSQL the workers write index rows as COPY text: a backslash, tab, newline or
+    carriage return in a value, or a value that reads like COPY's NULL, is stored as written;
+    text longer than its column is cut to it, as the in-process path cuts it."""
+    names = ["Centre\\Nord", "Soins\tpalliatifs", "Ligne 1\nLigne 2", "Retour\r", "\\N", "N\\"]
+    data = tmp_path / "orgs.ndjson"
+    data.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "resourceType": "Organization",
+                    "id": f"esc-{i}",
+                    "name": name,
+                    "alias": [name, "Très long nom\t" * 60],
+                    "identifier": [{"system": "urn:x", "value": f"{i}\\" + "9" * 300}],
+                }
+            )
+            + "\n"
+            for i, name in enumerate(names)
+        )
+    )
+    serial = _services(f"sqlite:///{tmp_path}/serial.db", workers=0)
+    load.load_paths(serial, [data])
+    fast = _services(db_url, workers=2)
+    load.load_paths(fast, [data])
+    assert _snapshot(fast.engine) == _snapshot(serial.engine)
+    with fast.engine.connect() as conn:
+        stored = conn.execute(
+            text(
+                "SELECT DISTINCT rid, value_exact FROM idx_string"
+                " WHERE param = 'name' AND value_exact NOT LIKE 'Tr%' ORDER BY rid"
+            )
+        ).all()
+        assert [value for _, value in stored] == names
+
+
 def test_a_bad_line_deep_in_a_file_writes_nothing_of_it(
     db_url: str, tmp_path: Path, directory: Path, parallel: None
 ):

@@ -306,3 +306,81 @@ def test_string_prefix_edges(app):
     assert ids(client, "/fhir/Organization?name=100") == ["a", "b"]
     assert ids(client, "/fhir/Organization?name=zoe") == ["c", "d"]  # the whole name is a prefix too
     assert ids(client, "/fhir/Organization?name=zoé\U0001f600") == ["d"]
+
+
+def test_sort_by_a_token_reference_or_uri_takes_each_resource_smallest_value(app):
+    """Such a key is the resource's smallest value by code point (a coding's code; the concept's
+    text when no coding has one; an identifier's type|value among its codes; `Type/id` for a
+    local reference, the URL for another), and a resource without any sorts last both ways."""
+    services = app.extensions["fhirsrv"]
+    role, org = "http://example.org/role", "Organization"
+    load(
+        services,
+        [
+            {"resourceType": org, "id": "o-a", "name": "A"},
+            {"resourceType": org, "id": "o-B", "name": "B"},
+            {
+                "resourceType": "PractitionerRole",
+                "id": "two-codes",
+                "code": [{"coding": [{"system": role, "code": "zz"}, {"system": role, "code": "Mid"}]}],
+                "organization": {"reference": f"{org}/o-a"},
+                "identifier": [
+                    {"system": "urn:x", "value": "x9"},
+                    {
+                        "type": {"coding": [{"system": "urn:t", "code": "A"}]},
+                        "system": "urn:x",
+                        "value": "y1",
+                    },
+                ],
+            },
+            {
+                "resourceType": "PractitionerRole",
+                "id": "lower-case",
+                "code": [{"coding": [{"system": role, "code": "alpha"}]}],
+                "organization": {"reference": "http://elsewhere.example/Organization/x"},
+                "identifier": [{"system": "urn:x", "value": "b5"}],
+            },
+            {
+                "resourceType": "PractitionerRole",
+                "id": "text-only",
+                "code": [{"text": "Accueil"}],
+                "organization": {"reference": f"{org}/o-B"},
+            },
+            {"resourceType": "PractitionerRole", "id": "nothing"},
+        ],
+    )
+    client = app.test_client()
+    # "Mid" < "accueil" (the folded text) < "alpha": code points, upper case first; "zz" is
+    # not a key. Without a value, "nothing" is last both ways.
+    assert ids_in_order(client, "/fhir/PractitionerRole?_sort=role") == [
+        "two-codes",
+        "text-only",
+        "lower-case",
+        "nothing",
+    ]
+    assert ids_in_order(client, "/fhir/PractitionerRole?_sort=-role") == [
+        "lower-case",
+        "text-only",
+        "two-codes",
+        "nothing",
+    ]
+    # "A|y1" (an of-type row) < "b5" < "x9"; the two without identifiers last, in row order.
+    assert ids_in_order(client, "/fhir/PractitionerRole?_sort=identifier") == [
+        "two-codes",
+        "lower-case",
+        "text-only",
+        "nothing",
+    ]
+    # "Organization/o-B" < "Organization/o-a" < "http://…"; the one without sorts last.
+    assert ids_in_order(client, "/fhir/PractitionerRole?_sort=organization,_id") == [
+        "text-only",
+        "two-codes",
+        "lower-case",
+        "nothing",
+    ]
+    assert ids_in_order(client, "/fhir/PractitionerRole?_sort=-organization,_id") == [
+        "lower-case",
+        "two-codes",
+        "text-only",
+        "nothing",
+    ]
