@@ -194,15 +194,16 @@ def type_history(res_type: str) -> Response:
 def instance(res_type: str, res_id: str) -> Response:
     if res_id.startswith("$"):
         return _operation(res_id[1:], res_type, None)
-    if request.method not in READING:
+    method = request.method
+    if method not in READING:
         check_type(res_type, writable=True)
-    if request.method == "POST":
+    if method == "POST":
         raise MethodNotAllowed(
             f"POST is not allowed on {res_type}/{res_id}; use PUT to update it",
             headers={"Allow": "GET, HEAD, PUT, PATCH, DELETE"},
         )
     info = request_info()
-    if request.method in READING:
+    if method in READING:
         return answer(read.read(services(), info, res_type, res_id))
     _credentials_first(info, res_type, res_id)
     if request.method == "PUT":
