@@ -59,7 +59,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     @app.before_request
     def _guard() -> Response | None:
-        if len(request.query_string) > settings.max_query_length:
+        req = request._get_current_object()  # type: ignore[attr-defined]  # once, not per use
+        if len(req.query_string) > settings.max_query_length:
             return outcome.respond(
                 414,
                 [
@@ -70,14 +71,14 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
                     )
                 ],
             )
-        if NUL in request.path or any(NUL in k or NUL in v for k, v in request.args.items(multi=True)):
+        if NUL in req.path or any(NUL in k or NUL in v for k, v in req.args.items(multi=True)):
             # PostgreSQL cannot compare text with a NUL in it: refused here for every route, and
             # by the search engine for criteria that come another way (a body, a header).
             return outcome.respond(
                 400, [Issue("error", "invalid", "The URL holds a NUL character (%00), which is not allowed")]
             )
-        if request.path.startswith("/fhir"):
-            negotiation.check_accept(request)
+        if req.path.startswith("/fhir"):
+            negotiation.check_accept(req)
         return None
 
     _stop_work_of_gone_clients(app)

@@ -427,7 +427,10 @@ def _broken_app(where: str) -> Any:
     def app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
         if where == "call":
             raise ValueError(f"no such name: {SECRET}")
-        start_response("200 OK", [("Content-Type", "text/plain")])
+        headers = [("Content-Type", "text/plain")]
+        if where == "sized body":  # handed to granian whole (`answer`): made before it is sent
+            headers.append(("Content-Length", "100"))
+        start_response("200 OK", headers)
 
         def body() -> Iterator[bytes]:
             yield b"first part"
@@ -438,7 +441,7 @@ def _broken_app(where: str) -> Any:
     return app
 
 
-@pytest.mark.parametrize("where", ["call", "body"])
+@pytest.mark.parametrize("where", ["call", "body", "sized body"])
 def test_an_exception_escaping_the_app_is_logged_without_its_message(where: str) -> None:
     """granian would print the exception with its message (which may quote the request): it
     never sees one; the server logs its type and stack, and the answer is a 500 or cut short."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Select, select
+from sqlalchemy import Connection, Engine, Select, select, true
 
 from fhirsrv.access import owners
 from fhirsrv.access.facts import (
@@ -35,7 +35,8 @@ from fhirsrv.canonical import Canonicals
 from fhirsrv.errors import Forbidden, NotFound, Unauthorized
 from fhirsrv.resource_types import OWNED_TYPES
 from fhirsrv.search.walk import correlate
-from fhirsrv.storage import repository
+from fhirsrv.storage import rawread, repository
+from fhirsrv.storage.engine import one_statement_read
 from fhirsrv.storage.jsonfmt import loads
 from fhirsrv.storage.repository import StoredResource
 from fhirsrv.storage.schema import entry_access, live, resource
@@ -82,6 +83,7 @@ class AccessPolicy:
         self.reader = FactReader(canonicals)
         self.facts = FactStore(self.reader)
         self._read_queries: dict[tuple[Any, ...], Select[Any] | None] = {}
+        self._raw_reads: dict[tuple[Any, ...], rawread.RawStatement | None] = {}
 
     # ---------------------------------------------------------------------------- reads
     def scope(self, principal: Principal) -> ScopedReads:
@@ -136,6 +138,40 @@ class AccessPolicy:
             return stored, stored is not None
         found = repository.run_current_flagged(conn, query, res_id)
         return found if found is not None else (None, False)
+
+    def read_current_alone(
+        self, engine: Engine, principal: Principal, res_type: str, res_id: str
+    ) -> tuple[StoredResource | None, bool]:
+        """`read_current` as a statement of its own, outside any transaction (a read by id).
+
+        The same statement, from the same scope, gives the same answer; on PostgreSQL it runs
+        straight on the pool's connection (storage/rawread.py), which spares a third of the
+        CPU of the commonest request. Elsewhere, `read_current` on a connection of its own."""
+        raw = self._raw_read(engine, principal, res_type)
+        if raw is None:
+            with one_statement_read(engine) as conn:
+                return self.read_current(conn, principal, res_type, res_id)
+        found = repository.fetch_current_flagged(engine, raw, res_id)
+        return found if found is not None else (None, False)
+
+    def _raw_read(self, engine: Engine, principal: Principal, res_type: str) -> rawread.RawStatement | None:
+        """`read_current`'s statement for this principal and type, compiled for the engine's
+        driver (None: it cannot run raw there); kept as `_read_query` keeps it, for the same
+        reason. A principal that reads every row gets the condition TRUE: the flag is then
+        always set, as `read_current` answers for it."""
+        key = (engine, principal.at(None), principal.grants, res_type)
+        cached = self._raw_reads.get(key, _UNBUILT)
+        if cached is not _UNBUILT:
+            return cached  # type: ignore[return-value]
+        everything = principal.sees_everything and res_type not in OWNED_TYPES
+        query = None if everything else self._read_query(principal, res_type)
+        if query is None:
+            query = repository.current_flagged_query(res_type, true())
+        raw = rawread.compile_one(engine, query, ("res_id",))
+        if len(self._raw_reads) >= READ_QUERIES:
+            self._raw_reads.clear()
+        self._raw_reads[key] = raw
+        return raw
 
     def _read_query(self, principal: Principal, res_type: str) -> Select[Any] | None:
         """The read-by-id statement of this principal and type (None: it reads every row).

@@ -3,13 +3,17 @@ _elements, and the ETag / Last-Modified / Location headers."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from datetime import datetime
+from typing import Any, TypeVar
 
 import orjson
 from flask import Request, Response, current_app
+from werkzeug.datastructures import Headers
 from werkzeug.http import http_date, parse_date
+from werkzeug.urls import iri_to_uri
 
 from fhirsrv.errors import NotAcceptable, UnsupportedMediaType
 from fhirsrv.interactions.context import Result
@@ -101,7 +105,8 @@ def prefer(request: Request) -> dict[str, str]:
 
 def _parsed_prefer(request: Request) -> dict[str, str]:
     values: dict[str, str] = {}
-    for header in request.headers.getlist("Prefer"):
+    header = request.environ.get("HTTP_PREFER")  # a WSGI server joins repeated headers in one
+    if header is not None:
         for part in header.split(","):
             part = part.strip()
             if "=" in part:
@@ -111,6 +116,8 @@ def _parsed_prefer(request: Request) -> dict[str, str]:
 
 
 def presentation(request: Request) -> Presentation:
+    if not request.environ.get("QUERY_STRING"):  # the commonest read: nothing to look up
+        return Presentation(prefer_return=prefer(request).get("return"))
     pretty = request.args.get("_pretty", "false").lower() == "true"
     return Presentation(
         pretty=pretty,
@@ -121,11 +128,27 @@ def presentation(request: Request) -> Presentation:
 
 
 def if_modified_since(request: Request):  # type: ignore[no-untyped-def]
-    value = request.headers.get("If-Modified-Since")
+    value = request.environ.get("HTTP_IF_MODIFIED_SINCE")
     if not value:
         return None
     parsed = parse_date(value)
     return parsed.replace(tzinfo=None) if parsed else None
+
+
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def http_date_of(when: datetime) -> str:
+    """`werkzeug.http.http_date` of a stored instant (naive, UTC), written directly: the same
+    text (RFC 9110's IMF-fixdate, as `email.utils.format_datetime` writes it) for a fifth of
+    its CPU, at every read."""
+    if when.tzinfo is not None:
+        return http_date(when)
+    return (
+        f"{_DAYS[when.weekday()]}, {when.day:02d} {_MONTHS[when.month - 1]} {when.year:04d} "
+        f"{when.hour:02d}:{when.minute:02d}:{when.second:02d} GMT"
+    )
 
 
 def render(result: Result, how: Presentation, base_url: str, *, shape_body: bool = True) -> Response:
@@ -133,9 +156,9 @@ def render(result: Result, how: Presentation, base_url: str, *, shape_body: bool
     stored = result.stored
     if stored is not None and not (stored.deleted and result.status == 204):
         headers["ETag"] = stored.etag
-        headers["Last-Modified"] = http_date(stored.last_updated)
+        headers["Last-Modified"] = http_date_of(stored.last_updated)
     if stored is not None and result.status in (200, 201) and result.resource is not None:
-        where = f"{base_url}/{stored.res_type}/{stored.res_id}/_history/{stored.version_id}"
+        where = _location(base_url, f"/{stored.res_type}/{stored.res_id}/_history/{stored.version_id}")
         headers["Content-Location"] = where
         if result.status == 201:
             headers["Location"] = where
@@ -156,9 +179,57 @@ def render(result: Result, how: Presentation, base_url: str, *, shape_body: bool
             ],
         }
         return Response(orjson.dumps(body), status=result.status, headers=headers, content_type=FHIR_JSON)
-    return Response(
+    return Answer(
         _body(result.resource, how, shape_body), status=result.status, headers=headers, content_type=FHIR_JSON
     )
+
+
+# A path under a FHIR base, as render writes one: a type, an id, `_history`, a version number.
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9/_.-]*")
+# The bases seen lately, as URIs (None: one to leave to werkzeug); a client writes the Host.
+BASES_KEPT = 64
+_uri_bases: dict[str, str | None] = {}
+
+
+def _location(base_url: str, path: str) -> str:
+    """`base_url + path` as the URI werkzeug would send (`iri_to_uri`, which `Answer` then
+    need not apply again): the base converted once, the plain path appended as it is."""
+    uri_base = _uri_bases.get(base_url, "")
+    if uri_base == "":
+        uri_base = _uri_base(base_url)
+        if len(_uri_bases) >= BASES_KEPT:
+            _uri_bases.clear()
+        _uri_bases[base_url] = uri_base
+    if uri_base is None or not _PLAIN_PATH.fullmatch(path):
+        return base_url + path
+    return uri_base + path
+
+
+def _uri_base(base_url: str) -> str | None:
+    """`iri_to_uri(base_url)`, when a plain path appended to it makes the URI werkzeug makes of
+    the whole and one it leaves as it is; else None (a base with a query, say)."""
+    converted = iri_to_uri(base_url)
+    sample = "/Organization/a-1.b/_history/1"
+    if iri_to_uri(base_url + sample) != converted + sample or iri_to_uri(converted + sample) != converted + sample:
+        return None
+    return converted
+
+
+class Answer(Response):
+    """A FHIR answer with a body, as `render` makes it.
+
+    werkzeug converts a Content-Location to a URI at every answer (`iri_to_uri`: a twentieth
+    of a read's CPU); `render` wrote this one as that URI already (`_location`), so a 200
+    without a Location header is sent with its headers as werkzeug would send them, less the
+    conversion that changes nothing. Anything else goes through werkzeug's own."""
+
+    def get_wsgi_headers(self, environ: dict[str, Any]) -> Headers:
+        if self.status_code != 200 or "Location" in self.headers:
+            return super().get_wsgi_headers(environ)
+        headers = Headers(self.headers)
+        if self.automatically_set_content_length and self.is_sequence and "Content-Length" not in headers:
+            headers["Content-Length"] = str(sum(len(x) for x in self.iter_encoded()))
+        return headers
 
 
 def _body(resource: object, how: Presentation, shape_body: bool) -> bytes:

@@ -113,23 +113,26 @@ def client_label() -> str:
 
 
 def method_label() -> str:
-    return request.method if request.method in METHODS else "OTHER"
+    method: str = request.method
+    return method if method in METHODS else "OTHER"
 
 
 def describe() -> RequestFacts:
     """This request's interaction, resource type and operation (worked out once a request)."""
-    known = g.get("fhirsrv_facts")
+    globals_ = g._get_current_object()  # type: ignore[attr-defined]  # once, not per use
+    known: RequestFacts | None = globals_.get("fhirsrv_facts")
     if known is None:
-        known = g.fhirsrv_facts = _described()
+        known = globals_.fhirsrv_facts = _described()
     return known
 
 
 def _described() -> RequestFacts:
-    args: Mapping[str, Any] = request.view_args or {}
+    req = request._get_current_object()  # type: ignore[attr-defined]
+    args: Mapping[str, Any] = req.view_args or {}
     res_type = args.get("res_type")
     res_id = args.get("res_id")
     operation = args.get("op")
-    interaction = g.get("fhirsrv_interaction") or _interaction(request.endpoint, request.method, args)
+    interaction = g.get("fhirsrv_interaction") or _interaction(req.endpoint, req.method, args)
     if isinstance(res_type, str) and res_type.startswith("$"):  # /fhir/$name: a system operation
         operation, res_type = res_type, None
     elif isinstance(res_id, str) and res_id.startswith("$"):  # /fhir/Type/$name

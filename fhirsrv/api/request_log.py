@@ -31,6 +31,7 @@ from fhirsrv.logformat import FIELDS, REQUEST_ID
 log = logging.getLogger("fhirsrv.request")
 
 HEADER = "X-Request-ID"
+ENVIRON_KEY = "HTTP_X_REQUEST_ID"  # where request.headers finds it
 REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # Probes answered 200 are not logged: the metrics count them.
 QUIET_WHEN_OK = frozenset({"health", "readiness"})
@@ -46,9 +47,10 @@ def request_id_of(given: str | None) -> str:
 def install(app: Flask, services: Services) -> None:
     @app.before_request
     def _identify_request() -> None:
-        request_id = request_id_of(request.headers.get(HEADER))
-        g.fhirsrv_request_id = request_id
-        g.fhirsrv_request_id_token = REQUEST_ID.set(request_id)
+        request_id = request_id_of(request.environ.get(ENVIRON_KEY))
+        globals_ = g._get_current_object()  # type: ignore[attr-defined]  # once, not per use
+        globals_.fhirsrv_request_id = request_id
+        globals_.fhirsrv_request_id_token = REQUEST_ID.set(request_id)
 
     @app.after_request
     def _log(response: Response) -> Response:

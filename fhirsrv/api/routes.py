@@ -35,10 +35,19 @@ def services() -> Services:
     return current_app.extensions["fhirsrv"]
 
 
+# The request's FHIR base, kept in its environ: the route and the rendering both ask.
+_BASE_URL = "fhirsrv.base_url"
+
+
 def base_url() -> str:
     """The FHIR base clients reach: FHIRSRV_BASE_URL, else the request's root and /fhir."""
-    configured = services().settings.base_url
-    return configured.rstrip("/") if configured else _request_root().rstrip("/") + "/fhir"
+    environ = request.environ
+    known: str | None = environ.get(_BASE_URL)
+    if known is None:
+        configured = services().settings.base_url
+        known = configured.rstrip("/") if configured else _request_root().rstrip("/") + "/fhir"
+        environ[_BASE_URL] = known
+    return known
 
 
 # Request roots worked out lately (see _request_root); a client writes the Host, so bounded.
@@ -62,7 +71,10 @@ def _request_root() -> str:
 
 
 def request_info() -> RequestInfo:
-    prefs = negotiation.prefer(request)
+    req = request._get_current_object()  # type: ignore[attr-defined]
+    # The headers straight from the environ, where `request.headers` finds them too.
+    environ = req.environ
+    prefs = negotiation.prefer(req)
     handling = prefs.get("handling")
     if handling not in ("lenient", "strict"):
         handling = None  # not stated: each interaction's default (search: strict)
@@ -72,11 +84,11 @@ def request_info() -> RequestInfo:
         meter=caller.meter(),
         prefer_return=prefs.get("return"),
         prefer_handling=handling,
-        if_match=request.headers.get("If-Match"),
-        if_none_match=request.headers.get("If-None-Match"),
-        if_modified_since=negotiation.if_modified_since(request),
-        if_none_exist=request.headers.get("If-None-Exist"),
-        lifecycle_repair=request.headers.get("X-Lifecycle-Repair"),
+        if_match=environ.get("HTTP_IF_MATCH"),
+        if_none_match=environ.get("HTTP_IF_NONE_MATCH"),
+        if_modified_since=negotiation.if_modified_since(req),
+        if_none_exist=environ.get("HTTP_IF_NONE_EXIST"),
+        lifecycle_repair=environ.get("HTTP_X_LIFECYCLE_REPAIR"),
     )
 
 
@@ -182,15 +194,16 @@ def type_history(res_type: str) -> Response:
 def instance(res_type: str, res_id: str) -> Response:
     if res_id.startswith("$"):
         return _operation(res_id[1:], res_type, None)
-    if request.method not in READING:
+    method = request.method
+    if method not in READING:
         check_type(res_type, writable=True)
-    if request.method == "POST":
+    if method == "POST":
         raise MethodNotAllowed(
             f"POST is not allowed on {res_type}/{res_id}; use PUT to update it",
             headers={"Allow": "GET, HEAD, PUT, PATCH, DELETE"},
         )
     info = request_info()
-    if request.method in READING:
+    if method in READING:
         return answer(read.read(services(), info, res_type, res_id))
     _credentials_first(info, res_type, res_id)
     if request.method == "PUT":

@@ -162,6 +162,7 @@ def install_headers(app: Flask, settings: Settings) -> None:
     public_https = settings.base_url.lower().startswith("https://")
 
     def _headers(response: Response) -> Response:
+        req = request._get_current_object()  # type: ignore[attr-defined]  # once, not per use
         headers = response.headers
         # Each security header unless the view set its own: one look at the headers for all
         # (a setdefault each went through the list three times).
@@ -169,16 +170,16 @@ def install_headers(app: Flask, settings: Settings) -> None:
         wanted = SECURITY_HEADERS if response.mimetype.startswith("text/html") else SECURITY_HEADERS_NOT_HTML
         # request.is_secure is the connection's scheme, or the trusted proxy's (ProxyFix): a
         # forwarded header from anyone else was never believed.
-        if settings.hsts and (public_https or request.is_secure):
+        if settings.hsts and (public_https or req.is_secure):
             wanted = (*wanted, HSTS)
         for name, value in wanted:
             if name.lower() not in present:
                 headers.add(name, value)
-        credentialed = "Authorization" in request.headers
-        if credentialed or request.path in TOKEN_PATHS:
+        credentialed = "HTTP_AUTHORIZATION" in req.environ  # where request.headers looks
+        if credentialed or req.path in TOKEN_PATHS:
             headers["Cache-Control"] = "no-store"
-        origin = request.headers.get("Origin")
-        if origin and request.path.startswith("/fhir"):
+        origin = req.environ.get("HTTP_ORIGIN")
+        if origin and req.path.startswith("/fhir"):
             listed, open_to_all = origin in origins, "*" in origins
             _cors(headers, origin, listed=listed, open_to_all=open_to_all, credentialed=credentialed)
         return response

@@ -9,7 +9,7 @@ from fhirsrv.errors import BadRequest, Gone, NotFound
 from fhirsrv.interactions.context import RequestInfo, Result, Services
 from fhirsrv.interactions.resources import check_id, check_type
 from fhirsrv.storage import repository
-from fhirsrv.storage.engine import one_statement_read, read_transaction
+from fhirsrv.storage.engine import read_transaction
 from fhirsrv.storage.repository import StoredResource
 from fhirsrv.text import small_natural
 
@@ -35,10 +35,10 @@ def read(
     check_type(res_type)
     check_id(res_id)
     services.policy.check_read(info.principal, res_type)
-    if conn is None:
-        with one_statement_read(services.engine) as own:  # read_current is the only statement
-            return read(services, info, res_type, res_id, own)
-    stored, seen = services.policy.read_current(conn, info.principal, res_type, res_id)
+    if conn is None:  # read_current is the only statement: one of its own
+        stored, seen = services.policy.read_current_alone(services.engine, info.principal, res_type, res_id)
+    else:
+        stored, seen = services.policy.read_current(conn, info.principal, res_type, res_id)
     if stored is None or not seen:
         raise NotFound(f"{res_type}/{res_id} is not known")
     if stored.deleted:

@@ -13,12 +13,25 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Select, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Select,
+    and_,
+    bindparam,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from fhirsrv.errors import Conflict, PreconditionFailed
 from fhirsrv.storage import bulk, changes
 from fhirsrv.storage.jsonfmt import dumps, format_instant, later_than, utcnow
+from fhirsrv.storage.rawread import RawStatement, fetch_one
 from fhirsrv.storage.schema import resource, resource_version
 
 
@@ -106,6 +119,15 @@ def run_current_flagged(
     value, in one statement (a read by id and the caller's visibility of it: one round trip)."""
     row = conn.execute(query, {"res_id": res_id}).first()
     return (_row(row[:-1]), bool(row[-1])) if row else None
+
+
+def fetch_current_flagged(
+    engine: Engine, statement: RawStatement, res_id: str
+) -> tuple[StoredResource, bool] | None:
+    """`run_current_flagged` for a statement compiled by `rawread.compile_one`, run on its own
+    outside any transaction (storage/rawread.py says why)."""
+    row = fetch_one(engine, statement, {"res_id": res_id})
+    return (StoredResource(*row[:-1]), bool(row[-1])) if row else None
 
 
 def get_version(conn: Connection, res_type: str, res_id: str, version_id: int) -> StoredResource | None:

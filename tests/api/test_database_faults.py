@@ -81,8 +81,13 @@ def test_a_refusing_database_answers_503_with_retry_after_for_reads_and_writes(p
     app, proxy = proxied_app
     client = app.test_client()
     assert post(client, org("Avant la panne")).status_code == 201
+    created = client.get("/fhir/Organization?name=Avant").get_json()["entry"][0]["resource"]["id"]
+    assert client.get(f"/fhir/Organization/{created}").status_code == 200  # a pooled connection
     proxy.refuse()
     _assert_unavailable(_within_limit(lambda: client.get("/fhir/Organization")))
+    # A read by id runs on the pool's driver connection itself (storage/rawread.py): the cut
+    # connection is a database fault too, not a bug.
+    _assert_unavailable(_within_limit(lambda: client.get(f"/fhir/Organization/{created}")))
     _assert_unavailable(_within_limit(lambda: post(client, org("Pendant la panne"))))
     # The driver's words (host, port, "Connection refused") stay in the server: the client is
     # told the database is unavailable, not how it is reached.
@@ -149,3 +154,27 @@ def test_a_search_blocked_longer_than_the_statement_timeout_answers_503(slow_app
         holder.join(30)
     _assert_unavailable(response)
     assert client.get("/fhir/Organization?name=Visible").get_json()["total"] == 1
+
+
+@pytest.mark.parametrize("db_url", ONLY_POSTGRES, indirect=True)
+def test_a_read_by_id_blocked_longer_than_the_statement_timeout_answers_503_then_reads(
+    slow_app: Flask, engine: Engine
+):
+    client = slow_app.test_client()
+    created = post(client, org("Lue par son id"))
+    assert created.status_code == 201
+    path = f"/fhir/Organization/{created.get_json()['id']}"
+    holding, release = threading.Event(), threading.Event()
+    holder = threading.Thread(target=_hold_the_write_lock, args=(engine, holding, release), daemon=True)
+    holder.start()
+    assert holding.wait(30)
+    try:
+        response = _within_limit(lambda: client.get(path), on_hang=release.set)
+    finally:
+        release.set()
+        holder.join(30)
+    _assert_unavailable(response)
+    assert response.get_json()["issue"][0]["code"] == "timeout"
+    # The connection that timed out went back to the pool fit for the next read and write.
+    assert client.get(path).get_json()["name"] == "Lue par son id"
+    assert post(client, org("Après la lecture")).status_code == 201

@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+import pytest
+from werkzeug.http import http_date
+from werkzeug.urls import iri_to_uri
+
+from fhirsrv.api.negotiation import http_date_of
+from fhirsrv.app import create_app
 from tests.api.helpers import FHIR, count_rows, org, post
 
 
@@ -81,3 +90,30 @@ def test_unknown_endpoint_is_404_operation_outcome(client):
     assert res.status_code == 404
     assert res.get_json()["resourceType"] == "OperationOutcome"
     assert client.get("/fhir/$no-such-operation").status_code == 404
+
+
+def test_last_modified_is_the_imf_fixdate_werkzeug_writes() -> None:
+    """Written directly rather than by werkzeug (a read's CPU): the same text for every day of
+    the week and month of the year, leap days and far years included."""
+    start = datetime(1999, 12, 25, 23, 59, 58, 999_999)
+    instants = [start + timedelta(days=d, seconds=13 * d) for d in range(0, 800, 3)]
+    instants += [datetime(2024, 2, 29, 0, 0, 0), datetime(9999, 12, 31, 23, 59, 59), datetime(1, 1, 1)]
+    for when in instants:
+        assert http_date_of(when) == http_date(when), when
+
+
+@pytest.mark.parametrize("host", ["FHIR.Example.ORG:8080", "bücher.example", "127.0.0.1:8080"])
+def test_content_location_is_the_uri_of_the_host_the_client_reached(settings, host: str) -> None:
+    """Without FHIRSRV_BASE_URL the base is the request's own: whatever Host the client sent,
+    Content-Location is that base as a URI (an international name in its ASCII form)."""
+    app = create_app(replace(settings, base_url=""))
+    try:
+        client = app.test_client()
+        oid = post(client, org()).get_json()["id"]
+        response = client.get(f"/fhir/Organization/{oid}", base_url=f"http://{host}")
+        expected = iri_to_uri(f"http://{host}/fhir/Organization/{oid}/_history/1")
+        assert response.status_code == 200
+        assert response.headers["Content-Location"] == expected
+        assert response.headers["Content-Location"].isascii()
+    finally:
+        app.extensions["fhirsrv"].engine.dispose()
