@@ -24,7 +24,7 @@ from fhirsrv.interactions.operations import OperationRegistry
 from fhirsrv.search import rules
 from fhirsrv.search.engine import SearchEngine
 from fhirsrv.settings import Settings
-from fhirsrv.storage import repository
+from fhirsrv.storage import changes, repository
 from fhirsrv.storage.engine import engine_for, read_transaction, write_transaction
 from fhirsrv.storage.jsonfmt import loads
 from fhirsrv.storage.migrate import ensure_schema
@@ -68,10 +68,13 @@ def build_services(settings: Settings) -> Services:
     # start is worse than one that starts slowly.
     with write_transaction(engine, unbounded=True) as conn:
         policy.facts.rebuild_if_missing(conn)
-        policy.facts.hide_never_listed(conn)
+        never_listed = policy.facts.hide_never_listed(conn)
         services.identifiers.fill_if_missing(conn)
         rules.stamp_if_empty(conn, search.rules)
         rules.adopt_added_types(conn, search.rules, search.rules_before_added_types)
+    if never_listed:  # after the commit that logged their removal
+        with write_transaction(engine, unbounded=True) as conn:
+            changes.forget_shown(conn, never_listed)
     return services
 
 

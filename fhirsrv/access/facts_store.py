@@ -471,10 +471,11 @@ class FactStore:
                 conn.execute(insert(structure_territory), rows)
         return len(batch)
 
-    def hide_never_listed(self, conn: Connection) -> int:
+    def hide_never_listed(self, conn: Connection) -> list[int]:
         """Entries `retired` by their own status though never listed, with what depends on them,
         made hidden (start-up, once after migration 0017, which could not apply the rule's
-        cascade itself); none on any later start. Returns how many were found."""
+        cascade itself); none on any later start. Returns their rids: once this has committed
+        (the change log then holds their removal), `changes.forget_shown` clears their past."""
         found = conn.execute(
             select(ea.rid, ea.res_type, ea.structure, ea.person).where(
                 ea.visibility == "retired", ea.status.is_not(None), ~ea.listed
@@ -487,7 +488,7 @@ class FactStore:
                 structures=sorted({r.structure for r in found if r.res_type == "Organization" and r.structure}),
                 people=sorted({r.person for r in found if r.person}),
             )
-        return len(found)
+        return [r.rid for r in found]
 
     def rebuild_if_missing(self, conn: Connection) -> bool:
         """A database written before these tables existed gets its facts once, at start-up."""

@@ -33,6 +33,7 @@ from sqlalchemy import (
     and_,
     case,
     event,
+    exists,
     func,
     insert,
     literal,
@@ -41,6 +42,7 @@ from sqlalchemy import (
     text,
     true,
     tuple_,
+    update,
 )
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -163,6 +165,23 @@ def _write(conn: Connection, notes: _Notes) -> None:
             .where(r.rid.in_(chunk), or_(previous.is_(None), previous != r.visibility))
             .order_by(r.rid),
         )
+
+
+def forget_shown(conn: Connection, rids: list[int]) -> None:
+    """The past changes of these entries recorded as `retired` become `hidden`, all but each
+    entry's last: entries judged never listed (access/facts_store.py `hide_never_listed`),
+    whose content a reader syncing from an early `_since` would otherwise still get from the
+    rows written under the old rule. The last change, their removal, stays, so a reader that
+    synced them before is told they left."""
+    later = change_log.alias("later")
+    has_later = exists(select(later.c.seq).where(later.c.rid == change_log.c.rid, later.c.seq > change_log.c.seq))
+    for chunk in _chunks(sorted(rids)):
+        for column in (change_log.c.visibility, change_log.c.previous_visibility):
+            conn.execute(
+                update(change_log)
+                .where(change_log.c.rid.in_(chunk), column == "retired", has_later)
+                .values({column.key: "hidden"})
+            )
 
 
 def _previous(rid: ColumnElement[int]) -> ColumnElement[str]:

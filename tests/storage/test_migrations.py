@@ -20,7 +20,7 @@ from fhirsrv.interactions import writes
 from fhirsrv.settings import Settings
 from fhirsrv.storage import repository
 from fhirsrv.storage.migrate import alembic_config, current, ensure_schema, upgrade
-from fhirsrv.storage.schema import entry_access, metadata, resource
+from fhirsrv.storage.schema import change_log, entry_access, metadata, resource
 from fhirsrv.wiring import build_services
 from tests.conftest import ONLY_POSTGRES
 
@@ -54,63 +54,82 @@ def _downgrade(engine: Engine, revision: str) -> None:
         command.downgrade(config, revision)
 
 
-def test_0017_hides_applications_withdrawn_before_listing_and_keeps_entries_withdrawn_after(
-    engine: Engine, db_url: str
-) -> None:
+def test_0017_hides_applications_withdrawn_before_listing_and_keeps_entries_withdrawn_after(db_url: str) -> None:
     """Before 0017 every withdrawn entry was `retired`: readable by id by anyone. After it, and the
-    next start, only one with a listed past is: here an offer published, then withdrawn on its
-    own (its record holds no publication, its history does). A structure withdrawn while still
-    an application is hidden, and so is its offer."""
-    ensure_schema(engine)
+    next start, only one with a listed past is: an offer published then withdrawn on its own
+    (its record holds no publication, its history does), and one public through its structure
+    without a record of its own (the change log saw it public). A structure withdrawn while
+    still an application is hidden, with its offer, and the change log no longer gives their
+    content to a partner syncing from the start: only their removal."""
     settings = Settings.from_env(database_url=db_url, load_demo=False)
     url = Canonicals(settings.canonical_base).entry_lifecycle
 
-    def entry(res_type: str, res_id: str, status: str, owner: str | None = None) -> dict[str, Any]:
+    def entry(res_type: str, res_id: str, status: str | None, owner: str | None = None) -> dict[str, Any]:
         res: dict[str, Any] = {"resourceType": res_type, "id": res_id, "name": res_id}
-        res["extension"] = [{"url": url, "extension": [{"url": "status", "valueCode": status}]}]
+        if status:
+            res["extension"] = [{"url": url, "extension": [{"url": "status", "valueCode": status}]}]
         if owner:
             res["providedBy"] = {"reference": f"Organization/{owner}"}
         return res
 
+    first = [
+        entry("Organization", "listed", "published"),
+        entry("HealthcareService", "left", "published", "listed"),
+        entry("HealthcareService", "bare", None, "listed"),
+        entry("Organization", "applied", "submitted"),
+        entry("HealthcareService", "applied-offer", "submitted", "applied"),
+    ]
+    withdrawn = {res["id"]: res for res in first if res["id"] != "listed"}
     services = build_services(settings)
+    engine = services.engine
     with engine.begin() as conn:
-        writes.create(services, conn, entry("Organization", "listed", "published"), "listed", actor=SERVER)
-        writes.create(services, conn, entry("HealthcareService", "left", "published", "listed"), "left", actor=SERVER)
-        writes.create(services, conn, entry("Organization", "applied", "submitted"), "applied", actor=SERVER)
-        offer = entry("HealthcareService", "applied-offer", "submitted", "applied")
-        writes.create(services, conn, offer, "applied-offer", actor=SERVER)
+        for res in first:
+            writes.create(services, conn, res, res["id"], actor=SERVER)
     with engine.begin() as conn:
-        for res_type, res_id, owner in (("HealthcareService", "left", "listed"), ("Organization", "applied", None)):
-            current = repository.get_current(conn, res_type, res_id)
+        for res_id, res in withdrawn.items():
+            current = repository.get_current(conn, res["resourceType"], res_id)
             assert current is not None
-            writes.replace(services, conn, current, entry(res_type, res_id, "withdrawn", owner), actor=SERVER)
-        current = repository.get_current(conn, "HealthcareService", "applied-offer")
-        assert current is not None
-        writes.replace(services, conn, current, entry("HealthcareService", "applied-offer", "withdrawn", "applied"), actor=SERVER)
-    services.engine.dispose()
-    # The database as 0016 left it: every withdrawn entry retired.
+            later = entry(res["resourceType"], res_id, "withdrawn", (res.get("providedBy") or {}).get("reference", "/").split("/")[1] or None)
+            writes.replace(services, conn, current, later, actor=SERVER)
+    # The database as 0016 left it: every withdrawn entry retired, and so logged.
     _downgrade(engine, "0016")
     with engine.begin() as conn:
         conn.execute(text("UPDATE entry_access SET visibility = 'retired' WHERE status = 'withdrawn'"))
+        withdrawn_rids = "SELECT rid FROM entry_access WHERE status = 'withdrawn'"
+        conn.execute(text(f"UPDATE resource SET visibility = 'retired' WHERE rid IN ({withdrawn_rids})"))
         conn.execute(
-            text("UPDATE resource SET visibility = 'retired' WHERE rid IN (SELECT rid FROM entry_access WHERE status = 'withdrawn')")
+            text(
+                "UPDATE change_log SET visibility = 'retired' WHERE seq IN"
+                f" (SELECT max(seq) FROM change_log WHERE rid IN ({withdrawn_rids}) GROUP BY rid)"
+            )
         )
+    services.engine.dispose()
     upgrade(engine, "head")
-    build_services(settings).engine.dispose()  # the next start
-    with engine.connect() as conn:
+    restarted = build_services(settings)  # the next start
+    with restarted.engine.connect() as conn:
         rows = conn.execute(
             select(resource.c.res_id, entry_access.c.visibility, resource.c.visibility).join(
                 entry_access, entry_access.c.rid == resource.c.rid
             )
         ).all()
+        logged = conn.execute(
+            select(change_log.c.visibility, change_log.c.previous_visibility)
+            .join(resource, resource.c.rid == change_log.c.rid)
+            .where(resource.c.res_id == "applied")
+            .order_by(change_log.c.seq)
+        ).all()
+    restarted.engine.dispose()
     found = {res_id: (facts, searched) for res_id, facts, searched in rows}
     assert found == {
         "listed": ("public", "public"),
         "left": ("retired", "retired"),
+        "bare": ("retired", "retired"),
         "applied": ("hidden", "hidden"),
         "applied-offer": ("hidden", "hidden"),
     }
-
+    # Its past shows it to no one now; its last change tells who had it that it left.
+    assert [v for v, _ in logged[:-1]] == ["hidden"] * (len(logged) - 1)
+    assert tuple(logged[-1]) == ("hidden", "retired")
 
 
 @pytest.mark.parametrize("db_url", ONLY_POSTGRES, indirect=True)

@@ -6,10 +6,12 @@ its administrators had ever seen it. Only an entry shown once to every reader ma
 so only such an entry is still read by id once it has left (access/facts_store.py).
 
 Existing rows are marked listed when they are public now, delisted (only a listed entry
-becomes so), or withdrawn with a listed past in their history: a version published, pending
-verification or delisted, or holding the region's publication (`regionValidatedOn`). The
-server hides the other withdrawn entries, with what depends on them, when it next starts
-(`FactStore.hide_never_listed`).
+becomes so), public at some change the change log recorded (an offer without a record of its
+own is public through its structure), or withdrawn with a listed past in their history: a
+version published, pending verification or delisted, or holding the region's publication
+(`regionValidatedOn`). The server hides the other withdrawn entries, with what depends on
+them, when it next starts, and clears their past visibility from the change log
+(`FactStore.hide_never_listed`, `changes.forget_shown`).
 
 Revision ID: 0017
 Revises: 0016
@@ -50,7 +52,10 @@ def _was_listed(content: str | None) -> bool:
 
 def upgrade() -> None:
     op.add_column("entry_access", sa.Column("listed", sa.Boolean(), nullable=False, server_default=sa.false()))
-    op.execute("UPDATE entry_access SET listed = true WHERE visibility = 'public' OR status = 'delisted'")
+    op.execute(
+        "UPDATE entry_access SET listed = true WHERE visibility = 'public' OR status = 'delisted'"
+        " OR rid IN (SELECT rid FROM change_log WHERE visibility = 'public')"
+    )
     bind = op.get_bind()
     withdrawn = [
         rid for (rid,) in bind.execute(sa.text("SELECT rid FROM entry_access WHERE status = 'withdrawn' AND NOT listed"))
