@@ -80,6 +80,9 @@ TRANSITIONS = {
         Transition("delist", ("verification-pending",), "delisted", (Role.SERVER,)),
     )
 }
+# The transitions of a listed structure's yearly verification: its entries move with it only
+# if they were listed with it (`_cascade`).
+LISTED_ONLY = frozenset({"attest", "request-verification", "delist"})
 # What each transition tells, and to whom ("referent", "territory", "region").
 MESSAGES: dict[str, tuple[str, tuple[str, ...]]] = {
     "submit": ("submitted", ("territory",)),
@@ -188,6 +191,10 @@ class Procedure:
         keeps it citeable by id once it leaves, wherever its content is loaded again (an export
         loaded on another server knows nothing else of its past: access/facts.py)."""
         published = {k: parts[k] for k in ("regionValidatedBy", "regionValidatedOn") if k in parts}
+        # The yearly verification's moves concern what was listed with the structure: an offer
+        # drafted since then is no part of it, and stays a draft (neither shown by an
+        # attestation nor delisted, which would make it citeable, without any validation).
+        listed_only = transition.name in LISTED_ONLY
         rows = conn.execute(
             select(resource.c.rid)
             .join(entry_access, entry_access.c.rid == resource.c.rid)
@@ -202,6 +209,8 @@ class Procedure:
             own = self.lifecycle.status(res)
             if own == "withdrawn" and transition.target != "withdrawn":
                 continue  # withdrawn on its own: stays so whatever its structure does
+            if listed_only and own is not None and own not in transition.sources:
+                continue
             if self.lifecycle.has(res):
                 if own == transition.target:
                     continue

@@ -398,3 +398,38 @@ def test_a_structure_withdrawn_after_publication_stays_citeable_with_its_offers(
         answer = web.get(f"/fhir/HealthcareService/{entry['resource']['id']}")
         assert answer.status_code == 200 and _status(answer.get_json()) == "withdrawn"
     assert web.get(f"/fhir/HealthcareService?organization={org_id}&_total=accurate").get_json()["total"] == 0
+
+
+def test_an_offer_drafted_after_publication_is_not_shown_by_the_yearly_verification(
+    actors: Actors, smtp_server: SmtpRecorder
+) -> None:
+    """Attesting, asking for verification and delisting concern what was listed with the
+    structure: an offer its referent drafted since then stays a draft, neither shown by an
+    attestation without validation nor made citeable by a delisting."""
+    web = actors.web
+    org_id, referent = _published(actors, smtp_server)
+    org_url = f"/fhir/Organization/{org_id}"
+    listed = web.get(f"/fhir/HealthcareService?organization={org_id}").get_json()["entry"][0]["resource"]
+    record = next(e for e in listed["extension"] if e["url"].endswith("sos-entry-lifecycle"))
+    draft = {
+        "resourceType": "HealthcareService",
+        "name": "Atelier ajouté après la publication",
+        "providedBy": {"reference": f"Organization/{org_id}"},
+        "extension": [{"url": record["url"], "extension": [{"url": "status", "valueCode": "draft"}]}],
+    }
+    created = web.post("/fhir/HealthcareService", json=draft, headers=referent)
+    assert created.status_code == 201, created.get_json()
+    offer_url = f"/fhir/HealthcareService/{created.get_json()['id']}"
+    services = actors.services
+    procedure = runner.procedure(services)
+    start = datetime.combine(date.fromisoformat(_life(web.get(org_url).get_json(), "lastVerified")), datetime.min.time())
+    assert sweep(services, procedure, start + timedelta(days=366)).requested == 1
+    assert web.post(f"{org_url}/$attest", json=_params(), headers=referent).status_code == 200
+    assert _status(web.get(org_url).get_json()) == "published"
+    assert _status(web.get(offer_url, headers=referent).get_json()) == "draft"
+    assert web.get(offer_url).status_code == 404  # anonymous: never validated, never shown
+    assert sweep(services, procedure, start + timedelta(days=2 * 366)).requested == 1
+    assert sweep(services, procedure, start + timedelta(days=2 * 366 + 62)).delisted == 1
+    assert web.get(org_url).status_code == 200  # delisted: still cited by id
+    assert _status(web.get(offer_url, headers=referent).get_json()) == "draft"
+    assert web.get(offer_url).status_code == 404
