@@ -28,6 +28,8 @@ the server stops, with status 1).
 from __future__ import annotations
 
 import atexit
+import ctypes
+import io
 import logging
 import multiprocessing
 import os
@@ -36,8 +38,9 @@ import signal
 import socket
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -48,6 +51,7 @@ from granian.http import HTTP1Settings
 from granian.log import LogLevels
 from granian.server import MPServer
 
+from fhirsrv.heavy_pool import Unreachable, answers, forward, is_heavy, trust_forwarded_peer
 from fhirsrv.interactions.context import Services
 from fhirsrv.settings import Settings, export_to_environment
 
@@ -73,6 +77,35 @@ GRANIAN_LOGGING: dict[str, Any] = {
         "granian.access": {"handlers": [], "propagate": False},
     }
 }
+
+
+@dataclass
+class HeavyPool:
+    """Where a main worker finds the heavy pool (heavy_pool.py), and whether it has logged
+    that the pool took nothing."""
+
+    socket_path: str
+    warned: bool = False
+
+
+@dataclass(frozen=True)
+class Routing:
+    """What a main worker needs to know to answer (`routed`): the app's body limit, the pool."""
+
+    max_body_bytes: int
+    pool: HeavyPool | None
+
+
+# The heavy pool's processes' name (ps, top; /proc/PID/comm), at most 15 bytes.
+HEAVY_PROCESS_NAME = b"fhirsrv-heavy"
+# Seconds the parent gives the heavy pool to stop after the main workers have (SIGTERM).
+HEAVY_STOP_TIMEOUT = GRACEFUL_TIMEOUT + 5
+# Seconds the parent waits for the heavy pool to answer before it starts the main workers.
+HEAVY_START_TIMEOUT = 60
+_PR_SET_NAME = 15
+# How much less CPU the heavy pool gets than the main workers when both want it (nice(2): 10 is
+# about a tenth of a main worker's share). Its requests are the ones that may wait.
+HEAVY_NICENESS = 10
 
 
 class ListenError(OSError):
@@ -142,17 +175,29 @@ class WorkerProcesses(MPServer):  # type: ignore[misc]
       from FHIRSRV_TRUSTED_PROXIES, as under waitress;
     - no access log (it would record client addresses); granian's own lines in the server's
       format (GRANIAN_LOGGING);
-    - the listening socket is the one bound by `listening` (see `_init_shared_socket`);
+    - the listening socket is the one bound by `listening` (see `_init_shared_socket`), or for
+      the heavy pool a Unix socket (`uds`) granian binds, readable by the server's user only;
     - a worker that dies is replaced; SIGTERM drains, SIGINT stops (`signal_handler_interrupt`).
     The app of each worker comes from `start_worker` (its `loader`)."""
 
-    def __init__(self, settings: Settings, listener: int, host: str, port: int, threads: int) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        listener: int | None,
+        host: str,
+        port: int,
+        threads: int,
+        workers: int | None = None,
+        uds: Path | None = None,
+    ) -> None:
         super().__init__(
             "fhirsrv",
             address=host,
             port=port,
+            uds=uds,
+            uds_permissions=0o600 if uds else None,
             interface=Interfaces.WSGI,
-            workers=settings.workers,
+            workers=workers or settings.workers,
             blocking_threads=threads,
             http=HTTPModes.http1,
             http1_settings=http1_settings(settings),
@@ -168,7 +213,11 @@ class WorkerProcesses(MPServer):  # type: ignore[misc]
 
     def _init_shared_socket(self) -> None:
         """The socket `listening` bound, not one granian would bind (SO_REUSEPORT, an IP address
-        only): what `MPServer._init_shared_socket` makes of a socket of its own, on this one."""
+        only): what `MPServer._init_shared_socket` makes of a socket of its own, on this one.
+        The heavy pool's Unix socket is granian's own."""
+        if self.listener is None:
+            super()._init_shared_socket()
+            return
         self._ssp = None
         self._shd = SocketHolder(self.listener, False, BACKLOG)
         self._sfd = self.listener
@@ -183,7 +232,9 @@ class WorkerProcesses(MPServer):  # type: ignore[misc]
         super().signal_handler_interrupt()
 
 
-def start_worker(parent: int, settings: Settings, factory: AppFactory) -> Any:
+def start_worker(
+    parent: int, settings: Settings, factory: AppFactory, wrapper: Callable[..., Iterable[bytes]]
+) -> Any:
     """The first thing a worker runs after the fork (granian's loader), then its app.
 
     - the kernel kills it if `parent` ends, however (kill -9 included), so no worker outlives
@@ -194,7 +245,9 @@ def start_worker(parent: int, settings: Settings, factory: AppFactory) -> Any:
     - the live gauges of workers that died before it (the one it replaces) stop counting in
       /metrics: granian has no hook on a worker's exit;
     - an app that cannot be built: logged without the exception's message, and the worker exits
-      (status 1; granian replaces it, and stops if that fails again at once)."""
+      (status 1; granian replaces it, and stops if that fails again at once).
+    Its requests go to `wrapper` with the app: `routed` (a main worker) or `answer_heavy` (a
+    worker of the heavy pool)."""
     from fhirsrv.api.metrics import retire_exited_workers
     from fhirsrv.app import share_the_interpreter
     from fhirsrv.interactions.load_pipeline import _die_with_parent
@@ -211,7 +264,96 @@ def start_worker(parent: int, settings: Settings, factory: AppFactory) -> Any:
     except Exception:
         log.error("a worker could not build its app", exc_info=True)
         sys.exit(1)
-    return partial(answer, app)
+    return partial(wrapper, app)
+
+
+def routed(
+    routing: Routing, app: Any, environ: dict[str, Any], start_response: StartResponse
+) -> Iterable[bytes]:
+    """A main worker's `answer`, for two things granian leaves to it.
+
+    - A body sent in chunks (no Content-Length) is read here, up to one byte past the app's
+      limit, and given to the app with its length: granian passes such a body on as it comes,
+      and the app (werkzeug) would cut it at the limit without a word and parse the rest (a
+      400 for broken JSON), where a body over the limit is a 413.
+    - A request `is_heavy` names goes to the heavy pool (heavy_pool.py) with its body, unless
+      the body is over the limit (the app answers 413) or the pool takes nothing (the app
+      answers it here)."""
+    pool = routing.pool
+    to_pool = pool is not None and is_heavy(environ)
+    chunked = not environ.get("CONTENT_LENGTH") and "HTTP_TRANSFER_ENCODING" in environ
+    if not (to_pool or chunked):
+        return answer(app, environ, start_response)
+    body = _take_body(environ, routing.max_body_bytes)
+    if pool is None or not to_pool or body is None:
+        return answer(app, environ, start_response)
+
+    def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        headers.append(SERVER_HEADER)
+        return start_response(status, headers, exc_info)
+
+    try:
+        return forward(pool.socket_path, environ, body, start)
+    except Unreachable:
+        if not pool.warned:
+            pool.warned = True
+            log.warning("the heavy-request pool takes no request: this worker answers them itself")
+        environ["wsgi.input"] = io.BytesIO(body)
+        return answer(app, environ, start_response)
+
+
+def _take_body(environ: dict[str, Any], limit: int) -> bytes | None:
+    """The request's body, read, or None when it is over `limit`. Either way the app finds in
+    `environ` a body to read again and its length (for a body over the limit sent in chunks,
+    one byte more than the limit: the app answers 413 without reading on)."""
+    stream = environ["wsgi.input"]
+    length = environ.get("CONTENT_LENGTH") or ""
+    if length.isdigit():
+        if int(length) > limit:
+            return None
+        data = stream.read(int(length)) if int(length) else b""
+        environ["wsgi.input"] = io.BytesIO(data)
+        return data
+    data = stream.read(limit + 1)  # no length given: read up to one byte past the limit
+    environ["CONTENT_LENGTH"] = str(len(data))
+    # Measured now: werkzeug would take a length beside Transfer-Encoding: chunked for none.
+    environ.pop("HTTP_TRANSFER_ENCODING", None)
+    if len(data) > limit:
+        environ["wsgi.input"] = _Replayed(data, stream)
+        return None
+    environ["wsgi.input"] = io.BytesIO(data)
+    return data
+
+
+class _Replayed(io.RawIOBase):
+    """`head`, then what is left of `rest`: a body read in part, as the app must read it."""
+
+    def __init__(self, head: bytes, rest: Any) -> None:
+        self.head = head
+        self.rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self.head:
+            if size is None or size < 0:
+                data, self.head = self.head + self.rest.read(), b""
+                return data
+            data, self.head = self.head[:size], self.head[size:]
+            return data
+        return self.rest.read() if size is None or size < 0 else self.rest.read(size)
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def answer_heavy(app: Any, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    """A heavy-pool worker's `answer`: the client's address as the main worker saw it."""
+    trust_forwarded_peer(environ)
+    return answer(app, environ, start_response)
 
 
 def answer(app: Any, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -324,6 +466,14 @@ def fhirsrv_worker(settings: Settings) -> AppFactory:
     return partial(_fhirsrv_app, settings)
 
 
+def heavy_worker(settings: Settings) -> AppFactory:
+    """The app of a heavy-pool worker: fhirsrv's, without the background runners (the main
+    workers run them)."""
+    from fhirsrv.app import create_app
+
+    return partial(create_app, settings)
+
+
 def _fhirsrv_app(settings: Settings) -> Any:
     from fhirsrv.api.bulk_export import keep_exporting
     from fhirsrv.app import create_app
@@ -354,13 +504,83 @@ def serve_workers(
 
     prepare_parent(services)
     settings = with_shared_metrics(settings)
-    listener = listening(host, port)
     multiprocessing.set_start_method("fork", force=True)
-    server = WorkerProcesses(settings, listener, host, port, threads)
-    configure(settings.log_format)  # again: granian configured logging its way
-    log.info(
-        "fhirsrv serving http://%s:%s/fhir with %s worker processes of %s threads (database %s)",
-        host, port, settings.workers, threads, services.engine.url.render_as_string(),
-    )  # fmt: skip
-    loader = partial(start_worker, os.getpid(), settings, factory or fhirsrv_worker(settings))
+    heavy = start_heavy_pool(settings, threads, factory) if settings.heavy_workers else None
+    try:
+        listener = listening(host, port)
+        server = WorkerProcesses(settings, listener, host, port, threads)
+        configure(settings.log_format)  # again: granian configured logging its way
+        log.info(
+            "fhirsrv serving http://%s:%s/fhir with %s worker processes of %s threads, and %s for heavy "
+            "requests (database %s)",
+            host, port, settings.workers, threads, settings.heavy_workers, services.engine.url.render_as_string(),
+        )  # fmt: skip
+        pool = HeavyPool(str(heavy.socket_path)) if heavy is not None else None
+        wrapper = partial(routed, Routing(settings.max_body_bytes, pool))
+        loader = partial(start_worker, os.getpid(), settings, factory or fhirsrv_worker(settings), wrapper)
+        server.serve(target_loader=loader, wrap_loader=False)
+    finally:
+        if heavy is not None:
+            heavy.stop()
+
+
+@dataclass
+class _HeavyProcess:
+    process: multiprocessing.process.BaseProcess
+    socket_path: Path
+
+    def wait_ready(self) -> None:
+        """Until a worker of the pool answers (HEAVY_START_TIMEOUT at most), so that the main
+        workers find it from their first request; if it does not, they answer heavy requests
+        themselves (logged) until it does."""
+        deadline = time.monotonic() + HEAVY_START_TIMEOUT
+        while self.process.is_alive() and time.monotonic() < deadline:
+            if self.socket_path.exists() and answers(str(self.socket_path), timeout=1.0):
+                return
+            time.sleep(0.05)
+        log.warning("the heavy-request pool did not start: the workers answer heavy requests themselves")
+
+    def stop(self) -> None:
+        """SIGTERM (its requests in flight finish), then SIGKILL if it outlasts HEAVY_STOP_TIMEOUT."""
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(HEAVY_STOP_TIMEOUT)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(5)
+
+
+def start_heavy_pool(settings: Settings, threads: int, factory: AppFactory | None) -> _HeavyProcess:
+    """The heavy pool (heavy_pool.py): a process that runs granian's manager for
+    FHIRSRV_HEAVY_WORKERS workers on a Unix socket in a directory of its own (mode 0700, removed
+    at exit). Forked before the main workers' socket is bound, so it holds none of theirs."""
+    directory = tempfile.mkdtemp(prefix="fhirsrv-heavy-")
+    atexit.register(shutil.rmtree, directory, True)
+    socket_path = Path(directory) / "heavy.sock"
+    process = multiprocessing.get_context("fork").Process(
+        target=_run_heavy_pool,
+        args=(os.getpid(), settings, threads, socket_path, factory or heavy_worker(settings)),
+        name="fhirsrv-heavy",
+    )
+    process.start()
+    heavy = _HeavyProcess(process, socket_path)
+    heavy.wait_ready()
+    return heavy
+
+
+def _run_heavy_pool(
+    parent: int, settings: Settings, threads: int, socket_path: Path, factory: AppFactory
+) -> None:
+    """The heavy pool's manager: named HEAVY_PROCESS_NAME (its workers inherit the name), killed
+    with the parent however it ends, serving until SIGTERM."""
+    from fhirsrv.interactions.load_pipeline import _die_with_parent
+    from fhirsrv.logformat import configure
+
+    _die_with_parent(parent)
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(_PR_SET_NAME, HEAVY_PROCESS_NAME, 0, 0, 0)
+    os.nice(HEAVY_NICENESS)
+    server = WorkerProcesses(settings, None, "", 0, threads, workers=settings.heavy_workers, uds=socket_path)
+    configure(settings.log_format)
+    loader = partial(start_worker, os.getpid(), settings, factory, answer_heavy)
     server.serve(target_loader=loader, wrap_loader=False)

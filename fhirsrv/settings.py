@@ -89,6 +89,7 @@ VARIABLES: dict[str, str] = {
     # multi-process server (granian) so that every worker's counts are added up at a scrape.
     "prometheus_multiproc_dir": "PROMETHEUS_MULTIPROC_DIR",
     "workers": "FHIRSRV_WORKERS",
+    "heavy_workers": "FHIRSRV_HEAVY_WORKERS",
     "switch_interval_ms": "FHIRSRV_SWITCH_INTERVAL_MS",
     "subscription_delivery": "FHIRSRV_SUBSCRIPTION_DELIVERY",
     "subscription_poll_seconds": "FHIRSRV_SUBSCRIPTION_POLL_SECONDS",
@@ -289,6 +290,10 @@ class Settings:
     # Processes of `fhirsrv serve` (its --workers option wins): 1 is one waitress process; 2 or
     # more run under granian, and the rate limits are shared out between them (auth/hardening.py).
     workers: int = 1
+    # Processes of the heavy-request pool beside them, when `workers` is 2 or more
+    # (fhirsrv/heavy_pool.py): batches, operations and costly searches are answered there, so
+    # that they never slow the workers' cheap requests. 0: none, each worker answers all.
+    heavy_workers: int = 1
     # How long a thread of a server process may keep the interpreter's lock while another
     # waits for it (sys.setswitchinterval), in milliseconds. Python's 5 ms let one client's
     # heavy request delay every other request of its process by up to 5 ms each time it needed

@@ -86,14 +86,17 @@ def _workers(server: Server, headers: dict[str, str] | None = None) -> list[http
 def open_server(
     request: pytest.FixtureRequest, template: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
-    """Two workers, authorization off (writes without tokens), no trusted proxy."""
+    """Two workers, authorization off (writes without tokens), no trusted proxy, no heavy pool:
+    each worker answers every request (an `$expand` included), so what one learns, the other
+    must know (the pool's own coherence: tests/test_heavy_pool.py)."""
     data = tmp_path_factory.mktemp("open")
+    options = {"FHIRSRV_AUTH": "off", "FHIRSRV_HEAVY_WORKERS": "0"}
     if request.param == "postgres":
         schema = f"fhirsrv_test_serving_{free_port()}"
-        with postgres_database(PG_URL, schema) as url, serving(data, database=url, FHIRSRV_AUTH="off") as server:
+        with postgres_database(PG_URL, schema) as url, serving(data, database=url, **options) as server:
             yield server
         return
-    with serving(data, database=copy_sqlite(template, data / "db.sqlite3"), FHIRSRV_AUTH="off") as server:
+    with serving(data, database=copy_sqlite(template, data / "db.sqlite3"), **options) as server:
         yield server
 
 

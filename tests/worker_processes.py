@@ -30,6 +30,8 @@ from fhirsrv.storage.engine import make_engine, normalise_url
 
 # Bounds on waits for processes to start or stop on a busy machine, not measures of speed.
 START_DEADLINE = 180.0
+# The heavy-request pool's processes' name (fhirsrv/serving.py, HEAVY_PROCESS_NAME).
+HEAVY_NAME = "fhirsrv-heavy"
 STOP_DEADLINE = 60.0
 
 
@@ -39,8 +41,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def children(pid: int) -> set[int]:
-    """The live processes whose parent is `pid`."""
+def children(pid: int, *, heavy_pool: bool = False) -> set[int]:
+    """The live processes whose parent is `pid`: the heavy pool's manager (named
+    fhirsrv-heavy, fhirsrv/serving.py) only if `heavy_pool`."""
     found = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -50,8 +53,9 @@ def children(pid: int) -> set[int]:
         except OSError:
             continue
         # pid (comm) state ppid ...: comm may hold spaces, so split after its closing parenthesis.
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == pid and fields[0] != "Z":
+        comm, after = stat.split("(", 1)[1].rsplit(")", 1)
+        fields = after.split()
+        if int(fields[1]) == pid and fields[0] != "Z" and (heavy_pool or comm != HEAVY_NAME):
             found.add(int(entry.name))
     return found
 

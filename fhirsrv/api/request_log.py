@@ -2,7 +2,8 @@
 
 The line (logger `fhirsrv.request`, fields in `extra`, written by fhirsrv/logformat.py):
 request_id, client (the OAuth client id, else "anonymous"), method, interaction, resource_type,
-operation (a registered one), params (the NAMES of a search's criteria), status, duration_ms.
+operation (a registered one), params (the NAMES of a search's criteria), status, duration_ms,
+and pool ("heavy" when the heavy-request pool answered, fhirsrv/heavy_pool.py).
 
 What it never holds, because the directory's data and its clients' searches are about people:
 a path (an id a client chose may be a name), a query string's values (`name=Le Bras`), a body,
@@ -25,6 +26,7 @@ from contextvars import Token
 from flask import Flask, Response, g, request
 
 from fhirsrv.api import request_facts
+from fhirsrv.heavy_pool import POOL_KEY
 from fhirsrv.interactions.context import Services
 from fhirsrv.logformat import FIELDS, REQUEST_ID
 
@@ -70,6 +72,8 @@ def install(app: Flask, services: Services) -> None:
         }
         if facts.operation:
             fields["operation"] = facts.operation
+        if request.environ.get(POOL_KEY):
+            fields["pool"] = request.environ[POOL_KEY]  # answered by the heavy pool (heavy_pool.py)
         params = request_facts.parameter_names(services, facts.interaction)
         if params:
             fields["params"] = params

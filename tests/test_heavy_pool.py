@@ -1,0 +1,352 @@
+"""The heavy-request pool (fhirsrv/heavy_pool.py, its processes in fhirsrv/serving.py): which
+requests go there; that the pool answers them as a worker would, with each client's own address
+and never one a client names; that it knows what the workers wrote; that the workers answer
+heavy requests themselves when the pool is gone; that it stops with the server.
+
+Real `fhirsrv serve --workers 2` processes on loopback (tests/worker_processes.py); which
+process answered a request is read from its log line (`"pool": "heavy"`).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fhirsrv.heavy_pool import HEAVY_PAGE_SIZE, is_heavy
+from fhirsrv.interactions.load import load_initial_content
+from fhirsrv.settings import Settings
+from fhirsrv.wiring import build_services
+from tests.conftest import BACKENDS, PG_URL
+from tests.worker_processes import (
+    STOP_DEADLINE,
+    Server,
+    alive,
+    children,
+    copy_sqlite,
+    free_port,
+    postgres_database,
+    request,
+    serving,
+)
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+
+BASE = "https://sos.example.org/fhir"
+BATCH = {
+    "resourceType": "Bundle",
+    "type": "batch",
+    "entry": [{"request": {"method": "GET", "url": "CodeSystem?_count=1"}}],
+}
+
+# (method, path, query, whether the pool answers it)
+ROUTES = [
+    ("POST", "/fhir", "", True),
+    ("POST", "/fhir/", "", True),
+    ("GET", "/fhir/ValueSet/$expand", "url=x", True),
+    ("POST", "/fhir/ValueSet/$expand", "", True),
+    ("GET", "/fhir/Organization/o1/$validate", "", True),
+    ("POST", "/fhir/HealthcareService/_search", "", True),
+    ("GET", "/fhir/HealthcareService", "_sort=name", True),
+    ("GET", "/fhir/HealthcareService", "name=a&_include=HealthcareService:organization", True),
+    ("GET", "/fhir/Organization", "_revinclude:iterate=HealthcareService:organization", True),
+    ("GET", "/fhir/Organization", "_has:HealthcareService:organization:name=a", True),
+    ("GET", "/fhir/Organization", "organization.name=a", True),
+    ("GET", "/fhir/HealthcareService", "organization:Organization.name=a", True),
+    ("GET", "/fhir/Organization", "%5Fsort=name", True),
+    ("GET", "/fhir/Organization", "_filter=name%20eq%20a", True),
+    ("GET", "/fhir/Organization", "_total=accurate", True),
+    ("GET", "/fhir/Organization", f"_count={HEAVY_PAGE_SIZE + 1}", True),
+    ("GET", "/fhir/Organization", f"_count={HEAVY_PAGE_SIZE}", False),
+    ("GET", "/fhir/Organization", "name=Le.Bras&_elements=name&_total=none", False),
+    ("GET", "/fhir/Organization", "", False),
+    ("GET", "/fhir/Organization/o1", "", False),
+    ("GET", "/fhir/Organization/o1/_history", "", False),
+    ("PUT", "/fhir/Organization/o1", "_sort=name", False),
+    ("POST", "/fhir/Organization", "", False),
+    ("GET", "/fhir/metadata", "", False),
+    ("GET", "/", "_sort=name", False),
+    ("GET", "/healthz", "", False),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "query", "heavy"), ROUTES, ids=[f"{m} {p}?{q}" for m, p, q, _ in ROUTES]
+)
+def test_which_requests_the_pool_answers(method: str, path: str, query: str, heavy: bool) -> None:
+    environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query}
+    assert is_heavy(environ) is heavy
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "fhirsrv.sqlite3"
+    services = build_services(Settings.from_env(database_url=f"sqlite:///{path}", load_demo=False))
+    load_initial_content(services, demo=False)
+    services.engine.dispose()
+    return path
+
+
+# 8 anonymous requests a minute: 4 in each of the two workers, 4 in the pool's one process.
+LIMIT_PER_PROCESS = 4
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def server(
+    request: pytest.FixtureRequest, template: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """Two workers and the default pool of one, authorization on (its rate limits), one trusted
+    proxy hop (each test is a client of its own addresses), a small body limit."""
+    data = tmp_path_factory.mktemp("pool")
+    options = {
+        "FHIRSRV_TRUSTED_PROXIES": "1",
+        "FHIRSRV_RATE_LIMIT_ANONYMOUS": str(2 * LIMIT_PER_PROCESS),
+        "FHIRSRV_MAX_BODY_BYTES": "20000",
+    }
+    if request.param == "postgres":
+        with (
+            postgres_database(PG_URL, f"fhirsrv_test_pool_{free_port()}") as url,
+            serving(data, database=url, **options) as srv,
+        ):
+            yield srv
+        return
+    with serving(data, database=copy_sqlite(template, data / "db.sqlite3"), **options) as srv:
+        yield srv
+
+
+def _client(address: str) -> dict[str, str]:
+    """The headers of a client at `address` behind the trusted proxy, and a request id to find
+    the request's log line by."""
+    return {"X-Forwarded-For": address, "X-Request-ID": uuid.uuid4().hex}
+
+
+def _line(server: Server, request_id: str) -> dict[str, Any]:
+    """The request's log line (written once its answer is made: waited for, boundedly)."""
+    deadline = time.monotonic() + STOP_DEADLINE
+    while True:
+        for text in server.output().splitlines():
+            if request_id in text:
+                line = json.loads(text)
+                if line.get("message") == "request" and line.get("request_id") == request_id:
+                    return line
+        assert time.monotonic() < deadline, f"no log line for {request_id}"
+        time.sleep(0.1)
+
+
+def _named_pool(pid: int) -> set[int]:
+    """The children of `pid` named as the pool's processes are (fhirsrv-heavy)."""
+    return children(pid, heavy_pool=True) - children(pid)
+
+
+def _pool_processes(server: Server, expected: int = 2) -> set[int]:
+    """The pool's manager and workers, once there are `expected` of them (its workers start after
+    the server answers: waited for, boundedly)."""
+    deadline = time.monotonic() + STOP_DEADLINE
+    while True:
+        managers = _named_pool(server.pid)
+        found = managers | {worker for manager in managers for worker in _named_pool(manager)}
+        if len(found) == expected or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
+
+
+def test_heavy_requests_are_answered_by_the_pool_and_the_others_by_the_workers(server: Server) -> None:
+    assert len(_pool_processes(server)) == 2  # its manager and its one worker
+    conn = server.connect()
+    sent = {
+        "batch": ("POST", "/fhir", BATCH, 200),
+        "sort": ("GET", "/fhir/CodeSystem?_sort=-url&_count=2", None, 200),
+        "metadata": ("GET", "/fhir/metadata", None, 200),
+        "read": ("GET", "/fhir/CodeSystem/never-written", None, 404),
+    }
+    pools = {}
+    for name, (method, path, body, expected) in sent.items():
+        headers = _client("198.51.100.1")
+        status, answered, answer = request(conn, method, path, body, headers)
+        assert status == expected, answer
+        assert answered["x-request-id"] == headers["X-Request-ID"]
+        pools[name] = _line(server, headers["X-Request-ID"]).get("pool")
+    assert pools == {"batch": "heavy", "sort": "heavy", "metadata": None, "read": None}
+    conn.close()
+
+
+def test_the_pools_answer_is_the_answer_a_worker_gives(server: Server) -> None:
+    conn = server.connect()
+    path = "/fhir/CodeSystem?_sort=url&_count=3&_elements=url"
+    conn.request("GET", path, headers={**_client("198.51.100.2"), "Accept": "application/fhir+json"})
+    response = conn.getresponse()
+    pooled = json.loads(response.read())
+    assert response.status == 200
+    assert [value for name, value in response.getheaders() if name.lower() == "server"] == ["fhirsrv"]
+    urls = [e["resource"]["url"] for e in pooled["entry"]]
+    assert urls == sorted(urls) and len(urls) == 3
+    # The same search without the sort, which a worker answers, then sorted here: the same entries.
+    status, _, plain = request(
+        conn, "GET", "/fhir/CodeSystem?_count=100&_elements=url", headers=_client("198.51.100.2")
+    )
+    assert status == 200
+    assert sorted(e["resource"]["url"] for e in plain["entry"])[:3] == urls
+    assert pooled["link"][0]["url"] == f"http://127.0.0.1:{server.port}{path}"
+    conn.close()
+
+
+def test_the_pool_counts_each_client_by_its_own_address(server: Server) -> None:
+    conn = server.connect()
+    statuses = [
+        request(conn, "POST", "/fhir", BATCH, _client("198.51.100.3"))[0]
+        for _ in range(LIMIT_PER_PROCESS + 1)
+    ]
+    assert statuses == [200] * LIMIT_PER_PROCESS + [429]
+    assert request(conn, "POST", "/fhir", BATCH, _client("198.51.100.4"))[0] == 200  # another client
+    assert (
+        request(conn, "GET", "/fhir/metadata", headers=_client("198.51.100.3"))[0] == 200
+    )  # a worker's budget
+    conn.close()
+
+
+def test_an_address_a_client_names_itself_is_not_believed(server: Server) -> None:
+    """The header that carries the client's address from a worker to the pool, sent by the client
+    (with a new address each time, and in its underscore spelling): one budget all the same."""
+    conn = server.connect()
+    statuses = []
+    for number in range(LIMIT_PER_PROCESS + 1):
+        headers = {
+            **_client("198.51.100.5"),
+            "X-Fhirsrv-Peer": f"192.0.2.{number}",
+            "X_Fhirsrv_Peer": f"192.0.2.{number}",
+        }
+        statuses.append(request(conn, "POST", "/fhir", BATCH, headers)[0])
+    assert statuses == [200] * LIMIT_PER_PROCESS + [429]
+    conn.close()
+
+
+def _chunked(conn: http.client.HTTPConnection, body: bytes, headers: dict[str, str]) -> tuple[int, Any]:
+    conn.request(
+        "POST",
+        "/fhir",
+        body=iter([body[: len(body) // 2], body[len(body) // 2 :]]),
+        headers={**headers, "Content-Type": "application/fhir+json", "Accept": "application/fhir+json"},
+        encode_chunked=True,
+    )
+    response = conn.getresponse()
+    return response.status, json.loads(response.read())
+
+
+def test_a_body_sent_in_chunks_reaches_the_pool_whole_or_is_refused_over_the_limit(server: Server) -> None:
+    conn = server.connect()
+    headers = _client("198.51.100.6")
+    status, bundle = _chunked(conn, json.dumps(BATCH).encode(), headers)
+    assert status == 200 and bundle["type"] == "batch-response"
+    assert _line(server, headers["X-Request-ID"]).get("pool") == "heavy"
+    padded = {**BATCH, "id": "x" * 30_000}  # over FHIRSRV_MAX_BODY_BYTES (20000)
+    status, outcome = _chunked(conn, json.dumps(padded).encode(), _client("198.51.100.6"))
+    assert status == 413 and outcome["resourceType"] == "OperationOutcome"
+    conn.close()
+
+
+@pytest.fixture(scope="module")
+def open_server(template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Two workers and the pool, authorization off: writes without tokens."""
+    data = tmp_path_factory.mktemp("open-pool")
+    with serving(data, database=copy_sqlite(template, data / "db.sqlite3"), FHIRSRV_AUTH="off") as srv:
+        yield srv
+
+
+def test_the_pool_expands_what_a_worker_just_wrote(open_server: Server) -> None:
+    """A ValueSet changed through a worker: the pool's next `$expand` has the change."""
+    server = open_server
+    conn = server.connect()
+    codes = {
+        "resourceType": "CodeSystem",
+        "id": "pool-colours",
+        "url": f"{BASE}/CodeSystem/pool-colours",
+        "status": "active",
+        "content": "complete",
+        "concept": [{"code": "red"}, {"code": "blue"}],
+    }
+
+    def value_set(*chosen: str) -> dict[str, Any]:
+        include = {"system": codes["url"], "concept": [{"code": c} for c in chosen]}
+        return {"resourceType": "ValueSet", "id": "pool-colours", "url": f"{BASE}/ValueSet/pool-colours",
+                "status": "active", "compose": {"include": [include]}}  # fmt: skip
+
+    def expanded() -> list[str]:
+        headers = _client("198.51.100.7")
+        status, _, answer = request(
+            conn, "GET", f"/fhir/ValueSet/$expand?url={BASE}/ValueSet/pool-colours", None, headers
+        )
+        assert status == 200, answer
+        assert _line(server, headers["X-Request-ID"]).get("pool") == "heavy"
+        return sorted(c["code"] for c in answer["expansion"].get("contains", []))
+
+    assert request(conn, "PUT", "/fhir/CodeSystem/pool-colours", codes, _client("198.51.100.8"))[0] in (
+        200,
+        201,
+    )
+    assert request(conn, "PUT", "/fhir/ValueSet/pool-colours", value_set("red"), _client("198.51.100.8"))[
+        0
+    ] in (200, 201)
+    assert expanded() == ["red"]
+    assert (
+        request(
+            conn, "PUT", "/fhir/ValueSet/pool-colours", value_set("red", "blue"), _client("198.51.100.9")
+        )[0]
+        == 200
+    )
+    assert expanded() == ["blue", "red"]
+    conn.close()
+
+
+def _wait_gone(pids: set[int]) -> None:
+    deadline = time.monotonic() + STOP_DEADLINE
+    while any(alive(pid) for pid in pids):
+        assert time.monotonic() < deadline, f"still running: {[p for p in pids if alive(p)]}"
+        time.sleep(0.1)
+
+
+def test_without_the_pool_the_workers_answer_heavy_requests_themselves(
+    template: Path, tmp_path: Path
+) -> None:
+    with serving(
+        tmp_path, database=copy_sqlite(template, tmp_path / "db.sqlite3"), FHIRSRV_AUTH="off"
+    ) as srv:
+        pool = _pool_processes(srv)
+        assert len(pool) == 2
+        manager = _named_pool(srv.pid).pop()
+        os.kill(manager, signal.SIGKILL)
+        _wait_gone(pool)  # its worker dies with it
+        conn = srv.connect()
+        for _ in range(2):
+            headers = _client("198.51.100.10")
+            status, _, bundle = request(conn, "POST", "/fhir", BATCH, headers)
+            assert status == 200 and bundle["type"] == "batch-response"
+            assert "pool" not in _line(srv, headers["X-Request-ID"])
+        conn.close()
+        assert "the heavy-request pool takes no request" in srv.output()
+        assert srv.stop() == 0
+
+
+def test_the_pool_stops_with_the_server_and_can_be_turned_off(template: Path, tmp_path: Path) -> None:
+    with serving(tmp_path, database=copy_sqlite(template, tmp_path / "db.sqlite3")) as srv:
+        pool = _pool_processes(srv)
+        assert len(pool) == 2
+        assert srv.stop(signal.SIGTERM) == 0
+        _wait_gone(pool)
+    off = tmp_path / "off"
+    off.mkdir()
+    with serving(off, database=copy_sqlite(template, off / "db.sqlite3"), FHIRSRV_HEAVY_WORKERS="0") as srv:
+        assert _pool_processes(srv, expected=0) == set()
+        headers = _client("198.51.100.11")
+        conn = srv.connect()
+        assert request(conn, "POST", "/fhir", BATCH, headers)[0] == 200
+        assert "pool" not in _line(srv, headers["X-Request-ID"])
+        conn.close()
