@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -28,6 +29,7 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -118,22 +120,40 @@ def _probe(port: int, seconds: float, stop: threading.Event | None = None) -> li
     return samples
 
 
-def _attack(port: int, name: str, seconds: float) -> dict:
+def _attacker(port: int, name: str, seconds: float, results: Any) -> None:
+    """The attacking client: the attack again and again for `seconds`; its (time, status, size)s
+    sent through `results`."""
     method, path, body = ATTACKS[name]
     attacker = Client(port)
     attacks: list[tuple[float, int, int]] = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        attacks.append(attacker.send(method, path, body))
+    results.send(attacks)
+    results.close()
+
+
+def _attack(port: int, name: str, seconds: float) -> dict:
+    """The attack from a process of its own, as another client is: its reading of big answers
+    does not hold the probing client's interpreter, which would add to the probe's times."""
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+    process = context.Process(target=_attacker, args=(port, name, seconds, sender))
+    process.start()
+    sender.close()
+    found: list[list[tuple[float, int, int]]] = []
     stop = threading.Event()
 
-    def run() -> None:
-        end = time.perf_counter() + seconds
-        while time.perf_counter() < end:
-            attacks.append(attacker.send(method, path, body))
+    def collect() -> None:
+        found.append(receiver.recv())
         stop.set()
 
-    worker = threading.Thread(target=run)
-    worker.start()
+    collector = threading.Thread(target=collect)
+    collector.start()
     probes = _probe(port, seconds * 10, stop)  # until the last attack has been answered
-    worker.join()
+    collector.join()
+    process.join()
+    attacks = found[0]
     return {
         "probes": probes,
         "attack": {
