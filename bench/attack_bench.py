@@ -104,6 +104,9 @@ class Client:
         return time.perf_counter() - start, res.status, size
 
 
+# How much less CPU the attacking client's own process gets (--nice-attacker): an attacker's
+# client runs on its own machine; on this one it shares the server's two cores.
+ATTACKER_NICENESS = 0
 # How the probing client connects (set by --fresh-connections).
 FRESH_PROBES = False
 
@@ -124,6 +127,8 @@ def _attacker(port: int, name: str, seconds: float, results: Any) -> None:
     """The attacking client: the attack again and again for `seconds`; its (time, status, size)s
     sent through `results`."""
     method, path, body = ATTACKS[name]
+    if ATTACKER_NICENESS:
+        os.nice(ATTACKER_NICENESS)
     attacker = Client(port)
     attacks: list[tuple[float, int, int]] = []
     end = time.perf_counter() + seconds
@@ -227,13 +232,22 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="per attack, and for the idle probe")
     parser.add_argument("--postgres", default=os.environ.get("FHIRSRV_BENCH_DATABASE_URL"))
     parser.add_argument("--no-sqlite", action="store_true", help="PostgreSQL only")
-    parser.add_argument("--workers", type=int, default=1, help="1: one waitress process; 2+: fhirsrv serve --workers")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="1: one waitress process; 2+: fhirsrv serve --workers"
+    )
     parser.add_argument(
         "--fresh-connections", action="store_true", help="the probing client opens a connection per request"
     )
+    parser.add_argument(
+        "--nice-attacker",
+        type=int,
+        default=0,
+        help="run the attacking client at this niceness (its CPU is not the server's)",
+    )
     args = parser.parse_args()
-    global FRESH_PROBES
+    global FRESH_PROBES, ATTACKER_NICENESS
     FRESH_PROBES = args.fresh_connections
+    ATTACKER_NICENESS = args.nice_attacker
     from fhirsrv.seeding.generate import generate
 
     results: dict = {
@@ -241,6 +255,8 @@ def main() -> None:
         "resources": args.resources,
         "seconds_per_attack": args.seconds,
         "workers": args.workers,
+        "heavy_workers": int(os.environ.get("FHIRSRV_HEAVY_WORKERS", "1")) if args.workers > 1 else 0,
+        "attacker_niceness": args.nice_attacker,
         "probe_connections": "one per request" if args.fresh_connections else "one keep-alive",
         "machine": f"{os.cpu_count()} cores",
     }
@@ -250,8 +266,12 @@ def main() -> None:
         if not args.no_sqlite:
             results["sqlite"] = run(f"sqlite:///{tmp}/bench.sqlite3", data, args.seconds, args.workers)
         if args.postgres:
-            results["postgresql"] = run(fresh_schema(args.postgres, "fhirsrv_abench"), data, args.seconds, args.workers)
-    suffix = ("_postgresql" if args.no_sqlite else "") + (f"_{args.workers}workers" if args.workers > 1 else "")
+            results["postgresql"] = run(
+                fresh_schema(args.postgres, "fhirsrv_abench"), data, args.seconds, args.workers
+            )
+    suffix = ("_postgresql" if args.no_sqlite else "") + (
+        f"_{args.workers}workers" if args.workers > 1 else ""
+    )
     suffix += "_fresh" if args.fresh_connections else ""
     out = HERE / "results" / f"attack_bench_{args.resources}{suffix}.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
