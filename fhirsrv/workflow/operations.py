@@ -1,4 +1,4 @@
-"""The inclusion procedure as FHIR operations on Organization (POST, Parameters in, the
+"""The inclusion procedure as FHIR operations on Organization and HealthcareService (POST, Parameters in, the
 updated Organization or an OperationOutcome out).
 
 - `Organization/$apply` (anonymous, rate-limited): a structure's application, stored as a
@@ -8,6 +8,9 @@ updated Organization or an OperationOutcome out).
   until `$submit` passes the criteria grid.
 - `$submit`, `$validate-territory`, `$publish`, `$reject` (reason), `$withdraw`, `$attest`:
   the transitions of procedure.py.
+- On HealthcareService: `$submit`, `$validate-territory`, `$publish`, `$reject` for an offer
+  added to a structure already listed (the same steps, for the offer alone), and `$withdraw`
+  for one offer while its structure stays listed.
 Every refusal (401, 403, 404, 409, 422) leaves an AuditEvent and changes nothing.
 """
 
@@ -307,6 +310,56 @@ def confirm(services: Services, info: RequestInfo, call: OperationCall) -> Resul
             dedupe_key=f"credentials:{org_id}",
         )
     return served(stored)
+
+
+# ---------------------------------------------------------------------------- offers alone
+def _offer_transition(services: Services, info: RequestInfo, call: OperationCall, name: str, **kw: Any) -> Result:
+    """An offer added to a listed structure: its own step of the procedure (procedure.py,
+    `apply_to_offer`); a refusal audited, as the structure's own."""
+    target = f"HealthcareService/{call.res_id}"
+    try:
+        with write_transaction(services.engine) as conn:
+            stored = _procedure(services).apply_to_offer(conn, info.principal, str(call.res_id), name, utcnow(), **kw)
+    except FhirError as refusal:
+        services.audit.refused(services.engine, info.principal, f"${name}", target, refusal.diagnostics)
+        raise
+    return served(stored)
+
+
+def _offer_op(name: str, doc: str):  # type: ignore[no-untyped-def]
+    def run(services: Services, info: RequestInfo, call: OperationCall) -> Result:
+        return _offer_transition(services, info, call, name)
+
+    run.__doc__ = doc
+    return operation(
+        name, types=("HealthcareService",), type_level=False, instance_level=True, affects_state=True,
+        definition=f"{SPEC}{name}-offer", guard="write",
+    )(run)  # fmt: skip
+
+
+submit_offer = _offer_op(
+    "submit", "The referent submits an offer added to its listed structure: draft or rejected to submitted."
+)
+validate_territory_offer = _offer_op(
+    "validate-territory", "Territorial validation of an offer added to a listed structure: submitted to territorial-validated."
+)
+publish_offer = _offer_op(
+    "publish", "Regional validation (DSRC) of an offer added to a listed structure: it is shown at once."
+)
+
+
+@operation(
+    "reject", types=("HealthcareService",), type_level=False, instance_level=True, affects_state=True,
+    definition=SPEC + "reject-offer", guard="write",
+)  # fmt: skip
+def reject_offer(services: Services, info: RequestInfo, call: OperationCall) -> Result:
+    """Refuse an offer added to a listed structure, with a reason sent to the referent."""
+    reason = (call.string("reason") or "").strip()
+    if not reason:
+        error = BadRequest("$reject needs a 'reason' (sent to the structure's referent)", expression=["Parameters.parameter.where(name='reason')"])
+        services.audit.refused(services.engine, info.principal, "$reject", f"HealthcareService/{call.res_id}", error.diagnostics)
+        raise error
+    return _offer_transition(services, info, call, "reject", reason=reason)
 
 
 @operation(

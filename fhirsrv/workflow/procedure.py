@@ -80,6 +80,19 @@ TRANSITIONS = {
         Transition("delist", ("verification-pending",), "delisted", (Role.SERVER,)),
     )
 }
+# An offer added to a listed structure goes through the application's steps on its own
+# (`apply_to_offer`): the structure met the criteria grid already, the offer needs the
+# territory's and the region's validation before it is shown. Its withdrawal is operations.py's.
+OFFER_TRANSITIONS = frozenset({"submit", "validate-territory", "publish", "reject"})
+# Structures whose new offers are validated one by one: those listed now.
+LISTED = ("published", "verification-pending")
+# What each of an offer's transitions tells, and to whom.
+OFFER_MESSAGES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "submit": ("offer-submitted", ("territory",)),
+    "validate-territory": ("offer-territory-validated", ("region",)),
+    "publish": ("offer-published", ("referent",)),
+    "reject": ("offer-rejected", ("referent",)),
+}
 # The transitions of a listed structure's yearly verification: its entries move with it only
 # if they were listed with it (`_cascade`).
 LISTED_ONLY = frozenset({"attest", "request-verification", "delist"})
@@ -141,6 +154,59 @@ class Procedure:
             self._cascade(conn, org_id, transition, now, parts)
         self.services.audit.transition(conn, stored, principal, name, status or "", transition.target)
         self._notify(conn, name, org_id, updated, reason, now)
+        return stored
+
+    def apply_to_offer(
+        self,
+        conn: Connection,
+        principal: Principal,
+        offer_id: str,
+        name: str,
+        now: datetime,
+        *,
+        reason: str | None = None,
+    ) -> StoredResource:
+        """One step of the procedure for an offer drafted after its structure was listed (see
+        OFFER_TRANSITIONS), inside the caller's transaction; raises without writing when
+        refused. Who may is decided on the structure, as for its own application; the offer's
+        own status is the one that moves. An offer of a structure not listed yet moves with
+        the structure's application (409 says so)."""
+        transition = TRANSITIONS[name]
+        target = f"HealthcareService/{offer_id}"
+        current = repository.get_current(conn, "HealthcareService", offer_id)
+        if current is None or current.deleted:
+            raise NotFound(f"{target} is not known")
+        offer = loads(current.content or "{}")
+        self.services.policy.check_write_intent(principal, "HealthcareService", "u")
+        self.services.policy.check_write_target(conn, principal, current)
+        org_id = provider_id(offer)
+        structure = repository.get_current(conn, "Organization", org_id) if org_id else None
+        if structure is None or structure.deleted:
+            raise Conflict(f"{target} names no known structure (providedBy)", code="business-rule")
+        org = loads(structure.content or "{}")
+        self.authorize(conn, principal, transition, org)
+        org_status = self.lifecycle.status(org)
+        if org_status not in LISTED:
+            raise Conflict(
+                f"Organization/{org_id} is {org_status or 'without a status'}: its offers move with its own "
+                f"application (Organization/{org_id}/${name})",
+                code="business-rule",
+            )
+        status = self.lifecycle.status(offer) if self.lifecycle.has(offer) else org_status
+        if status not in transition.sources:
+            raise Conflict(f"{target} is {status}: {transition.describe()}", code="business-rule")
+        parts = self._parts(transition, principal, now, reason)
+        updated = self.lifecycle.with_parts(offer, **parts)
+        with self.services.policy.facts.deferred(conn):
+            stored = writes.replace(self.services, conn, current, updated, "update", actor=principal, validated=True)
+        self.services.audit.transition(conn, stored, principal, name, status or "", transition.target)
+        template, audiences = OFFER_MESSAGES[name]
+        self.message(
+            conn, template, audiences, org_id, org,
+            {"offer": str(offer.get("name") or offer_id), "offer_url": f"{self.public_base()}/{target}",
+             "reason": reason or ""},
+            f"offer-{name}:{offer_id}:{now.isoformat()}",
+        )  # fmt: skip
         return stored
 
     def _parts(self, transition: Transition, principal: Principal, now: datetime, reason: str | None) -> dict[str, Any]:
@@ -304,6 +370,13 @@ class Procedure:
             )
         )
         return {c for (c,) in rows}
+
+
+def provider_id(offer: dict[str, Any]) -> str | None:
+    """The id of the structure an offer names (`providedBy`, a relative reference)."""
+    reference = str((offer.get("providedBy") or {}).get("reference") or "")
+    kind, _, res_id = reference.rpartition("/")
+    return res_id if kind.endswith("Organization") and res_id else None
 
 
 def structure_types(org: dict[str, Any]) -> set[str]:

@@ -463,17 +463,19 @@ def procedure_operations(d: Directory, who: Who) -> None:
             else:
                 assert response.status_code in (403, 409, 422), (who.name, entry.key, op, response.get_json())
             assert_no_hidden_content(response.get_data(as_text=True), who)
-    # Withdrawing an offer on its own: callers who may not write never learn what is there.
+    # An offer's own steps (withdrawn alone; added to a listed structure, validated alone):
+    # callers who may not write never learn what is there.
     if who.role in (None, "partner-reader") or not who.may("HealthcareService", "u"):
         for entry in of_type("HealthcareService"):
-            response = d.web.post(
-                f"/fhir/{entry.key}/$withdraw", json={"resourceType": "Parameters"}, headers=d.headers(who)
-            )
-            expected = (401,) if who.role is None else (403, 404)
-            assert response.status_code in expected, (who.name, entry.key, response.status_code)
-            if not who.reads(entry):
-                assert response.status_code in (401, 404), (who.name, entry.key)
-            assert_no_hidden_content(response.get_data(as_text=True), who)
+            for op in ("$withdraw", "$submit", "$validate-territory", "$publish"):
+                response = d.web.post(
+                    f"/fhir/{entry.key}/{op}", json={"resourceType": "Parameters"}, headers=d.headers(who)
+                )
+                expected = (401,) if who.role is None else (403, 404)
+                assert response.status_code in expected, (who.name, entry.key, op, response.status_code)
+                if not who.reads(entry):
+                    assert response.status_code in (401, 404), (who.name, entry.key, op)
+                assert_no_hidden_content(response.get_data(as_text=True), who)
 
 
 @row("procedure application and confirmation", ("fhir.type_level", "POST"), ("fhir.instance_operation", "GET"))

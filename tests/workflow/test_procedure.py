@@ -433,3 +433,103 @@ def test_an_offer_drafted_after_publication_is_not_shown_by_the_yearly_verificat
     assert web.get(org_url).status_code == 200  # delisted: still cited by id
     assert _status(web.get(offer_url, headers=referent).get_json()) == "draft"
     assert web.get(offer_url).status_code == 404
+
+
+def _offer_added(actors: Actors, org_id: str, referent: dict[str, str], name: str = "Atelier ajouté") -> str:
+    """An offer the referent drafts for its structure, listed already: its URL."""
+    listed = actors.web.get(f"/fhir/HealthcareService?organization={org_id}").get_json()["entry"][0]["resource"]
+    record = next(e for e in listed["extension"] if e["url"].endswith("sos-entry-lifecycle"))
+    draft = {
+        "resourceType": "HealthcareService",
+        "name": name,
+        "providedBy": {"reference": f"Organization/{org_id}"},
+        "extension": [{"url": record["url"], "extension": [{"url": "status", "valueCode": "draft"}]}],
+    }
+    created = actors.web.post("/fhir/HealthcareService", json=draft, headers=referent)
+    assert created.status_code == 201, created.get_json()
+    return f"/fhir/HealthcareService/{created.get_json()['id']}"
+
+
+def test_an_offer_added_to_a_listed_structure_is_shown_once_validated_on_its_own(
+    actors: Actors, smtp_server: SmtpRecorder
+) -> None:
+    """The referent submits the new offer, the structure's DAC validates it, the region publishes
+    it: each told by e-mail as for an application, the offer hidden until the last step."""
+    web = actors.web
+    org_id, referent = _published(actors, smtp_server)
+    dac = actors.register("territorial-admin", departements=["29"], kind="dac", email="dac29@example.org")
+    dsrc = actors.register("regional-admin", email="dsrc@example.org")
+    actors.deliver()
+    offer_url = _offer_added(actors, org_id, referent, "Atelier sophrologie du jeudi")
+    offer_id = offer_url.rsplit("/", 1)[1]
+    search = f"/fhir/HealthcareService?organization={org_id}&_id={offer_id}&_total=accurate"
+
+    for step, who, status in (("$submit", referent, "submitted"), ("$validate-territory", dac, "territorial-validated")):
+        answer = web.post(f"{offer_url}/{step}", json=_params(), headers=who)
+        assert answer.status_code == 200 and _status(answer.get_json()) == status, answer.get_json()
+        assert web.get(offer_url).status_code == 404  # not shown before the region's validation
+        assert web.get(search).get_json()["total"] == 0
+    sent = len(smtp_server.received)
+    published = web.post(f"{offer_url}/$publish", json=_params(), headers=dsrc)
+    assert published.status_code == 200 and _status(published.get_json()) == "published"
+    assert _life(published.get_json(), "regionValidatedOn")  # its own record says it was listed
+    assert published.get_json()["active"] is True
+    assert web.get(offer_url).status_code == 200
+    assert web.get(search).get_json()["total"] == 1
+
+    assert actors.deliver()["sent"] >= 1
+    told = {m.envelope_to[0]: m for m in smtp_server.received[sent - 2 :]}
+    assert "Atelier sophrologie du jeudi" in told["dac29@example.org"].body  # asked to validate it
+    assert "validation régionale" in told["dsrc@example.org"].subject
+    assert "Atelier sophrologie du jeudi" in told["anne.legoff@vivre-apres.fr"].subject  # published
+    assert offer_url in told["anne.legoff@vivre-apres.fr"].body
+
+
+def test_an_offer_added_to_a_listed_structure_is_refused_without_its_steps(
+    actors: Actors, smtp_server: SmtpRecorder
+) -> None:
+    web = actors.web
+    org_id, referent = _published(actors, smtp_server)
+    dac_35 = actors.register("territorial-admin", departements=["35"], kind="dac")
+    c3_29 = actors.register("territorial-admin", departements=["29"], kind="3c")
+    dac = actors.register("territorial-admin", departements=["29"], kind="dac")
+    dsrc = actors.register("regional-admin")
+    offer_url = _offer_added(actors, org_id, referent)
+
+    def post(step: str, who: dict[str, str], body: dict[str, Any] | None = None) -> Any:
+        return web.post(f"{offer_url}/{step}", json=body or _params(), headers=who)
+
+    assert post("$publish", dsrc).status_code == 409  # a draft: not validated by its territory
+    assert post("$validate-territory", dac).status_code == 409  # not submitted
+    assert post("$submit", dac_35).status_code in (403, 404)  # another territory's administrator
+    assert post("$submit", referent).status_code == 200
+    assert post("$validate-territory", dac_35).status_code in (403, 404)
+    assert post("$validate-territory", c3_29).status_code == 403  # the DAC validates this structure
+    assert post("$validate-territory", referent).status_code == 403
+    assert post("$reject", dac).status_code == 400  # a reason is needed
+    rejected = post("$reject", dac, _params({"name": "reason", "valueString": "Horaires manquants"}))
+    assert rejected.status_code == 200 and _status(rejected.get_json()) == "rejected"
+    assert web.get(offer_url).status_code == 404
+    assert post("$submit", referent).status_code == 200  # corrected and submitted again
+    assert _status(web.get(offer_url, headers=referent).get_json()) == "submitted"
+    # Another structure's referent may not submit it.
+    actors.deliver()
+    _, other = _apply_and_confirm(actors, smtp_server, _application(postal_code="29000", commune="29232"))
+    assert post("$submit", other).status_code in (403, 404)
+
+
+def test_an_offer_of_a_structure_not_listed_moves_with_its_application(
+    actors: Actors, smtp_server: SmtpRecorder
+) -> None:
+    """Before the structure is published, its offers follow its own application: an offer's
+    own step is refused (409, naming the structure's), and a listed offer has no step of its own."""
+    web = actors.web
+    org_id, referent = _apply_and_confirm(actors, smtp_server)
+    offer = web.get(f"/fhir/HealthcareService?organization={org_id}", headers=referent).get_json()["entry"][0]
+    answer = web.post(f"/fhir/HealthcareService/{offer['resource']['id']}/$submit", json=_params(), headers=referent)
+    assert answer.status_code == 409
+    assert f"Organization/{org_id}/$submit" in answer.get_json()["issue"][0]["diagnostics"]
+    org_id, referent = _published(actors, smtp_server)
+    listed = web.get(f"/fhir/HealthcareService?organization={org_id}").get_json()["entry"][0]["resource"]
+    again = web.post(f"/fhir/HealthcareService/{listed['id']}/$submit", json=_params(), headers=referent)
+    assert again.status_code == 409  # published with its structure already
