@@ -33,10 +33,13 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import socket
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import quote, unquote
+
+log = logging.getLogger("fhirsrv")
 
 # The request's environ key the pool's processes set, for the request log's "pool" field.
 POOL_KEY = "fhirsrv.pool"
@@ -49,10 +52,20 @@ HEAVY_PAGE_SIZE = 100
 # A request of the pool is bounded by the database's statement timeout and the request's budgets;
 # this only keeps a main worker's thread from waiting forever on a pool that hangs.
 ANSWER_TIMEOUT = 300.0
-# Bytes a main worker reads from the pool at a time while passing an answer on.
-CHUNK_BYTES = 64 * 1024
+# An answer up to this long is read whole and handed to granian at once; a longer one is passed
+# on CHUNK_BYTES at a time (each chunk takes the worker's interpreter once).
+WHOLE_BYTES = 256 * 1024
+CHUNK_BYTES = 1024 * 1024
+# What a query keeps as it is: every printable ASCII character (spaces and others escaped).
+_QUERY_SAFE = "".join(chr(c) for c in range(0x21, 0x7F))
 # Search parameters (names, or their start before a `:` modifier) that make a search heavy.
 HEAVY_PARAMETERS = frozenset({"_sort", "_include", "_revinclude", "_has", "_filter", "_text", "_content"})
+# Modifiers that expand a value set or walk a hierarchy inside a search.
+HEAVY_MODIFIERS = frozenset({"in", "not-in", "below", "above"})
+# Parameters whose value asks for an exact count of every match.
+HEAVY_VALUES = frozenset({("_total", "accurate"), ("_summary", "count")})
+# Operations answered by the main workers: the export's status and its files.
+NOT_HEAVY_OPERATIONS = ("/$export-status/", "/$export-file/")
 # Headers of the pool's answer a main worker does not pass on: the connection's own, and the
 # Server header (the main worker adds its own).
 _NOT_PASSED_ON = frozenset({"connection", "keep-alive", "transfer-encoding", "server"})
@@ -66,14 +79,18 @@ def is_heavy(environ: dict[str, Any]) -> bool:
     path: str = environ.get("PATH_INFO", "")
     if not path.startswith("/fhir"):
         return False
-    method = environ.get("REQUEST_METHOD", "GET")
-    if method == "POST" and path in ("/fhir", "/fhir/"):
+    if environ.get("REQUEST_METHOD") == "POST" and path in ("/fhir", "/fhir/"):
         return True
-    if "/$" in path or path.endswith("/_search"):
+    if "/$" in path:
+        # The export's status and files are read where the main workers are (a file is sent as
+        # it is on disk); its kick-off, and every other operation, is heavy.
+        return not path.startswith(NOT_HEAVY_OPERATIONS, path.index("/$"))
+    if path.endswith("/_search"):
         return True
-    if method != "GET":
-        return False
-    return _heavy_query(environ.get("QUERY_STRING", ""))
+    # A search's query, or a conditional write's (PUT, PATCH, DELETE ?criteria, If-None-Exist).
+    return _heavy_query(environ.get("QUERY_STRING", "")) or _heavy_query(
+        environ.get("HTTP_IF_NONE_EXIST", "")
+    )
 
 
 def _heavy_query(query: str) -> bool:
@@ -84,14 +101,14 @@ def _heavy_query(query: str) -> bool:
         name = unquote(raw_name)
         if "." in name:
             return True  # a chain: organization.name, organization:Organization.name
-        if name.partition(":")[0] in HEAVY_PARAMETERS:
+        base, _, modifier = name.partition(":")  # the engine reads `_count:x` as `_count`
+        if base in HEAVY_PARAMETERS or modifier in HEAVY_MODIFIERS:
             return True
-        if name == "_total" and unquote(raw_value) == "accurate":
+        value = unquote(raw_value)
+        if (base, value) in HEAVY_VALUES:
             return True
-        if name == "_count":
-            value = unquote(raw_value)
-            if value.isdigit() and int(value) > HEAVY_PAGE_SIZE:
-                return True
+        if base == "_count" and value.isdigit() and int(value) > HEAVY_PAGE_SIZE:
+            return True
     return False
 
 
@@ -141,30 +158,43 @@ def forward(
     socket_path: str, environ: dict[str, Any], body: bytes, start_response: StartResponse
 ) -> Iterable[bytes]:
     """The pool's answer to the request of `environ` (its body already read, `body`), passed to
-    `start_response` and returned; Unreachable when no pool took it."""
+    `start_response` and returned; Unreachable when the pool did not take the whole request
+    (so did not run it)."""
     conn = _UnixConnection(socket_path)
     try:
         conn.connect()
-    except OSError as exc:  # nothing was sent, whatever the reason
-        raise Unreachable(type(exc).__name__) from None
-    try:
+        # Nothing is sent before endheaders: a request line or header http.client refuses
+        # (a value it cannot encode) leaves the request to the main worker, as unsent.
         conn.putrequest(
             environ.get("REQUEST_METHOD", "GET"), _target(environ), skip_host=True, skip_accept_encoding=True
         )
         for name, value in _headers(environ, len(body)):
             conn.putheader(name, value)
-        conn.endheaders(body or None)
-        response = conn.getresponse()
-    except OSError:
+    except (OSError, ValueError, http.client.HTTPException) as exc:
         conn.close()
-        return _lost(start_response)
+        raise Unreachable(type(exc).__name__) from None
+    sent = True
+    try:
+        conn.endheaders(body or None)
+    except OSError:
+        # The pool closed the connection before reading the whole body: it answered from the
+        # head alone (a 401, 413, 415 or 429), or it died. Its answer, if it gave one.
+        sent = False
+    try:
+        response = conn.getresponse()
+    except (OSError, http.client.HTTPException):
+        conn.close()
+        if not sent:  # it never had the whole request, so never ran it
+            raise Unreachable("the pool closed the connection while the request was sent") from None
+        return canned(start_response, "502 Bad Gateway", LOST, environ)
     headers = [(name, value) for name, value in response.getheaders() if name.lower() not in _NOT_PASSED_ON]
     start_response(f"{response.status} {response.reason}", headers)
-    if response.length is not None and response.length <= CHUNK_BYTES:
+    if response.length is not None and response.length <= WHOLE_BYTES:
         try:
             data = response.read()
-        except OSError:
-            data = b""  # cut short: the client sees a body shorter than its Content-Length
+        except (OSError, http.client.HTTPException):
+            log.warning("the heavy-request pool stopped while it sent an answer: the answer was cut short")
+            data = b""  # the client sees a body shorter than its Content-Length
         conn.close()
         return [data]
     return _passed_on(conn, response)
@@ -177,8 +207,8 @@ def _passed_on(conn: http.client.HTTPConnection, response: http.client.HTTPRespo
             if not chunk:
                 return
             yield chunk
-    except OSError:
-        return  # cut short, as the pool left it
+    except (OSError, http.client.HTTPException):
+        log.warning("the heavy-request pool stopped while it sent an answer: the answer was cut short")
     finally:
         conn.close()
 
@@ -187,7 +217,8 @@ def _target(environ: dict[str, Any]) -> str:
     """The request's path and query as the client sent them (WSGI decodes the path as latin-1)."""
     path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
     target = quote(path.encode("latin-1"), safe="/$:@!*'(),;=+&-._~")
-    query = environ.get("QUERY_STRING", "")
+    # A query's raw bytes beyond ASCII (hyper lets them through) escaped: the app decodes both alike.
+    query = quote(environ.get("QUERY_STRING", "").encode("latin-1"), safe=_QUERY_SAFE)
     return f"{target}?{query}" if query else target
 
 
@@ -208,30 +239,38 @@ def _headers(environ: dict[str, Any], length: int) -> Iterator[tuple[str, str]]:
     yield PEER_HEADER, environ.get("REMOTE_ADDR") or ""
 
 
-_LOST = json.dumps(
-    {
-        "resourceType": "OperationOutcome",
-        "issue": [
-            {
-                "severity": "error",
-                "code": "transient",
-                "diagnostics": (
-                    "The server process answering this request stopped before it answered. The request "
-                    "may have been carried out: read the resources it would change before sending it again."
-                ),
-            }
-        ],
-    }
-).encode()
+def _outcome(code: str, diagnostics: str) -> bytes:
+    issue = {"severity": "error", "code": code, "diagnostics": diagnostics}
+    return json.dumps({"resourceType": "OperationOutcome", "issue": [issue]}).encode()
 
 
-def _lost(start_response: StartResponse) -> list[bytes]:
-    start_response(
-        "502 Bad Gateway",
-        [
-            ("Content-Type", "application/fhir+json; charset=utf-8"),
-            ("Content-Length", str(len(_LOST))),
-            ("Cache-Control", "no-store"),
-        ],
-    )
-    return [_LOST]
+LOST = _outcome(
+    "transient",
+    "The server process answering this request stopped before it answered. The request may have been "
+    "carried out: read the resources it would change before sending it again.",
+)
+BUSY = _outcome(
+    "transient",
+    "The server is answering as many costly requests (batches, operations, searches with sorts, includes "
+    "or chains) as it may at once: send this one again in a moment.",
+)
+
+
+def canned(
+    start_response: StartResponse, status: str, body: bytes, environ: dict[str, Any], *extra: tuple[str, str]
+) -> list[bytes]:
+    """An OperationOutcome the main worker answers itself, with the headers the app puts on every
+    answer that matter here: the request id, no caching, the security headers."""
+    from fhirsrv.api.request_log import HEADER, request_id_of
+    from fhirsrv.auth.hardening import SECURITY_HEADERS_NOT_HTML
+
+    headers = [
+        ("Content-Type", "application/fhir+json; charset=utf-8"),
+        ("Content-Length", str(len(body))),
+        ("Cache-Control", "no-store"),
+        (HEADER, request_id_of(environ.get("HTTP_X_REQUEST_ID"))),
+        *SECURITY_HEADERS_NOT_HTML,
+        *extra,
+    ]
+    start_response(status, headers)
+    return [body]

@@ -38,6 +38,7 @@ import signal
 import socket
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -51,7 +52,7 @@ from granian.http import HTTP1Settings
 from granian.log import LogLevels
 from granian.server import MPServer
 
-from fhirsrv.heavy_pool import Unreachable, answers, forward, is_heavy, trust_forwarded_peer
+from fhirsrv.heavy_pool import BUSY, Unreachable, answers, canned, forward, is_heavy, trust_forwarded_peer
 from fhirsrv.interactions.context import Services
 from fhirsrv.settings import Settings, export_to_environment
 
@@ -81,11 +82,19 @@ GRANIAN_LOGGING: dict[str, Any] = {
 
 @dataclass
 class HeavyPool:
-    """Where a main worker finds the heavy pool (heavy_pool.py), and whether it has logged
-    that the pool took nothing."""
+    """Where a main worker finds the heavy pool (heavy_pool.py); how many of its threads may wait
+    on the pool at once (the others stay for cheap requests, even when the pool hangs: past
+    them a heavy request is answered 503 with Retry-After); whether it has logged that the pool
+    took nothing."""
 
     socket_path: str
+    slots: threading.BoundedSemaphore
     warned: bool = False
+
+
+def heavy_slots(threads: int) -> int:
+    """Threads of a main worker that may wait on the heavy pool: half of them, at least one."""
+    return max(1, threads // 2)
 
 
 @dataclass(frozen=True)
@@ -102,6 +111,11 @@ HEAVY_PROCESS_NAME = b"fhirsrv-heavy"
 HEAVY_STOP_TIMEOUT = GRACEFUL_TIMEOUT + 5
 # Seconds the parent waits for the heavy pool to answer before it starts the main workers.
 HEAVY_START_TIMEOUT = 60
+# How often the parent looks whether the heavy pool's manager still runs (seconds), and how many
+# times it may end within a window before the parent stops starting it again.
+HEAVY_WATCH_INTERVAL = 1.0
+HEAVY_RESTARTS = 3
+HEAVY_RESTART_WINDOW = 60.0
 _PR_SET_NAME = 15
 # How much less CPU the heavy pool gets than the main workers when both want it (nice(2): 10 is
 # about a tenth of a main worker's share). Its requests are the ones that may wait.
@@ -292,14 +306,35 @@ def routed(
         headers.append(SERVER_HEADER)
         return start_response(status, headers, exc_info)
 
+    if not pool.slots.acquire(blocking=False):  # every slot waits on the pool already
+        return canned(start, "503 Service Unavailable", BUSY, environ, ("Retry-After", "1"))
     try:
-        return forward(pool.socket_path, environ, body, start)
+        answered = forward(pool.socket_path, environ, body, start)
     except Unreachable:
+        pool.slots.release()
         if not pool.warned:
             pool.warned = True
             log.warning("the heavy-request pool takes no request: this worker answers them itself")
         environ["wsgi.input"] = io.BytesIO(body)
         return answer(app, environ, start_response)
+    except BaseException:
+        pool.slots.release()
+        raise
+    if pool.warned:
+        pool.warned = False
+        log.info("the heavy-request pool answers again")
+    if isinstance(answered, list):
+        pool.slots.release()
+        return answered
+    return _releasing(answered, pool.slots)
+
+
+def _releasing(body: Iterable[bytes], slots: threading.BoundedSemaphore) -> Iterator[bytes]:
+    """`body`, its slot released once it is sent or dropped."""
+    try:
+        yield from body
+    finally:
+        slots.release()
 
 
 def _take_body(environ: dict[str, Any], limit: int) -> bytes | None:
@@ -458,23 +493,31 @@ def with_shared_metrics(settings: Settings) -> Settings:
     return shared
 
 
-def fhirsrv_worker(settings: Settings) -> AppFactory:
+def fhirsrv_worker(settings: Settings, *, exports: bool) -> AppFactory:
     """The app of one worker: built after the fork, with its background runner (the sweep and
     the mail delivery, when FHIRSRV_SWEEP_INTERVAL_SECONDS is set; one pass at a time across
-    the workers, workflow/runner.py), its Subscriptions' delivery loop (sync/delivery.py) and its
-    export worker (sync/export_runner.py)."""
-    return partial(_fhirsrv_app, settings)
+    the workers, workflow/runner.py), its Subscriptions' delivery loop (sync/delivery.py) and,
+    with `exports` (no heavy pool to run them), its export worker (sync/export_runner.py)."""
+    return partial(_fhirsrv_app, settings, exports)
 
 
 def heavy_worker(settings: Settings) -> AppFactory:
-    """The app of a heavy-pool worker: fhirsrv's, without the background runners (the main
-    workers run them)."""
+    """The app of a heavy-pool worker: fhirsrv's, with the `$export` worker (its kick-offs come
+    here, and the files are written here, away from the main workers' cheap requests), without
+    the sweep and delivery loops (the main workers run them)."""
+    return partial(_heavy_app, settings)
+
+
+def _heavy_app(settings: Settings) -> Any:
+    from fhirsrv.api.bulk_export import keep_exporting
     from fhirsrv.app import create_app
 
-    return partial(create_app, settings)
+    app = create_app(settings)
+    keep_exporting(app)
+    return app
 
 
-def _fhirsrv_app(settings: Settings) -> Any:
+def _fhirsrv_app(settings: Settings, exports: bool) -> Any:
     from fhirsrv.api.bulk_export import keep_exporting
     from fhirsrv.app import create_app
     from fhirsrv.sync import delivery
@@ -483,7 +526,8 @@ def _fhirsrv_app(settings: Settings) -> Any:
     app = create_app(settings)
     runner.start(app.extensions["fhirsrv"])
     delivery.start(app.extensions["fhirsrv"])  # one worker delivers at a time (sync/delivery.py)
-    keep_exporting(app)
+    if exports:  # else the heavy pool's workers run the exports
+        keep_exporting(app)
     return app
 
 
@@ -515,19 +559,35 @@ def serve_workers(
             "requests (database %s)",
             host, port, settings.workers, threads, settings.heavy_workers, services.engine.url.render_as_string(),
         )  # fmt: skip
-        pool = HeavyPool(str(heavy.socket_path)) if heavy is not None else None
+        pool = None
+        if heavy is not None:
+            pool = HeavyPool(str(heavy.socket_path), threading.BoundedSemaphore(heavy_slots(threads)))
+            heavy.keep_running()
         wrapper = partial(routed, Routing(settings.max_body_bytes, pool))
-        loader = partial(start_worker, os.getpid(), settings, factory or fhirsrv_worker(settings), wrapper)
+        main = factory or fhirsrv_worker(settings, exports=heavy is None)
+        loader = partial(start_worker, os.getpid(), settings, main, wrapper)
         server.serve(target_loader=loader, wrap_loader=False)
     finally:
         if heavy is not None:
             heavy.stop()
 
 
-@dataclass
 class _HeavyProcess:
-    process: multiprocessing.process.BaseProcess
-    socket_path: Path
+    """The heavy pool's manager process, started again when it ends (`keep_running`)."""
+
+    def __init__(self, settings: Settings, threads: int, socket_path: Path, factory: AppFactory) -> None:
+        self.args = (os.getpid(), settings, threads, socket_path, factory)
+        self.socket_path = socket_path
+        self.stopping = threading.Event()
+        self.process = self._start()
+
+    def _start(self) -> multiprocessing.process.BaseProcess:
+        self.socket_path.unlink(missing_ok=True)  # a killed manager's socket file
+        process = multiprocessing.get_context("fork").Process(
+            target=_run_heavy_pool, args=self.args, name="fhirsrv-heavy"
+        )
+        process.start()
+        return process
 
     def wait_ready(self) -> None:
         """Until a worker of the pool answers (HEAVY_START_TIMEOUT at most), so that the main
@@ -540,8 +600,35 @@ class _HeavyProcess:
             time.sleep(0.05)
         log.warning("the heavy-request pool did not start: the workers answer heavy requests themselves")
 
+    def keep_running(self) -> None:
+        """A thread of the parent that starts the pool again when its manager ends (killed, or
+        failed; granian replaces its workers itself), unless it ended HEAVY_RESTARTS times within
+        HEAVY_RESTART_WINDOW seconds: then the main workers answer heavy requests themselves."""
+
+        def watch() -> None:
+            ended: list[float] = []
+            while not self.stopping.wait(HEAVY_WATCH_INTERVAL):
+                if self.process.is_alive():
+                    continue
+                self.process.join(0)  # reaped: no zombie left
+                now = time.monotonic()
+                ended = [t for t in ended if now - t < HEAVY_RESTART_WINDOW] + [now]
+                if len(ended) > HEAVY_RESTARTS:
+                    log.error(
+                        "the heavy-request pool keeps stopping: the workers answer heavy requests themselves"
+                    )
+                    return
+                log.warning(
+                    "the heavy-request pool stopped (status %s): starting it again", self.process.exitcode
+                )
+                self.process = self._start()
+                self.wait_ready()
+
+        threading.Thread(target=watch, name="fhirsrv-heavy-watch", daemon=True).start()
+
     def stop(self) -> None:
         """SIGTERM (its requests in flight finish), then SIGKILL if it outlasts HEAVY_STOP_TIMEOUT."""
+        self.stopping.set()
         if self.process.is_alive():
             self.process.terminate()
             self.process.join(HEAVY_STOP_TIMEOUT)
@@ -556,14 +643,9 @@ def start_heavy_pool(settings: Settings, threads: int, factory: AppFactory | Non
     at exit). Forked before the main workers' socket is bound, so it holds none of theirs."""
     directory = tempfile.mkdtemp(prefix="fhirsrv-heavy-")
     atexit.register(shutil.rmtree, directory, True)
-    socket_path = Path(directory) / "heavy.sock"
-    process = multiprocessing.get_context("fork").Process(
-        target=_run_heavy_pool,
-        args=(os.getpid(), settings, threads, socket_path, factory or heavy_worker(settings)),
-        name="fhirsrv-heavy",
+    heavy = _HeavyProcess(
+        settings, threads, Path(directory) / "heavy.sock", factory or heavy_worker(settings)
     )
-    process.start()
-    heavy = _HeavyProcess(process, socket_path)
     heavy.wait_ready()
     return heavy
 

@@ -13,6 +13,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import sys
 import time
 import uuid
@@ -37,6 +38,7 @@ from tests.worker_processes import (
     postgres_database,
     request,
     serving,
+    worker_of,
 )
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
@@ -67,11 +69,23 @@ ROUTES = [
     ("GET", "/fhir/Organization", "_total=accurate", True),
     ("GET", "/fhir/Organization", f"_count={HEAVY_PAGE_SIZE + 1}", True),
     ("GET", "/fhir/Organization", f"_count={HEAVY_PAGE_SIZE}", False),
+    ("HEAD", "/fhir/HealthcareService", "_sort=name", True),
+    ("GET", "/fhir/Organization", "_count:x=1000", True),
+    ("GET", "/fhir/Organization", "_total:x=accurate", True),
+    ("GET", "/fhir/Organization", "_summary=count", True),
+    ("GET", "/fhir/HealthcareService", "service-category:in=https://sos.example.org/fhir/ValueSet/x", True),
+    ("GET", "/fhir/HealthcareService", "service-category:below=x", True),
+    ("GET", "/fhir/HealthcareService", "service-category:not=x", False),
+    ("DELETE", "/fhir/HealthcareService", "organization.name=a", True),
+    ("PUT", "/fhir/HealthcareService", "identifier=a", False),
+    ("GET", "/fhir/$export", "_type=Organization", True),
+    ("GET", "/fhir/$export-status/j1", "", False),
+    ("GET", "/fhir/$export-file/j1/Organization-1.ndjson", "", False),
     ("GET", "/fhir/Organization", "name=Le.Bras&_elements=name&_total=none", False),
     ("GET", "/fhir/Organization", "", False),
     ("GET", "/fhir/Organization/o1", "", False),
     ("GET", "/fhir/Organization/o1/_history", "", False),
-    ("PUT", "/fhir/Organization/o1", "_sort=name", False),
+    ("PUT", "/fhir/Organization/o1", "", False),
     ("POST", "/fhir/Organization", "", False),
     ("GET", "/fhir/metadata", "", False),
     ("GET", "/", "_sort=name", False),
@@ -87,6 +101,12 @@ def test_which_requests_the_pool_answers(method: str, path: str, query: str, hea
     assert is_heavy(environ) is heavy
 
 
+def test_a_create_whose_condition_is_costly_goes_to_the_pool() -> None:
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/fhir/HealthcareService", "QUERY_STRING": ""}
+    assert not is_heavy({**environ, "HTTP_IF_NONE_EXIST": "identifier=a"})
+    assert is_heavy({**environ, "HTTP_IF_NONE_EXIST": "_has:PractitionerRole:service:role=x"})
+
+
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("template") / "fhirsrv.sqlite3"
@@ -98,6 +118,8 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 # 8 anonymous requests a minute: 4 in each of the two workers, 4 in the pool's one process.
 LIMIT_PER_PROCESS = 4
+# Bodies larger than a Unix socket's buffer fit under it: the pool may refuse one before reading it.
+MAX_BODY = 2_000_000
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -110,7 +132,7 @@ def server(
     options = {
         "FHIRSRV_TRUSTED_PROXIES": "1",
         "FHIRSRV_RATE_LIMIT_ANONYMOUS": str(2 * LIMIT_PER_PROCESS),
-        "FHIRSRV_MAX_BODY_BYTES": "20000",
+        "FHIRSRV_MAX_BODY_BYTES": str(MAX_BODY),
     }
     if request.param == "postgres":
         with (
@@ -247,10 +269,98 @@ def test_a_body_sent_in_chunks_reaches_the_pool_whole_or_is_refused_over_the_lim
     status, bundle = _chunked(conn, json.dumps(BATCH).encode(), headers)
     assert status == 200 and bundle["type"] == "batch-response"
     assert _line(server, headers["X-Request-ID"]).get("pool") == "heavy"
-    padded = {**BATCH, "id": "x" * 30_000}  # over FHIRSRV_MAX_BODY_BYTES (20000)
+    padded = {**BATCH, "id": "x" * (MAX_BODY + 1)}  # over FHIRSRV_MAX_BODY_BYTES
     status, outcome = _chunked(conn, json.dumps(padded).encode(), _client("198.51.100.6"))
     assert status == 413 and outcome["resourceType"] == "OperationOutcome"
     conn.close()
+
+
+def test_a_large_body_the_pool_refuses_from_its_head_gets_the_pools_answer(server: Server) -> None:
+    """A body larger than the socket's buffer, refused by the pool before it read it (a bad
+    token: 401; a wrong content type: 415): the client gets that answer, not a 502."""
+    large = json.dumps({**BATCH, "id": "x" * 1_500_000}).encode()
+    conn = server.connect()
+    for headers, expected in (
+        ({"Authorization": "Bearer not-a-token", "Content-Type": "application/fhir+json"}, 401),
+        ({"Content-Type": "text/plain"}, 415),
+    ):
+        conn.request("POST", "/fhir", body=large, headers={**_client("198.51.100.12"), **headers})
+        response = conn.getresponse()
+        answer = json.loads(response.read())
+        assert (response.status, answer["resourceType"]) == (expected, "OperationOutcome"), answer
+        if expected == 401:
+            assert response.getheader("WWW-Authenticate")
+        conn.close()
+        conn = server.connect()
+    conn.close()
+
+
+def test_a_raw_byte_beyond_ascii_in_a_heavy_query_is_passed_on(server: Server) -> None:
+    """hyper lets raw UTF-8 through in a query; the pool gets it escaped, and answers as a worker
+    would (it was a 500 and a stack in the log)."""
+    request_id = uuid.uuid4().hex
+    head = (
+        b"GET /fhir/CodeSystem?_sort=url&name=\xc3\xa9 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"X-Forwarded-For: 198.51.100.13\r\nX-Request-ID: " + request_id.encode() + b"\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as raw:
+        raw.sendall(head)
+        answer = b""
+        while chunk := raw.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    assert _line(server, request_id).get("pool") == "heavy"
+    assert "Traceback" not in server.output() and '"exc_type"' not in server.output()
+
+
+def _connections_by_worker(server: Server, each: int) -> dict[int, list[http.client.HTTPConnection]]:
+    """`each` keep-alive connections held by every worker (opened until each has them)."""
+    found: dict[int, list[http.client.HTTPConnection]] = {}
+    for _ in range(200):
+        conn = server.connect()
+        request(conn, "GET", "/fhir/metadata", headers=_client("198.51.100.14"))
+        pid = worker_of(server, conn)
+        if pid is not None and len(found.setdefault(pid, [])) < each:
+            found[pid].append(conn)
+        else:
+            conn.close()
+        if len(found) == server.workers and all(len(c) == each for c in found.values()):
+            return found
+    raise AssertionError(f"connections reached {[(pid, len(c)) for pid, c in found.items()]}")
+
+
+def test_a_worker_keeps_threads_for_cheap_requests_when_the_pool_hangs(
+    template: Path, tmp_path: Path
+) -> None:
+    """With its pool stopped (SIGSTOP), a worker of 4 threads lets 2 wait on it; a third heavy
+    request is answered 503 with Retry-After at once, and cheap requests are still answered.
+    Once the pool runs again, the waiting requests get their answers."""
+    with serving(tmp_path, database=copy_sqlite(template, tmp_path / "db.sqlite3"), threads=4) as srv:
+        pool = _pool_processes(srv)
+        by_worker = _connections_by_worker(srv, each=3)
+        for pid in pool:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            waiting = [conn for conns in by_worker.values() for conn in conns[:2]]
+            for conn in waiting:
+                conn.request("POST", "/fhir", body=json.dumps(BATCH).encode(),
+                             headers={"Content-Type": "application/fhir+json", **_client("198.51.100.15")})  # fmt: skip
+            # Each of those now holds a thread of its worker, waiting on the pool.
+            for conns in by_worker.values():
+                third = conns[2]
+                status, headers, outcome = request(third, "POST", "/fhir", BATCH, _client("198.51.100.16"))
+                assert status == 503 and headers["retry-after"] == "1", outcome
+                assert outcome["resourceType"] == "OperationOutcome" and headers["x-request-id"]
+                assert request(third, "GET", "/fhir/metadata", headers=_client("198.51.100.16"))[0] == 200
+        finally:
+            for pid in pool:
+                os.kill(pid, signal.SIGCONT)
+        for conn in waiting:
+            response = conn.getresponse()
+            assert response.status == 200 and json.loads(response.read())["type"] == "batch-response"
+        for conns in by_worker.values():
+            for conn in conns:
+                conn.close()
 
 
 @pytest.fixture(scope="module")
@@ -313,7 +423,7 @@ def _wait_gone(pids: set[int]) -> None:
         time.sleep(0.1)
 
 
-def test_without_the_pool_the_workers_answer_heavy_requests_themselves(
+def test_a_killed_pool_is_started_again_and_meanwhile_the_workers_answer(
     template: Path, tmp_path: Path
 ) -> None:
     with serving(
@@ -321,17 +431,25 @@ def test_without_the_pool_the_workers_answer_heavy_requests_themselves(
     ) as srv:
         pool = _pool_processes(srv)
         assert len(pool) == 2
-        manager = _named_pool(srv.pid).pop()
+        (manager,) = _named_pool(srv.pid)
         os.kill(manager, signal.SIGKILL)
         _wait_gone(pool)  # its worker dies with it
         conn = srv.connect()
-        for _ in range(2):
+        answered_by = []
+        deadline = time.monotonic() + STOP_DEADLINE
+        while "heavy" not in answered_by:
+            assert time.monotonic() < deadline, f"the pool did not come back: {answered_by}"
             headers = _client("198.51.100.10")
             status, _, bundle = request(conn, "POST", "/fhir", BATCH, headers)
-            assert status == 200 and bundle["type"] == "batch-response"
-            assert "pool" not in _line(srv, headers["X-Request-ID"])
+            assert status == 200 and bundle["type"] == "batch-response"  # none lost meanwhile
+            answered_by.append(_line(srv, headers["X-Request-ID"]).get("pool"))
+            time.sleep(0.2)
+        assert answered_by[0] is None  # the first, at once, by the worker itself
+        assert _named_pool(srv.pid) and manager not in _named_pool(srv.pid)  # a new manager
+        output = srv.output()
+        assert "the heavy-request pool takes no request" in output
+        assert "starting it again" in output and "the heavy-request pool answers again" in output
         conn.close()
-        assert "the heavy-request pool takes no request" in srv.output()
         assert srv.stop() == 0
 
 
