@@ -24,9 +24,6 @@ from typing import Any
 import pytest
 
 from fhirsrv.heavy_pool import HEAVY_PAGE_SIZE, is_heavy
-from fhirsrv.interactions.load import load_initial_content
-from fhirsrv.settings import Settings
-from fhirsrv.wiring import build_services
 from tests.conftest import BACKENDS, PG_URL
 from tests.worker_processes import (
     STOP_DEADLINE,
@@ -34,6 +31,7 @@ from tests.worker_processes import (
     alive,
     children,
     copy_sqlite,
+    first_start_database,
     free_port,
     postgres_database,
     request,
@@ -109,11 +107,8 @@ def test_a_create_whose_condition_is_costly_goes_to_the_pool() -> None:
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("template") / "fhirsrv.sqlite3"
-    services = build_services(Settings.from_env(database_url=f"sqlite:///{path}", load_demo=False))
-    load_initial_content(services, demo=False)
-    services.engine.dispose()
-    return path
+    """The first start's database, copied for each server that needs one."""
+    return first_start_database(tmp_path_factory.mktemp("template"))
 
 
 # 8 anonymous requests a minute: 4 in each of the two workers, 4 in the pool's one process.

@@ -24,11 +24,8 @@ from typing import Any
 
 import pytest
 
-from fhirsrv.interactions.load import load_initial_content
 from fhirsrv.logformat import JsonFormatter
 from fhirsrv.serving import answer, listening
-from fhirsrv.settings import Settings
-from fhirsrv.wiring import build_services
 from tests.api.helpers import ALIAS_SEARCH_PARAMETER as PARAM
 from tests.conftest import BACKENDS, PG_URL
 from tests.worker_processes import (
@@ -36,6 +33,7 @@ from tests.worker_processes import (
     alive,
     children,
     copy_sqlite,
+    first_start_database,
     free_port,
     one_connection_per_worker,
     postgres_database,
@@ -68,13 +66,8 @@ def _valueset(*codes: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A SQLite database with the first start's content, copied for each server that needs one
-    (the first start's load costs seconds; it is not what these tests are about)."""
-    path = tmp_path_factory.mktemp("template") / "fhirsrv.sqlite3"
-    services = build_services(Settings.from_env(database_url=f"sqlite:///{path}", load_demo=False))
-    load_initial_content(services, demo=False)
-    services.engine.dispose()
-    return path
+    """The first start's database, copied for each server that needs one."""
+    return first_start_database(tmp_path_factory.mktemp("template"))
 
 
 def _workers(server: Server, headers: dict[str, str] | None = None) -> list[http.client.HTTPConnection]:

@@ -35,6 +35,20 @@ HEAVY_NAME = "fhirsrv-heavy"
 STOP_DEADLINE = 60.0
 
 
+def first_start_database(directory: Path) -> Path:
+    """A SQLite database with the first start's content (no demo), for tests to copy for each
+    server that needs one (`copy_sqlite`): the first start's load costs seconds."""
+    from fhirsrv.interactions.load import load_initial_content
+    from fhirsrv.settings import Settings
+    from fhirsrv.wiring import build_services
+
+    path = directory / "fhirsrv.sqlite3"
+    services = build_services(Settings.from_env(database_url=f"sqlite:///{path}", load_demo=False))
+    load_initial_content(services, demo=False)
+    services.engine.dispose()
+    return path
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

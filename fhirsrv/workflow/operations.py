@@ -101,12 +101,18 @@ attest = _transition_op("attest", "The referent attests the entry is still right
 )  # fmt: skip
 def reject(services: Services, info: RequestInfo, call: OperationCall) -> Result:
     """Refuse a submitted or territorially validated application, with a reason sent to the referent."""
+    reason = _rejection_reason(services, info, call, f"Organization/{call.res_id}")
+    return _transition(services, info, call, "reject", reason=reason)
+
+
+def _rejection_reason(services: Services, info: RequestInfo, call: OperationCall, target: str) -> str:
+    """A $reject's reason, for the referent's e-mail: without one, 400 (audited)."""
     reason = (call.string("reason") or "").strip()
     if not reason:
         error = BadRequest("$reject needs a 'reason' (sent to the structure's referent)", expression=["Parameters.parameter.where(name='reason')"])
-        services.audit.refused(services.engine, info.principal, "$reject", f"Organization/{call.res_id}", error.diagnostics)
+        services.audit.refused(services.engine, info.principal, "$reject", target, error.diagnostics)
         raise error
-    return _transition(services, info, call, "reject", reason=reason)
+    return reason
 
 
 @operation(
@@ -354,11 +360,7 @@ publish_offer = _offer_op(
 )  # fmt: skip
 def reject_offer(services: Services, info: RequestInfo, call: OperationCall) -> Result:
     """Refuse an offer added to a listed structure, with a reason sent to the referent."""
-    reason = (call.string("reason") or "").strip()
-    if not reason:
-        error = BadRequest("$reject needs a 'reason' (sent to the structure's referent)", expression=["Parameters.parameter.where(name='reason')"])
-        services.audit.refused(services.engine, info.principal, "$reject", f"HealthcareService/{call.res_id}", error.diagnostics)
-        raise error
+    reason = _rejection_reason(services, info, call, f"HealthcareService/{call.res_id}")
     return _offer_transition(services, info, call, "reject", reason=reason)
 
 

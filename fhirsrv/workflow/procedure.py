@@ -127,14 +127,7 @@ class Procedure:
     ) -> StoredResource:
         """Run one transition inside the caller's transaction; raises without writing when refused."""
         transition = TRANSITIONS[name]
-        current = repository.get_current(conn, "Organization", org_id)
-        if current is None or current.deleted:
-            raise NotFound(f"Organization/{org_id} is not known")
-        org = loads(current.content or "{}")
-        # The token's scopes and the write perimeter first: no status is told to a caller who
-        # could not make the change anyway.
-        self.services.policy.check_write_intent(principal, "Organization", "u")
-        self.services.policy.check_write_target(conn, principal, current)
+        current, org = self._writable(conn, principal, "Organization", org_id)
         self.authorize(conn, principal, transition, org)
         status = self.lifecycle.status(org)
         if status not in transition.sources:
@@ -173,12 +166,7 @@ class Procedure:
         the structure's application (409 says so)."""
         transition = TRANSITIONS[name]
         target = f"HealthcareService/{offer_id}"
-        current = repository.get_current(conn, "HealthcareService", offer_id)
-        if current is None or current.deleted:
-            raise NotFound(f"{target} is not known")
-        offer = loads(current.content or "{}")
-        self.services.policy.check_write_intent(principal, "HealthcareService", "u")
-        self.services.policy.check_write_target(conn, principal, current)
+        current, offer = self._writable(conn, principal, "HealthcareService", offer_id)
         org_id = provider_id(offer)
         structure = repository.get_current(conn, "Organization", org_id) if org_id else None
         if structure is None or structure.deleted:
@@ -208,6 +196,19 @@ class Procedure:
             f"offer-{name}:{offer_id}:{now.isoformat()}",
         )  # fmt: skip
         return stored
+
+    def _writable(
+        self, conn: Connection, principal: Principal, res_type: str, res_id: str
+    ) -> tuple[StoredResource, dict[str, Any]]:
+        """The entry a transition moves, and its content: 404 if unknown; the token's scopes and
+        the write perimeter checked first, so no status is told to a caller who could not make
+        the change anyway."""
+        current = repository.get_current(conn, res_type, res_id)
+        if current is None or current.deleted:
+            raise NotFound(f"{res_type}/{res_id} is not known")
+        self.services.policy.check_write_intent(principal, res_type, "u")
+        self.services.policy.check_write_target(conn, principal, current)
+        return current, loads(current.content or "{}")
 
     def _parts(self, transition: Transition, principal: Principal, now: datetime, reason: str | None) -> dict[str, Any]:
         who = principal.label() + (f" [{principal.client_id}]" if principal.client_id else "")
