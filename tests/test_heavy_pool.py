@@ -324,6 +324,17 @@ def _connections_by_worker(server: Server, each: int) -> dict[int, list[http.cli
     raise AssertionError(f"connections reached {[(pid, len(c)) for pid, c in found.items()]}")
 
 
+def _sockets(pid: int) -> int:
+    """How many sockets process `pid` holds open."""
+    count = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            count += os.readlink(fd).startswith("socket:")
+        except OSError:  # closed since the listing
+            continue
+    return count
+
+
 def test_a_worker_keeps_threads_for_cheap_requests_when_the_pool_hangs(
     template: Path, tmp_path: Path
 ) -> None:
@@ -337,10 +348,15 @@ def test_a_worker_keeps_threads_for_cheap_requests_when_the_pool_hangs(
             os.kill(pid, signal.SIGSTOP)
         try:
             waiting = [conn for conns in by_worker.values() for conn in conns[:2]]
+            before = {pid: _sockets(pid) for pid in by_worker}
             for conn in waiting:
                 conn.request("POST", "/fhir", body=json.dumps(BATCH).encode(),
                              headers={"Content-Type": "application/fhir+json", **_client("198.51.100.15")})  # fmt: skip
-            # Each of those now holds a thread of its worker, waiting on the pool.
+            # Each of those now holds a thread of its worker, waiting on the pool (a socket to it).
+            deadline = time.monotonic() + STOP_DEADLINE
+            while any(_sockets(pid) < before[pid] + 2 for pid in by_worker):
+                assert time.monotonic() < deadline, "the heavy requests did not reach the pool's socket"
+                time.sleep(0.05)
             for conns in by_worker.values():
                 third = conns[2]
                 status, headers, outcome = request(third, "POST", "/fhir", BATCH, _client("198.51.100.16"))
