@@ -552,6 +552,8 @@ def serve_workers(
     heavy = start_heavy_pool(settings, threads, factory) if settings.heavy_workers else None
     try:
         listener = listening(host, port)
+        if heavy is not None:
+            heavy.listener = listener
         server = WorkerProcesses(settings, listener, host, port, threads)
         configure(settings.log_format)  # again: granian configured logging its way
         log.info(
@@ -577,6 +579,9 @@ class _HeavyProcess:
 
     def __init__(self, settings: Settings, threads: int, socket_path: Path, factory: AppFactory) -> None:
         self.args = (os.getpid(), settings, threads, socket_path, factory)
+        # The main workers' listening socket, once bound: a pool started again after it must
+        # not hold it (the port would take connections nobody answers once the workers stop).
+        self.listener: int | None = None
         self.socket_path = socket_path
         self.stopping = threading.Event()
         self.process = self._start()
@@ -584,7 +589,7 @@ class _HeavyProcess:
     def _start(self) -> multiprocessing.process.BaseProcess:
         self.socket_path.unlink(missing_ok=True)  # a killed manager's socket file
         process = multiprocessing.get_context("fork").Process(
-            target=_run_heavy_pool, args=self.args, name="fhirsrv-heavy"
+            target=_run_heavy_pool, args=(*self.args, self.listener), name="fhirsrv-heavy"
         )
         process.start()
         return process
@@ -651,7 +656,12 @@ def start_heavy_pool(settings: Settings, threads: int, factory: AppFactory | Non
 
 
 def _run_heavy_pool(
-    parent: int, settings: Settings, threads: int, socket_path: Path, factory: AppFactory
+    parent: int,
+    settings: Settings,
+    threads: int,
+    socket_path: Path,
+    factory: AppFactory,
+    listener: int | None,
 ) -> None:
     """The heavy pool's manager: named HEAVY_PROCESS_NAME (its workers inherit the name), killed
     with the parent however it ends, serving until SIGTERM."""
@@ -659,6 +669,8 @@ def _run_heavy_pool(
     from fhirsrv.logformat import configure
 
     _die_with_parent(parent)
+    if listener is not None:
+        os.close(listener)  # the main workers' socket, inherited by a pool started again
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None).prctl(_PR_SET_NAME, HEAVY_PROCESS_NAME, 0, 0, 0)
     os.nice(HEAVY_NICENESS)
