@@ -39,6 +39,7 @@ from tests.worker_processes import (
     postgres_database,
     request,
     serving,
+    worker_of,
 )
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
@@ -238,6 +239,11 @@ def _begin_create(server: Server) -> tuple[http.client.HTTPConnection, bytes]:
     conn.putheader("Content-Length", str(len(body)))
     conn.endheaders()
     conn.send(body[:10])
+    # In flight once a worker has accepted it (a worker still starting takes none yet).
+    deadline = time.monotonic() + 60  # a bound on the wait, not a measure
+    while worker_of(server, conn) is None:
+        assert time.monotonic() < deadline, "no worker accepted the connection"
+        time.sleep(0.05)
     return conn, body[10:]
 
 
