@@ -9,12 +9,13 @@ interval only share the wait out. So the main workers hand each request that `is
 unchanged, to the pool over a Unix socket in a private directory, and wait for its answer
 without holding the interpreter (a blocking read); they keep answering the others themselves.
 
-What `is_heavy` names is decided from the request line alone, before anything is parsed:
-a batch or transaction (POST to the base), an operation (`$expand`, `$validate`, `$export`...),
-a search sent as a form (`_search`), and a search with a sort, an include, a reverse chain
-(`_has`), a filter, a text search, a chain, an accurate total or a page over
-HEAVY_PAGE_SIZE entries. Reads, plain searches, history, writes of one resource, `/metadata`,
-the web pages and the probes stay in the main workers.
+What `is_heavy` names is decided from the request line (and If-None-Exist) alone, before
+anything is parsed: a batch or transaction (POST to the base), an operation (`$expand`,
+`$validate`, the `$export` kick-off...; not the export's status and files), a search sent as a
+form (`_search`), and a search or conditional write with a sort, an include, a reverse chain
+(`_has`), a filter, a text search, a chain, a value-set or hierarchy modifier, an exact count
+or a page over HEAVY_PAGE_SIZE entries. Reads, plain searches, history, writes of one
+resource, `/metadata`, the web pages and the probes stay in the main workers.
 
 The pool runs the same app with the same settings: the same access policy, authentication and
 rate limits (each of its processes with its share, as a main worker), the same log line, with
@@ -23,10 +24,13 @@ pool takes as the connection's (`trust_forwarded_peer`): the socket is reachable
 its directory, readable by the server's user alone, and a client's own PEER_HEADER is never
 passed on.
 
-When the pool cannot be reached (not started yet, or its processes gone), the main worker
-answers the request itself, as without a pool: slower for the others, not refused. When the
-pool fails after the request was sent, the request may have been carried out: the answer is a
-502 OperationOutcome saying so, never a second attempt.
+When the pool cannot be reached (not started yet, or its processes gone), or closes the
+connection before it has the whole request, the main worker answers the request itself, as
+without a pool: slower for the others, not refused. When the pool answers from a request's
+head alone (401, 415, 429) its answer is passed on. When it fails after it had the whole
+request, the request may have been carried out: the answer is a 502 OperationOutcome saying
+so, never a second attempt. How many of a worker's threads may wait on the pool at once is
+serving.py's (`HeavyPool`): past that, a 503 (BUSY).
 """
 
 from __future__ import annotations
