@@ -61,27 +61,32 @@ def _issues(errors: list[FieldError]) -> list[Issue]:
 
 
 def _transition(
-    services: Services, info: RequestInfo, call: OperationCall, name: str, **kw: Any
+    services: Services, info: RequestInfo, call: OperationCall, name: str, res_type: str = "Organization", **kw: Any
 ) -> Result:
+    """One step of the procedure on an Organization (the structure and its entries), or on a
+    HealthcareService added to a listed structure (procedure.py, `apply_to_offer`); a refusal
+    audited."""
     procedure = _procedure(services)
-    org_id = str(call.res_id)
+    apply = procedure.apply if res_type == "Organization" else procedure.apply_to_offer
+    res_id = str(call.res_id)
     try:
         with write_transaction(services.engine) as conn:
-            stored = procedure.apply(conn, info.principal, org_id, name, utcnow(), **kw)
+            stored = apply(conn, info.principal, res_id, name, utcnow(), **kw)
     except FhirError as refusal:
-        services.audit.refused(services.engine, info.principal, f"${name}", f"Organization/{org_id}", refusal.diagnostics)
+        services.audit.refused(services.engine, info.principal, f"${name}", f"{res_type}/{res_id}", refusal.diagnostics)
         raise
     return served(stored)
 
 
-def _transition_op(name: str, doc: str):  # type: ignore[no-untyped-def]
+def _transition_op(name: str, doc: str, res_type: str = "Organization"):  # type: ignore[no-untyped-def]
     def run(services: Services, info: RequestInfo, call: OperationCall) -> Result:
-        return _transition(services, info, call, name)
+        return _transition(services, info, call, name, res_type)
 
     run.__doc__ = doc
+    definition = SPEC + name + ("" if res_type == "Organization" else "-offer")
     return operation(
-        name, types=("Organization",), type_level=False, instance_level=True, affects_state=True,
-        definition=SPEC + name, guard="write",
+        name, types=(res_type,), type_level=False, instance_level=True, affects_state=True,
+        definition=definition, guard="write",
     )(run)  # fmt: skip
 
 
@@ -319,38 +324,18 @@ def confirm(services: Services, info: RequestInfo, call: OperationCall) -> Resul
 
 
 # ---------------------------------------------------------------------------- offers alone
-def _offer_transition(services: Services, info: RequestInfo, call: OperationCall, name: str, **kw: Any) -> Result:
-    """An offer added to a listed structure: its own step of the procedure (procedure.py,
-    `apply_to_offer`); a refusal audited, as the structure's own."""
-    target = f"HealthcareService/{call.res_id}"
-    try:
-        with write_transaction(services.engine) as conn:
-            stored = _procedure(services).apply_to_offer(conn, info.principal, str(call.res_id), name, utcnow(), **kw)
-    except FhirError as refusal:
-        services.audit.refused(services.engine, info.principal, f"${name}", target, refusal.diagnostics)
-        raise
-    return served(stored)
-
-
-def _offer_op(name: str, doc: str):  # type: ignore[no-untyped-def]
-    def run(services: Services, info: RequestInfo, call: OperationCall) -> Result:
-        return _offer_transition(services, info, call, name)
-
-    run.__doc__ = doc
-    return operation(
-        name, types=("HealthcareService",), type_level=False, instance_level=True, affects_state=True,
-        definition=f"{SPEC}{name}-offer", guard="write",
-    )(run)  # fmt: skip
-
-
-submit_offer = _offer_op(
-    "submit", "The referent submits an offer added to its listed structure: draft or rejected to submitted."
+# An offer added to a listed structure goes through the steps on its own (procedure.py,
+# `apply_to_offer`); one offer is withdrawn alone by `withdraw_offer`.
+submit_offer = _transition_op(
+    "submit", "The referent submits an offer added to its listed structure: draft or rejected to submitted.", "HealthcareService"
 )
-validate_territory_offer = _offer_op(
-    "validate-territory", "Territorial validation of an offer added to a listed structure: submitted to territorial-validated."
+validate_territory_offer = _transition_op(
+    "validate-territory",
+    "Territorial validation of an offer added to a listed structure: submitted to territorial-validated.",
+    "HealthcareService",
 )
-publish_offer = _offer_op(
-    "publish", "Regional validation (DSRC) of an offer added to a listed structure: it is shown at once."
+publish_offer = _transition_op(
+    "publish", "Regional validation (DSRC) of an offer added to a listed structure: it is shown at once.", "HealthcareService"
 )
 
 
@@ -361,7 +346,7 @@ publish_offer = _offer_op(
 def reject_offer(services: Services, info: RequestInfo, call: OperationCall) -> Result:
     """Refuse an offer added to a listed structure, with a reason sent to the referent."""
     reason = _rejection_reason(services, info, call, f"HealthcareService/{call.res_id}")
-    return _offer_transition(services, info, call, "reject", reason=reason)
+    return _transition(services, info, call, "reject", "HealthcareService", reason=reason)
 
 
 @operation(
