@@ -15,8 +15,9 @@ What the parent does once, before forking, so that N workers starting at once ne
 - the token signing key: read, or created in the data directory (auth/keys.py), so that every
   worker signs with the same one;
 - the metrics directory the workers share (`with_shared_metrics`);
-- the listening socket: bound here, so a port in use is one line at once; the workers inherit
-  it and accept from it in turn.
+- the listening sockets, one a worker in one SO_REUSEPORT group (`listening`): bound here, so
+  a port in use is one line at once; each worker inherits its own, and the kernel spreads the
+  connections over them.
 It then closes its database connections (a connection used by two processes after a fork mixes
 their conversations) and granian starts the workers. SIGTERM stops them gracefully (requests in
 flight finish, for GRACEFUL_TIMEOUT at most), SIGINT at once (INTERRUPT_TIMEOUT); either way the
@@ -137,37 +138,62 @@ def prepare_parent(services: Services) -> None:
     services.engine.dispose()
 
 
-def listening(host: str, port: int) -> int:
-    """The file descriptor of a listening socket on the first address `host` resolves to (one:
-    granian's workers accept from one socket), for the workers to inherit.
+def listening(host: str, port: int, count: int = 1) -> list[int]:
+    """The file descriptors of `count` listening sockets on the first address `host` resolves
+    to, all on one port, one for each worker to inherit (`WorkerProcesses._spawn_worker`).
 
-    SO_REUSEADDR, as waitress sets it: a port just left by a stopped server is usable at once;
-    TCP_NODELAY, as waitress and granian set it.
-    Not SO_REUSEPORT (granian's own binding): a second server on the same port would share it
-    silently. Raises ListenError with a one-line reason, having closed what it opened."""
+    One socket each, in one SO_REUSEPORT group, rather than one socket they all accept from:
+    the kernel then spreads new connections over the workers evenly (by a hash of each
+    connection's addresses), where on one shared socket the worker that wakes first takes the
+    connections that arrive together, often all of them, and the other worker idles (with 2
+    workers and 4 keep-alive clients, reads went from 0.74x to 1.97x of one worker between runs;
+    bench/workers_bench.py).
+
+    The port is first bound alone, without SO_REUSEPORT, and let go: a port some server holds
+    already (this one included, started twice) is one line at once, and not a group that
+    server and this one would share without a word. SO_REUSEADDR, as waitress sets it: a port
+    just left by a stopped server is usable at once; TCP_NODELAY, as waitress and granian set
+    it. Raises ListenError with a one-line reason, having closed what it opened."""
     try:
         addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
         raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     family, kind, proto, _, address = addresses[0]
-    sock = socket.socket(family, kind, proto)
+    opened: list[socket.socket] = []
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        # Inherited by every accepted connection (Linux): an answer's head and body leave at
-        # once. Without it a keep-alive client waited ~40 ms for each answer's second write
-        # (Nagle's algorithm against the client's delayed ACK), as granian's own socket avoids.
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind(address)
-        sock.listen(BACKLOG)
+        probe = _bound(family, kind, proto, address, opened, reuse_port=False)
+        address = probe.getsockname()  # the port chosen, when 0 was asked for
+        probe.close()
+        opened.clear()
+        for _ in range(count):
+            _bound(family, kind, proto, address, opened, reuse_port=True).listen(BACKLOG)
     except OSError as exc:
-        sock.close()
+        for sock in opened:
+            sock.close()
         raise ListenError(
             f"cannot listen on {host}:{port}: {exc.strerror} (another server? choose --port)"
         ) from None
-    # Detached: from here the workers' server owns the descriptor (a socket object would close it).
-    return sock.detach()
+    # Detached: from here the workers' server owns the descriptors (a socket object would close them).
+    return [sock.detach() for sock in opened]
+
+
+def _bound(
+    family: int, kind: int, proto: int, address: Any, opened: list[socket.socket], *, reuse_port: bool
+) -> socket.socket:
+    """A socket bound to `address`, added to `opened` (closed by the caller if a later one fails)."""
+    sock = socket.socket(family, kind, proto)
+    opened.append(sock)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    # Inherited by every accepted connection (Linux): an answer's head and body leave at
+    # once. Without it a keep-alive client waited ~40 ms for each answer's second write
+    # (Nagle's algorithm against the client's delayed ACK), as granian's own socket avoids.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    sock.bind(address)
+    return sock
 
 
 def http1_settings(settings: Settings) -> HTTP1Settings:
@@ -197,7 +223,7 @@ class WorkerProcesses(MPServer):  # type: ignore[misc]
     def __init__(
         self,
         settings: Settings,
-        listener: int | None,
+        listeners: list[int] | None,
         host: str,
         port: int,
         threads: int,
@@ -223,20 +249,47 @@ class WorkerProcesses(MPServer):  # type: ignore[misc]
             respawn_failed_workers=True,
             workers_kill_timeout=GRACEFUL_TIMEOUT,
         )
-        self.listener = listener
+        self.listeners = listeners
+        self._holders: list[tuple[Any, socket.socket]] = []
 
     def _init_shared_socket(self) -> None:
-        """The socket `listening` bound, not one granian would bind (SO_REUSEPORT, an IP address
-        only): what `MPServer._init_shared_socket` makes of a socket of its own, on this one.
-        The heavy pool's Unix socket is granian's own."""
-        if self.listener is None:
+        """The sockets `listening` bound, not ones granian would bind (an IP address only, and
+        no check that the port is free): for each, what `MPServer._init_shared_socket` makes of
+        a socket of its own. The heavy pool's Unix socket is granian's own."""
+        if self.listeners is None:
             super()._init_shared_socket()
             return
         self._ssp = None
-        self._shd = SocketHolder(self.listener, False, BACKLOG)
-        self._sfd = self.listener
-        self._sso = socket.socket(fileno=self.listener)
-        self._sso.set_inheritable(True)
+        for fd in self.listeners:
+            sock = socket.socket(fileno=fd)
+            sock.set_inheritable(True)
+            self._holders.append((SocketHolder(fd, False, BACKLOG), sock))
+
+    def _spawn_worker(self, idx: int, target: Any, callback_loader: Any) -> Any:
+        """Worker `idx` (0-based; granian gives a replaced worker its index) with its own socket."""
+        if self.listeners is not None:
+            self._shd, self._sso = self._holders[idx]
+            self._sfd = self.listeners[idx]
+            callback_loader = partial(self._with_own_socket_only, idx, callback_loader)
+        return super()._spawn_worker(idx, target, callback_loader)
+
+    def _with_own_socket_only(self, idx: int, loader: Callable[[], Any]) -> Any:
+        """In worker `idx`, after the fork: the other workers' sockets closed, then its app. A
+        worker that held them would keep them open while it drains after SIGTERM (connections
+        would wait in their queues, unanswered, rather than be refused)."""
+        for other, (_, sock) in enumerate(self._holders):
+            if other != idx:
+                sock.close()
+        return loader()
+
+    def _drop_shared_socket(self) -> None:
+        if self.listeners is None:
+            super()._drop_shared_socket()
+            return
+        for _, sock in self._holders:
+            sock.close()
+        self._holders.clear()
+        self._shd = self._sso = None
 
     def signal_handler_interrupt(self, signum: int | None = None, *args: Any) -> None:
         """SIGTERM and SIGINT both stop the workers (SIGTERM to each: it stops accepting and
@@ -543,7 +596,7 @@ def serve_workers(
     closed here); `factory` builds each worker's app (default: fhirsrv's, `fhirsrv_worker`).
 
     The workers are forked (granian would spawn fresh interpreters where fork is not Python's
-    default, 3.14 on): they inherit the listening socket and the app's factory as they are."""
+    default, 3.14 on): they inherit their listening sockets and the app's factory as they are."""
     from fhirsrv.logformat import configure
 
     prepare_parent(services)
@@ -551,10 +604,10 @@ def serve_workers(
     multiprocessing.set_start_method("fork", force=True)
     heavy = start_heavy_pool(settings, threads, factory) if settings.heavy_workers else None
     try:
-        listener = listening(host, port)
+        listeners = listening(host, port, settings.workers)
         if heavy is not None:
-            heavy.listener = listener
-        server = WorkerProcesses(settings, listener, host, port, threads)
+            heavy.listeners = listeners
+        server = WorkerProcesses(settings, listeners, host, port, threads)
         configure(settings.log_format)  # again: granian configured logging its way
         log.info(
             "fhirsrv serving http://%s:%s/fhir with %s worker processes of %s threads, and %s for heavy "
@@ -579,9 +632,9 @@ class _HeavyProcess:
 
     def __init__(self, settings: Settings, threads: int, socket_path: Path, factory: AppFactory) -> None:
         self.args = (os.getpid(), settings, threads, socket_path, factory)
-        # The main workers' listening socket, once bound: a pool started again after it must
-        # not hold it (the port would take connections nobody answers once the workers stop).
-        self.listener: int | None = None
+        # The main workers' listening sockets, once bound: a pool started again after them must
+        # not hold them (the port would take connections nobody answers once the workers stop).
+        self.listeners: list[int] = []
         self.socket_path = socket_path
         self.stopping = threading.Event()
         self.process = self._start()
@@ -589,7 +642,7 @@ class _HeavyProcess:
     def _start(self) -> multiprocessing.process.BaseProcess:
         self.socket_path.unlink(missing_ok=True)  # a killed manager's socket file
         process = multiprocessing.get_context("fork").Process(
-            target=_run_heavy_pool, args=(*self.args, self.listener), name="fhirsrv-heavy"
+            target=_run_heavy_pool, args=(*self.args, self.listeners), name="fhirsrv-heavy"
         )
         process.start()
         return process
@@ -661,7 +714,7 @@ def _run_heavy_pool(
     threads: int,
     socket_path: Path,
     factory: AppFactory,
-    listener: int | None,
+    listeners: list[int],
 ) -> None:
     """The heavy pool's manager: named HEAVY_PROCESS_NAME (its workers inherit the name), killed
     with the parent however it ends, serving until SIGTERM."""
@@ -669,8 +722,8 @@ def _run_heavy_pool(
     from fhirsrv.logformat import configure
 
     _die_with_parent(parent)
-    if listener is not None:
-        os.close(listener)  # the main workers' socket, inherited by a pool started again
+    for fd in listeners:
+        os.close(fd)  # the main workers' sockets, inherited by a pool started again
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None).prctl(_PR_SET_NAME, HEAVY_PROCESS_NAME, 0, 0, 0)
     os.nice(HEAVY_NICENESS)

@@ -38,9 +38,11 @@ from tests.worker_processes import (
     copy_sqlite,
     first_start_database,
     free_port,
+    listening_inodes,
     postgres_database,
     request,
     serving,
+    socket_inodes,
     worker_of,
 )
 
@@ -439,29 +441,6 @@ def _wait_gone(pids: set[int]) -> None:
         time.sleep(0.1)
 
 
-def _listening_inodes(port: int) -> set[str]:
-    """Inodes of the sockets listening on `port` (TCP, state 0A)."""
-    found = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
-                found.add(fields[9])
-    return found
-
-
-def _socket_inodes(pid: int) -> set[str]:
-    found = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            link = os.readlink(fd)
-        except OSError:  # closed since the listing
-            continue
-        if link.startswith("socket:["):
-            found.add(link[8:-1])
-    return found
-
-
 def _accepts(socket_path: str) -> bool:
     """Whether something listens on the Unix socket at `socket_path`."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
@@ -545,8 +524,8 @@ def test_a_killed_pool_is_started_again_and_meanwhile_the_workers_answer(
         assert "starting it again" in srv.output()
         # Forked after the port was bound, the new pool does not hold the workers' socket (the
         # port would take connections nobody answers once the workers stop).
-        listening = _listening_inodes(srv.port)
-        assert listening and all(not (_socket_inodes(pid) & listening) for pid in _pool_processes(srv))
+        listening = listening_inodes(srv.port)
+        assert listening and all(not (socket_inodes(pid) & listening) for pid in _pool_processes(srv))
         conn.close()
         assert srv.stop() == 0
 

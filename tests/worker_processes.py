@@ -207,6 +207,30 @@ def worker_of(server: Server, conn: http.client.HTTPConnection) -> int | None:
     return None
 
 
+def listening_inodes(port: int) -> set[str]:
+    """Inodes of the sockets listening on `port` (TCP, state 0A)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
+                found.add(fields[9])
+    return found
+
+
+def socket_inodes(pid: int) -> set[str]:
+    """Inodes of the sockets process `pid` holds."""
+    found = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            link = os.readlink(fd)
+        except OSError:  # closed since the listing
+            continue
+        if link.startswith("socket:["):
+            found.add(link[8:-1])
+    return found
+
+
 def request(
     conn: http.client.HTTPConnection,
     method: str,
