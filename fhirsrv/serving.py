@@ -55,6 +55,7 @@ from granian.server import MPServer
 
 from fhirsrv.heavy_pool import BUSY, Unreachable, answers, canned, forward, is_heavy, trust_forwarded_peer
 from fhirsrv.interactions.context import Services
+from fhirsrv.orphans import die_with_parent
 from fhirsrv.settings import Settings, export_to_environment
 
 log = logging.getLogger("fhirsrv")
@@ -317,10 +318,9 @@ def start_worker(
     worker of the heavy pool)."""
     from fhirsrv.api.metrics import retire_exited_workers
     from fhirsrv.app import share_the_interpreter
-    from fhirsrv.interactions.load_pipeline import _die_with_parent
     from fhirsrv.logformat import configure
 
-    _die_with_parent(parent)
+    die_with_parent(parent)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     configure(settings.log_format)
@@ -716,12 +716,14 @@ def _run_heavy_pool(
     factory: AppFactory,
     listeners: list[int],
 ) -> None:
-    """The heavy pool's manager: named HEAVY_PROCESS_NAME (its workers inherit the name), killed
-    with the parent however it ends, serving until SIGTERM."""
-    from fhirsrv.interactions.load_pipeline import _die_with_parent
+    """The heavy pool's manager: named HEAVY_PROCESS_NAME (its workers inherit the name), serving
+    until SIGTERM. The parent's end sends it SIGTERM, however the parent ends: its workers stop
+    (killed with it), and it removes the socket's directory, which the parent, killed with -9,
+    could not (a normal stop removes it too). Not when the parent still runs: it starts the
+    manager again, on the same socket path."""
     from fhirsrv.logformat import configure
 
-    _die_with_parent(parent)
+    die_with_parent(parent, signal.SIGTERM)
     for fd in listeners:
         os.close(fd)  # the main workers' sockets, inherited by a pool started again
     if sys.platform.startswith("linux"):
@@ -730,4 +732,8 @@ def _run_heavy_pool(
     server = WorkerProcesses(settings, None, "", 0, threads, workers=settings.heavy_workers, uds=socket_path)
     configure(settings.log_format)
     loader = partial(start_worker, os.getpid(), settings, factory, answer_heavy)
-    server.serve(target_loader=loader, wrap_loader=False)
+    try:
+        server.serve(target_loader=loader, wrap_loader=False)
+    finally:
+        if os.getppid() != parent:
+            shutil.rmtree(socket_path.parent, ignore_errors=True)

@@ -3,7 +3,7 @@ api, auth, web, app, cli, wiring; only the HTTP layers know Flask.
 
 Checked by parsing every module of the package with `ast`, function-level imports included (a
 lazy import is still a dependency), so a layer stays testable and reusable without the ones above
-it. The settings, errors, resource types, canonical URLs, text and JSON-shape helpers sit at the bottom and
+it. The settings, errors, resource types, canonical URLs, text and JSON-shape helpers and `orphans` sit at the bottom and
 may be imported by anyone.
 """
 
@@ -24,6 +24,7 @@ BASE_MODULES = (
     "fhirsrv.canonical",
     "fhirsrv.text",
     "fhirsrv.jsonshape",
+    "fhirsrv.orphans",
 )
 HTTP_LAYERS = ("fhirsrv.api", "fhirsrv.auth", "fhirsrv.web", "fhirsrv.app")
 HTTP_LIBRARIES = ("flask", "werkzeug")

@@ -13,6 +13,7 @@ import http.client
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -280,14 +281,22 @@ def test_sigint_does_not_wait_for_a_request_in_flight(template: Path, tmp_path: 
 
 
 def test_workers_do_not_outlive_a_killed_parent(template: Path, tmp_path: Path) -> None:
+    """kill -9 of the server: its workers and its heavy pool end, and the pool's private socket
+    directory does not stay behind in the temporary directory."""
     with serving(tmp_path, database=copy_sqlite(template, tmp_path / "db.sqlite3")) as server:
         workers = server.worker_pids()
+        pool = children(server.pid, heavy_pool=True) - workers
+        [socket_path] = re.findall(r"unix:(\S+/heavy\.sock)", server.output())
+        assert pool and Path(socket_path).exists()
         server.process.kill()  # SIGKILL: no handler, no goodbye to the workers
         server.process.wait(timeout=10)
         deadline = time.monotonic() + 60  # a bound on the wait, not a measure
-        while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        while (any(alive(pid) for pid in workers | pool) or Path(socket_path).parent.exists()) and (
+            time.monotonic() < deadline
+        ):
             time.sleep(0.2)
-        assert not any(alive(pid) for pid in workers)
+        assert not any(alive(pid) for pid in workers | pool)
+        assert not Path(socket_path).parent.exists()
     assert children(server.pid) == set()
 
 

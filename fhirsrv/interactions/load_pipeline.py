@@ -14,13 +14,8 @@ with -9 would otherwise leave them waiting forever on a queue whose other end th
 
 from __future__ import annotations
 
-import ctypes
 import multiprocessing
 import os
-import signal
-import sys
-import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -33,6 +28,7 @@ import orjson
 from fhirsrv.errors import FhirError
 from fhirsrv.interactions.resources import check_id, check_resource, check_type
 from fhirsrv.interactions.writes import LOADED_VISIBILITY
+from fhirsrv.orphans import die_with_parent
 from fhirsrv.resource_types import SUPPORTED_TYPES
 from fhirsrv.search.engine import loaded_columns
 from fhirsrv.search.extract import extract
@@ -90,37 +86,9 @@ class _WorkerState:
 _state: _WorkerState | None = None
 
 
-# prctl(2) option: the signal the kernel sends a process when its parent dies.
-PR_SET_PDEATHSIG = 1
-# Where prctl is missing, how often a worker checks that its parent is still there (seconds).
-ORPHAN_CHECK_INTERVAL = 1.0
-
-
-def _die_with_parent(parent: int) -> None:
-    """Make this worker exit as soon as `parent` does, however it ends (kill -9 included).
-
-    On Linux the kernel sends SIGKILL (PR_SET_PDEATHSIG; the workers are started by the thread
-    that runs the load, which lives as long as the pool). Elsewhere a daemon thread polls the
-    parent pid. Checked once after arming, for a parent that died before."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-    else:
-
-        def watch() -> None:
-            while os.getppid() == parent:
-                time.sleep(ORPHAN_CHECK_INTERVAL)
-            os._exit(1)
-
-        threading.Thread(target=watch, name="parent-watch", daemon=True).start()
-    if os.getppid() != parent:
-        os._exit(1)
-
-
 def _init_worker(settings: Settings, stored_parameters: list[dict[str, Any]], parent: int) -> None:
     global _state
-    _die_with_parent(parent)
+    die_with_parent(parent)
     registry = build_registry(settings, SUPPORTED_TYPES)
     for definition in stored_parameters:
         registry.add_definition(definition, SUPPORTED_TYPES)

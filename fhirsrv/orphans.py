@@ -1,0 +1,41 @@
+"""A child process that must not outlive its parent: the loader's workers, the server's workers
+and its heavy-request pool. Killed with the parent however it ends (kill -9 included), so no
+process keeps a database connection or a socket after the server has gone."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+import threading
+import time
+
+# prctl(2) option: the signal the kernel sends a process when its parent dies.
+PR_SET_PDEATHSIG = 1
+# Where prctl is missing, how often a child checks that its parent is still there (seconds).
+ORPHAN_CHECK_INTERVAL = 1.0
+
+
+def die_with_parent(parent: int, signum: int = signal.SIGKILL) -> None:
+    """`signum` sent to this process as soon as `parent` ends: SIGKILL (the default) to end at
+    once, SIGTERM for a process that has something to clean up (it must handle SIGTERM).
+
+    On Linux the kernel sends it (PR_SET_PDEATHSIG; to be called from the thread that lives as
+    long as the process's work, the kernel watching the thread that forked it). Elsewhere a
+    daemon thread polls the parent pid. Checked once after arming, for a parent that ended
+    before: then the process exits at once."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    else:
+
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(ORPHAN_CHECK_INTERVAL)
+            os.kill(os.getpid(), signum)
+
+        threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+    if os.getppid() != parent:
+        os._exit(1)
