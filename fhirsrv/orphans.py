@@ -1,6 +1,7 @@
 """A child process that must not outlive its parent: the loader's workers, the server's workers
-and its heavy-request pool. Killed with the parent however it ends (kill -9 included), so no
-process keeps a database connection or a socket after the server has gone."""
+and its heavy-request pool. Told when the parent ends, however it ends (kill -9 included): killed
+at once, or sent SIGTERM to clean up first (the heavy pool's manager), so no process keeps a
+database connection or a socket after the server has gone."""
 
 from __future__ import annotations
 
@@ -21,10 +22,10 @@ def die_with_parent(parent: int, signum: int = signal.SIGKILL) -> None:
     """`signum` sent to this process as soon as `parent` ends: SIGKILL (the default) to end at
     once, SIGTERM for a process that has something to clean up (it must handle SIGTERM).
 
-    On Linux the kernel sends it (PR_SET_PDEATHSIG; to be called from the thread that lives as
-    long as the process's work, the kernel watching the thread that forked it). Elsewhere a
-    daemon thread polls the parent pid. Checked once after arming, for a parent that ended
-    before: then the process exits at once."""
+    On Linux the kernel sends it (PR_SET_PDEATHSIG) when the parent's thread that forked this
+    process ends: fork from a thread that lives as long as the parent does. Elsewhere a daemon
+    thread polls the parent pid. Checked once after arming, for a parent that ended before:
+    then `signum` is sent at once."""
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         if libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0) != 0:
@@ -38,4 +39,4 @@ def die_with_parent(parent: int, signum: int = signal.SIGKILL) -> None:
 
         threading.Thread(target=watch, name="parent-watch", daemon=True).start()
     if os.getppid() != parent:
-        os._exit(1)
+        os.kill(os.getpid(), signum)

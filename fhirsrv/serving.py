@@ -37,6 +37,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import sys
 import tempfile
 import threading
@@ -148,13 +149,19 @@ def listening(host: str, port: int, count: int = 1) -> list[int]:
     connection's addresses), where on one shared socket the worker that wakes first takes the
     connections that arrive together, often all of them, and the other worker idles (with 2
     workers and 4 keep-alive clients, reads went from 0.74x to 1.97x of one worker between runs;
-    bench/workers_bench.py).
+    bench/workers_bench.py). The cost: a connection belongs to its socket, so one that reaches
+    the socket of a worker stopped in its tracks (or being replaced) waits for it, where on a
+    shared socket another worker took it. Only where the kernel spreads connections over such a
+    group (Linux, `SPREADS_CONNECTIONS`); elsewhere one socket, shared (`count` = 1).
 
-    The port is first bound alone, without SO_REUSEPORT, and let go: a port some server holds
-    already (this one included, started twice) is one line at once, and not a group that
-    server and this one would share without a word. SO_REUSEADDR, as waitress sets it: a port
-    just left by a stopped server is usable at once; TCP_NODELAY, as waitress and granian set
-    it. Raises ListenError with a one-line reason, having closed what it opened."""
+    The first socket is bound without SO_REUSEPORT, which fails if anything holds the port (a
+    second server started on it stops with its one line, not sharing it), and joins the group
+    only once bound (SO_REUSEPORT then, then the others): no moment when the port is free. A
+    process of the same user that binds the port with SO_REUSEPORT later can still join the
+    group, as the kernel allows for one user: run the server as a user of its own (README).
+    SO_REUSEADDR, as waitress sets it: a port just left by a stopped server is usable at once;
+    TCP_NODELAY, as waitress and granian set it. Raises ListenError with a one-line reason,
+    having closed what it opened."""
     try:
         addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
@@ -162,11 +169,12 @@ def listening(host: str, port: int, count: int = 1) -> list[int]:
     family, kind, proto, _, address = addresses[0]
     opened: list[socket.socket] = []
     try:
-        probe = _bound(family, kind, proto, address, opened, reuse_port=False)
-        address = probe.getsockname()  # the port chosen, when 0 was asked for
-        probe.close()
-        opened.clear()
-        for _ in range(count):
+        first = _bound(family, kind, proto, address, opened, reuse_port=False)
+        if count > 1:
+            first.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        first.listen(BACKLOG)
+        address = first.getsockname()  # the port chosen, when 0 was asked for
+        for _ in range(count - 1):
             _bound(family, kind, proto, address, opened, reuse_port=True).listen(BACKLOG)
     except OSError as exc:
         for sock in opened:
@@ -176,6 +184,12 @@ def listening(host: str, port: int, count: int = 1) -> list[int]:
         ) from None
     # Detached: from here the workers' server owns the descriptors (a socket object would close them).
     return [sock.detach() for sock in opened]
+
+
+# Whether the kernel spreads the connections of one port over the sockets of an SO_REUSEPORT
+# group (Linux since 3.9); elsewhere (macOS, FreeBSD without SO_REUSEPORT_LB) the workers share
+# one socket, as granian does there.
+SPREADS_CONNECTIONS = sys.platform.startswith("linux")
 
 
 def _bound(
@@ -216,8 +230,9 @@ class WorkerProcesses(MPServer):  # type: ignore[misc]
       from FHIRSRV_TRUSTED_PROXIES, as under waitress;
     - no access log (it would record client addresses); granian's own lines in the server's
       format (GRANIAN_LOGGING);
-    - the listening socket is the one bound by `listening` (see `_init_shared_socket`), or for
-      the heavy pool a Unix socket (`uds`) granian binds, readable by the server's user only;
+    - each worker's listening socket is its own of those `listening` bound (`_spawn_worker`; a
+      worker replaced gets the socket of the one it replaces), or for the heavy pool a Unix
+      socket (`uds`) granian binds, readable by the server's user only;
     - a worker that dies is replaced; SIGTERM drains, SIGINT stops (`signal_handler_interrupt`).
     The app of each worker comes from `start_worker` (its `loader`)."""
 
@@ -269,17 +284,18 @@ class WorkerProcesses(MPServer):  # type: ignore[misc]
     def _spawn_worker(self, idx: int, target: Any, callback_loader: Any) -> Any:
         """Worker `idx` (0-based; granian gives a replaced worker its index) with its own socket."""
         if self.listeners is not None:
-            self._shd, self._sso = self._holders[idx]
-            self._sfd = self.listeners[idx]
-            callback_loader = partial(self._with_own_socket_only, idx, callback_loader)
+            own = idx % len(self.listeners)  # one socket for all where the kernel spreads none
+            self._shd, self._sso = self._holders[own]
+            self._sfd = self.listeners[own]
+            callback_loader = partial(self._with_own_socket_only, own, callback_loader)
         return super()._spawn_worker(idx, target, callback_loader)
 
-    def _with_own_socket_only(self, idx: int, loader: Callable[[], Any]) -> Any:
-        """In worker `idx`, after the fork: the other workers' sockets closed, then its app. A
+    def _with_own_socket_only(self, own: int, loader: Callable[[], Any]) -> Any:
+        """In a worker, after the fork: the other workers' sockets closed, then its app. A
         worker that held them would keep them open while it drains after SIGTERM (connections
         would wait in their queues, unanswered, rather than be refused)."""
         for other, (_, sock) in enumerate(self._holders):
-            if other != idx:
+            if other != own:
                 sock.close()
         return loader()
 
@@ -604,9 +620,9 @@ def serve_workers(
     multiprocessing.set_start_method("fork", force=True)
     heavy = start_heavy_pool(settings, threads, factory) if settings.heavy_workers else None
     try:
-        listeners = listening(host, port, settings.workers)
+        listeners = listening(host, port, settings.workers if SPREADS_CONNECTIONS else 1)
         if heavy is not None:
-            heavy.listeners = listeners
+            heavy.listeners = [(fd, os.fstat(fd).st_ino) for fd in listeners]
         server = WorkerProcesses(settings, listeners, host, port, threads)
         configure(settings.log_format)  # again: granian configured logging its way
         log.info(
@@ -632,9 +648,11 @@ class _HeavyProcess:
 
     def __init__(self, settings: Settings, threads: int, socket_path: Path, factory: AppFactory) -> None:
         self.args = (os.getpid(), settings, threads, socket_path, factory)
-        # The main workers' listening sockets, once bound: a pool started again after them must
-        # not hold them (the port would take connections nobody answers once the workers stop).
-        self.listeners: list[int] = []
+        # The main workers' listening sockets once bound, each with its inode: a pool started
+        # again after them must not hold them (the port would take connections nobody answers
+        # once the workers stop). The inode tells whether a descriptor is still that socket: the
+        # parent closes its copies as it stops, and the numbers may have been reused since.
+        self.listeners: list[tuple[int, int]] = []
         self.socket_path = socket_path
         self.stopping = threading.Event()
         self.process = self._start()
@@ -698,8 +716,9 @@ class _HeavyProcess:
 def start_heavy_pool(settings: Settings, threads: int, factory: AppFactory | None) -> _HeavyProcess:
     """The heavy pool (heavy_pool.py): a process that runs granian's manager for
     FHIRSRV_HEAVY_WORKERS workers on a Unix socket in a directory of its own (mode 0700, removed
-    at exit). Forked before the main workers' socket is bound, so it holds none of theirs."""
-    directory = tempfile.mkdtemp(prefix="fhirsrv-heavy-")
+    at exit). Forked before the main workers' sockets are bound, so it holds none of theirs."""
+    remove_stale_pool_directories(Path(tempfile.gettempdir()))
+    directory = tempfile.mkdtemp(prefix=HEAVY_DIRECTORY_PREFIX)
     atexit.register(shutil.rmtree, directory, True)
     heavy = _HeavyProcess(
         settings, threads, Path(directory) / "heavy.sock", factory or heavy_worker(settings)
@@ -708,32 +727,88 @@ def start_heavy_pool(settings: Settings, threads: int, factory: AppFactory | Non
     return heavy
 
 
+# The heavy pool's socket directories, in the temporary directory: fhirsrv-heavy-XXXXXXXX.
+HEAVY_DIRECTORY_PREFIX = "fhirsrv-heavy-"
+# Seconds after which a pool's directory with no pool listening in it is left over: a server
+# starting binds its pool's socket within seconds of making the directory.
+STALE_AFTER = 600.0
+
+
+def remove_stale_pool_directories(temporary: Path) -> None:
+    """Remove what servers that ended without a word left (every process killed at once: the
+    OOM killer, a stop timeout): pool directories of this user, untouched for STALE_AFTER
+    seconds, holding nothing but a socket that nobody listens on. One a live pool uses answers
+    a connection, and is kept."""
+    now = time.time()
+    for directory in temporary.glob(f"{HEAVY_DIRECTORY_PREFIX}*"):
+        try:
+            info = directory.lstat()
+            entries = list(directory.iterdir())
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or now - info.st_mtime < STALE_AFTER:
+            continue
+        if any(entry.name != "heavy.sock" for entry in entries):
+            continue
+        if entries and answers_connection(entries[0]):
+            continue
+        shutil.rmtree(directory, ignore_errors=True)
+        log.info("removed a heavy-request pool directory a stopped server left: %s", directory)
+
+
+def answers_connection(socket_path: Path) -> bool:
+    """Whether something listens on the Unix socket at `socket_path`."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(socket_path))
+        except OSError:
+            return False
+    return True
+
+
 def _run_heavy_pool(
     parent: int,
     settings: Settings,
     threads: int,
     socket_path: Path,
     factory: AppFactory,
-    listeners: list[int],
+    listeners: list[tuple[int, int]],
 ) -> None:
     """The heavy pool's manager: named HEAVY_PROCESS_NAME (its workers inherit the name), serving
-    until SIGTERM. The parent's end sends it SIGTERM, however the parent ends: its workers stop
-    (killed with it), and it removes the socket's directory, which the parent, killed with -9,
-    could not (a normal stop removes it too). Not when the parent still runs: it starts the
-    manager again, on the same socket path."""
+    until SIGTERM. The parent's end sends it SIGTERM, however the parent ends (kill -9 included):
+    its workers stop (killed with it), and it removes the socket's directory, which a parent
+    killed with -9 could not. Not when the parent still runs: it starts the manager again, on
+    the same socket path. Until granian's own handler is in place, SIGTERM ends it through the
+    same cleanup (a manager started again inherits the parent's handler, which only notes it)."""
     from fhirsrv.logformat import configure
 
-    die_with_parent(parent, signal.SIGTERM)
-    for fd in listeners:
-        os.close(fd)  # the main workers' sockets, inherited by a pool started again
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None).prctl(_PR_SET_NAME, HEAVY_PROCESS_NAME, 0, 0, 0)
-    os.nice(HEAVY_NICENESS)
-    server = WorkerProcesses(settings, None, "", 0, threads, workers=settings.heavy_workers, uds=socket_path)
-    configure(settings.log_format)
-    loader = partial(start_worker, os.getpid(), settings, factory, answer_heavy)
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
+        die_with_parent(parent, signal.SIGTERM)
+        for fd, inode in listeners:  # the main workers' sockets, inherited by a pool started again
+            if is_same_socket(fd, inode):
+                os.close(fd)
+        if sys.platform.startswith("linux"):
+            ctypes.CDLL(None).prctl(_PR_SET_NAME, HEAVY_PROCESS_NAME, 0, 0, 0)
+        os.nice(HEAVY_NICENESS)
+        server = WorkerProcesses(settings, None, "", 0, threads, workers=settings.heavy_workers, uds=socket_path)
+        configure(settings.log_format)
+        loader = partial(start_worker, os.getpid(), settings, factory, answer_heavy)
         server.serve(target_loader=loader, wrap_loader=False)
     finally:
         if os.getppid() != parent:
             shutil.rmtree(socket_path.parent, ignore_errors=True)
+
+
+def _exit_on_signal(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def is_same_socket(fd: int, inode: int) -> bool:
+    """Whether descriptor `fd` is still the socket of that inode (not closed, not reused)."""
+    try:
+        info = os.fstat(fd)
+    except OSError:
+        return False
+    return stat.S_ISSOCK(info.st_mode) and info.st_ino == inode

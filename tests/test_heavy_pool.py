@@ -530,6 +530,32 @@ def test_a_killed_pool_is_started_again_and_meanwhile_the_workers_answer(
         assert srv.stop() == 0
 
 
+def test_a_pool_started_again_ends_with_a_killed_server_and_leaves_no_directory(
+    template: Path, tmp_path: Path
+) -> None:
+    """A pool started again (forked by the server's watching thread, not at start) ends too, and
+    removes its socket's directory, when the server is killed with -9."""
+    with serving(tmp_path, database=copy_sqlite(template, tmp_path / "db.sqlite3")) as srv:
+        pool = _pool_processes(srv)
+        (manager,) = _named_pool(srv.pid)
+        socket_path = Path(re.findall(r"unix:(\S+/heavy\.sock)", srv.output())[0])
+        os.kill(manager, signal.SIGKILL)
+        _wait_gone(pool)
+        deadline = time.monotonic() + STOP_DEADLINE
+        while "starting it again" not in srv.output() or not _accepts(str(socket_path)):
+            assert time.monotonic() < deadline, "the pool was not started again"
+            time.sleep(0.1)
+        again = _pool_processes(srv)
+        assert manager not in again
+        srv.process.kill()
+        srv.process.wait(timeout=10)
+        _wait_gone(again)
+        deadline = time.monotonic() + STOP_DEADLINE
+        while socket_path.parent.exists():
+            assert time.monotonic() < deadline, "the pool's directory stayed"
+            time.sleep(0.1)
+
+
 def test_the_pool_stops_with_the_server_and_can_be_turned_off(template: Path, tmp_path: Path) -> None:
     with serving(tmp_path, database=copy_sqlite(template, tmp_path / "db.sqlite3")) as srv:
         pool = _pool_processes(srv)

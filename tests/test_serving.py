@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +27,14 @@ from typing import Any
 import pytest
 
 from fhirsrv.logformat import JsonFormatter
-from fhirsrv.serving import ListenError, answer, listening
+from fhirsrv.serving import (
+    STALE_AFTER,
+    ListenError,
+    answer,
+    is_same_socket,
+    listening,
+    remove_stale_pool_directories,
+)
 from tests.api.helpers import ALIAS_SEARCH_PARAMETER as PARAM
 from tests.conftest import BACKENDS, PG_URL
 from tests.worker_processes import (
@@ -515,7 +523,8 @@ def test_a_port_this_server_holds_is_not_shared_by_a_second_one_started_on_it():
     the first one's clients without a word."""
     fds = listening("127.0.0.1", 0, 2)
     try:
-        port = socket.socket(fileno=os.dup(fds[0])).getsockname()[1]
+        with socket.socket(fileno=os.dup(fds[0])) as first:
+            port = first.getsockname()[1]
         with pytest.raises(ListenError, match=f"cannot listen on 127.0.0.1:{port}"):
             listening("127.0.0.1", port, 2)
     finally:
@@ -530,7 +539,7 @@ def test_connections_opened_together_are_spread_over_the_workers(template: Path,
     workers, from 0.74x to 1.97x one worker's reads between runs). Each worker now has its own
     socket and the kernel spreads the connections over them by a hash of their addresses:
     over 4 rounds of 16, each worker holds at least a quarter of the 64 (an even spread gives
-    32; fewer than 16 happens about once in 15,000 runs)."""
+    32; fewer than 16 happens about once in 40,000 runs)."""
     with serving(tmp_path, database=copy_sqlite(template, tmp_path / "db.sqlite3"),
                  FHIRSRV_HEAVY_WORKERS="0") as server:  # fmt: skip
         one_connection_per_worker(server, "/")  # both have built their app
@@ -548,3 +557,54 @@ def test_connections_opened_together_are_spread_over_the_workers(template: Path,
             for conn in clients:
                 conn.close()
         assert len(held) == 2 and min(held.values()) >= 16, held
+
+
+def _aged(path: Path, seconds: float) -> Path:
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+    return path
+
+
+def test_pool_directories_left_by_servers_killed_outright_are_removed_at_the_next_start(
+    tmp_path: Path,
+) -> None:
+    """Every process of a server killed at once (the OOM killer, a stop timeout) leaves its heavy
+    pool's socket directory behind; the next start removes those no pool listens in, and no
+    other."""
+    old = STALE_AFTER + 60
+    empty = _aged(Path(tempfile.mkdtemp(prefix="fhirsrv-heavy-", dir=tmp_path)), old)
+    dead = Path(tempfile.mkdtemp(prefix="fhirsrv-heavy-", dir=tmp_path))
+    with socket.socket(socket.AF_UNIX) as gone:
+        gone.bind(str(dead / "heavy.sock"))  # bound, then closed: nobody listens any more
+    _aged(dead, old)
+    live = Path(tempfile.mkdtemp(prefix="fhirsrv-heavy-", dir=tmp_path))
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(live / "heavy.sock"))
+    listener.listen()
+    _aged(live, old)
+    starting = Path(tempfile.mkdtemp(prefix="fhirsrv-heavy-", dir=tmp_path))  # its pool binds soon
+    other = _aged(Path(tempfile.mkdtemp(prefix="fhirsrv-heavy-", dir=tmp_path)), old)
+    (other / "notes.txt").write_text("not a pool's")
+    _aged(other, old)
+    try:
+        remove_stale_pool_directories(tmp_path)
+        assert not empty.exists() and not dead.exists()
+        assert live.exists() and starting.exists() and other.exists()
+    finally:
+        listener.close()
+
+
+def test_a_restarted_pool_closes_only_descriptors_that_are_still_the_workers_sockets() -> None:
+    """The parent closes its listening sockets as it stops, and their numbers may be reused (a
+    pipe, a file) by the time a pool is started again: it closes a number only if it is still
+    the socket it was."""
+    [fd] = listening("127.0.0.1", 0)
+    inode = os.fstat(fd).st_ino
+    assert is_same_socket(fd, inode)
+    os.close(fd)
+    read_end, write_end = os.pipe()
+    try:
+        assert not is_same_socket(read_end, inode) and not is_same_socket(write_end, inode)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
