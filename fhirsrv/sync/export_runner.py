@@ -38,6 +38,10 @@ LOCK_KEY = 7_417
 LOCK_NAME = "export"
 # How often a serving process looks for work nobody announced, and for expired jobs.
 IDLE_SECONDS = 60.0
+# How long a cancellation waits for a pass that holds the export lock to end, and how often it
+# looks (`ExportWorker.tidy_now`).
+TIDY_WAIT_SECONDS = 2.0
+TIDY_RETRY_SECONDS = 0.05
 
 
 class ExportWorker:
@@ -83,12 +87,23 @@ class ExportWorker:
             return True
 
     def tidy_now(self) -> None:
-        """Remove cancelled and expired jobs' files now, unless a job is being written (then
-        the worker does it when that job ends)."""
+        """Remove cancelled and expired jobs' files now (a DELETE of a job's status answers that
+        its files are removed). The export lock may be held by a pass that is ending: a job
+        just finished, its manifest already served, the pass's last look for work under way; it
+        is waited for, TIDY_WAIT_SECONDS at most (it had tidied before the job was cancelled).
+        A pass still writing a job after that removes the files when the job ends; this
+        process's worker looks again after its pass (`wake`)."""
         services = self.services
-        with one_at_a_time(services.engine, LOCK_NAME, LOCK_KEY) as mine:
-            if mine:
-                jobs.housekeeping(services.engine, services.settings)
+        deadline = time.monotonic() + TIDY_WAIT_SECONDS
+        while True:
+            with one_at_a_time(services.engine, LOCK_NAME, LOCK_KEY) as mine:
+                if mine:
+                    jobs.housekeeping(services.engine, services.settings)
+                    return
+            if time.monotonic() >= deadline:
+                self.wake()
+                return
+            time.sleep(TIDY_RETRY_SECONDS)
 
     def _loop(self) -> None:
         while True:

@@ -3,6 +3,8 @@ files, cancel, expiry, restarts, and who may see what. On SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -384,6 +386,37 @@ def test_cancelling_a_finished_job_removes_its_files(
     assert web.get(status, headers=admin).status_code == 404
     assert web.get(local(found["output"][0]["url"]), headers=admin).status_code == 404
     assert web.delete(status, headers=admin).status_code == 404
+
+
+def test_cancelling_a_job_just_finished_removes_its_files_though_its_pass_is_ending(
+    web: FlaskClient, admin: dict[str, str], app: Flask
+) -> None:
+    """The client has the manifest as soon as the job is marked done, while the pass that wrote
+    it still holds the export lock for its last look for work: a DELETE then must wait for the
+    lock, not leave the files for a pass that may come a minute later, or never."""
+    status = kick_off(web, "/fhir/$export", admin)
+    manifest(web, status, admin)
+    worker(app).join(60)
+    folder = app.extensions["fhirsrv"].settings.export_dir / _job_id(status)
+    assert folder.exists()
+    released = threading.Event()
+
+    def ending_pass() -> None:
+        with _held(app) as held:
+            assert held
+            released.wait(10)
+            time.sleep(0.3)  # the pass's last steps, under the lock
+
+    holder = threading.Thread(target=ending_pass)
+    holder.start()
+    try:
+        time.sleep(0.1)  # the lock taken
+        released.set()
+        assert web.delete(status, headers=admin).status_code == 202
+        assert not folder.exists()
+    finally:
+        released.set()
+        holder.join(30)
 
 
 def test_an_expired_job_is_gone_with_its_files(apps: AppFactory) -> None:
