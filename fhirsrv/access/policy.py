@@ -13,7 +13,8 @@ an unknown one, and write refusals come before any lookup the caller could learn
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import replace
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, Select, select, true
 
@@ -36,8 +37,9 @@ from fhirsrv.errors import Forbidden, NotFound, Unauthorized
 from fhirsrv.resource_types import OWNED_TYPES
 from fhirsrv.search.walk import correlate
 from fhirsrv.storage import rawread, repository
+from fhirsrv.storage.changes import Listed
 from fhirsrv.storage.engine import one_statement_read
-from fhirsrv.storage.jsonfmt import loads
+from fhirsrv.storage.jsonfmt import dumps, loads
 from fhirsrv.storage.repository import StoredResource
 from fhirsrv.storage.schema import entry_access, live, resource
 
@@ -137,7 +139,9 @@ class AccessPolicy:
             stored = repository.get_current(conn, res_type, res_id)
             return stored, stored is not None
         found = repository.run_current_flagged(conn, query, res_id)
-        return found if found is not None else (None, False)
+        if found is None:
+            return None, False
+        return self._without_retired_people(principal, found[0]), found[1]
 
     def read_current_alone(
         self, engine: Engine, principal: Principal, res_type: str, res_id: str
@@ -152,7 +156,9 @@ class AccessPolicy:
             with one_statement_read(engine) as conn:
                 return self.read_current(conn, principal, res_type, res_id)
         found = repository.fetch_current_flagged(engine, raw, res_id)
-        return found if found is not None else (None, False)
+        if found is None:
+            return None, False
+        return self._without_retired_people(principal, found[0]), found[1]
 
     def _raw_read(self, engine: Engine, principal: Principal, res_type: str) -> rawread.RawStatement | None:
         """`read_current`'s statement for this principal and type, compiled for the engine's
@@ -230,8 +236,41 @@ class AccessPolicy:
                 allowed.add(Visibility.RETIRED)
             own = status_visibility(fact.status, absent=Visibility.PUBLIC)
             if own in allowed and seen.get(fact.structure or "") in allowed:
-                shown.append(v)
+                retired_now = v.res_type == "Organization" and seen.get(v.res_id) is Visibility.RETIRED
+                shown.append(_people_removed(v) if retired_now and not _sees_retired_people(principal) else v)
         return shown
+
+    def listed_as_shown(self, conn: Connection, principal: Principal, page: list[Listed]) -> list[Listed]:
+        """A type or system history's page (read from the change log under `scope().changes`),
+        each version as the principal is shown it: a structure that has left the directory
+        without its contact persons for whoever may not see the people of such a structure,
+        as `visible_versions` shows an instance's history."""
+        if _sees_retired_people(principal):
+            return page
+        named = {c.res_id for c in page if c.res_type == "Organization" and c.content and '"contact"' in c.content}
+        if not named:
+            return page
+        mine = self._structures_in_perimeter(conn, principal, named)
+        left = {org for org, seen in self._structure_visibility(conn, named - mine).items() if seen is Visibility.RETIRED}
+        return [_people_removed(c) if c.res_type == "Organization" and c.res_id in left else c for c in page]
+
+    def _without_retired_people(self, principal: Principal, stored: StoredResource) -> StoredResource:
+        """`stored`, or for a structure that left the directory (delisted, withdrawn), read by
+        whoever may not see the people of such a structure, the same without its contact
+        persons (`_people_removed`). Only a structure (Organization) that names some is parsed."""
+        if (
+            stored.res_type != "Organization"
+            or stored.content is None
+            or '"contact"' not in stored.content
+            or _sees_retired_people(principal)
+        ):
+            return stored
+        status = self.reader.status(loads(stored.content))
+        if status_visibility(status, absent=Visibility.HIDDEN) is not Visibility.RETIRED:
+            return stored
+        if principal.role is Role.STRUCTURE_REFERENT and principal.organization == stored.res_id:
+            return stored  # its own people
+        return _people_removed(stored)
 
     def _structures_in_perimeter(self, conn: Connection, principal: Principal, structures: set[str]) -> set[str]:
         if principal.role is Role.STRUCTURE_REFERENT:
@@ -469,6 +508,22 @@ class AccessPolicy:
             "administrator repairing data sends the header X-Lifecycle-Repair with the reason."
         )
 
+    def new_entry(self, principal: Principal, res: dict[str, Any]) -> dict[str, Any]:
+        """What a create stores: `res`, or for a new offer (HealthcareService) with no status of
+        its own, sent by a client below regional administrators, a copy that starts as a draft.
+        Without a status an offer takes its structure's visibility, so an offer added to a
+        listed structure would be listed at once, skipping its own steps ($submit,
+        $validate-territory, $publish). Called after `check_lifecycle`, which refuses any other
+        status than a draft's on a new entry."""
+        if (
+            res.get("resourceType") != "HealthcareService"
+            or principal.role in (Role.SERVER, Role.REGIONAL_ADMIN)
+            or self.reader.status(res) is not None
+        ):
+            return res
+        draft = {"url": self.reader.lifecycle_url, "extension": [{"url": "status", "valueCode": "draft"}]}
+        return {**res, "extension": [draft, *(res.get("extension") or [])]}
+
     def check_update_target(
         self, conn: Connection, principal: Principal, res_type: str, res_id: str, current: StoredResource | None
     ) -> None:
@@ -530,6 +585,30 @@ class AccessPolicy:
                 + ")"
             )
         return Forbidden(f"This {res_type} is outside {where}: this client may not write it")
+
+
+# A stored version, as a read or an instance history has it, or as a type history lists it.
+_Version = TypeVar("_Version", StoredResource, Listed)
+
+
+def _sees_retired_people(principal: Principal) -> bool:
+    """Whether the principal sees the people of a structure that left the directory: those who
+    see every type of retired entry (partners, territorial and regional administrators), not
+    the public. Roles, endpoints and people are hidden from the public then (access/facts.py);
+    so are the contact persons a structure names itself (`Organization.contact`: a name, an
+    e-mail), though the structure stays readable by id for the care plans that cite it."""
+    return principal.sees_everything or principal.role in (
+        Role.SERVER, Role.REGIONAL_ADMIN, Role.PARTNER_READER, Role.TERRITORIAL_ADMIN,
+    )  # fmt: skip
+
+
+def _people_removed(version: _Version) -> _Version:
+    """A structure's version without its contact persons (`contact`)."""
+    if version.content is None:  # a deletion
+        return version
+    content = loads(version.content)
+    content.pop("contact", None)
+    return replace(version, content=dumps(content))
 
 
 def _sees_all(principal: Principal, stored: Sequence[StoredResource]) -> bool:

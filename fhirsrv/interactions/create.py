@@ -51,6 +51,7 @@ def _create(
         if existing is not None:
             return served(existing, 200)
     repair = services.policy.check_lifecycle(info.principal, None, res, info.lifecycle_repair)
+    res = services.policy.new_entry(info.principal, res)
     if info.if_none_exist:
         try:
             with conn.begin_nested():

@@ -239,7 +239,8 @@ def _from_log(
             # One type: its (res_type, seq) index. Several: the log's own order, filtered.
             res_types=types if len(types) == 1 else None,
         )
-    page, more = rows[:count], len(rows) > count and count > 0
+        page, more = rows[:count], len(rows) > count and count > 0
+        page = services.policy.listed_as_shown(conn, info.principal, page)
     if oldest_first:
         # Complete up to the page's last change when more follow, else up to the log's end
         # (`_count=0` reads nothing: complete up to where it was asked to start).

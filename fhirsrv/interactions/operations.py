@@ -213,7 +213,11 @@ class OperationRegistry:
         be allowed to read the type; one called on an instance reads it, so the instance must
         be one the caller may read by id — else it is answered as unknown."""
         if op.guard == "write" and info.principal.is_anonymous:
-            raise unauthorized(f"${op.name} needs a bearer access token")
+            refusal = unauthorized(f"${op.name} needs a bearer access token")
+            # Audited as every refused write is (an anonymous DELETE, a procedure step refused).
+            target = "/".join(p for p in (call.res_type, call.res_id) if p) or "system"
+            services.audit.refused(services.engine, info.principal, f"${op.name}", target, refusal.diagnostics)
+            raise refusal
         if op.guard == "link":
             return op.func(services, info, call)  # its own credential decides, not the caller's token
         if call.res_type is not None:

@@ -74,8 +74,9 @@ def vread(
     # is, by the same statements, and its versions are never fetched.
     _, exists = services.policy.read_current(conn, info.principal, res_type, res_id)
     stored = repository.get_version(conn, res_type, res_id, number) if exists else None
-    if stored is not None and not services.policy.visible_versions(conn, info.principal, [stored]):
-        stored = None
+    if stored is not None:  # as the policy shows it (a structure that left: without its people)
+        shown = services.policy.visible_versions(conn, info.principal, [stored])
+        stored = shown[0] if shown else None
     if stored is None:
         what = (
             f"{res_type}/{res_id} has no version {version}" if exists else f"{res_type}/{res_id} is not known"

@@ -86,6 +86,7 @@ def _update(
         if res_id is None:
             check_if_match(None, info.if_match)
             services.policy.check_lifecycle(actor, None, res, info.lifecycle_repair)
+            res = services.policy.new_entry(actor, res)
             return served(writes.create(services, conn, res, actor=actor, validated=True), 201)
         if current is None:
             current = repository.get_current(conn, res_type, res_id)
@@ -97,6 +98,7 @@ def _update(
     if current is None:
         try:
             services.policy.check_lifecycle(actor, None, res, info.lifecycle_repair)
+            res = services.policy.new_entry(actor, res)
             return served(writes.create(services, conn, res, res_id, actor=actor, validated=True), 201)
         except IdentifierTaken:
             raise  # not a race on the id: the resource row this PUT inserted is rolled back with it

@@ -292,6 +292,8 @@ def test_refusals_change_nothing_and_are_audited(actors: Actors, smtp_server: Sm
     refusals = [e["resource"] for e in events if e["resource"]["outcome"] == "4"]
     assert any(r["outcomeDesc"].startswith("$publish") for r in refusals)
     assert any(r["outcomeDesc"].startswith("$reject") for r in refusals)
+    # The two anonymous attempts, refused before anything is read, as an anonymous DELETE is.
+    assert sum(r["outcomeDesc"].startswith("$submit") for r in refusals) == 2
     # A rejection goes back to the structure, which amends and submits again.
     assert web.post(f"{org_url}/$submit", json=_params(*_grid()), headers=referent).status_code == 200
     reason = _params({"name": "reason", "valueString": "Projet de santé sans mention du médecin traitant"})
@@ -400,6 +402,38 @@ def test_a_structure_withdrawn_after_publication_stays_citeable_with_its_offers(
     assert web.get(f"/fhir/HealthcareService?organization={org_id}&_total=accurate").get_json()["total"] == 0
 
 
+def test_a_structure_that_left_the_directory_no_longer_shows_its_contact_person_to_the_public(
+    actors: Actors, smtp_server: SmtpRecorder
+) -> None:
+    """A structure that left stays readable by id, for the care plans that cite it; the person
+    it names as its contact (a name, an e-mail) does not, to the public: not in a read, nor in
+    its history, nor in the versions from when it was listed. Its own people, partners and
+    administrators still see it."""
+    web = actors.web
+    partner = actors.register("partner-reader", scopes="system/*.rs")
+    dsrc = actors.register("regional-admin")
+    org_id, referent = _published(actors, smtp_server)
+    org_url = f"/fhir/Organization/{org_id}"
+    current = web.get(org_url, headers=referent).get_json()
+    person = {"name": {"text": "Dr Maëlys Guivarc'h"}, "telecom": [{"system": "email", "value": "m.guivarch@example.org"}]}
+    assert web.put(org_url, json={**current, "contact": [person]}, headers=referent).status_code == 200
+    assert "m.guivarch" in web.get(org_url).get_data(as_text=True)  # listed: its contact is public
+    assert web.post(f"{org_url}/$withdraw", json=_params(), headers=referent).status_code == 200
+    left = web.get(org_url)
+    assert left.status_code == 200 and _status(left.get_json()) == "withdrawn"
+    assert "contact" not in left.get_json() and left.get_json()["name"] == current["name"]
+    history = web.get(f"{org_url}/_history")
+    versions = [e["resource"] for e in history.get_json()["entry"] if "resource" in e]
+    assert history.status_code == 200 and len(versions) >= 2
+    for version in versions:
+        assert "contact" not in version
+        vread = web.get(f"{org_url}/_history/{version['meta']['versionId']}")
+        assert vread.status_code == 200 and "m.guivarch" not in vread.get_data(as_text=True)
+    assert "m.guivarch" not in web.get("/fhir/Organization/_history?_count=1000").get_data(as_text=True)
+    for who in (referent, partner, dsrc):
+        assert web.get(org_url, headers=who).get_json()["contact"] == [person]
+
+
 def test_an_offer_drafted_after_publication_is_not_shown_by_the_yearly_verification(
     actors: Actors, smtp_server: SmtpRecorder
 ) -> None:
@@ -433,6 +467,38 @@ def test_an_offer_drafted_after_publication_is_not_shown_by_the_yearly_verificat
     assert web.get(org_url).status_code == 200  # delisted: still cited by id
     assert _status(web.get(offer_url, headers=referent).get_json()) == "draft"
     assert web.get(offer_url).status_code == 404
+
+
+def test_an_offer_sent_without_a_status_starts_as_a_draft_not_listed(
+    actors: Actors, smtp_server: SmtpRecorder
+) -> None:
+    """Without a status of its own an offer takes its structure's: a referent who left the
+    lifecycle out would list an offer at once, past $submit, $validate-territory and $publish.
+    It starts as a draft instead, by POST as by a conditional update that creates."""
+    web = actors.web
+    org_id, referent = _published(actors, smtp_server)
+    bare = {
+        "resourceType": "HealthcareService",
+        "name": "Atelier sans statut",
+        "providedBy": {"reference": f"Organization/{org_id}"},
+    }
+    created = web.post("/fhir/HealthcareService", json=bare, headers=referent)
+    assert created.status_code == 201, created.get_json()
+    conditional = web.put(
+        "/fhir/HealthcareService?name=Atelier%20sans%20statut%20bis",
+        json={**bare, "name": "Atelier sans statut bis"},
+        headers=referent,
+    )
+    assert conditional.status_code == 201, conditional.get_json()
+    for answer in (created, conditional):
+        url = f"/fhir/HealthcareService/{answer.get_json()['id']}"
+        assert _status(answer.get_json()) == "draft"
+        assert web.get(url).status_code == 404  # anonymous: not listed
+        assert _status(web.get(url, headers=referent).get_json()) == "draft"
+    found = web.get("/fhir/HealthcareService?name=sans%20statut&_total=accurate").get_json()
+    assert found["total"] == 0
+    submitted = web.post(f"/fhir/HealthcareService/{created.get_json()['id']}/$submit", json=_params(), headers=referent)
+    assert submitted.status_code == 200 and _status(submitted.get_json()) == "submitted"
 
 
 def _offer_added(actors: Actors, org_id: str, referent: dict[str, str], name: str = "Atelier ajouté") -> str:
