@@ -24,6 +24,7 @@ from fhirsrv.access.facts import (
     CITEABLE_TYPES,
     DIRECTORY_TYPES,
     GOVERNED_TYPES,
+    RETIRED_STATUSES,
     FactReader,
     Visibility,
     local_reference,
@@ -258,14 +259,16 @@ class AccessPolicy:
         """`stored`, or for a structure that left the directory (delisted, withdrawn), read by
         whoever may not see the people of such a structure, the same without its contact
         persons (`_people_removed`). Only a structure (Organization) that names some is parsed."""
+        content = stored.content
         if (
             stored.res_type != "Organization"
-            or stored.content is None
-            or '"contact"' not in stored.content
+            or content is None
+            or '"contact"' not in content
+            or not any(f'"{status}"' in content for status in RETIRED_STATUSES)  # not parsed
             or _sees_retired_people(principal)
         ):
             return stored
-        status = self.reader.status(loads(stored.content))
+        status = self.reader.status(loads(content))
         if status_visibility(status, absent=Visibility.HIDDEN) is not Visibility.RETIRED:
             return stored
         if principal.role is Role.STRUCTURE_REFERENT and principal.organization == stored.res_id:
