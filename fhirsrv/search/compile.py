@@ -105,6 +105,9 @@ class Compiler:
             raise BadRequest(
                 f"Modifier :{modifier} is not supported on {param.type} parameter '{param.code}'"
             )
+        if typed_reference and param.target and modifier not in param.target:
+            # A type the parameter cannot point to matched nothing, without a word.
+            raise BadRequest(f"'{param.code}' points to {', '.join(param.target)}, not :{modifier}")
         table = _TABLES[param.type]
         if modifier == "missing":
             missing = crit.values[0].lower()

@@ -258,6 +258,8 @@ class SearchEngine:
             request.includes += include.parse_includes(
                 [v for v, _ in values], reverse, [i for _, i in values]
             )
+        for spec in request.includes:
+            include.check_known(self.registry, self.types, spec)
         self._check_criteria(request, strict)
         return request
 

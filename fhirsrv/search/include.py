@@ -3,7 +3,7 @@ per resource; `:iterate` repeats on what was just included, up to a depth limit.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +39,18 @@ def parse_includes(values: list[str], reverse: bool, modifier_iterate: list[bool
             raise BadRequest(f"'{value}' must read Type:parameter[:TargetType]")
         specs.append(IncludeSpec(parts[0], parts[1], parts[2] if len(parts) == 3 else None, iterate, reverse))
     return specs
+
+
+def check_known(registry: SearchParamRegistry, types: Sequence[str], spec: IncludeSpec) -> None:
+    """An include must name a type of this server, a reference parameter of it and a type of
+    this server as its target, whatever the page holds: `Foo:bar` was taken and did nothing, so
+    a client's typo went unnoticed (where `Organization:foo` answered 400 once a page held an
+    Organization)."""
+    for named in (spec.source, spec.target):
+        if named not in (None, "*") and named not in types:
+            raise BadRequest(f"'{named}' in _include/_revinclude is not a resource type of this server")
+    if spec.source != "*" and spec.param != "*":
+        _ref_params(registry, spec.source, spec)
 
 
 def _ref_params(registry: SearchParamRegistry, res_type: str, spec: IncludeSpec) -> list[str]:

@@ -45,6 +45,31 @@ def test_include_iterate_and_wildcard(client):
     assert included == ["cem", "hs-douleur", "pr-1"]
 
 
+@pytest.mark.parametrize(
+    ("include", "named"),
+    [
+        ("_include=Foo:bar", "'Foo'"),  # no such type
+        ("_include=Organization:foo", "'Organization:foo'"),  # no such parameter; no Organization matches
+        ("_include=HealthcareService:name", "'HealthcareService:name'"),  # not a reference
+        ("_include=HealthcareService:organization:Foo", "'Foo'"),  # no such target type
+        ("_revinclude=Foo:organization", "'Foo'"),
+    ],
+)
+def test_an_include_naming_what_does_not_exist_is_refused_whatever_the_page_holds(client, include, named):
+    """A typo in an include was taken and did nothing when the page held none of its source
+    type: the client got fewer resources without a word."""
+    answer = client.get(f"/fhir/Location?_id=nothing-matches&{include}")
+    assert answer.status_code == 400 and answer.get_json()["resourceType"] == "OperationOutcome"
+    assert named in answer.get_json()["issue"][0]["diagnostics"]
+
+
+def test_a_reference_typed_with_a_type_it_cannot_point_to_is_refused(client):
+    """`organization:Foo=x` matched nothing without a word; a type it can point to still works."""
+    answer = client.get("/fhir/HealthcareService?organization:Foo=ligue29")
+    assert answer.status_code == 400 and ":Foo" in answer.get_json()["issue"][0]["diagnostics"]
+    assert sorted(ids(client, "/fhir/HealthcareService?organization:Organization=ligue29")) == ["hs-apa", "hs-psy"]
+
+
 def test_revinclude_applies_to_the_matches_only_unless_iterate(client):
     # role-1 refers to Organization/cem, which is included here, not matched.
     query = "/fhir/Location?_id=loc-rennes&_include=Location:organization&_revinclude=PractitionerRole:organization"
