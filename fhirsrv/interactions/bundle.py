@@ -89,6 +89,10 @@ class Target:
 
 def _parse_target(url: str) -> Target:
     parts = urlsplit(url)
+    if parts.scheme or parts.netloc:
+        # R4 (Bundle.entry.request.url): relative to the server's base. A host here was dropped
+        # and the entry run on this server, whatever server it named.
+        raise BadRequest(f"The entry request url '{url[:200]}' must be relative to this server's base (Type/id?query)")
     path = parts.path.strip("/")
     segments = path.split("/") if path else []
     if not segments:

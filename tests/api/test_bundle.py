@@ -142,6 +142,24 @@ def test_batch_entries_succeed_or_fail_on_their_own(client):
     assert count_rows(client) == (1, 1)
 
 
+def test_an_entry_naming_another_server_is_refused_not_run_here(client):
+    """An entry's url is relative to this server's base (R4): one naming a host was run here
+    as if it named this server, whatever server the client meant."""
+    created = _send(client, _bundle("batch", _entry("POST", "Organization", org("Ici"))))
+    org_id = created.get_json()["entry"][0]["response"]["location"].split("/")[1]
+    bundle = _bundle(
+        "batch",
+        _entry("GET", f"http://ailleurs.example/fhir/Organization/{org_id}"),
+        _entry("DELETE", f"https://ailleurs.example/Organization/{org_id}"),
+        _entry("GET", f"Organization/{org_id}"),
+    )
+    entries = _send(client, bundle).get_json()["entry"]
+    for refused in entries[:2]:
+        assert refused["response"]["status"].startswith("400")
+        assert "relative to this server's base" in refused["response"]["outcome"]["issue"][0]["diagnostics"]
+    assert entries[2]["response"]["status"].startswith("200")  # the DELETE did not run
+
+
 def test_bad_bundles_are_400(client):
     assert _send(client, {"resourceType": "Bundle", "type": "collection"}).status_code == 400
     assert _send(client, _bundle("transaction", {"resource": org()})).status_code == 400
