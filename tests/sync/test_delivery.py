@@ -98,10 +98,14 @@ def test_a_receiver_gets_exactly_the_matching_changes_through_failures_and_a_res
     # -- receiver accepting: each change that matches now, or matched before, and nothing else.
     # (The loop reads an entry as it is when it looks: two changes of one entry it has not seen
     # yet are one event. So each entry's next change waits for the event of its last one.)
-    renamed(site, "hs-a", "Équipe mobile douleur (nouveau nom)", admin)  # 1: matches
+    # hs-b's rename comes first, and its recode after event 1: the loop takes changes in the
+    # log's order, so it has looked at the rename by then (else it may read hs-b recoded while
+    # it looks at the rename, and notify it twice).
     renamed(site, "hs-b", "Diététique, nouveau nom", admin)  # not in the criteria: nothing
+    renamed(site, "hs-a", "Équipe mobile douleur (nouveau nom)", admin)  # 1: matches
+    eventually(lambda: len(receiver.events()) >= 1, "event 1")
     recoded(site, "hs-b", "douleur-consultation-douleur-chronique", admin)  # 2: enters them
-    eventually(lambda: len(receiver.events()) >= 2, "events 1 and 2")
+    eventually(lambda: len(receiver.events()) >= 2, "event 2")
     recoded(site, "hs-a", "dietetique-consultation", admin)  # 3: leaves them
     created = site.web.post(
         "/fhir/HealthcareService",
