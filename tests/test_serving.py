@@ -247,13 +247,20 @@ def _begin_create(server: Server) -> tuple[http.client.HTTPConnection, bytes]:
     conn.putrequest("POST", "/fhir/Organization")
     conn.putheader("Content-Type", "application/fhir+json")
     conn.putheader("Content-Length", str(len(body)))
+    conn.putheader("Expect", "100-continue")
     conn.endheaders()
+    # In flight once the app reads its body: then, not at the connection's accept (a worker
+    # may take a connection and be stopped before it has read the request's head, which it
+    # then drops as an idle connection), the server answers "100 Continue".
+    assert conn.sock is not None
+    conn.sock.settimeout(60)  # a bound on the wait, not a measure
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        byte = conn.sock.recv(1)
+        assert byte, f"the connection closed before 100 Continue: {head!r}"
+        head += byte
+    assert head.split(b" ", 2)[1] == b"100", head
     conn.send(body[:10])
-    # In flight once a worker has accepted it (a worker still starting takes none yet).
-    deadline = time.monotonic() + 60  # a bound on the wait, not a measure
-    while worker_of(server, conn) is None:
-        assert time.monotonic() < deadline, "no worker accepted the connection"
-        time.sleep(0.05)
     return conn, body[10:]
 
 
