@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from fhirsrv.heavy_pool import HEAVY_PAGE_SIZE, is_heavy
-from fhirsrv.serving import HeavyPool, Routing, routed
+from fhirsrv.serving import HeavyPool, Routing, answers_connection, routed
 from tests.conftest import BACKENDS, PG_URL
 from tests.worker_processes import (
     STOP_DEADLINE,
@@ -441,16 +441,6 @@ def _wait_gone(pids: set[int]) -> None:
         time.sleep(0.1)
 
 
-def _accepts(socket_path: str) -> bool:
-    """Whether something listens on the Unix socket at `socket_path`."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        try:
-            probe.connect(socket_path)
-        except OSError:
-            return False
-    return True
-
-
 def _note_status(started: list[str], status: str, headers: Any, exc_info: Any = None) -> None:
     started.append(status)
 
@@ -503,7 +493,7 @@ def test_a_killed_pool_is_started_again_and_meanwhile_the_workers_answer(
         # A process being torn down holds its sockets a little longer than /proc shows it: until
         # the pool's socket refuses, a request may still be taken by the dying pool (then 502).
         deadline = time.monotonic() + STOP_DEADLINE
-        while "starting it again" not in srv.output() and _accepts(socket_path):
+        while "starting it again" not in srv.output() and answers_connection(Path(socket_path)):
             assert time.monotonic() < deadline, "the killed pool's socket still accepts"
             time.sleep(0.05)
         restarted_first = "starting it again" in srv.output()
@@ -542,7 +532,7 @@ def test_a_pool_started_again_ends_with_a_killed_server_and_leaves_no_directory(
         os.kill(manager, signal.SIGKILL)
         _wait_gone(pool)
         deadline = time.monotonic() + STOP_DEADLINE
-        while "starting it again" not in srv.output() or not _accepts(str(socket_path)):
+        while "starting it again" not in srv.output() or not answers_connection(socket_path):
             assert time.monotonic() < deadline, "the pool was not started again"
             time.sleep(0.1)
         again = _pool_processes(srv)

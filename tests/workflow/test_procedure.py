@@ -430,6 +430,8 @@ def test_a_structure_that_left_the_directory_no_longer_shows_its_contact_person_
         vread = web.get(f"{org_url}/_history/{version['meta']['versionId']}")
         assert vread.status_code == 200 and "m.guivarch" not in vread.get_data(as_text=True)
     assert "m.guivarch" not in web.get("/fhir/Organization/_history?_count=1000").get_data(as_text=True)
+    other = actors.register("structure-referent", organization="Organization/another-structure")
+    assert "contact" not in web.get(org_url, headers=other).get_json()  # another structure's referent
     for who in (referent, partner, dsrc):
         assert web.get(org_url, headers=who).get_json()["contact"] == [person]
 
