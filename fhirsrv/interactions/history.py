@@ -14,9 +14,10 @@ platform can keep a copy of the directory by replaying them:
   that started earlier and commits later gets a later instant, and a reader never passes over
   a change that was not yet committed when it read.
 - Where to resume: every page of an oldest-first history says, in `Bundle.meta.lastUpdated`,
-  the commit instant up to which the history is complete (the last change of the page, or the
-  last change of the log on the last page). A client that passes it as its next `_since` misses
-  nothing; it may get the change(s) of that very instant again, the same versions, harmless.
+  the commit instant up to which the history is complete for this caller: the last change of
+  the page shown to it (on the last page, nothing after it is shown to it). Never the log's own
+  last change, which may be one the caller may not see. A client that passes it as its next
+  `_since` misses nothing; it may get the change(s) of that very instant again, harmless.
 - What each caller sees (the access policy's `scope(principal).changes`, access/visibility.py):
   a history is a listing, like a search. A change of an entry in the caller's view shows the
   version; a change that takes an entry out of its view (delisted, withdrawn, deleted, its
@@ -220,7 +221,7 @@ def _from_log(
     with read_transaction(services.engine) as conn:
         # The log's last change first: every change numbered up to it has committed (numbers
         # are given in commit order), so the page below is complete up to it.
-        last, last_at = changes.tip(conn)
+        last, _ = changes.tip(conn)
         start = changes.first_since(conn, since) if since is not None else 1
         after = (start - 1) if start is not None else last
         through = last
@@ -241,14 +242,20 @@ def _from_log(
         )
         page, more = rows[:count], len(rows) > count and count > 0
         page = services.policy.listed_as_shown(conn, info.principal, page)
+    # The watermark is the instant of a change this caller was shown, never the log's own end:
+    # the log's last change may be one the caller may not see, and its instant would tell an
+    # anonymous client when a hidden write happened. Resuming from an earlier instant is safe;
+    # the hidden changes in between are read again and stay hidden.
     if oldest_first:
-        # Complete up to the page's last change when more follow, else up to the log's end
-        # (`_count=0` reads nothing: complete up to where it was asked to start).
-        complete = page[-1].at if more else (last_at if count > 0 else since)
+        # Complete up to the page's last change: when more follow, or on the last page, where
+        # nothing after it is shown to this caller (`_count=0` reads nothing: complete up to
+        # where it was asked to start).
+        complete = page[-1].at if page and count > 0 else since
         if since is not None and (complete is None or complete < since):
             complete = since
     elif complete is None:
-        complete = last_at  # newest first: the first page's view of the log, carried along
+        # Newest first: the first page's newest change, carried along to the next pages.
+        complete = page[0].at if page else since
     path = "/".join(p for p in (res_type, "_history") if p)
     base_query = [(k, v) for k, v in params if k != "_cursor"]
     links = [{"relation": "self", "url": _url(info, path, params)}]

@@ -324,6 +324,37 @@ def test_each_caller_replays_to_what_its_search_finds(directory_app: Flask) -> N
     assert any("hs-never-shown" in e["fullUrl"] for e in replicas["regional"].seen)
 
 
+def test_a_history_does_not_tell_a_caller_when_a_write_it_may_not_see_happened(directory_app: Flask) -> None:
+    """The page's resume instant (`meta.lastUpdated`) is that of the last change the caller
+    was shown: a draft offer written by an administrator moves the administrator's, not the
+    public's, and the public's resume still misses nothing once the offer is published."""
+    web = directory_app.test_client()
+    admin = token_headers(directory_app, "regional-admin") | {"Content-Type": FHIR}
+    regional = token_headers(directory_app, "regional-admin", "system/*.rs")
+    query = {"_since": EPOCH, "_type": ",".join(DIRECTORY)}
+
+    def page(headers: dict[str, str], since: str = EPOCH) -> dict[str, Any]:
+        return web.get("/fhir/_history", query_string={**query, "_since": since}, headers=headers).get_json()
+
+    public_before, regional_before = page({}), page(regional)
+    assert public_before["meta"]["lastUpdated"] >= public_before["entry"][-1]["response"]["lastModified"]
+    hidden = {**entries_of("pub")[1], "id": "hs-hidden", "extension": lifecycle("draft"), "name": "Brouillon"}
+    assert web.put("/fhir/HealthcareService/hs-hidden", json=hidden, headers=admin | REPAIR).status_code == 201
+
+    public_after, regional_after = page({}), page(regional)
+    assert regional_after["meta"]["lastUpdated"] > regional_before["meta"]["lastUpdated"]
+    assert public_after["meta"]["lastUpdated"] == public_before["meta"]["lastUpdated"]
+    resume = page({}, public_after["meta"]["lastUpdated"])
+    assert resume["meta"]["lastUpdated"] == public_before["meta"]["lastUpdated"]
+    assert not any("hs-hidden" in e["fullUrl"] for e in resume["entry"])
+    # Published later: the public client resuming from its instant gets it.
+    shown = {**hidden, "extension": lifecycle("published")}
+    assert web.put("/fhir/HealthcareService/hs-hidden", json=shown, headers=admin | REPAIR).status_code == 200
+    later = page({}, public_after["meta"]["lastUpdated"])
+    assert any(e["fullUrl"].endswith("HealthcareService/hs-hidden") for e in later["entry"])
+    assert later["meta"]["lastUpdated"] > public_after["meta"]["lastUpdated"]
+
+
 # ---------------------------------------------------- replay under concurrent writers
 def _http(method: str, url: str, headers: dict[str, str], body: Any = None) -> tuple[int, Any]:
     data = None if body is None else json.dumps(body).encode()
