@@ -32,7 +32,7 @@ from fhirsrv.access.facts import (
 )
 from fhirsrv.access.facts_store import FactStore
 from fhirsrv.access.principal import Principal, Role
-from fhirsrv.access.visibility import PrincipalScope, territory_structures
+from fhirsrv.access.visibility import PrincipalScope, sees_retired, territory_structures
 from fhirsrv.canonical import Canonicals
 from fhirsrv.errors import Forbidden, NotFound, Unauthorized
 from fhirsrv.resource_types import OWNED_TYPES
@@ -233,12 +233,12 @@ class AccessPolicy:
                 shown.append(v)
                 continue
             allowed = {Visibility.PUBLIC}
-            if principal.role in (Role.PARTNER_READER, Role.TERRITORIAL_ADMIN) or v.res_type in CITEABLE_TYPES:
+            if sees_retired(principal) or v.res_type in CITEABLE_TYPES:
                 allowed.add(Visibility.RETIRED)
             own = status_visibility(fact.status, absent=Visibility.PUBLIC)
             if own in allowed and seen.get(fact.structure or "") in allowed:
                 retired_now = v.res_type == "Organization" and seen.get(v.res_id) is Visibility.RETIRED
-                shown.append(_people_removed(v) if retired_now and not _sees_retired_people(principal) else v)
+                shown.append(_people_removed(v) if retired_now and not sees_retired(principal) else v)
         return shown
 
     def listed_as_shown(self, conn: Connection, principal: Principal, page: list[Listed]) -> list[Listed]:
@@ -246,7 +246,7 @@ class AccessPolicy:
         each version as the principal is shown it: a structure that has left the directory
         without its contact persons for whoever may not see the people of such a structure,
         as `visible_versions` shows an instance's history."""
-        if _sees_retired_people(principal):
+        if sees_retired(principal):
             return page
         named = {c.res_id for c in page if c.res_type == "Organization" and c.content and '"contact"' in c.content}
         if not named:
@@ -265,7 +265,7 @@ class AccessPolicy:
             or content is None
             or '"contact"' not in content
             or not any(f'"{status}"' in content for status in RETIRED_STATUSES)  # not parsed
-            or _sees_retired_people(principal)
+            or sees_retired(principal)
         ):
             return stored
         status = self.reader.status(loads(content))
@@ -592,17 +592,6 @@ class AccessPolicy:
 
 # A stored version, as a read or an instance history has it, or as a type history lists it.
 _Version = TypeVar("_Version", StoredResource, Listed)
-
-
-def _sees_retired_people(principal: Principal) -> bool:
-    """Whether the principal sees the people of a structure that left the directory: those who
-    see every type of retired entry (partners, territorial and regional administrators), not
-    the public. Roles, endpoints and people are hidden from the public then (access/facts.py);
-    so are the contact persons a structure names itself (`Organization.contact`: a name, an
-    e-mail), though the structure stays readable by id for the care plans that cite it."""
-    return principal.sees_everything or principal.role in (
-        Role.SERVER, Role.REGIONAL_ADMIN, Role.PARTNER_READER, Role.TERRITORIAL_ADMIN,
-    )  # fmt: skip
 
 
 def _people_removed(version: _Version) -> _Version:

@@ -41,6 +41,16 @@ _SEARCHED: dict[Role, tuple[Visibility, ...]] = {
 }
 
 
+def sees_retired(principal: Principal) -> bool:
+    """Whether the principal sees every kind of entry that left the directory (delisted,
+    withdrawn), its people included: those who search them (partners, territorial
+    administrators) and those who see everything. The public and structure referents read
+    only the retired entries a care plan cites, by id, without the people."""
+    if principal.sees_everything:
+        return True
+    return Visibility.RETIRED in _SEARCHED.get(principal.role, ())
+
+
 def territory_structures(principal: Principal) -> Any:
     """The structures of a territorial admin's territory, as a SELECT of Organization ids:
     those whose address lies in its départements, and those with a live place (Location) in
