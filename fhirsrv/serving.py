@@ -776,16 +776,34 @@ def _run_heavy_pool(
     listeners: list[tuple[int, int]],
 ) -> None:
     """The heavy pool's manager: named HEAVY_PROCESS_NAME (its workers inherit the name), serving
-    until SIGTERM. The parent's end sends it SIGTERM, however the parent ends (kill -9 included):
-    its workers stop (killed with it), and it removes the socket's directory, which a parent
-    killed with -9 could not. Not when the parent still runs: it starts the manager again, on
-    the same socket path. Until granian's own handler is in place, SIGTERM ends it through the
-    same cleanup (a manager started again inherits the parent's handler, which only notes it)."""
+    until SIGTERM (the parent stopping it) or PARENT_ENDED_SIGNAL.
+
+    The kernel sends it PARENT_ENDED_SIGNAL when the parent's thread that forked it ends
+    (PR_SET_PDEATHSIG): the parent's end, however it ends (kill -9 included), or its watching
+    thread's, which ends only as the parent stops. Its workers stop (killed with it), and it
+    removes the socket's directory, which a parent killed with -9 could not. Only then: when a
+    manager ends otherwise the parent still runs, and starts it again on the same socket path.
+    `getppid()` cannot tell: a manager the watching thread forked is told as that thread ends,
+    and while the parent's other threads are still ending it is their child.
+
+    SIGTERM ends it through the same `finally` until granian's own handler is in place (a
+    manager started again inherits the parent's handler, which only notes it)."""
     from fhirsrv.logformat import configure
 
+    server: WorkerProcesses | None = None
+    parent_ended = False
+
+    def on_parent_end(signum: int, frame: Any) -> None:
+        nonlocal parent_ended
+        parent_ended = True
+        if server is None:
+            raise SystemExit(128 + signum)
+        server.signal_handler_interrupt(signal.SIGINT)  # stop soon: nobody waits for a drain
+
     signal.signal(signal.SIGTERM, _exit_on_signal)
+    signal.signal(PARENT_ENDED_SIGNAL, on_parent_end)
     try:
-        die_with_parent(parent, signal.SIGTERM)
+        die_with_parent(parent, PARENT_ENDED_SIGNAL)
         for fd, inode in listeners:  # the main workers' sockets, inherited by a pool started again
             if is_same_socket(fd, inode):
                 os.close(fd)
@@ -797,8 +815,13 @@ def _run_heavy_pool(
         loader = partial(start_worker, os.getpid(), settings, factory, answer_heavy)
         server.serve(target_loader=loader, wrap_loader=False)
     finally:
-        if os.getppid() != parent:
+        if parent_ended or os.getppid() != parent:
             shutil.rmtree(socket_path.parent, ignore_errors=True)
+
+
+# The signal the heavy pool's manager gets when the server ends (`_run_heavy_pool`): one that
+# nobody else sends it, so that it alone means "the server has gone".
+PARENT_ENDED_SIGNAL = signal.SIGUSR2
 
 
 def _exit_on_signal(signum: int, frame: Any) -> None:
