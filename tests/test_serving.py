@@ -169,6 +169,27 @@ def test_the_app_answers_its_own_limits_not_the_http_server(open_server: Server)
         conn.close()
 
 
+def test_a_request_that_is_not_http_is_refused_and_its_connection_closed(open_server: Server) -> None:
+    """A `Content-Length` that is not a number, or two that differ: nobody can tell where such a
+    request ends, so the HTTP server answers 400 and closes the connection (RFC 9112, 6.3);
+    nothing reaches the app, nothing is written, and the worker answers the next connection."""
+    for head in (b"Content-Length: abc\r\n", b"Content-Length: 2\r\nContent-Length: 3\r\n"):
+        with socket.create_connection(("127.0.0.1", open_server.port), timeout=10) as raw:
+            raw.sendall(
+                b"POST /fhir/Organization HTTP/1.1\r\nHost: x\r\nContent-Type: application/fhir+json\r\n"
+                + head + b"\r\n" + b'{"resourceType": "Organization", "name": "Jamais lue"}'
+            )  # fmt: skip
+            answer = b""
+            while chunk := raw.recv(4096):  # until the server closes
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 400 "), answer[:80]
+        assert b"connection: close" in answer.lower()
+    conn = open_server.connect()
+    status, _, bundle = request(conn, "GET", "/fhir/Organization?name:exact=Jamais%20lue")
+    assert status == 200 and bundle.get("entry", []) == []
+    conn.close()
+
+
 @pytest.fixture(scope="module")
 def guarded_server(template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """Two workers, authorization on, one trusted proxy hop, 4 anonymous requests a minute, on
