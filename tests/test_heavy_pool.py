@@ -579,7 +579,7 @@ def test_a_pool_whose_forking_thread_ends_stops_and_removes_its_directory(templa
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "FHIRSRV_DATA_DIR": str(tmp_path),
-        "FHIRSRV_DATABASE_URL": f"sqlite:///{copy_sqlite(template, tmp_path / 'db.sqlite3')}",
+        "FHIRSRV_DATABASE_URL": copy_sqlite(template, tmp_path / "db.sqlite3"),
         "FHIRSRV_HEAVY_WORKERS": "1",
     }
     holder = subprocess.Popen(
