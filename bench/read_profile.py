@@ -173,6 +173,8 @@ def measure(url: str, args: argparse.Namespace) -> dict[str, Any]:
     stats = pstats.Stats(profiler, stream=text)
     stats.sort_stats("cumulative").print_stats(args.top)
     stats.sort_stats("tottime").print_stats(args.top)
+    if os.environ.get("READ_PROFILE_CALLERS"):
+        stats.print_callers(os.environ["READ_PROFILE_CALLERS"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         f"# python bench/read_profile.py {' '.join(sys.argv[1:])}\n"
