@@ -19,6 +19,8 @@ exactly when the answers are, byte for byte.
 
 Usage: python bench/read_profile.py [--postgres URL | --sqlite FILE] [--reads 2000] [--searches 300]
        [--profile read|search|metadata] [--top 45] [--out FILE] [--digest FILE] [--keep]
+READ_PROFILE_CALLERS=<regex> in the environment adds who calls the functions it matches
+(pstats' print_callers), e.g. "local.py:310" for werkzeug's proxies.
 (--postgres: a schema fhirsrv_read_profile_bench is created, loaded and, unless --keep, dropped;
  --keep also reuses an already loaded one. Without either, a temporary SQLite file.)
 """
