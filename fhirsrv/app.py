@@ -7,13 +7,14 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, Response, request
+from flask import Flask, Response
 from sqlalchemy.exc import SQLAlchemyError
 from waitress import create_server
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from fhirsrv.api import bulk_export, health, metrics, negotiation, outcome, request_facts, request_log
+from fhirsrv.api.current import current_request
 from fhirsrv.api.routes import fhir
 from fhirsrv.errors import FhirError, Issue
 from fhirsrv.interactions.context import Services
@@ -59,7 +60,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     @app.before_request
     def _guard() -> Response | None:
-        req = request._get_current_object()  # type: ignore[attr-defined]  # once, not per use
+        req = current_request()  # once, not per use
         if len(req.query_string) > settings.max_query_length:
             return outcome.respond(
                 414,
@@ -125,13 +126,13 @@ def _stop_work_of_gone_clients(app: Flask) -> None:
 
     @app.before_request
     def _watch_the_client() -> None:
-        gone = request.environ.get("waitress.client_disconnected")
+        gone = current_request().environ.get("waitress.client_disconnected")
         if gone is not None:
-            request.environ["fhirsrv.client_watch"] = watch_requester(gone)
+            current_request().environ["fhirsrv.client_watch"] = watch_requester(gone)
 
     @app.teardown_request
     def _unwatch(_error: BaseException | None) -> None:
-        token = request.environ.pop("fhirsrv.client_watch", None)
+        token = current_request().environ.pop("fhirsrv.client_watch", None)
         if token is not None:
             unwatch_requester(token)
 

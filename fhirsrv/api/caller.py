@@ -12,29 +12,30 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
-from flask import Flask, current_app, g, request
+from flask import Flask
 
 from fhirsrv.access.principal import SERVER, Principal
+from fhirsrv.api.current import current_flask_app, current_request, request_globals
 from fhirsrv.interactions.context import UNMETERED, Meter
 
 
 def set_principal(principal: Principal) -> None:
-    g.fhirsrv_principal = principal.at(request.remote_addr)
+    request_globals().fhirsrv_principal = principal.at(current_request().remote_addr)
 
 
 def principal() -> Principal:
-    found = g.get("fhirsrv_principal")
+    found = request_globals().get("fhirsrv_principal")
     if not isinstance(found, Principal):
         raise RuntimeError("No principal was set for this request: no access layer is installed")
     return found
 
 
 def set_meter(meter: Meter) -> None:
-    g.fhirsrv_meter = meter
+    request_globals().fhirsrv_meter = meter
 
 
 def meter() -> Meter:
-    found = g.get("fhirsrv_meter")
+    found = request_globals().get("fhirsrv_meter")
     if found is None:
         raise RuntimeError("No rate-limit meter was set for this request: no access layer is installed")
     return found
@@ -54,7 +55,7 @@ def unguarded(view: View) -> View:
 
 
 def is_unguarded() -> bool:
-    view = current_app.view_functions.get(request.endpoint or "")
+    view = current_flask_app().view_functions.get(current_request().endpoint or "")
     return bool(getattr(view, _UNGUARDED, False))
 
 

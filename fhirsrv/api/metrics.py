@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, request
+from flask import Flask, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -51,6 +51,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from fhirsrv.api import outcome, request_facts
 from fhirsrv.api.caller import unguarded
+from fhirsrv.api.current import current_request
 from fhirsrv.errors import Issue
 from fhirsrv.interactions.context import Services
 from fhirsrv.settings import VARIABLES, Settings, SettingsError, metrics_networks
@@ -256,7 +257,7 @@ def _refusal(settings: Settings, networks: tuple[Network, ...]) -> Response | No
 
 
 def _bearer_matches(token: str) -> bool:
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    scheme, _, given = current_request().headers.get("Authorization", "").partition(" ")
     return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
 
 
@@ -264,7 +265,7 @@ def _address_in(networks: tuple[Network, ...]) -> bool:
     """The client's address (the trusted proxy's word for it, FHIRSRV_TRUSTED_PROXIES), with an
     IPv4 address seen through an IPv6 socket (::ffff:10.0.0.1) taken as the IPv4 one."""
     try:
-        address = ipaddress.ip_address(request.remote_addr or "")
+        address = ipaddress.ip_address(current_request().remote_addr or "")
     except ValueError:
         return False
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:

@@ -17,10 +17,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Flask, current_app, g, request
+from flask import Flask
 from werkzeug.exceptions import HTTPException
 
 from fhirsrv.access.principal import Principal
+from fhirsrv.api.current import current_flask_app, current_request, request_globals
 from fhirsrv.interactions.context import Services
 from fhirsrv.resource_types import SUPPORTED_TYPES
 from fhirsrv.search.parameters import CONTROL
@@ -90,36 +91,36 @@ def install(app: Flask, services: Services) -> None:
 
     @app.before_request
     def _start_clock() -> None:
-        g.fhirsrv_started = time.perf_counter()
+        request_globals().fhirsrv_started = time.perf_counter()
 
 
 def name_interaction(interaction: str) -> None:
     """For a route that learns its interaction from the body (a Bundle: batch or transaction)."""
-    g.fhirsrv_interaction = interaction
+    request_globals().fhirsrv_interaction = interaction
 
 
 def elapsed_seconds() -> float:
-    started = g.get("fhirsrv_started")
+    started = request_globals().get("fhirsrv_started")
     return 0.0 if started is None else time.perf_counter() - started
 
 
 def client_label() -> str:
     """The OAuth client id of the request's token (an opaque uuid), else "anonymous"; never a
     client's display name (an administrator may have named it after a person)."""
-    principal = g.get("fhirsrv_principal")
+    principal = request_globals().get("fhirsrv_principal")
     if isinstance(principal, Principal) and principal.client_id:
         return principal.client_id
     return "anonymous"
 
 
 def method_label() -> str:
-    method: str = request.method
+    method: str = current_request().method
     return method if method in METHODS else "OTHER"
 
 
 def describe() -> RequestFacts:
     """This request's interaction, resource type and operation (worked out once a request)."""
-    globals_ = g._get_current_object()  # type: ignore[attr-defined]  # once, not per use
+    globals_ = request_globals()  # once, not per use
     known: RequestFacts | None = globals_.get("fhirsrv_facts")
     if known is None:
         known = globals_.fhirsrv_facts = _described()
@@ -127,12 +128,12 @@ def describe() -> RequestFacts:
 
 
 def _described() -> RequestFacts:
-    req = request._get_current_object()  # type: ignore[attr-defined]
+    req = current_request()
     args: Mapping[str, Any] = req.view_args or {}
     res_type = args.get("res_type")
     res_id = args.get("res_id")
     operation = args.get("op")
-    interaction = g.get("fhirsrv_interaction") or _interaction(req.endpoint, req.method, args)
+    interaction = request_globals().get("fhirsrv_interaction") or _interaction(req.endpoint, req.method, args)
     if isinstance(res_type, str) and res_type.startswith("$"):  # /fhir/$name: a system operation
         operation, res_type = res_type, None
     elif isinstance(res_id, str) and res_id.startswith("$"):  # /fhir/Type/$name
@@ -159,7 +160,7 @@ def _interaction(endpoint: str | None, method: str, args: Mapping[str, Any]) -> 
         if reading:
             return "read"
         return _WRITES.get(method, "other") if method != "POST" else "other"
-    return str(current_app.extensions.get("fhirsrv.endpoint_interactions", {}).get(endpoint, "other"))
+    return str(current_flask_app().extensions.get("fhirsrv.endpoint_interactions", {}).get(endpoint, "other"))
 
 
 def name_endpoint(app: Flask, endpoint: str, interaction: str) -> None:
@@ -177,7 +178,7 @@ def _operation_label(operation: object) -> str | None:
     if not isinstance(operation, str):
         return None
     name = operation.removeprefix("$")
-    return f"${name}" if name in current_app.extensions.get("fhirsrv.operation_names", ()) else UNKNOWN
+    return f"${name}" if name in current_flask_app().extensions.get("fhirsrv.operation_names", ()) else UNKNOWN
 
 
 def parameter_names(services: Services, interaction: str) -> list[str]:
@@ -185,11 +186,11 @@ def parameter_names(services: Services, interaction: str) -> list[str]:
     name is a person's); a name with a part the server does not know is "?"."""
     if interaction not in CRITERIA_INTERACTIONS:
         return []
-    names: list[str] = list(request.args.keys())
-    if request.endpoint == "fhir.type_search_post" and request.mimetype == "application/x-www-form-urlencoded":
+    names: list[str] = list(current_request().args.keys())
+    if current_request().endpoint == "fhir.type_search_post" and current_request().mimetype == "application/x-www-form-urlencoded":
         # A body the route refused (too large) raises here: its names are not needed.
         with contextlib.suppress(HTTPException):
-            names.extend(request.form.keys())
+            names.extend(current_request().form.keys())
     vocabulary = _vocabulary(services)
     kept: list[str] = []
     for name in names:

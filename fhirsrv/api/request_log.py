@@ -23,9 +23,10 @@ import re
 import uuid
 from contextvars import Token
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response
 
 from fhirsrv.api import request_facts
+from fhirsrv.api.current import current_request, request_globals
 from fhirsrv.heavy_pool import POOL_KEY
 from fhirsrv.interactions.context import Services
 from fhirsrv.logformat import FIELDS, REQUEST_ID
@@ -49,14 +50,14 @@ def request_id_of(given: str | None) -> str:
 def install(app: Flask, services: Services) -> None:
     @app.before_request
     def _identify_request() -> None:
-        request_id = request_id_of(request.environ.get(ENVIRON_KEY))
-        globals_ = g._get_current_object()  # type: ignore[attr-defined]  # once, not per use
+        request_id = request_id_of(current_request().environ.get(ENVIRON_KEY))
+        globals_ = request_globals()  # once, not per use
         globals_.fhirsrv_request_id = request_id
         globals_.fhirsrv_request_id_token = REQUEST_ID.set(request_id)
 
     @app.after_request
     def _log(response: Response) -> Response:
-        request_id = g.get("fhirsrv_request_id") or request_id_of(None)
+        request_id = request_globals().get("fhirsrv_request_id") or request_id_of(None)
         response.headers[HEADER] = request_id
         facts = request_facts.describe()
         if facts.interaction in QUIET_WHEN_OK and response.status_code == 200:
@@ -72,8 +73,8 @@ def install(app: Flask, services: Services) -> None:
         }
         if facts.operation:
             fields["operation"] = facts.operation
-        if request.environ.get(POOL_KEY):
-            fields["pool"] = request.environ[POOL_KEY]  # answered by the heavy pool (heavy_pool.py)
+        if current_request().environ.get(POOL_KEY):
+            fields["pool"] = current_request().environ[POOL_KEY]  # answered by the heavy pool (heavy_pool.py)
         params = request_facts.parameter_names(services, facts.interaction)
         if params:
             fields["params"] = params
@@ -84,6 +85,6 @@ def install(app: Flask, services: Services) -> None:
 
     @app.teardown_request
     def _forget(_error: BaseException | None) -> None:
-        token: Token[str | None] | None = g.pop("fhirsrv_request_id_token", None)
+        token: Token[str | None] | None = request_globals().pop("fhirsrv_request_id_token", None)
         if token is not None:
             REQUEST_ID.reset(token)

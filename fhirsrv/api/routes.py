@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response
 from werkzeug.datastructures import MultiDict
 
 from fhirsrv.api import caller, negotiation, request_facts
+from fhirsrv.api.current import current_flask_app, current_request
 from fhirsrv.errors import BadRequest, MethodNotAllowed, NotFound
 from fhirsrv.interactions import bundle, capabilities, history, operations, read
 from fhirsrv.interactions import create as create_mod
@@ -32,7 +33,7 @@ _PRESENTATION = {"_format", "_pretty"}
 
 
 def services() -> Services:
-    return current_app.extensions["fhirsrv"]
+    return current_flask_app().extensions["fhirsrv"]
 
 
 # The request's FHIR base, kept in its environ: the route and the rendering both ask.
@@ -41,7 +42,7 @@ _BASE_URL = "fhirsrv.base_url"
 
 def base_url() -> str:
     """The FHIR base clients reach: FHIRSRV_BASE_URL, else the request's root and /fhir."""
-    environ = request.environ
+    environ = current_request().environ
     known: str | None = environ.get(_BASE_URL)
     if known is None:
         configured = services().settings.base_url
@@ -59,11 +60,11 @@ _roots: dict[tuple[object, ...], str] = {}
 def _request_root() -> str:
     """`request.url_root`, kept by the five environ values werkzeug makes it of (after ProxyFix
     when proxies are trusted): working it out costs two IRI conversions, at every request."""
-    environ = request.environ
+    environ = current_request().environ
     key = tuple(environ.get(k) for k in _ROOT_PARTS)
     root = _roots.get(key)
     if root is None:
-        root = request.url_root
+        root = current_request().url_root
         if len(_roots) >= ROOTS_KEPT:
             _roots.clear()
         _roots[key] = root
@@ -71,7 +72,7 @@ def _request_root() -> str:
 
 
 def request_info() -> RequestInfo:
-    req = request._get_current_object()  # type: ignore[attr-defined]
+    req = current_request()
     # The headers straight from the environ, where `request.headers` finds them too.
     environ = req.environ
     prefs = negotiation.prefer(req)
@@ -93,12 +94,12 @@ def request_info() -> RequestInfo:
 
 
 def query_params(source: MultiDict | None = None) -> list[tuple[str, str]]:
-    args = source if source is not None else request.args
+    args = source if source is not None else current_request().args
     return [(k, v) for k, v in args.items(multi=True) if k not in _PRESENTATION]
 
 
 def answer(result: Result, *, shape: bool = True) -> Response:
-    return negotiation.render(result, negotiation.presentation(request), base_url(), shape_body=shape)
+    return negotiation.render(result, negotiation.presentation(current_request()), base_url(), shape_body=shape)
 
 
 def _criteria() -> str | None:
@@ -120,10 +121,10 @@ def metadata() -> Response:
 
 @fhir.route("/", methods=["GET", "POST"], strict_slashes=False)
 def system() -> Response:
-    if request.method in READING:
+    if current_request().method in READING:
         return _search(None, query_params())
-    negotiation.check_content_type(request)
-    body = parse_json(request.get_data())
+    negotiation.check_content_type(current_request())
+    body = parse_json(current_request().get_data())
     if isinstance(body, dict) and body.get("type") == "transaction":
         request_facts.name_interaction("transaction")
     return answer(bundle.process(services(), request_info(), body))
@@ -142,43 +143,43 @@ def type_level(res_type: str) -> Response:
     if res_type.startswith("$"):
         return _operation(res_type[1:], None, None)
     info = request_info()
-    if request.method in READING:
+    if current_request().method in READING:
         check_type(res_type)
         return _search(res_type, query_params())
     check_type(res_type, writable=True)  # a read-only type answers 405 before its body is read
     _credentials_first(info, res_type)
-    if request.method == "POST":
-        negotiation.check_content_type(request)
-        res = parse_resource(request.get_data(), res_type)
+    if current_request().method == "POST":
+        negotiation.check_content_type(current_request())
+        res = parse_resource(current_request().get_data(), res_type)
         return answer(create_mod.create(services(), info, res_type, res))
     criteria = _criteria()
     if criteria is None:
         raise MethodNotAllowed(
-            f"{request.method} on {res_type} needs search criteria (a conditional {request.method})",
+            f"{current_request().method} on {res_type} needs search criteria (a conditional {current_request().method})",
             headers={"Allow": "GET, HEAD, POST"},
         )
-    if request.method == "PUT":
-        negotiation.check_content_type(request)
-        res = parse_resource(request.get_data(), res_type)
+    if current_request().method == "PUT":
+        negotiation.check_content_type(current_request())
+        res = parse_resource(current_request().get_data(), res_type)
         return answer(update_mod.update(services(), info, res_type, None, res, criteria=criteria))
-    if request.method == "PATCH":
-        negotiation.check_content_type(request, patch=True)
+    if current_request().method == "PATCH":
+        negotiation.check_content_type(current_request(), patch=True)
         return answer(
             patch_mod.patch(
-                services(), info, res_type, None, parse_json(request.get_data()), criteria=criteria
+                services(), info, res_type, None, parse_json(current_request().get_data()), criteria=criteria
             )
         )
-    if request.method != "DELETE":
-        raise MethodNotAllowed(f"{request.method} is not supported on {res_type}")
+    if current_request().method != "DELETE":
+        raise MethodNotAllowed(f"{current_request().method} is not supported on {res_type}")
     return answer(delete_mod.delete(services(), info, res_type, None, criteria=criteria))
 
 
 @fhir.post("/<res_type>/_search")
 def type_search_post(res_type: str) -> Response:
     check_type(res_type)
-    if request.mimetype != "application/x-www-form-urlencoded":
+    if current_request().mimetype != "application/x-www-form-urlencoded":
         raise BadRequest("POST _search takes an application/x-www-form-urlencoded body", status=415)
-    params = query_params() + query_params(request.form)
+    params = query_params() + query_params(current_request().form)
     return _search(res_type, params)
 
 
@@ -194,7 +195,7 @@ def type_history(res_type: str) -> Response:
 def instance(res_type: str, res_id: str) -> Response:
     if res_id.startswith("$"):
         return _operation(res_id[1:], res_type, None)
-    method = request.method
+    method = current_request().method
     if method not in READING:
         check_type(res_type, writable=True)
     if method == "POST":
@@ -206,15 +207,15 @@ def instance(res_type: str, res_id: str) -> Response:
     if method in READING:
         return answer(read.read(services(), info, res_type, res_id))
     _credentials_first(info, res_type, res_id)
-    if request.method == "PUT":
-        negotiation.check_content_type(request)
-        res = parse_resource(request.get_data(), res_type)
+    if current_request().method == "PUT":
+        negotiation.check_content_type(current_request())
+        res = parse_resource(current_request().get_data(), res_type)
         return answer(update_mod.update(services(), info, res_type, res_id, res))
-    if request.method == "PATCH":
-        negotiation.check_content_type(request, patch=True)
-        return answer(patch_mod.patch(services(), info, res_type, res_id, parse_json(request.get_data())))
-    if request.method != "DELETE":
-        raise MethodNotAllowed(f"{request.method} is not supported on {res_type}/{res_id}")
+    if current_request().method == "PATCH":
+        negotiation.check_content_type(current_request(), patch=True)
+        return answer(patch_mod.patch(services(), info, res_type, res_id, parse_json(current_request().get_data())))
+    if current_request().method != "DELETE":
+        raise MethodNotAllowed(f"{current_request().method} is not supported on {res_type}/{res_id}")
     return answer(delete_mod.delete(services(), info, res_type, res_id))
 
 
@@ -244,28 +245,28 @@ def _credentials_first(info: RequestInfo, res_type: str, res_id: str | None = No
     role that may never do it) before its body is parsed: an anonymous caller learns nothing
     from its body being judged, and a refused write costs no parsing. The refusal is audited
     as the interaction's own would be."""
-    interaction, letter = _WRITE_INTERACTIONS[request.method]
+    interaction, letter = _WRITE_INTERACTIONS[current_request().method]
     criteria = _criteria()
     if res_id is not None:
         target = f"{res_type}/{res_id}"
     else:
-        target = f"{res_type}?{criteria}" if criteria is not None and request.method != "POST" else res_type
+        target = f"{res_type}?{criteria}" if criteria is not None and current_request().method != "POST" else res_type
     with audited(services(), info, interaction, target):
         services().policy.check_write_intent(info.principal, res_type, letter)
 
 
 def _operation(name: str, res_type: str | None, res_id: str | None) -> Response:
-    if request.method not in ("GET", "POST"):
+    if current_request().method not in ("GET", "POST"):
         raise MethodNotAllowed(
             f"Operation ${name} is invoked with GET or POST", headers={"Allow": "GET, POST"}
         )
     if res_type is not None:
         check_type(res_type)
-    op = services().operations.resolve(name, res_type, res_id is not None, request.method)
+    op = services().operations.resolve(name, res_type, res_id is not None, current_request().method)
     args = query_params()
-    if request.method == "POST":
-        negotiation.check_content_type(request)
-        body = parse_json(request.get_data())
+    if current_request().method == "POST":
+        negotiation.check_content_type(current_request())
+        body = parse_json(current_request().get_data())
         if not isinstance(body, dict):
             raise BadRequest("An operation body is a Parameters resource (or the resource it acts on)")
         call = operations.OperationCall.from_body(res_type, res_id, body, args)

@@ -8,10 +8,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Flask, Response, request
+from flask import Flask, Response
 
 from fhirsrv.api.caller import is_unguarded, set_meter
 from fhirsrv.api.caller import principal as current_principal
+from fhirsrv.api.current import current_request
 from fhirsrv.errors import TooManyRequests
 from fhirsrv.interactions.context import UNMETERED
 from fhirsrv.settings import VARIABLES, Settings
@@ -129,7 +130,7 @@ def install_rate_limit(app: Flask, limits: RequestLimits) -> None:
         if principal.client_id:
             meter = limits.charge_client(principal.client_id)
         else:
-            meter = limits.charge_address(request.remote_addr)
+            meter = limits.charge_address(current_request().remote_addr)
         set_meter(meter)
 
     app.before_request(_limit)
@@ -162,7 +163,7 @@ def install_headers(app: Flask, settings: Settings) -> None:
     public_https = settings.base_url.lower().startswith("https://")
 
     def _headers(response: Response) -> Response:
-        req = request._get_current_object()  # type: ignore[attr-defined]  # once, not per use
+        req = current_request()  # once, not per use
         headers = response.headers
         # Each security header unless the view set its own: one look at the headers for all
         # (a setdefault each went through the list three times).
@@ -198,7 +199,7 @@ def _cors(headers: Any, origin: str, *, listed: bool, open_to_all: bool, credent
     else:
         return
     headers["Access-Control-Expose-Headers"] = EXPOSED
-    if request.method == "OPTIONS":
+    if current_request().method == "OPTIONS":
         headers["Access-Control-Allow-Methods"] = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
         headers["Access-Control-Allow-Headers"] = ("Authorization, " if listed else "") + ALLOWED_HEADERS
         headers["Access-Control-Max-Age"] = "600"

@@ -9,12 +9,13 @@ that believes it is authenticated must learn it is not.
 
 from __future__ import annotations
 
-from flask import Flask, request
+from flask import Flask
 from sqlalchemy import Engine, select
 
 from fhirsrv.access.policy import unauthorized
 from fhirsrv.access.principal import ANONYMOUS
 from fhirsrv.api.caller import is_unguarded, set_principal
+from fhirsrv.api.current import current_request
 from fhirsrv.auth.hardening import RequestLimits
 from fhirsrv.auth.principal import TokenService
 from fhirsrv.auth.tables import oauth_client
@@ -36,17 +37,17 @@ def install_protector(app: Flask, tokens: TokenService, engine: Engine, limits: 
     def _refuse(reason: str) -> Exception:
         # A refused token is charged to the caller's address before the 401, so guessing
         # tokens is rate-limited like any anonymous request (429 once the budget is spent).
-        limits.charge_address(request.remote_addr)
+        limits.charge_address(current_request().remote_addr)
         return unauthorized(reason)
 
     def _identify() -> None:
         set_principal(ANONYMOUS)
-        header = request.headers.get("Authorization", "")
+        header = current_request().headers.get("Authorization", "")
         if not header or is_unguarded():  # the probes and /metrics judge their own header
             return
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer":
-            if request.path.endswith("/token"):
+            if current_request().path.endswith("/token"):
                 return  # client_secret_basic at the token endpoint
             raise _refuse("Only Bearer access tokens are accepted")
         principal = tokens.verify(token.strip())
