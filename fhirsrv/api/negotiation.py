@@ -221,12 +221,16 @@ class Answer(Response):
     werkzeug converts a Content-Location to a URI at every answer (`iri_to_uri`: a twentieth
     of a read's CPU); `render` wrote this one as that URI already (`_location`), so a 200
     without a Location header is sent with its headers as werkzeug would send them, less the
-    conversion that changes nothing. Anything else goes through werkzeug's own."""
+    conversion that changes nothing. Anything else goes through werkzeug's own.
+
+    Its own headers are sent, not a copy: werkzeug copies them (every header checked again,
+    a twentieth of a read's CPU) so that a response sent twice is sent alike; this one is sent
+    once, and adding its length twice would find it there the second time."""
 
     def get_wsgi_headers(self, environ: dict[str, Any]) -> Headers:
         if self.status_code != 200 or "Location" in self.headers:
             return super().get_wsgi_headers(environ)
-        headers = Headers(self.headers)
+        headers = self.headers
         if self.automatically_set_content_length and self.is_sequence and "Content-Length" not in headers:
             headers["Content-Length"] = str(sum(len(x) for x in self.iter_encoded()))
         return headers
