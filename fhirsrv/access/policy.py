@@ -42,7 +42,7 @@ from fhirsrv.storage.changes import Listed
 from fhirsrv.storage.engine import one_statement_read
 from fhirsrv.storage.jsonfmt import dumps, loads
 from fhirsrv.storage.repository import StoredResource
-from fhirsrv.storage.schema import entry_access, live, resource
+from fhirsrv.storage.schema import change_log, entry_access, live, resource
 
 CHALLENGE = 'Bearer realm="fhirsrv", error="invalid_token"'
 # Read-by-id statements kept (one per principal and type), at most: they are rebuilt past it.
@@ -110,10 +110,14 @@ class AccessPolicy:
         """The rids among `stored` (current versions) the principal may read by id."""
         if _sees_all(principal, stored):
             return {s.rid for s in stored}
+        return self._readable_rids(conn, principal, [(s.res_type, s.rid) for s in stored])
+
+    def _readable_rids(self, conn: Connection, principal: Principal, entries: Sequence[tuple[str, int]]) -> set[int]:
+        """The rids among these (type, rid) the principal may read by id now."""
         scope = self.scope(principal)
         by_type: dict[str, list[int]] = {}
-        for s in stored:
-            by_type.setdefault(s.res_type, []).append(s.rid)
+        for res_type, rid in entries:
+            by_type.setdefault(res_type, []).append(rid)
         shown: set[int] = set()
         for res_type, rids in by_type.items():
             condition = scope.readable(res_type, resource.c.rid)
@@ -121,8 +125,9 @@ class AccessPolicy:
                 shown.update(rids)
                 continue
             probe = correlate(condition, resource.c.rid)  # one index probe per row, not a join
-            for start in range(0, len(rids), 500):
-                query = select(resource.c.rid).where(resource.c.rid.in_(rids[start : start + 500]), probe)
+            unique = sorted(set(rids))
+            for start in range(0, len(unique), 500):
+                query = select(resource.c.rid).where(resource.c.rid.in_(unique[start : start + 500]), probe)
                 shown.update(r for (r,) in conn.execute(query))
         return shown
 
@@ -143,6 +148,13 @@ class AccessPolicy:
         if found is None:
             return None, False
         return self._without_retired_people(principal, found[0]), found[1]
+
+    def as_shown(self, principal: Principal, found: Sequence[StoredResource]) -> list[StoredResource]:
+        """Resources a search found (its matches, and what `_include` brought in: a structure
+        that left the directory is included as a read by id shows it), each as the principal
+        is shown it: a structure that left the directory without its contact persons for
+        whoever may not see them, as its read shows it."""
+        return [self._without_retired_people(principal, s) for s in found]
 
     def read_current_alone(
         self, engine: Engine, principal: Principal, res_type: str, res_id: str
@@ -204,55 +216,91 @@ class AccessPolicy:
         self, conn: Connection, principal: Principal, versions: Sequence[StoredResource]
     ) -> list[StoredResource]:
         """The versions (history, vread) the principal may read. The entry must be readable
-        now, and each version is judged as it was: its own status and the structure it named
-        then must be ones the principal may see (an offer moved out of a draft structure does
-        not show its draft past), unless that structure is in the principal's perimeter."""
+        now, and each version must have been in the principal's view when it was written: its
+        visibility at that commit, as the change log keeps it, the rule a type history lists
+        by (`scope().changes`). So a version written while the entry or its structure was
+        hidden (a place changed before its structure was published, a structure's first
+        version without a status) is not shown once the entry is listed. An entry in the
+        principal's perimeter now shows every version. A structure that left the directory, or
+        was deleted, is shown without its contact persons to whoever may not see them."""
         if not versions or _sees_all(principal, versions):
             return list(versions)
         if principal.sees_everything:  # a regional administrator: all but others' owned types
             owned = self.visible(conn, principal, _unique_rids([v for v in versions if v.res_type in OWNED_TYPES]))
             return [v for v in versions if v.res_type not in OWNED_TYPES or v.rid in owned]
         entries = self.visible(conn, principal, _unique_rids(versions))
-        facts = {
-            (v.rid, v.version_id): self.reader.facts(loads(v.content))
-            for v in versions
-            if v.rid in entries and v.content is not None and v.res_type in DIRECTORY_TYPES
-        }
-        structures = {f.structure for f in facts.values() if f.structure}
-        mine = self._structures_in_perimeter(conn, principal, structures)
-        seen = self._structure_visibility(conn, structures)
+        readable = [v for v in versions if v.rid in entries]
+        judged = [v for v in readable if v.res_type in GOVERNED_TYPES and v.content is not None]
+        mine = self._in_perimeter(conn, principal, judged)
+        in_view = self._written_in_view(conn, principal, [v for v in judged if v.rid not in mine])
+        left = self._structures_left(conn, principal, {v.res_id for v in readable if v.rid not in mine})
         shown = []
-        for v in versions:
-            if v.rid not in entries:
+        for v in readable:
+            judged_here = v.res_type in GOVERNED_TYPES and v.content is not None and v.rid not in mine
+            if judged_here and (v.rid, v.version_id) not in in_view:
                 continue
-            fact = facts.get((v.rid, v.version_id))
-            if fact is None:  # a deletion, or a person: judged by the entry alone
-                shown.append(v)
-                continue
-            if fact.structure in mine:
-                shown.append(v)
-                continue
-            allowed = {Visibility.PUBLIC}
-            if sees_retired(principal) or v.res_type in CITEABLE_TYPES:
-                allowed.add(Visibility.RETIRED)
-            own = status_visibility(fact.status, absent=Visibility.PUBLIC)
-            if own in allowed and seen.get(fact.structure or "") in allowed:
-                retired_now = v.res_type == "Organization" and seen.get(v.res_id) is Visibility.RETIRED
-                shown.append(_people_removed(v) if retired_now and not sees_retired(principal) else v)
+            shown.append(_people_removed(v) if v.res_type == "Organization" and v.res_id in left else v)
         return shown
+
+    def _written_in_view(
+        self, conn: Connection, principal: Principal, versions: Sequence[StoredResource]
+    ) -> set[tuple[int, int]]:
+        """Which of these versions were in the principal's view, read by id, when written:
+        public then, or retired then (a citeable entry, or a principal who searches retired
+        entries)."""
+        if not versions:
+            return set()
+        wanted = {(v.rid, v.version_id): v.res_type for v in versions}
+        c = change_log.c
+        found: set[tuple[int, int]] = set()
+        rids = sorted({rid for rid, _ in wanted})
+        for start in range(0, len(rids), 500):
+            rows = conn.execute(
+                select(c.rid, c.version_id, c.visibility).where(
+                    c.rid.in_(rids[start : start + 500]), c.new_version == true()
+                )
+            )
+            for rid, version_id, visibility in rows:
+                res_type = wanted.get((rid, version_id))
+                if res_type is None:
+                    continue
+                if visibility == Visibility.PUBLIC or (
+                    visibility == Visibility.RETIRED and (sees_retired(principal) or res_type in CITEABLE_TYPES)
+                ):
+                    found.add((rid, version_id))
+        return found
+
+    def _structures_left(self, conn: Connection, principal: Principal, named: set[str]) -> set[str]:
+        """Which of these structures have left the directory (delisted, withdrawn) or were
+        deleted, for a principal who may not see the people of such a structure (empty for
+        the others): their contact persons are not shown to it."""
+        if not named or sees_retired(principal):
+            return set()
+        named = named - self._structures_in_perimeter(conn, principal, named)
+        left = {org for org, seen in self._structure_visibility(conn, named).items() if seen is Visibility.RETIRED}
+        deleted = select(resource.c.res_id).where(
+            resource.c.res_type == "Organization", resource.c.res_id.in_(sorted(named)), resource.c.deleted == true()
+        )
+        return left | {org for (org,) in conn.execute(deleted)}
 
     def listed_as_shown(self, conn: Connection, principal: Principal, page: list[Listed]) -> list[Listed]:
         """A type or system history's page (read from the change log under `scope().changes`),
-        each version as the principal is shown it: a structure that has left the directory
-        without its contact persons for whoever may not see the people of such a structure,
-        as `visible_versions` shows an instance's history."""
-        if sees_retired(principal):
+        each change as the principal is shown it, as `visible_versions` shows an instance's
+        history:
+        - a version of an entry the principal may not read now is left out: a person or role
+          of a structure that left the directory, an entry hidden since. The change that took
+          it out of the principal's view is listed as a removal, so a client that had copied
+          it drops it, and a client that replays the history from the start never gets it;
+        - a structure that left the directory, or was deleted, without its contact persons
+          for whoever may not see them."""
+        if principal.sees_everything:
             return page
+        versions = [c for c in page if not c.removal and c.content is not None and c.res_type in GOVERNED_TYPES]
+        if versions:
+            readable = self._readable_rids(conn, principal, [(c.res_type, c.rid) for c in versions])
+            page = [c for c in page if c.removal or c.content is None or c.res_type not in GOVERNED_TYPES or c.rid in readable]
         named = {c.res_id for c in page if c.res_type == "Organization" and c.content and '"contact"' in c.content}
-        if not named:
-            return page
-        mine = self._structures_in_perimeter(conn, principal, named)
-        left = {org for org, seen in self._structure_visibility(conn, named - mine).items() if seen is Visibility.RETIRED}
+        left = self._structures_left(conn, principal, named)
         return [_people_removed(c) if c.res_type == "Organization" and c.res_id in left else c for c in page]
 
     def _without_retired_people(self, principal: Principal, stored: StoredResource) -> StoredResource:

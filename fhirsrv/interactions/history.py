@@ -240,9 +240,12 @@ def _from_log(
             # One type: its (res_type, seq) index. Several: the log's own order, filtered.
             res_types=types if len(types) == 1 else None,
         )
-        page, more = rows[:count], len(rows) > count and count > 0
-        page = services.policy.listed_as_shown(conn, info.principal, page)
-    # The watermark is the instant of a change this caller was shown, never the log's own end:
+        read, more = rows[:count], len(rows) > count and count > 0
+        # The policy may leave changes out (versions of entries the caller may not read now):
+        # the pages still follow each other by the changes read, so none is read twice.
+        page = services.policy.listed_as_shown(conn, info.principal, read)
+    # The watermark is the instant of a change listed to this caller (in its view when it
+    # committed, though its version may be left out now), never the log's own end:
     # the log's last change may be one the caller may not see, and its instant would tell an
     # anonymous client when a hidden write happened. Resuming from an earlier instant is safe;
     # the hidden changes in between are read again and stay hidden.
@@ -250,17 +253,17 @@ def _from_log(
         # Complete up to the page's last change: when more follow, or on the last page, where
         # nothing after it is shown to this caller (`_count=0` reads nothing: complete up to
         # where it was asked to start).
-        complete = page[-1].at if page and count > 0 else since
+        complete = read[-1].at if read and count > 0 else since
         if since is not None and (complete is None or complete < since):
             complete = since
     elif complete is None:
         # Newest first: the first page's newest change, carried along to the next pages.
-        complete = page[0].at if page else since
+        complete = read[0].at if read else since
     path = "/".join(p for p in (res_type, "_history") if p)
     base_query = [(k, v) for k, v in params if k != "_cursor"]
     links = [{"relation": "self", "url": _url(info, path, params)}]
     if more:
-        cursor = "|".join((_LOG_CURSOR, order, str(page[-1].seq), complete.isoformat() if complete else "-"))
+        cursor = "|".join((_LOG_CURSOR, order, str(read[-1].seq), complete.isoformat() if complete else "-"))
         sealed_next = services.cursors.seal(cursor) or ""
         links.append({"relation": "next", "url": _url(info, path, [*base_query, ("_cursor", sealed_next)])})
     bundle: dict = {"resourceType": "Bundle", "type": "history"}

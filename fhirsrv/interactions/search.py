@@ -91,7 +91,8 @@ def search(
         if summary == "text" and request.elements:
             raise BadRequest("_summary and _elements cannot be combined")
         page = engine.execute(conn, request, policy.scope(info.principal))
-    included = page.included
+    matches = policy.as_shown(info.principal, page.matches)
+    included = policy.as_shown(info.principal, page.included)
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
     if page.total is not None:
         bundle["total"] = page.total
@@ -111,7 +112,7 @@ def search(
         links.append({"relation": "next", "url": next_url})
     bundle["link"] = links
     entries = [
-        _entry(info, s, "match", summary, request.elements, page.distances.get(s.rid)) for s in page.matches
+        _entry(info, s, "match", summary, request.elements, page.distances.get(s.rid)) for s in matches
     ]
     entries += [_entry(info, s, "include", summary, request.elements) for s in included]
     if request.issues:
@@ -126,4 +127,4 @@ def search(
         )
     if entries:
         bundle["entry"] = entries
-    return Result(status=200, resource=bundle, entries=(*page.matches, *included))
+    return Result(status=200, resource=bundle, entries=(*matches, *included))

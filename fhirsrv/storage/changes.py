@@ -254,6 +254,7 @@ class Listed:
 
     seq: int
     at: datetime
+    rid: int
     res_type: str
     res_id: str
     version_id: int
@@ -282,7 +283,7 @@ def listed(
     gone = removal.label("removal")
     query = (
         select(
-            c.seq, c.at, c.res_type, c.res_id, c.version_id, gone, v.last_updated, v.deleted, v.method,
+            c.seq, c.at, c.rid, c.res_type, c.res_id, c.version_id, gone, v.last_updated, v.deleted, v.method,
             case((removal, literal(None, String)), else_=v.content).label("content"),
         )
         .join_from(change_log, resource_version, and_(v.rid == c.rid, v.version_id == c.version_id))
@@ -293,7 +294,7 @@ def listed(
     query = query.order_by(c.seq.desc() if newest_first else c.seq).limit(limit)
     return [
         Listed(
-            r.seq, r.at, r.res_type, r.res_id, r.version_id, bool(r.removal),
+            r.seq, r.at, r.rid, r.res_type, r.res_id, r.version_id, bool(r.removal),
             r.last_updated, r.deleted, r.method or "", r.content,
         )  # fmt: skip
         for r in conn.execute(query)

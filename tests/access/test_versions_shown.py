@@ -1,0 +1,153 @@
+"""What the public is shown of entries whose visibility changed: a structure that left the
+directory, the people of such a structure, versions written while an entry was hidden. Each
+read path (include, type and system history, instance history, vread) shows them as a read
+by id now would, and each version as it was when it was written.
+
+Found by an anonymous attack on the demo: each of these showed a name or an e-mail, or a
+version written while hidden, to anonymous callers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from fhirsrv.access.principal import SERVER
+from fhirsrv.interactions import writes
+from tests.api.helpers import auth_app, token_headers
+from tests.api.test_history_sync import EPOCH, REPAIR, entries_of, lifecycle, structure
+
+FHIR = "application/fhir+json"
+CONTACT = {"name": {"text": "Dr Katell Perrin"}, "telecom": [{"system": "email", "value": "k.perrin@example.org"}]}
+
+
+@pytest.fixture
+def app(db_url: str) -> Iterator[Flask]:
+    app = auth_app(db_url)
+    services = app.extensions["fhirsrv"]
+    with services.engine.begin() as conn:
+        for oid in ("left", "mother"):
+            named = {"contact": [CONTACT]} if oid == "left" else {}
+            for res in ({**structure(oid, "published"), **named}, *entries_of(oid)):
+                writes.create(services, conn, dict(res), res["id"], actor=SERVER)
+    yield app
+    services.engine.dispose()
+
+
+def _admin(app: Flask) -> dict[str, str]:
+    return token_headers(app, "regional-admin") | {"Content-Type": FHIR}
+
+
+def _withdraw(app: Flask, oid: str) -> None:
+    web = app.test_client()
+    current = web.get(f"/fhir/Organization/{oid}", headers=_admin(app)).get_json()
+    answer = web.put(
+        f"/fhir/Organization/{oid}",
+        json={**current, "extension": lifecycle("withdrawn")},
+        headers=_admin(app) | REPAIR,
+    )
+    assert answer.status_code == 200, answer.get_json()
+
+
+def test_a_structure_that_left_is_included_without_its_contact_person(app: Flask) -> None:
+    """`_include` follows a reference as a read by id would: to a structure that left, which
+    care plans cite, but without the person it names, whatever the search's shape."""
+    web = app.test_client()
+    mother = web.get("/fhir/Organization/mother", headers=_admin(app)).get_json()
+    part = web.put(
+        "/fhir/Organization/mother",
+        json={**mother, "partOf": {"reference": "Organization/left"}},
+        headers=_admin(app),
+    )
+    assert part.status_code == 200, part.get_json()
+    _withdraw(app, "left")
+    searches = [
+        "Organization?_id=mother&_include=Organization:partof",
+        "Organization?_id=mother&_include=*",
+        "Organization?_id=mother&_include=Organization:partof&_elements=contact,name",
+        "HealthcareService?organization=mother&_include=HealthcareService:organization"
+        "&_include:iterate=Organization:partof",
+    ]
+    for url in searches:
+        answer = web.get(f"/fhir/{url}")
+        assert answer.status_code == 200, (url, answer.get_json())
+        included = [e["resource"] for e in answer.get_json()["entry"] if e["resource"]["id"] == "left"]
+        assert included and "contact" not in included[0], url  # it is there, without the person
+        assert "k.perrin" not in answer.get_data(as_text=True), url
+    batch = {"resourceType": "Bundle", "type": "batch", "entry": [{"request": {"method": "GET", "url": searches[0]}}]}
+    assert "k.perrin" not in web.post("/fhir", json=batch, headers={"Content-Type": FHIR}).get_data(as_text=True)
+    partner = token_headers(app, "partner-reader", "system/*.rs")
+    assert "k.perrin" in web.get(f"/fhir/{searches[0]}", headers=partner).get_data(as_text=True)
+
+
+def _replayed(app: Flask, headers: dict[str, str], url: str) -> str:
+    """Every page of a history walk, as text."""
+    web = app.test_client()
+    text, next_url = "", url
+    while next_url:
+        answer = web.get(next_url.replace("http://fhir.test", ""), headers=headers)
+        assert answer.status_code == 200, answer.get_json()
+        text += answer.get_data(as_text=True)
+        links = answer.get_json()["link"]
+        next_url = next((link["url"] for link in links if link["relation"] == "next"), None)
+    return text
+
+
+def test_a_history_does_not_replay_the_people_of_a_structure_that_left(app: Flask) -> None:
+    """Its person and role were public once; now a read of them is 404 for the public, and no
+    history replays their versions to it either (a client that had copied them is told they
+    left). A partner, who still reads them, still gets them."""
+    _withdraw(app, "left")
+    web = app.test_client()
+    assert web.get("/fhir/Practitioner/p-left").status_code == 404
+    partner = token_headers(app, "partner-reader", "system/*.rs")
+    for url, kept, left in (
+        (f"/fhir/Practitioner/_history?_since={EPOCH}&_count=2", "Personne mother", "Personne left"),
+        (f"/fhir/PractitionerRole/_history?_since={EPOCH}", '"id":"role-mother"', '"id":"role-left"'),
+        ("/fhir/_history?_type=Practitioner,PractitionerRole,Organization&_count=3", "Personne mother", "Personne left"),
+        (f"/fhir/_history?_since={EPOCH}", '"id":"role-mother"', '"id":"role-left"'),
+    ):
+        public = _replayed(app, {}, url)
+        assert left not in public and "k.perrin" not in public, url
+        assert kept in public, url  # the listed structure's are replayed
+        assert left in _replayed(app, partner, url), url
+
+
+def test_versions_written_while_hidden_are_not_shown_once_the_entry_is_listed(app: Flask) -> None:
+    """A place changed while its structure was a draft, and a structure's first version with no
+    status (hidden): neither is shown to the public, by instance history or vread, once the
+    structure is listed; as the type history judges them, by their visibility when written."""
+    web = app.test_client()
+    admin = _admin(app)
+    draft = web.put("/fhir/Organization/mother", json=structure("mother", "draft"), headers=admin | REPAIR)
+    assert draft.status_code == 200, draft.get_json()
+    place = web.get("/fhir/Location/loc-mother", headers=admin).get_json()
+    secret = web.put("/fhir/Location/loc-mother", json={**place, "description": "SECRETPREPUB"}, headers=admin)
+    assert secret.status_code == 200
+    later = {k: v for k, v in secret.get_json().items() if k not in ("description", "meta")}
+    assert web.put("/fhir/Location/loc-mother", json=later, headers=admin).status_code == 200
+    listed = web.put("/fhir/Organization/mother", json=structure("mother", "published"), headers=admin | REPAIR)
+    assert listed.status_code == 200
+    secret_version = secret.get_json()["meta"]["versionId"]
+
+    unnamed: dict[str, Any] = {"resourceType": "Organization", "name": "Sans statut", "contact": [CONTACT]}
+    first = web.put("/fhir/Organization/nostatus", json={**unnamed, "id": "nostatus"}, headers=admin)
+    assert first.status_code == 201, first.get_json()
+    shown = {"resourceType": "Organization", "id": "nostatus", "name": "Sans statut", "extension": lifecycle("published")}
+    assert web.put("/fhir/Organization/nostatus", json=shown, headers=admin | REPAIR).status_code == 200
+
+    for url in ("/fhir/Location/loc-mother/_history", "/fhir/Organization/nostatus/_history"):
+        history = web.get(url)
+        assert history.status_code == 200
+        text = history.get_data(as_text=True)
+        assert "SECRETPREPUB" not in text and "k.perrin" not in text, url
+        assert history.get_json()["total"] == len(history.get_json()["entry"]) >= 1
+    assert web.get(f"/fhir/Location/loc-mother/_history/{secret_version}").status_code == 404
+    assert web.get("/fhir/Organization/nostatus/_history/1").status_code == 404
+    assert web.get("/fhir/Organization/nostatus/_history/2").status_code == 200
+    # The administrator, who saw them then, still does.
+    assert web.get(f"/fhir/Location/loc-mother/_history/{secret_version}", headers=admin).status_code == 200
+    assert "SECRETPREPUB" not in web.get(f"/fhir/Location/_history?_since={EPOCH}").get_data(as_text=True)
