@@ -39,6 +39,7 @@ from urllib.parse import parse_qsl
 
 from sqlalchemy import ColumnElement, Connection, Engine, and_, not_, or_, select, true
 
+from fhirsrv.access.visibility import PrincipalScope
 from fhirsrv.interactions.context import Services
 from fhirsrv.storage import changes
 from fhirsrv.storage.jsonfmt import dumps, format_instant, loads, utcnow
@@ -131,6 +132,17 @@ def _type_condition(
     return [or_(*alternatives)]
 
 
+def _last_listed(conn: Connection, scope: PrincipalScope, types: tuple[str, ...], last: int) -> datetime | None:
+    """When the last change of the snapshot that a history lists to this caller committed:
+    the caller's transactionTime. The log's own last change may be a write the caller may not
+    see (a draft), and its instant would tell when it happened; an export `_since` this earlier
+    instant misses nothing the caller may see (the hidden changes in between stay hidden)."""
+    shown, _ = scope.changes(types, change_log)
+    c = change_log.c
+    query = select(c.at).where(c.seq <= last, shown).order_by(c.seq.desc()).limit(1)
+    return conn.execute(query).scalar_one_or_none()
+
+
 def write_export(
     services: Services, job: ExportJob, folder: Path, progress: Progress
 ) -> tuple[datetime, list[ExportFile]]:
@@ -152,8 +164,10 @@ def write_export(
     with snapshot(services.engine) as conn:
         started = utcnow()
         # The snapshot starts with this statement: the last change it holds, and when it committed.
-        _, last_commit = changes.tip(conn)
-        transaction_time = last_commit or started  # no change ever: the database is empty
+        last, last_commit = changes.tip(conn)
+        if not job.principal.sees_everything:
+            last_commit = _last_listed(conn, scope, job.request.types, last)
+        transaction_time = last_commit or started  # no change ever (listed to the caller)
         services.search.ensure_current(conn)
         for position, res_type in enumerate(job.request.types, 1):
             report(

@@ -340,6 +340,30 @@ def test_since_names_what_left_the_callers_view_and_nothing_it_never_saw(apps: A
     }  # fmt: skip
 
 
+def test_an_anonymous_transaction_time_is_not_moved_by_a_write_it_may_not_see(apps: AppFactory) -> None:
+    """A draft offer written after the last public change: the anonymous manifest's
+    transactionTime stays at that public change (it would tell when the draft was written); an
+    administrator's moves to the draft's commit. Either, as the next `_since`, misses nothing."""
+    app = apps(export_anonymous=True)
+    web = app.test_client()
+    services = app.extensions["fhirsrv"]
+    admin = Clients(app).headers("regional-admin", "system/*.rs")
+    public_before = export(web, "/fhir/$export")["transactionTime"]
+    with services.engine.begin() as conn:
+        writes.create(services, conn, service("hs-hidden", "org-29", "loc-29", "draft"), "hs-hidden", actor=SERVER)
+    assert export(web, "/fhir/$export")["transactionTime"] == public_before
+    admin_after = export(web, "/fhir/$export", admin)["transactionTime"]
+    assert admin_after > public_before
+    with services.engine.begin() as conn:
+        current = repository.get_current(conn, "HealthcareService", "hs-29")
+        assert current is not None
+        writes.replace(services, conn, current, service("hs-29", "org-29", "loc-29") | {"name": "Nouveau"}, actor=SERVER)
+    found = export(web, f"/fhir/$export?_since={public_before.replace('+', '%2B')}")
+    assert "HealthcareService/hs-29" in ids(resources(web, found))
+    assert "HealthcareService/hs-hidden" not in ids(resources(web, found))
+    assert found["transactionTime"] > admin_after
+
+
 def test_a_large_type_is_split_into_files(apps: AppFactory) -> None:
     app = apps(export_file_lines=2)
     web = app.test_client()
