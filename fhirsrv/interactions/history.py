@@ -163,26 +163,30 @@ def history(
             shown = page
             total: int | None = None if at is not None or cursor is not None else len(shown_all)
         else:
-            rows = repository.history(
-                conn,
-                res_type=res_type,
-                res_id=res_id,
-                types=types,
-                since=since,
-                at=at,
-                after=cursor,
-                limit=count + 1,
-                where=_scope_conditions(services, principal, [res_type] if res_type else types),
-            )
+            where = _scope_conditions(services, principal, [res_type] if res_type else types)
+            # A history at an instant is filtered after it is read, a chunk at a time until a
+            # page and one more are shown or nothing is left: a page never ends early, and a
+            # `next` link means a shown version follows, so neither tells of hidden ones.
+            kept: list[tuple[StoredResource, StoredResource]] = []
+            after = cursor
+            while len(kept) <= count:
+                rows = repository.history(
+                    conn, res_type=res_type, res_id=res_id, types=types, since=since, at=at,
+                    after=after, limit=count + 1, where=where,
+                )  # fmt: skip
+                visible = {(v.rid, v.version_id): v for v in policy.visible_versions(conn, principal, rows)}
+                kept += [(r, visible[r.rid, r.version_id]) for r in rows if (r.rid, r.version_id) in visible]
+                if len(rows) <= count:
+                    break
+                after = HistoryCursor(rows[-1].last_updated, rows[-1].rid, rows[-1].version_id)
             total = (
                 repository.count_history(conn, res_type=res_type, res_id=res_id, since=since)
                 if res_id is not None and at is None
                 else None
             )
-            page, more = rows[:count], len(rows) > count
-            # A history at an instant is filtered after it is read: a page may hold fewer
-            # entries than _count (the `next` link still goes on from the last version read).
-            shown = policy.visible_versions(conn, principal, page)
+            more = len(kept) > count
+            page = [read for read, _ in kept[:count]]  # where the next page goes on from
+            shown = [as_shown for _, as_shown in kept[:count]]
     path = "/".join(p for p in (res_type, res_id, "_history") if p)
     base_query = [(k, v) for k, v in params if k != "_cursor"]
     links = [{"relation": "self", "url": _url(info, path, params)}]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from flask import Flask
@@ -151,3 +152,36 @@ def test_versions_written_while_hidden_are_not_shown_once_the_entry_is_listed(ap
     # The administrator, who saw them then, still does.
     assert web.get(f"/fhir/Location/loc-mother/_history/{secret_version}", headers=admin).status_code == 200
     assert "SECRETPREPUB" not in web.get(f"/fhir/Location/_history?_since={EPOCH}").get_data(as_text=True)
+
+
+def test_a_history_at_an_instant_fills_its_pages_with_what_the_caller_may_see(app: Flask) -> None:
+    """Offers drafted, then published: at an instant between, their current versions are the
+    drafts, which the public may not see. A page of `_count=1` holds a public version, not
+    nothing and a `next` link (which told that hidden versions lie there), and the last page
+    has no `next` link however many hidden versions lie beyond it."""
+    web = app.test_client()
+    admin = _admin(app)
+    drafts = []
+    for n in range(3):
+        draft = {
+            "resourceType": "HealthcareService",
+            "id": f"hs-draft-{n}",
+            "extension": lifecycle("draft"),
+            "name": f"Brouillon {n}",
+            "providedBy": {"reference": "Organization/mother"},
+        }
+        answer = web.put(f"/fhir/HealthcareService/hs-draft-{n}", json=draft, headers=admin | REPAIR)
+        assert answer.status_code == 201, answer.get_json()
+        drafts.append(answer.get_json())
+    between = drafts[-1]["meta"]["lastUpdated"]
+    for draft in drafts:
+        published = {**draft, "extension": lifecycle("published")}
+        assert web.put(f"/fhir/HealthcareService/{draft['id']}", json=published, headers=admin | REPAIR).status_code == 200
+    seen: list[str] = []
+    url: str | None = f"/fhir/HealthcareService/_history?{urlencode({'_at': between, '_count': 1})}"
+    while url:
+        page = web.get(url.replace("http://fhir.test", "")).get_json()
+        assert page["entry"], "an empty page with a next link"
+        seen += [e["resource"]["id"] for e in page["entry"]]
+        url = next((link["url"] for link in page["link"] if link["relation"] == "next"), None)
+    assert sorted(seen) == ["hs-left", "hs-mother"]
