@@ -442,19 +442,27 @@ class Delivery:
     def _readable(
         self, conn: Connection, principal: Principal, events: list[notifications.Event]
     ) -> dict[tuple[int, int], str]:
-        """The stored JSON of each event's version, for those the owner may read now."""
+        """The stored JSON of each event's version, for those the owner may read now, each as
+        a vread would show it to the owner (`policy.visible_versions`: a version written while
+        hidden is not sent, nor the contact persons of a structure that left the directory)."""
         wanted = sorted({(e.rid, e.version_id) for e in events if not e.deleted})
         if not wanted:
             return {}
+        v = resource_version.c
         rows = conn.execute(
-            select(resource_version.c.rid, resource_version.c.version_id, resource_version.c.content).where(
-                tuple_(resource_version.c.rid, resource_version.c.version_id).in_(wanted),
-                resource_version.c.deleted.is_(False),
+            select(v.rid, v.res_type, v.res_id, v.version_id, v.last_updated, v.deleted, v.content).where(
+                tuple_(v.rid, v.version_id).in_(wanted), v.deleted.is_(False)
             )
         ).all()
         current = repository.get_many(conn, sorted({r.rid for r in rows}))
-        seen = self.services.policy.visible(conn, principal, [c for c in current if not c.deleted])
-        return {(r.rid, r.version_id): r.content for r in rows if r.rid in seen and r.content is not None}
+        existing = {c.rid for c in current if not c.deleted}
+        versions = [
+            StoredResource(r.rid, r.res_type, r.res_id, r.version_id, r.last_updated, r.deleted, r.content)
+            for r in rows
+            if r.rid in existing and r.content is not None
+        ]
+        shown = self.services.policy.visible_versions(conn, principal, versions)
+        return {(s.rid, s.version_id): s.content for s in shown if s.content is not None}
 
     def _failed(self, sub: Subscription, state: matching.State, error: str) -> None:
         settings = self.settings
