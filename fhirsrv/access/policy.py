@@ -216,13 +216,15 @@ class AccessPolicy:
         self, conn: Connection, principal: Principal, versions: Sequence[StoredResource]
     ) -> list[StoredResource]:
         """The versions (history, vread) the principal may read. The entry must be readable
-        now, and each version must have been in the principal's view when it was written: its
-        visibility at that commit, as the change log keeps it, the rule a type history lists
-        by (`scope().changes`). So a version written while the entry or its structure was
-        hidden (a place changed before its structure was published, a structure's first
-        version without a status) is not shown once the entry is listed. An entry in the
-        principal's perimeter now shows every version. A structure that left the directory, or
-        was deleted, is shown without its contact persons to whoever may not see them."""
+        now, and each version must have been in the principal's view while it was the current
+        one: when written, or when the entry's visibility changed while it still was (the
+        change log keeps both, the rows a type history lists, `scope().changes`). So a version
+        written and replaced while the entry or its structure was hidden (a place changed
+        before its structure was published, a structure's first version without a status) is
+        not shown once the entry is listed; the version current at the listing is, as a read
+        showed it then. An entry in the principal's perimeter now shows every version. A
+        structure that left the directory, or was deleted, is shown without its contact
+        persons to whoever may not see them."""
         if not versions or _sees_all(principal, versions):
             return list(versions)
         if principal.sees_everything:  # a regional administrator: all but others' owned types
@@ -232,7 +234,7 @@ class AccessPolicy:
         readable = [v for v in versions if v.rid in entries]
         judged = [v for v in readable if v.res_type in GOVERNED_TYPES and v.content is not None]
         mine = self._in_perimeter(conn, principal, judged)
-        in_view = self._written_in_view(conn, principal, [v for v in judged if v.rid not in mine])
+        in_view = self._in_view_while_current(conn, principal, [v for v in judged if v.rid not in mine])
         left = self._structures_left(conn, principal, {v.res_id for v in readable if v.rid not in mine})
         shown = []
         for v in readable:
@@ -242,12 +244,12 @@ class AccessPolicy:
             shown.append(_people_removed(v) if v.res_type == "Organization" and v.res_id in left else v)
         return shown
 
-    def _written_in_view(
+    def _in_view_while_current(
         self, conn: Connection, principal: Principal, versions: Sequence[StoredResource]
     ) -> set[tuple[int, int]]:
-        """Which of these versions were in the principal's view, read by id, when written:
-        public then, or retired then (a citeable entry, or a principal who searches retired
-        entries)."""
+        """Which of these versions were in the principal's view, read by id, at some change
+        while they were current (any change-log row naming the version): public then, or
+        retired then (a citeable entry, or a principal who searches retired entries)."""
         if not versions:
             return set()
         wanted = {(v.rid, v.version_id): v.res_type for v in versions}
@@ -256,9 +258,7 @@ class AccessPolicy:
         rids = sorted({rid for rid, _ in wanted})
         for start in range(0, len(rids), 500):
             rows = conn.execute(
-                select(c.rid, c.version_id, c.visibility).where(
-                    c.rid.in_(rids[start : start + 500]), c.new_version == true()
-                )
+                select(c.rid, c.version_id, c.visibility).where(c.rid.in_(rids[start : start + 500]))
             )
             for rid, version_id, visibility in rows:
                 res_type = wanted.get((rid, version_id))

@@ -147,6 +147,16 @@ def test_versions_written_while_hidden_are_not_shown_once_the_entry_is_listed(ap
         assert "SECRETPREPUB" not in text and "k.perrin" not in text, url
         assert history.get_json()["total"] == len(history.get_json()["entry"]) >= 1
     assert web.get(f"/fhir/Location/loc-mother/_history/{secret_version}").status_code == 404
+    # The version current when the structure was listed was shown by a read then, and is now:
+    # its vread answers as the read's Content-Location says, and every history lists it.
+    current = web.get("/fhir/Location/loc-mother")
+    assert current.status_code == 200
+    assert web.get(current.headers["Content-Location"].replace("http://fhir.test", "")).status_code == 200
+    version = current.get_json()["meta"]["versionId"]
+    instance = web.get("/fhir/Location/loc-mother/_history").get_json()
+    assert version in [e["resource"]["meta"]["versionId"] for e in instance["entry"]]
+    replayed = web.get(f"/fhir/Location/_history?_since={EPOCH}").get_json()
+    assert version in [e["resource"]["meta"]["versionId"] for e in replayed["entry"] if "resource" in e and e["fullUrl"].endswith("loc-mother")]
     assert web.get("/fhir/Organization/nostatus/_history/1").status_code == 404
     assert web.get("/fhir/Organization/nostatus/_history/2").status_code == 200
     # The administrator, who saw them then, still does.
