@@ -7,7 +7,6 @@ from fhirsrv.interactions import writes
 from fhirsrv.interactions.context import RequestInfo, Result, Services
 from fhirsrv.interactions.operations import OperationCall, operation
 from fhirsrv.interactions.resources import CONFORMANCE_TYPES, DIRECTORY_TYPES, check_resource
-from fhirsrv.storage import repository
 from fhirsrv.storage.engine import read_transaction
 from fhirsrv.storage.jsonfmt import loads
 
@@ -38,9 +37,11 @@ def validate(services: Services, info: RequestInfo, call: OperationCall) -> Resu
     res = call.resource("resource") or call.body_resource
     current = None
     if call.res_id is not None:
-        # The operation registry has checked the caller may read this instance.
+        # The operation registry has checked the caller may read this instance; it is validated
+        # as a read shows it to the caller (a structure that left the directory without its
+        # contact persons): the issues must not describe what the caller may not see.
         with read_transaction(services.engine) as conn:
-            current = repository.get_current(conn, call.res_type, call.res_id)
+            current, _ = services.policy.read_current(conn, info.principal, call.res_type, call.res_id)
         if current is None or current.deleted:
             raise NotFound(f"{call.res_type}/{call.res_id} is not known")
     if mode == "delete":

@@ -195,3 +195,20 @@ def test_a_history_at_an_instant_fills_its_pages_with_what_the_caller_may_see(ap
         seen += [e["resource"]["id"] for e in page["entry"]]
         url = next((link["url"] for link in page["link"] if link["relation"] == "next"), None)
     assert sorted(seen) == ["hs-left", "hs-mother"]
+
+
+def test_validating_a_structure_that_left_says_nothing_of_its_contact_person(app: Flask) -> None:
+    """`$validate` of a stored entry validates it as a read shows it to the caller: the issues
+    of a contact the caller may not see would describe it."""
+    web = app.test_client()
+    admin = _admin(app)
+    current = web.get("/fhir/Organization/left", headers=admin).get_json()
+    odd = {**CONTACT, "purpose": {"coding": [{"system": "https://example.org/nature", "code": "inconnue"}]}}
+    assert web.put("/fhir/Organization/left", json={**current, "contact": [odd]}, headers=admin).status_code == 200
+    _withdraw(app, "left")
+    seen_by_admin = web.post("/fhir/Organization/left/$validate", json={"resourceType": "Parameters"}, headers=admin)
+    assert "contact" in seen_by_admin.get_data(as_text=True)  # the issue is there to be found
+    for who in ({}, token_headers(app, "structure-referent", organization="Organization/mother")):
+        answer = web.post("/fhir/Organization/left/$validate", json={"resourceType": "Parameters"}, headers=who)
+        assert answer.status_code == 200, answer.get_json()
+        assert "contact" not in answer.get_data(as_text=True)
