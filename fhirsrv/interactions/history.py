@@ -233,21 +233,38 @@ def _from_log(
             after = max(after, position)
         elif position is not None:
             through = min(through, position - 1)
-        rows = changes.listed(
-            conn,
-            after=after,
-            through=through,
-            shown=shown,
-            removal=removal,
-            limit=count + 1,
-            newest_first=not oldest_first,
-            # One type: its (res_type, seq) index. Several: the log's own order, filtered.
-            res_types=types if len(types) == 1 else None,
-        )
-        read, more = rows[:count], len(rows) > count and count > 0
         # The policy may leave changes out (versions of entries the caller may not read now):
-        # the pages still follow each other by the changes read, so none is read twice.
-        page = services.policy.listed_as_shown(conn, info.principal, read)
+        # chunks are read until a page and one more are shown, or the log ends, so a page is
+        # never short and a `next` link means a shown change follows. The pages follow each
+        # other by the changes read, so none is read twice.
+        kept: list[tuple[changes.Listed, changes.Listed]] = []  # (as read, as shown)
+        first_read: changes.Listed | None = None
+        last_read: changes.Listed | None = None
+        while len(kept) <= count:
+            rows = changes.listed(
+                conn,
+                after=after,
+                through=through,
+                shown=shown,
+                removal=removal,
+                limit=count + 1,
+                newest_first=not oldest_first,
+                # One type: its (res_type, seq) index. Several: the log's own order, filtered.
+                res_types=types if len(types) == 1 else None,
+            )
+            if rows:
+                first_read, last_read = first_read or rows[0], rows[-1]
+            as_shown = {c.seq: c for c in services.policy.listed_as_shown(conn, info.principal, rows)}
+            kept += [(c, as_shown[c.seq]) for c in rows if c.seq in as_shown]
+            if len(rows) <= count or count == 0:
+                break
+            if oldest_first:
+                after = rows[-1].seq
+            else:
+                through = rows[-1].seq - 1
+        more = len(kept) > count and count > 0
+        read = [c for c, _ in kept[:count]]
+        page = [c for _, c in kept[:count]]
     # The watermark is the instant of a change listed to this caller (in its view when it
     # committed, though its version may be left out now), never the log's own end:
     # the log's last change may be one the caller may not see, and its instant would tell an
@@ -257,12 +274,17 @@ def _from_log(
         # Complete up to the page's last change: when more follow, or on the last page, where
         # nothing after it is shown to this caller (`_count=0` reads nothing: complete up to
         # where it was asked to start).
-        complete = read[-1].at if read and count > 0 else since
+        if count == 0:
+            complete = since
+        elif more:
+            complete = read[-1].at
+        else:  # the last page: every change read was considered, shown or not
+            complete = last_read.at if last_read is not None else since
         if since is not None and (complete is None or complete < since):
             complete = since
     elif complete is None:
         # Newest first: the first page's newest change, carried along to the next pages.
-        complete = read[0].at if read else since
+        complete = first_read.at if first_read is not None else since
     path = "/".join(p for p in (res_type, "_history") if p)
     base_query = [(k, v) for k, v in params if k != "_cursor"]
     links = [{"relation": "self", "url": _url(info, path, params)}]
