@@ -168,6 +168,9 @@ def write_export(
         if not job.principal.sees_everything:
             last_commit = _last_listed(conn, scope, job.request.types, last)
         transaction_time = last_commit or started  # no change ever (listed to the caller)
+        since = job.request.since
+        if since is not None and transaction_time < since:  # both naive UTC
+            transaction_time = since  # nothing listed to the caller since: resume from there
         services.search.ensure_current(conn)
         for position, res_type in enumerate(job.request.types, 1):
             report(

@@ -362,6 +362,9 @@ def test_an_anonymous_transaction_time_is_not_moved_by_a_write_it_may_not_see(ap
     assert "HealthcareService/hs-29" in ids(resources(web, found))
     assert "HealthcareService/hs-hidden" not in ids(resources(web, found))
     assert found["transactionTime"] > admin_after
+    # Nothing listed to the caller since: the instant it asked to resume from, never earlier.
+    later = export(web, f"/fhir/$export?_since={admin_after.replace('+', '%2B')}&_type=Location")
+    assert later["transactionTime"] >= admin_after
 
 
 def test_a_large_type_is_split_into_files(apps: AppFactory) -> None:
