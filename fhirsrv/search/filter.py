@@ -78,7 +78,7 @@ class _Parser:
         self.depth = 0
 
     def nested(self) -> Any:
-        """A parenthesised expression or a `not` one level deeper."""
+        """A parenthesised expression, one level deeper (a `not` takes one too)."""
         self.depth += 1
         if self.depth > self.max_depth:
             raise TooCostly(
@@ -86,13 +86,11 @@ class _Parser:
                 f"allows at most {self.max_depth} ({VARIABLES['max_filter_depth']})"
             )
         try:
-            if self.peek() == "(":
-                self.take()
-                inner = self.expr()
-                if self.take() != ")":
-                    raise BadRequest("_filter: missing ')'")
-                return inner
-            return Logical("not", [self.factor()])
+            self.take()  # "(": both callers looked
+            inner = self.expr()
+            if self.take() != ")":
+                raise BadRequest("_filter: missing ')'")
+            return inner
         finally:
             self.depth -= 1
 
@@ -127,7 +125,7 @@ class _Parser:
         if head.lower() == "not":
             if self.peek() != "(":
                 raise BadRequest("_filter: 'not' must be followed by a parenthesised expression")
-            return self.nested()
+            return Logical("not", [self.nested()])
         op = self.take().lower()
         if op not in OPERATORS:
             raise BadRequest(f"_filter: '{op}' is not a filter operator")

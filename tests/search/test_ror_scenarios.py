@@ -88,6 +88,16 @@ def test_or_and_and_or_with_filter(client):
     assert client.get("/fhir/HealthcareService?_filter=" + quote("name eq")).status_code == 400
 
 
+def test_not_in_a_filter_keeps_what_its_expression_does_not_match(client):
+    _, everything, _ = split(client, "/fhir/HealthcareService?_count=100")
+    _, either, _ = split(client, "/fhir/HealthcareService?_filter=" + quote(f"(service-category eq {R244}|355) or (specialty eq {R211}|170)"))
+    negated = quote(f"not ((service-category eq {R244}|355) or (specialty eq {R211}|170))")
+    _, matches, _ = split(client, f"/fhir/HealthcareService?_filter={negated}&_count=100")
+    assert matches == sorted(set(everything) - set(either)) and matches
+    twice = quote(f"not (not (specialty eq {R211}|330))")
+    assert split(client, f"/fhir/HealthcareService?_filter={twice}")[1] == ["hs-apa"]
+
+
 def test_near_a_patient(client):
     _, matches, included = split(
         client,
