@@ -295,10 +295,18 @@ class AccessPolicy:
           for whoever may not see them."""
         if principal.sees_everything:
             return page
+        scope = self.scope(principal)
         versions = [c for c in page if not c.removal and c.content is not None and c.res_type in GOVERNED_TYPES]
-        if versions:
-            readable = self._readable_rids(conn, principal, [(c.res_type, c.rid) for c in versions])
-            page = [c for c in page if c.removal or c.content is None or c.res_type not in GOVERNED_TYPES or c.rid in readable]
+        # Most principals' reading is decided by the entry's visibility now, which the page
+        # carries; a perimeter's, by the database.
+        decided = {c.seq: scope.readable_with(c.res_type, c.visibility_now) for c in versions}
+        asked = [(c.res_type, c.rid) for c in versions if decided[c.seq] is None]
+        readable = self._readable_rids(conn, principal, asked) if asked else set()
+        page = [
+            c
+            for c in page
+            if c.seq not in decided or decided[c.seq] or (decided[c.seq] is None and c.rid in readable)
+        ]
         named = {c.res_id for c in page if c.res_type == "Organization" and c.content and '"contact"' in c.content}
         left = self._structures_left(conn, principal, named)
         return [_people_removed(c) if c.res_type == "Organization" and c.res_id in left else c for c in page]

@@ -121,6 +121,29 @@ class PrincipalScope:
         seen = ea.visibility == "public" if public_only else ea.visibility != "hidden"
         return rid.in_(select(ea.rid).where(ea.res_type == res_type, seen))
 
+    def readable_with(self, res_type: str, visibility: str) -> bool | None:
+        """`readable` decided from an entry's current visibility alone (its `resource.visibility`
+        column, as `by_status` reads it), or None when the database must decide: an owned type,
+        or a principal with a perimeter (`perimeter`), which the visibility does not tell."""
+        principal = self.principal
+        if res_type in OWNED_TYPES:
+            return None
+        if principal.sees_everything or res_type not in GOVERNED_TYPES:
+            return res_type not in AUDIT_TYPES or principal.sees_everything
+        if self.has_perimeter():
+            return None
+        shown = _SEARCHED[principal.role]
+        if res_type in CITEABLE_TYPES and Visibility.RETIRED not in shown:
+            shown = (*shown, Visibility.RETIRED)
+        return visibility in shown
+
+    def has_perimeter(self) -> bool:
+        """Whether the principal has a perimeter (`perimeter` is not None for governed types)."""
+        principal = self.principal
+        if principal.role is Role.STRUCTURE_REFERENT and principal.organization:
+            return True
+        return principal.role is Role.TERRITORIAL_ADMIN and territory_structures(principal) is not None
+
     def perimeter(self, res_type: str, rid: Any) -> ColumnElement[bool] | None:
         """Entries the principal sees whatever their status (its structure, its territory);
         None when it has no such perimeter."""

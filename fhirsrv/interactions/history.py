@@ -54,6 +54,8 @@ _HTTP = {"create": "POST", "update": "PUT", "patch": "PATCH", "delete": "DELETE"
 _STATUS = {"create": "201 Created", "update": "200 OK", "patch": "200 OK", "delete": "204 No Content"}
 _KNOWN = {"_since", "_at", "_count", "_cursor", "_sort", "_type", "_format", "_pretty", "_summary", "_elements"}
 _OLDEST, _NEWEST = "_lastUpdated", "-_lastUpdated"
+# Changes read at least when a page is filled up after some were left out (see `_from_log`).
+_REFILL = 64
 # A change-log cursor: "log|<order>|<number of the last change of the page>|<instant or ->".
 _LOG_CURSOR = "log"
 
@@ -241,13 +243,16 @@ def _from_log(
         first_read: changes.Listed | None = None
         last_read: changes.Listed | None = None
         while len(kept) <= count:
+            # The first chunk a page and one more; the next ones what is missing (at least a
+            # few dozen changes: each chunk is a round trip).
+            limit = count + 1 if first_read is None else max(count + 1 - len(kept), _REFILL)
             rows = changes.listed(
                 conn,
                 after=after,
                 through=through,
                 shown=shown,
                 removal=removal,
-                limit=count + 1,
+                limit=limit,
                 newest_first=not oldest_first,
                 # One type: its (res_type, seq) index. Several: the log's own order, filtered.
                 res_types=types if len(types) == 1 else None,
@@ -256,7 +261,7 @@ def _from_log(
                 first_read, last_read = first_read or rows[0], rows[-1]
             as_shown = {c.seq: c for c in services.policy.listed_as_shown(conn, info.principal, rows)}
             kept += [(c, as_shown[c.seq]) for c in rows if c.seq in as_shown]
-            if len(rows) <= count or count == 0:
+            if len(rows) < limit or count == 0:  # the log has no more
                 break
             if oldest_first:
                 after = rows[-1].seq

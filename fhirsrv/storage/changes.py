@@ -263,6 +263,9 @@ class Listed:
     deleted: bool
     method: str
     content: str | None
+    # The entry's visibility now (resource.visibility), for the policy's look at what the
+    # reader may read now without another query.
+    visibility_now: str
 
 
 def listed(
@@ -280,13 +283,15 @@ def listed(
     number order (or the reverse); `removal` says which are shown as removals. One statement:
     the version rows are joined by primary key, and a removal's content is never read."""
     c, v = change_log.c, resource_version.c
+    entry_now = resource.alias("entry_now")  # an alias: `shown`'s subqueries may read `resource`
     gone = removal.label("removal")
     query = (
         select(
             c.seq, c.at, c.rid, c.res_type, c.res_id, c.version_id, gone, v.last_updated, v.deleted, v.method,
-            case((removal, literal(None, String)), else_=v.content).label("content"),
+            case((removal, literal(None, String)), else_=v.content).label("content"), entry_now.c.visibility,
         )
         .join_from(change_log, resource_version, and_(v.rid == c.rid, v.version_id == c.version_id))
+        .join(entry_now, entry_now.c.rid == c.rid)
         .where(c.seq > after, c.seq <= through, shown)
     )
     if res_types is not None:
@@ -295,7 +300,7 @@ def listed(
     return [
         Listed(
             r.seq, r.at, r.rid, r.res_type, r.res_id, r.version_id, bool(r.removal),
-            r.last_updated, r.deleted, r.method or "", r.content,
+            r.last_updated, r.deleted, r.method or "", r.content, r.visibility,
         )  # fmt: skip
         for r in conn.execute(query)
     ]

@@ -15,9 +15,12 @@ from urllib.parse import urlencode
 
 import pytest
 from flask import Flask
+from sqlalchemy import select
 
-from fhirsrv.access.principal import SERVER
+from fhirsrv.access.facts import GOVERNED_TYPES
+from fhirsrv.access.principal import ANONYMOUS, SERVER, Principal
 from fhirsrv.interactions import writes
+from fhirsrv.storage.schema import resource
 from tests.api.helpers import auth_app, token_headers
 from tests.api.test_history_sync import EPOCH, REPAIR, entries_of, lifecycle, structure
 
@@ -228,3 +231,26 @@ def test_validating_a_structure_that_left_says_nothing_of_its_contact_person(app
     issues = [sorted((i["severity"], i["diagnostics"]) for i in outcome["issue"]) for outcome in outcomes]
     about_the_rest = [issue for issue in issues[0] if not issue[1].startswith("Organization.contact")]
     assert about_the_rest and issues[1] == about_the_rest and "contact" not in str(outcomes[1]), outcomes
+
+
+def test_what_the_visibility_alone_decides_is_what_the_database_decides(app: Flask) -> None:
+    """A history decides from the entry's visibility, carried by its page, whether a caller may
+    read it now (`readable_with`): for every principal it decides for, the same answer as the
+    `readable` condition the database checks; for one with a perimeter, it leaves it to it."""
+    _withdraw(app, "left")
+    services = app.extensions["fhirsrv"]
+    policy = services.policy
+    partner = Principal.client(role="partner-reader", client_id="p", name="p", scope="system/*.rs")
+    referent = Principal.client(
+        role="structure-referent", client_id="r", name="r", scope="system/*.cruds", organization="Organization/mother"
+    )
+    with services.engine.connect() as conn:
+        entries = [(t, rid, vis) for t, rid, vis in conn.execute(select(resource.c.res_type, resource.c.rid, resource.c.visibility))]
+        assert {vis for _, _, vis in entries} >= {"public", "retired"}
+        for principal in (ANONYMOUS, partner):
+            scope = policy.scope(principal)
+            governed = [(t, rid, vis) for t, rid, vis in entries if t in GOVERNED_TYPES]
+            by_database = policy._readable_rids(conn, principal, [(t, rid) for t, rid, _ in governed])
+            for res_type, rid, visibility in governed:
+                assert scope.readable_with(res_type, visibility) == (rid in by_database), (principal.role, res_type, visibility)
+        assert policy.scope(referent).readable_with("Location", "public") is None
