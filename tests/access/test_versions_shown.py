@@ -254,3 +254,20 @@ def test_what_the_visibility_alone_decides_is_what_the_database_decides(app: Fla
             for res_type, rid, visibility in governed:
                 assert scope.readable_with(res_type, visibility) == (rid in by_database), (principal.role, res_type, visibility)
         assert policy.scope(referent).readable_with("Location", "public") is None
+
+
+def test_a_deleted_structure_s_versions_are_shown_without_its_contact_person(app: Flask) -> None:
+    """A deleted structure left the directory too: its versions, which care plans that cite
+    them may still read, no longer show the person it named, but to those who see such people."""
+    web = app.test_client()
+    admin = _admin(app)
+    deleted = web.delete("/fhir/Organization/left", headers=admin)
+    assert deleted.status_code in (200, 204), deleted.get_json()
+    history = web.get("/fhir/Organization/left/_history")
+    assert history.status_code == 200
+    assert [e for e in history.get_json()["entry"] if "resource" in e]  # its listed version is there
+    assert "k.perrin" not in history.get_data(as_text=True)
+    assert web.get("/fhir/Organization/left/_history/1").status_code == 200
+    assert "k.perrin" not in web.get("/fhir/Organization/left/_history/1").get_data(as_text=True)
+    partner = token_headers(app, "partner-reader", "system/*.rs")
+    assert "k.perrin" in web.get("/fhir/Organization/left/_history/1", headers=partner).get_data(as_text=True)
