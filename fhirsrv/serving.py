@@ -34,6 +34,7 @@ import io
 import logging
 import multiprocessing
 import os
+import re
 import shutil
 import signal
 import socket
@@ -552,7 +553,8 @@ def with_shared_metrics(settings: Settings) -> Settings:
             for stale in Path(directory).glob(pattern):
                 stale.unlink()
     else:
-        directory = tempfile.mkdtemp(prefix="fhirsrv-metrics-")
+        remove_stale_metrics_directories(Path(tempfile.gettempdir()))
+        directory = tempfile.mkdtemp(prefix=METRICS_DIRECTORY_PREFIX)
         atexit.register(shutil.rmtree, directory, True)
     shared = replace(settings, prometheus_multiproc_dir=directory)
     export_to_environment(shared, "prometheus_multiproc_dir")
@@ -754,6 +756,46 @@ def remove_stale_pool_directories(temporary: Path) -> None:
             continue
         shutil.rmtree(directory, ignore_errors=True)
         log.info("removed a heavy-request pool directory a stopped server left: %s", directory)
+
+
+# The private metrics directories of servers started without FHIRSRV_PROMETHEUS_MULTIPROC_DIR.
+METRICS_DIRECTORY_PREFIX = "fhirsrv-metrics-"
+# prometheus-client's file names end with the pid of the process that writes them.
+_WRITER_PID = re.compile(r"_(\d+)\.db$")
+
+
+def remove_stale_metrics_directories(temporary: Path) -> None:
+    """Remove the private metrics directories of servers that ended without a word (kill -9,
+    the OOM killer: `atexit` never ran): this user's, untouched for STALE_AFTER seconds,
+    holding prometheus-client's files only, none of them written by a process still running.
+    A live server's directory holds a file of a live process (its parent's, or its workers'),
+    and is kept; so is an empty one, which a server just started may not have written yet."""
+    now = time.time()
+    for directory in temporary.glob(f"{METRICS_DIRECTORY_PREFIX}*"):
+        try:
+            info = directory.lstat()
+            names = [entry.name for entry in directory.iterdir()]
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or now - info.st_mtime < STALE_AFTER:
+            continue
+        writers = [_WRITER_PID.search(name) for name in names]
+        if not names or not all(writers):
+            continue
+        if any(_running(int(found.group(1))) for found in writers if found):
+            continue
+        shutil.rmtree(directory, ignore_errors=True)
+        log.info("removed a metrics directory a stopped server left: %s", directory)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: running
+        return True
+    return True
 
 
 def answers_connection(socket_path: Path) -> bool:

@@ -33,6 +33,7 @@ from fhirsrv.serving import (
     answer,
     is_same_socket,
     listening,
+    remove_stale_metrics_directories,
     remove_stale_pool_directories,
 )
 from tests.api.helpers import ALIAS_SEARCH_PARAMETER as PARAM
@@ -620,6 +621,31 @@ def test_pool_directories_left_by_servers_killed_outright_are_removed_at_the_nex
         assert live.exists() and starting.exists() and other.exists()
     finally:
         listener.close()
+
+
+def test_metrics_directories_left_by_servers_killed_outright_are_removed_at_the_next_start(
+    tmp_path: Path,
+) -> None:
+    """A server killed with -9 never removes its private metrics directory; the next start does,
+    when no process that wrote in it still runs, and leaves any other."""
+    old = STALE_AFTER + 60
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    gone_pid, live_pid = int(ended.stdout), os.getpid()
+
+    def metrics_dir(*files: str, age: float = old) -> Path:
+        made = Path(tempfile.mkdtemp(prefix="fhirsrv-metrics-", dir=tmp_path))
+        for name in files:
+            (made / name).write_bytes(b"")
+        return _aged(made, age)
+
+    dead = metrics_dir(f"counter_{gone_pid}.db", f"histogram_{gone_pid}.db")
+    alive = metrics_dir(f"counter_{gone_pid}.db", f"gauge_livesum_{live_pid}.db")
+    recent = metrics_dir(f"counter_{gone_pid}.db", age=0)
+    empty = metrics_dir()  # a server just started may not have written yet
+    other = metrics_dir("notes.txt")
+    remove_stale_metrics_directories(tmp_path)
+    assert not dead.exists()
+    assert alive.exists() and recent.exists() and empty.exists() and other.exists()
 
 
 def test_a_restarted_pool_closes_only_descriptors_that_are_still_the_workers_sockets() -> None:
