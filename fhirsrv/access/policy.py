@@ -235,7 +235,12 @@ class AccessPolicy:
         judged = [v for v in readable if v.res_type in GOVERNED_TYPES and v.content is not None]
         mine = self._in_perimeter(conn, principal, judged)
         in_view = self._in_view_while_current(conn, principal, [v for v in judged if v.rid not in mine])
-        left = self._structures_left(conn, principal, {v.res_id for v in readable if v.rid not in mine})
+        named = {
+            v.res_id
+            for v in readable
+            if v.res_type == "Organization" and v.rid not in mine and v.content and '"contact"' in v.content
+        }
+        left = self._structures_left(conn, principal, named)
         shown = []
         for v in readable:
             judged_here = v.res_type in GOVERNED_TYPES and v.content is not None and v.rid not in mine
