@@ -741,15 +741,7 @@ def remove_stale_pool_directories(temporary: Path) -> None:
     OOM killer, a stop timeout): pool directories of this user, untouched for STALE_AFTER
     seconds, holding nothing but a socket that nobody listens on. One a live pool uses answers
     a connection, and is kept."""
-    now = time.time()
-    for directory in temporary.glob(f"{HEAVY_DIRECTORY_PREFIX}*"):
-        try:
-            info = directory.lstat()
-            entries = list(directory.iterdir())
-        except OSError:  # gone meanwhile, or not ours to read
-            continue
-        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or now - info.st_mtime < STALE_AFTER:
-            continue
+    for directory, entries in _left_directories(temporary, HEAVY_DIRECTORY_PREFIX):
         if any(entry.name != "heavy.sock" for entry in entries):
             continue
         if entries and answers_connection(entries[0]):
@@ -770,15 +762,8 @@ def remove_stale_metrics_directories(temporary: Path) -> None:
     holding prometheus-client's files only, none of them written by a process still running.
     A live server's directory holds a file of a live process (its parent's, or its workers'),
     and is kept; so is an empty one, which a server just started may not have written yet."""
-    now = time.time()
-    for directory in temporary.glob(f"{METRICS_DIRECTORY_PREFIX}*"):
-        try:
-            info = directory.lstat()
-            names = [entry.name for entry in directory.iterdir()]
-        except OSError:  # gone meanwhile, or not ours to read
-            continue
-        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or now - info.st_mtime < STALE_AFTER:
-            continue
+    for directory, entries in _left_directories(temporary, METRICS_DIRECTORY_PREFIX):
+        names = [entry.name for entry in entries]
         writers = [_WRITER_PID.search(name) for name in names]
         if not names or not all(writers):
             continue
@@ -796,6 +781,20 @@ def _running(pid: int) -> bool:
     except PermissionError:  # another user's process: running
         return True
     return True
+
+
+def _left_directories(temporary: Path, prefix: str) -> Iterator[tuple[Path, list[Path]]]:
+    """This user's directories named `prefix`… in `temporary`, untouched for STALE_AFTER
+    seconds, each with its entries: those a server that ended without a word may have left."""
+    now = time.time()
+    for directory in temporary.glob(f"{prefix}*"):
+        try:
+            info = directory.lstat()
+            entries = list(directory.iterdir())
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and now - info.st_mtime >= STALE_AFTER:
+            yield directory, entries
 
 
 def answers_connection(socket_path: Path) -> bool:
