@@ -300,7 +300,12 @@ def test_sigterm_lets_a_request_in_flight_finish(template: Path, tmp_path: Path)
         server.process.send_signal(signal.SIGTERM)
         _until_refused(server)  # no new connection, but the one in flight is served
         conn.send(rest)
-        response = conn.getresponse()
+        try:
+            response = conn.getresponse()
+        except (http.client.RemoteDisconnected, ConnectionError) as exc:
+            # Rare (about one CI run in ten, never reproduced alone): what the server said then.
+            server.process.wait(timeout=60)
+            raise AssertionError(f"the request in flight was dropped: {exc!r}\n{server.output()}") from exc
         assert response.status == 201, response.read()
         assert server.stop() == 0
     assert "Traceback" not in server.output()
