@@ -172,11 +172,14 @@ def _attack(port: int, name: str, seconds: float) -> dict:
 
 def _start(url: str, workers: int, tmp: Path) -> tuple[subprocess.Popen, int]:
     """One waitress process (4 threads) for 1 worker, else `fhirsrv serve --workers N`'s own
-    granian set-up (bench/_workers_app.py), authorization on, rate limits off."""
+    granian set-up (bench/_workers_app.py, its default threads a worker), authorization on, rate
+    limits off."""
     if workers > 1:
         from workers_bench import start
 
-        return start("granian", workers, 4, url, tmp)
+        from fhirsrv.cli import WORKER_THREADS
+
+        return start("granian", workers, WORKER_THREADS, url, tmp)
     port = _free_port()
     proc = subprocess.Popen([sys.executable, str(HERE / "_server.py"), url, str(port), "100", "auth"])
     _wait(port, proc)

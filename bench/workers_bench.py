@@ -15,7 +15,7 @@ keep-alive http.client connection each (heavier: it takes CPU from the server; t
 which ran).
 
 Usage: python bench/workers_bench.py [--seconds 10] [--postgres URL] [--no-sqlite]
-       [--servers granian,gunicorn,waitress] [--workers 1,2] [--connections 1,4,16] [--threads 8]
+       [--servers granian,gunicorn,waitress] [--workers 1,2] [--connections 1,4,16] [--threads 4]
        [--organizations N]   # N published structures instead of the demo region (a quick check)
 gunicorn's rows need gunicorn (`pip install -e '.[bench]'`); without it they are left out.
 """
@@ -42,6 +42,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _pg import fresh_schema  # noqa: E402
 from http_bench import _free_port, _wait  # noqa: E402
+
+from fhirsrv.cli import WORKER_THREADS  # noqa: E402
 
 SEARCH = "/fhir/Organization?name=centre&_count=20"
 FIXED = "/baseline/fixed"
@@ -293,7 +295,7 @@ def main() -> None:
     parser.add_argument("--servers", type=lambda v: v.split(","), default=["granian", "gunicorn", "waitress"])
     parser.add_argument("--workers", type=lambda v: [int(x) for x in v.split(",")], default=[1, 2])
     parser.add_argument("--connections", type=lambda v: [int(x) for x in v.split(",")], default=[1, 4, 16])
-    parser.add_argument("--threads", type=int, default=8, help="per worker (fhirsrv serve's default)")
+    parser.add_argument("--threads", type=int, default=WORKER_THREADS, help="per worker (fhirsrv serve's default)")
     parser.add_argument("--organizations", type=int, default=None, help="instead of the demo region")
     args = parser.parse_args()
     results: dict[str, Any] = {

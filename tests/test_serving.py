@@ -369,10 +369,11 @@ def test_a_stopped_database_stops_serve_with_workers_with_one_line(tmp_path: Pat
     assert "unavailable: the database cannot be reached" in done.stderr and "secret" not in done.stderr
 
 
-def test_the_workers_setting_alone_starts_that_many_workers(template: Path, tmp_path: Path) -> None:
-    with serving(tmp_path, database=copy_sqlite(template, tmp_path / "db.sqlite3"), workers=None,
+def test_the_workers_setting_alone_starts_that_many_workers_of_four_threads(template: Path, tmp_path: Path) -> None:
+    with serving(tmp_path, database=copy_sqlite(template, tmp_path / "db.sqlite3"), workers=None, threads=None,
                  FHIRSRV_WORKERS="3") as server:  # fmt: skip
         assert len(server.worker_pids()) == 3
+        assert "with 3 worker processes of 4 threads" in server.output()
 
 
 def _organization_reads(conn: http.client.HTTPConnection, token: str) -> float:

@@ -136,18 +136,19 @@ def serving(
     data_dir: Path,
     database: str | None = None,
     workers: int | None = 2,
-    threads: int = 4,
+    threads: int | None = 4,
     **variables: str,
 ) -> Iterator[Server]:
     """`fhirsrv serve --workers N --no-demo` until the block ends (then SIGTERM, and SIGKILL for
-    what remains); without `workers`, no option: FHIRSRV_WORKERS (in `variables`) says how many.
+    what remains); without `workers`, no option: FHIRSRV_WORKERS (in `variables`) says how many;
+    without `threads`, no option either (the command's default).
     FHIRSRV_* settings come from `variables`; the data directory (signing key, default SQLite
     file) is `data_dir`."""
     port = free_port()
     log = data_dir / f"serve-{port}.log"
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "FHIRSRV_DATA_DIR": str(data_dir), **variables}
     command = [sys.executable, "-m", "fhirsrv.cli", "serve", "--port", str(port), "--no-demo"]
-    command += ["--threads", str(threads)] + (["--workers", str(workers)] if workers else [])
+    command += (["--threads", str(threads)] if threads else []) + (["--workers", str(workers)] if workers else [])
     expected = workers or int(variables["FHIRSRV_WORKERS"])
     if database:
         command += ["--database", database]
